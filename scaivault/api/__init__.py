@@ -1,0 +1,16 @@
+"""HTTP blueprints: one per resource, thin, each view a straight run of the request pipeline."""
+from __future__ import annotations
+
+import importlib
+
+from flask import Flask
+
+# Module paths of every blueprint module; each exposes `bp`. Add a line per resource.
+BLUEPRINT_MODULES = [
+    "scaivault.api.health",
+]
+
+
+def register_blueprints(app: Flask) -> None:
+    for module_path in BLUEPRINT_MODULES:
+        app.register_blueprint(importlib.import_module(module_path).bp)

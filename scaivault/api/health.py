@@ -1,0 +1,63 @@
+"""Liveness, readiness, detailed health and version (spec/10 section 9)."""
+from __future__ import annotations
+
+import time
+from datetime import datetime, timezone
+
+from flask import Blueprint, jsonify
+
+from .. import __version__
+from ..health import HealthChecker
+from .http import runtime
+from .pipeline import endpoint
+
+bp = Blueprint("health", __name__)
+
+
+def _checker() -> HealthChecker:
+    rt = runtime()
+    checker = rt.__dict__.get("health_checker")
+    if checker is None:
+        checker = rt.__dict__["health_checker"] = HealthChecker(rt)
+    return checker
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+@bp.get("/v1/health")
+@endpoint(None, authenticated=False)
+def liveness():
+    return jsonify({"status": "healthy", "timestamp": _now()})
+
+
+@bp.get("/v1/health/ready")
+@endpoint(None, authenticated=False)
+def readiness():
+    results, errors = _checker().run()
+    # each check is "ok", "error" or (encryption on its secondary key) "degraded", which stays ready
+    body = {"status": "ready" if not errors else "not_ready",
+            "checks": {name: r["status"] for name, r in results.items()}}
+    if errors:
+        body["errors"] = errors
+    return jsonify(body), (503 if errors else 200)
+
+
+@bp.get("/v1/health/detailed")
+@endpoint(None, scope="admin", tenant=False)
+def detailed():
+    results, errors = _checker().run()
+    return jsonify({
+        "status": "healthy" if not errors else "unhealthy",
+        "version": __version__,
+        "uptime_seconds": int(time.time() - runtime().started_at),
+        "checks": results,
+        **({"errors": errors} if errors else {}),
+    })
+
+
+@bp.get("/v1/version")
+@endpoint(None, authenticated=False)
+def version():
+    return jsonify({"version": __version__, "api_version": "v1", "name": "scaivault"})

@@ -1,0 +1,44 @@
+"""Who is calling: the Identity derived from a bearer token, and the tenant a request acts in."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+ADMIN_ROLES = ("super_admin", "partner_admin", "tenant_admin")
+
+
+@dataclass(frozen=True)
+class Identity:
+    """An authenticated caller (spec/10 section 2.4 and spec/15 section 2.4)."""
+
+    identity_id: str                      # user:<email> | sa:<name> | user:<sub>
+    identity_type: str                    # user | service_account
+    subject: str                          # the token's sub (or the PAT's owner subject)
+    tenant_id: str | None                 # the token's home tenant
+    partner_id: str | None
+    scopes: frozenset[str]
+    groups: tuple[str, ...] = ()          # group:<name>
+    roles: frozenset[str] = frozenset()   # admin roles
+    display_name: str | None = None
+    mfa_verified_at: datetime | None = None
+    token_kind: str = "jwt"               # jwt | pat
+    token_id: str | None = None           # jti, or the PAT id
+    issued_at: datetime | None = None
+    expires_at: datetime | None = None
+    claims: dict = field(default_factory=dict, compare=False, repr=False)
+
+    def has_scope(self, scope: str) -> bool:
+        return scope in self.scopes
+
+    @property
+    def is_super_admin(self) -> bool:
+        return "super_admin" in self.roles
+
+
+@dataclass(frozen=True)
+class TenantContext:
+    """The tenant a request acts in (spec/10 section 4.1) and how it was chosen."""
+
+    tenant_id: str
+    partner_id: str | None
+    source: str = "token"                 # path | header | token

@@ -1,0 +1,9 @@
+"""First-boot steps, run after migrations by every starting instance (idempotent, race-safe)."""
+from __future__ import annotations
+
+from .runtime import Runtime
+
+
+def first_boot(runtime: Runtime) -> None:
+    """Create the encryption root and record the bootstrap super admin, if not done yet."""
+    return None

@@ -1,0 +1,236 @@
+"""PostgreSQL access: a bounded pg8000 pool per process, transactions and read routing.
+
+Usage (services never see connections directly):
+
+    with db.transaction() as tx:            # BEGIN ... COMMIT (ROLLBACK on exception)
+        row = tx.one("SELECT ... WHERE id = :id", id=x)
+    rows = db.query("SELECT ...", **params)  # one autocommitted statement on the primary
+    rows = db.read_query("SELECT ...")       # routed to DATABASE_URL_READ when set
+
+Rows are dicts keyed by column name. The pool is created lazily in each process (so after
+gunicorn forks), checks a connection that sat idle before handing it out, and replaces
+connections that failed; a lost connection is never fatal to the process.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import ssl
+import threading
+import time
+from contextlib import contextmanager
+from typing import Any, Iterator
+
+import pg8000.native
+from pg8000.exceptions import DatabaseError, InterfaceError
+
+from .config import DatabaseURL
+from .errors import ServiceUnavailable
+
+log = logging.getLogger("scaivault.db")
+
+IDLE_CHECK_SECONDS = 30.0
+CHECKOUT_TIMEOUT_SECONDS = 10.0
+
+
+def connect(url: DatabaseURL, *, timeout: float = 30.0, application_name: str = "scaivault") -> pg8000.native.Connection:
+    """Open one pg8000 native connection; `timeout` bounds the connect and every socket read."""
+    ssl_context: ssl.SSLContext | bool | None = None
+    if url.sslmode in ("require", "prefer", "allow") and url.unix_sock is None:
+        if url.sslmode == "require":
+            ssl_context = ssl.create_default_context()
+            ssl_context.check_hostname = False
+            ssl_context.verify_mode = ssl.CERT_NONE
+    elif url.sslmode in ("verify-ca", "verify-full"):
+        ssl_context = ssl.create_default_context(cafile=url.sslrootcert)
+        ssl_context.check_hostname = url.sslmode == "verify-full"
+    kwargs: dict[str, Any] = dict(
+        user=url.user, password=url.password, database=url.database, timeout=timeout,
+        application_name=application_name,
+    )
+    if url.unix_sock:
+        kwargs["unix_sock"] = url.unix_sock
+    else:
+        kwargs.update(host=url.host, port=url.port, ssl_context=ssl_context)
+    return pg8000.native.Connection(**kwargs)
+
+
+def _rows(conn: pg8000.native.Connection, result: list | None) -> list[dict[str, Any]]:
+    if not result or not conn.columns:
+        return []
+    names = [c["name"] for c in conn.columns]
+    return [dict(zip(names, row)) for row in result]
+
+
+class Session:
+    """One checked-out connection; `query`, `one`, `scalar`, `execute` run SQL with :named params."""
+
+    def __init__(self, conn: pg8000.native.Connection):
+        self.conn = conn
+
+    def query(self, sql: str, **params: Any) -> list[dict[str, Any]]:
+        return _rows(self.conn, self.conn.run(sql, **params))
+
+    def one(self, sql: str, **params: Any) -> dict[str, Any] | None:
+        rows = self.query(sql, **params)
+        return rows[0] if rows else None
+
+    def scalar(self, sql: str, **params: Any) -> Any:
+        result = self.conn.run(sql, **params)
+        return result[0][0] if result else None
+
+    def execute(self, sql: str, **params: Any) -> int:
+        self.conn.run(sql, **params)
+        return self.conn.row_count
+
+
+class Pool:
+    """A bounded LIFO pool of connections belonging to one process."""
+
+    def __init__(self, url: DatabaseURL, size: int, name: str):
+        self.url = url
+        self.size = size
+        self.name = name
+        self.pid = os.getpid()
+        self._idle: queue.LifoQueue = queue.LifoQueue()
+        self._created = 0
+        self._lock = threading.Lock()
+
+    @property
+    def stats(self) -> dict[str, int]:
+        return {"pool_size": self.size, "pool_open": self._created,
+                "pool_available": self.size - self._created + self._idle.qsize()}
+
+    def _open(self) -> pg8000.native.Connection:
+        try:
+            return connect(self.url, application_name=f"scaivault-{self.name}")
+        except (OSError, InterfaceError, DatabaseError) as exc:
+            with self._lock:
+                self._created -= 1
+            log.warning("database connection failed", extra={"db": self.url.redacted, "error": type(exc).__name__})
+            raise ServiceUnavailable(message="database unavailable") from None
+
+    def checkout(self) -> pg8000.native.Connection:
+        try:
+            conn, idle_since = self._idle.get_nowait()
+        except queue.Empty:
+            with self._lock:
+                can_open = self._created < self.size
+                if can_open:
+                    self._created += 1
+            if can_open:
+                return self._open()
+            try:
+                conn, idle_since = self._idle.get(timeout=CHECKOUT_TIMEOUT_SECONDS)
+            except queue.Empty:
+                raise ServiceUnavailable(message="database pool exhausted") from None
+        if time.monotonic() - idle_since > IDLE_CHECK_SECONDS:
+            try:
+                conn.run("SELECT 1")
+            except Exception:
+                self.discard(conn)
+                return self.checkout()
+        return conn
+
+    def checkin(self, conn: pg8000.native.Connection) -> None:
+        self._idle.put((conn, time.monotonic()))
+
+    def discard(self, conn: pg8000.native.Connection) -> None:
+        with self._lock:
+            self._created -= 1
+        try:
+            conn.close()
+        except Exception:
+            pass
+
+    def close(self) -> None:
+        while True:
+            try:
+                conn, _ = self._idle.get_nowait()
+            except queue.Empty:
+                return
+            self.discard(conn)
+
+
+class Database:
+    """The process's database handle: primary pool, optional read pool, transactions."""
+
+    def __init__(self, url: DatabaseURL, read_url: DatabaseURL | None = None, pool_size: int = 10):
+        self.url = url
+        self.read_url = read_url
+        self.pool_size = pool_size
+        self._pools: dict[str, Pool] = {}
+        self._lock = threading.Lock()
+
+    def pool(self, role: str = "primary") -> Pool:
+        pool = self._pools.get(role)
+        if pool is None or pool.pid != os.getpid():
+            with self._lock:
+                pool = self._pools.get(role)
+                if pool is None or pool.pid != os.getpid():
+                    url = self.read_url if role == "read" and self.read_url else self.url
+                    pool = Pool(url, self.pool_size, role)
+                    self._pools[role] = pool
+        return pool
+
+    @contextmanager
+    def session(self, role: str = "primary") -> Iterator[Session]:
+        """A connection in autocommit mode, returned to the pool afterwards."""
+        pool = self.pool(role if self.read_url else "primary")
+        conn = pool.checkout()
+        try:
+            yield Session(conn)
+        except (InterfaceError, OSError):
+            pool.discard(conn)
+            conn = None
+            raise ServiceUnavailable(message="database connection lost") from None
+        except DatabaseError:
+            # a failed statement in autocommit leaves the connection usable
+            pool.checkin(conn)
+            conn = None
+            raise
+        finally:
+            if conn is not None:
+                pool.checkin(conn)
+
+    @contextmanager
+    def transaction(self, *, isolation: str | None = None) -> Iterator[Session]:
+        """BEGIN ... COMMIT on the primary; ROLLBACK when the block raises."""
+        with self.session() as s:
+            s.conn.run("BEGIN" if not isolation else f"BEGIN ISOLATION LEVEL {isolation}")
+            try:
+                yield s
+            except BaseException:
+                try:
+                    s.conn.run("ROLLBACK")
+                except Exception:
+                    pass
+                raise
+            s.conn.run("COMMIT")
+
+    def query(self, sql: str, **params: Any) -> list[dict[str, Any]]:
+        with self.session() as s:
+            return s.query(sql, **params)
+
+    def one(self, sql: str, **params: Any) -> dict[str, Any] | None:
+        with self.session() as s:
+            return s.one(sql, **params)
+
+    def scalar(self, sql: str, **params: Any) -> Any:
+        with self.session() as s:
+            return s.scalar(sql, **params)
+
+    def execute(self, sql: str, **params: Any) -> int:
+        with self.session() as s:
+            return s.execute(sql, **params)
+
+    def read_query(self, sql: str, **params: Any) -> list[dict[str, Any]]:
+        """A read-only query, routed to DATABASE_URL_READ when it is configured."""
+        with self.session("read") as s:
+            return s.query(sql, **params)
+
+    def close(self) -> None:
+        for pool in self._pools.values():
+            pool.close()
+        self._pools.clear()

@@ -1,0 +1,92 @@
+"""One error hierarchy; scaivault.app turns every ScaiVaultError into the spec/10 envelope.
+
+Raise `ScaiVaultError(code, message, status=..., details=...)` or one of the named
+subclasses. Messages are for humans and never contain secret values or tokens.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+# code -> HTTP status for every code the API emits (spec/10 section 7.2 plus decisions).
+STATUS_BY_CODE: dict[str, int] = {
+    # 400
+    "invalid_request": 400, "invalid_path": 400, "invalid_secret_type": 400,
+    "invalid_duration": 400, "invalid_cursor": 400, "invalid_policy": 400,
+    "invalid_glob": 400, "invalid_role": 400, "invalid_config": 400,
+    "invalid_signature": 401,
+    # 401
+    "authentication_required": 401, "token_expired": 401, "token_invalid": 401,
+    "token_revoked": 401,
+    # 403
+    "access_denied": 403, "insufficient_scope": 403, "mfa_required": 403,
+    "ip_not_allowed": 403, "time_window_violation": 403, "tenant_access_denied": 403,
+    "forbidden": 403,
+    # 404
+    "not_found": 404, "secret_not_found": 404, "version_not_found": 404,
+    "policy_not_found": 404, "binding_not_found": 404, "tenant_not_found": 404,
+    "identity_not_found": 404, "token_not_found": 404, "export_not_found": 404,
+    # 405 / 409 / 410 / 413 / 415 / 422 / 429
+    "method_not_allowed": 405,
+    "secret_exists": 409, "version_conflict": 409, "policy_in_use": 409, "conflict": 409,
+    "secret_expired": 410, "version_destroyed": 410,
+    "payload_too_large": 413,
+    "unsupported_media_type": 415,
+    "validation_error": 422,
+    "rate_limited": 429,
+    # 5xx
+    "internal_error": 500,
+    "service_unavailable": 503,
+    "kms_unavailable": 503,
+    "audit_unavailable": 503,
+}
+
+
+class ScaiVaultError(Exception):
+    """Base of every error the API reports; carries code, HTTP status, message and details."""
+
+    code = "internal_error"
+
+    def __init__(self, code: str | None = None, message: str = "", *, status: int | None = None,
+                 details: dict[str, Any] | None = None, headers: dict[str, str] | None = None):
+        self.code = code or self.code
+        self.status = status or STATUS_BY_CODE.get(self.code, 500)
+        self.message = message or self.code.replace("_", " ")
+        self.details = details
+        self.headers = headers or {}
+        super().__init__(f"{self.code}: {self.message}")
+
+
+class InvalidRequest(ScaiVaultError):
+    code = "invalid_request"
+
+    def __init__(self, message: str = "malformed request", **kw: Any):
+        super().__init__(self.code, message, **kw)
+
+
+class ValidationFailed(ScaiVaultError):
+    """422 with the failing fields in details.fields."""
+
+    code = "validation_error"
+
+    def __init__(self, fields: dict[str, str], message: str = "request validation failed"):
+        super().__init__(self.code, message, details={"fields": fields})
+
+
+class NotFound(ScaiVaultError):
+    code = "not_found"
+
+
+class Forbidden(ScaiVaultError):
+    code = "forbidden"
+
+
+class Unauthenticated(ScaiVaultError):
+    code = "authentication_required"
+
+
+class Conflict(ScaiVaultError):
+    code = "conflict"
+
+
+class ServiceUnavailable(ScaiVaultError):
+    code = "service_unavailable"

@@ -1,0 +1,88 @@
+"""Readiness and detailed health checks, each bounded by a short timeout."""
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor, TimeoutError as FutureTimeout
+from typing import Callable
+
+from .db import connect
+from .migrate import MigrationRunner
+from .runtime import Runtime
+
+CHECK_TIMEOUT_SECONDS = 2.0
+
+
+class HealthChecker:
+    """Runs the database, Redis and encryption checks concurrently with a hard deadline."""
+
+    def __init__(self, runtime: Runtime):
+        self.runtime = runtime
+        self._schema_current = False
+
+    def check_database(self) -> dict:
+        started = time.perf_counter()
+        conn = connect(self.runtime.settings.database_url, timeout=CHECK_TIMEOUT_SECONDS)
+        try:
+            conn.run("SELECT 1")
+        finally:
+            conn.close()
+        latency = (time.perf_counter() - started) * 1000
+        if not self._schema_current:
+            state = MigrationRunner(self.runtime.settings.database_url).state()
+            if state.problem:
+                raise RuntimeError(state.problem)
+            if state.pending:
+                raise RuntimeError(f"{len(state.pending)} migration(s) pending; run `scaivault migrate`")
+            self._schema_current = True
+        pool = self.runtime.db.pool().stats
+        return {"status": "ok", "latency_ms": round(latency), "pool_size": pool["pool_size"],
+                "pool_available": pool["pool_available"]}
+
+    def check_redis(self) -> dict:
+        started = time.perf_counter()
+        self.runtime.redis.ping()
+        latency = (time.perf_counter() - started) * 1000
+        result = {"status": "ok", "latency_ms": round(latency)}
+        try:
+            used = self.runtime.redis.info("memory").get("used_memory", 0)
+            result["memory_used_mb"] = round(used / 1048576)
+        except Exception:
+            pass
+        return result
+
+    def check_encryption(self) -> dict:
+        keyring = getattr(self.runtime, "keyring", None)
+        if keyring is None:
+            return {"status": "ok", "key_status": "unconfigured"}
+        return keyring.health()
+
+    def checks(self) -> dict[str, Callable[[], dict]]:
+        return {"database": self.check_database, "redis": self.check_redis,
+                "encryption": self.check_encryption}
+
+    def run(self) -> tuple[dict[str, dict], dict[str, str]]:
+        """Return ({component: result}, {component: error message}) within the deadline."""
+        results: dict[str, dict] = {}
+        errors: dict[str, str] = {}
+        checks = self.checks()
+        with ThreadPoolExecutor(max_workers=len(checks)) as pool:
+            futures = {name: pool.submit(fn) for name, fn in checks.items()}
+            deadline = time.monotonic() + CHECK_TIMEOUT_SECONDS + 0.5
+            for name, future in futures.items():
+                try:
+                    results[name] = future.result(timeout=max(0.0, deadline - time.monotonic()))
+                except FutureTimeout:
+                    results[name] = {"status": "error"}
+                    errors[name] = "timed out"
+                except Exception as exc:  # the message names the dependency problem, never data
+                    results[name] = {"status": "error"}
+                    errors[name] = _describe(exc)
+            pool.shutdown(wait=False, cancel_futures=True)
+        return results, errors
+
+
+def _describe(exc: Exception) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    if "refused" in text.lower():
+        return "Connection refused"
+    return text[:200]
