@@ -10,15 +10,25 @@ import functools
 from typing import Callable
 
 from flask import g, request
+from pydantic import BaseModel, ValidationError
 
 from .. import ratelimit
+from ..errors import ValidationFailed
 from ..auth import authenticate_request, require_scope, resolve_tenant
-from .http import runtime
+from .http import json_body, runtime
 
 
 def endpoint(category: str | None, *, scope: str | None = None, authenticated: bool = True,
-             tenant: bool = True) -> Callable:
-    """Wrap a view in the pipeline. `category=None` only for unmetered probes (health, metrics)."""
+             tenant: bool = True, body: type[BaseModel] | None = None,
+             response: type[BaseModel] | None = None, summary: str | None = None) -> Callable:
+    """Wrap a view in the pipeline. `category=None` only for unmetered probes (health, metrics).
+
+    `body`: a pydantic model; the JSON body is validated into `g.body` before the view runs
+    (malformed JSON -> 400 invalid_request, failing fields -> 422 validation_error).
+    `response`: a pydantic model documenting the 2xx body in /v1/openapi.json.
+    """
+    if category is not None and category not in ratelimit.CATEGORIES:
+        raise ValueError(f"unknown rate-limit category {category!r}")
 
     def decorate(view: Callable) -> Callable:
         @functools.wraps(view)
@@ -32,11 +42,26 @@ def endpoint(category: str | None, *, scope: str | None = None, authenticated: b
                 ratelimit.enforce(category)
             if scope is not None:
                 require_scope(g.identity, scope)
+            if body is not None:
+                g.body = parse_body(body)
             return view(*args, **kwargs)
 
         wrapper.rate_category = category          # type: ignore[attr-defined]
         wrapper.required_scope = scope            # type: ignore[attr-defined]
         wrapper.authenticated = authenticated     # type: ignore[attr-defined]
+        wrapper.body_model = body                 # type: ignore[attr-defined]
+        wrapper.response_model = response         # type: ignore[attr-defined]
+        wrapper.summary = summary or (view.__doc__ or "").strip().split("\n")[0]  # type: ignore[attr-defined]
         return wrapper
 
     return decorate
+
+
+def parse_body(model: type[BaseModel]) -> BaseModel:
+    """The JSON body validated against `model`; field errors become 422 validation_error."""
+    raw = json_body()
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        fields = {".".join(str(p) for p in err["loc"]) or "body": err["msg"] for err in exc.errors()}
+        raise ValidationFailed(fields) from None
