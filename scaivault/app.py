@@ -82,21 +82,26 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> Flask:
         if length is not None and length > settings.max_request_bytes:
             raise ScaiVaultError("payload_too_large",
                                  f"request body exceeds the limit of {settings.max_request_bytes} bytes")
+        if length is None and "chunked" in request.headers.get("Transfer-Encoding", "").lower():
+            # no Content-Length to check: read now, so an endless body meets MAX_CONTENT_LENGTH
+            # (413) here even on an endpoint that would never read it
+            request.get_data(cache=True)
 
     @app.after_request
     def _finish_request(response: Response) -> Response:
         response.headers["X-Request-ID"] = g.get("request_id") or _new_request_id()
         response.headers.setdefault("Cache-Control", "no-store")
-        if not request.path.startswith("/v1/health") and request.path != "/v1/metrics":
-            elapsed_ms = (time.perf_counter() - g.get("started", time.perf_counter())) * 1000
-            identity = g.get("identity")
-            access_log.info(
-                "request",
-                extra={"method": request.method, "path": request.path, "status": response.status_code,
-                       "duration_ms": round(elapsed_ms, 2), "request_id": g.get("request_id"),
-                       "remote_addr": request.remote_addr,
-                       "identity": getattr(identity, "identity_id", None)},
-            )
+        # one line per request, probes included; never headers, query strings or bodies,
+        # which may carry tokens or secret values
+        elapsed_ms = (time.perf_counter() - g.get("started", time.perf_counter())) * 1000
+        identity = g.get("identity")
+        access_log.info(
+            "request",
+            extra={"method": request.method, "path": request.path, "status": response.status_code,
+                   "duration_ms": round(elapsed_ms, 2), "request_id": g.get("request_id"),
+                   "remote_addr": request.remote_addr,
+                   "identity": getattr(identity, "identity_id", None)},
+        )
         return response
 
     @app.errorhandler(ScaiVaultError)

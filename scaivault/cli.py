@@ -1,41 +1,42 @@
-"""`scaivault` command line: serve | migrate | dev (more commands register themselves below)."""
+"""`scaivault` command line: serve | migrate | dev (more commands register themselves below).
+
+Only the standard library is imported at module level: `serve` and `dev` must let gevent
+patch sockets, ssl and threads before anything else imports them.
+"""
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 
-from .config import ConfigError, Settings, load_settings
-from .migrate import MigrationError, MigrationRunner
-
-log = logging.getLogger("scaivault.cli")
-
-EXIT_CONFIG = 2
-EXIT_SCHEMA = 3
+EXIT_FAILURE = 1        # a dependency (database) unreachable, or another start-up failure
+EXIT_CONFIG = 2         # a configuration variable is missing or malformed
+EXIT_SCHEMA = 3         # the schema is ahead of the code, changed, or has pending migrations
 
 
 def _fail(code: int, message: str) -> "NoReturn":  # type: ignore[name-defined]
     sys.stderr.write(f"scaivault: {message}\n")
+    sys.stderr.flush()
     sys.exit(code)
 
 
-def prepare_database(settings: Settings, *, migrate: bool) -> None:
+def prepare_database(settings, *, migrate: bool) -> None:
     """Bring the schema to this release (or refuse), then run the first-boot steps."""
+    from .bootstrap import first_boot
+    from .migrate import MigrationError, MigrationRunner
+    from .runtime import Runtime
+
     runner = MigrationRunner(settings.database_url)
     state = runner.state()
     if state.problem:
         raise MigrationError(state.problem)
     if state.pending:
         if not migrate:
+            first = state.pending[0]
             raise MigrationError(
-                f"{len(state.pending)} migration(s) pending (first: {state.pending[0].version:04d}_"
-                f"{state.pending[0].name}); run `scaivault migrate` first, or start without "
-                f"--no-migrate / MIGRATE_ON_START=false")
+                f"{len(state.pending)} migration(s) pending (first: {first.version:04d}_{first.name}); "
+                f"run `scaivault migrate` first (this start has --no-migrate or MIGRATE_ON_START=false)")
         runner.apply()
-    from .bootstrap import first_boot
-    from .runtime import Runtime
-
     runtime = Runtime(settings)
     try:
         first_boot(runtime)
@@ -44,9 +45,11 @@ def prepare_database(settings: Settings, *, migrate: bool) -> None:
 
 
 def cmd_migrate(args, env) -> int:
-    settings = load_settings(env, require_services=False)
+    from .config import load_settings
     from .logging_setup import configure_logging
+    from .migrate import MigrationRunner
 
+    settings = load_settings(env, require_services=False)
     configure_logging(settings.log_level, settings.log_format)
     applied = MigrationRunner(settings.database_url).apply()
     sys.stdout.write(f"applied {len(applied)} migration(s)\n")
@@ -54,13 +57,14 @@ def cmd_migrate(args, env) -> int:
 
 
 def cmd_serve(args, env) -> int:
-    settings = load_settings(env)
+    from .config import load_settings
     from .logging_setup import configure_logging
-
-    configure_logging(settings.log_level, settings.log_format)
-    prepare_database(settings, migrate=settings.migrate_on_start and not args.no_migrate)
     from .server import run_server
 
+    settings = load_settings(env)
+    configure_logging(settings.log_level, settings.log_format)
+    # migrations and first boot run once here, in the master, before gunicorn forks workers
+    prepare_database(settings, migrate=settings.migrate_on_start and not args.no_migrate)
     run_server(settings)
     return 0
 
@@ -80,8 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
     migrate = sub.add_parser("migrate", help="apply pending database migrations and exit")
     migrate.set_defaults(func=cmd_migrate)
     dev = sub.add_parser("dev", help="run everything on this machine (embedded PostgreSQL, local KMS)")
-    dev.add_argument("--data-dir", default="./.scaivault-dev")
-    dev.add_argument("--bind", default="127.0.0.1:8200")
+    dev.add_argument("--data-dir", default="./.scaivault-dev",
+                     help="embedded database, key file and state (kept between runs)")
+    dev.add_argument("--bind", default="127.0.0.1:8200", help="HOST:PORT to listen on (plain HTTP)")
     dev.set_defaults(func=cmd_dev)
     return parser
 
@@ -93,6 +98,10 @@ def main(argv: list[str] | None = None, env: dict | None = None) -> int:
         from gevent import monkey
 
         monkey.patch_all()
+    from .config import ConfigError
+    from .errors import ScaiVaultError
+    from .migrate import MigrationError
+
     args = build_parser().parse_args(argv)
     env = dict(os.environ) if env is None else env
     try:
@@ -101,6 +110,8 @@ def main(argv: list[str] | None = None, env: dict | None = None) -> int:
         _fail(EXIT_CONFIG, f"configuration error: {exc.variable}: {exc.problem}")
     except MigrationError as exc:
         _fail(EXIT_SCHEMA, f"refusing to start: {exc}")
+    except ScaiVaultError as exc:
+        _fail(EXIT_FAILURE, f"cannot start: {exc.message}")
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ variable raises ConfigError naming the variable; the CLI turns it into exit stat
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -70,8 +71,10 @@ class DatabaseURL:
         try:
             parts = urlsplit(url)
             port = parts.port or 5432
-        except ValueError as exc:
-            raise ConfigError(variable, f"not a valid URL ({exc})") from None
+        except ValueError:
+            # the parser's message may quote part of a password with an unescaped / or #
+            raise ConfigError(variable, "is not a valid URL (percent-encode special characters "
+                                        "in the user name and password)") from None
         if parts.scheme not in ("postgresql", "postgres"):
             raise ConfigError(variable, "must start with postgresql://")
         query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
@@ -229,6 +232,30 @@ class _Reader:
             raise ConfigError(name, f"must be a {' or '.join(s + '://' for s in schemes)} URL")
         return value
 
+    def redis_url(self, name: str, required: bool) -> str | None:
+        """A redis://, rediss:// or unix:// URL with a numeric port and database index."""
+        value = self.url(name, ("redis", "rediss", "unix"), required=required)
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        try:
+            parts.port
+        except ValueError:
+            raise ConfigError(name, "has a port that is not a number (percent-encode special "
+                                    "characters in the password)") from None
+        db = parts.path.strip("/")
+        if parts.scheme != "unix" and db and not db.isdigit():
+            raise ConfigError(name, "must end in a database number such as /0")
+        return value
+
+    def existing_file(self, name: str) -> str | None:
+        value = self.string(name)
+        if value is not None and not os.path.isfile(value):
+            raise ConfigError(name, f"file {value} does not exist or is not a regular file")
+        if value is not None and not os.access(value, os.R_OK):
+            raise ConfigError(name, f"file {value} is not readable by this user")
+        return value
+
     def prefixed(self, prefix: str) -> Mapping[str, str]:
         return MappingProxyType({k: v for k, v in self.env.items() if k.startswith(prefix) and v.strip()})
 
@@ -288,7 +315,7 @@ def load_settings(env: Mapping[str, str], *, dev_mode: bool = False, require_ser
     settings = Settings(
         database_url=database_url,
         database_url_read=database_url_read,
-        redis_url=r.url("REDIS_URL", ("redis", "rediss", "unix"), required=strict),
+        redis_url=r.redis_url("REDIS_URL", required=strict),
         scaikey_url=r.url("SCAIKEY_URL", ("http", "https"), required=strict),
         scaikey_jwks_url=r.url("SCAIKEY_JWKS_URL", ("http", "https")),
         scaikey_audience=audience,
@@ -310,9 +337,9 @@ def load_settings(env: Mapping[str, str], *, dev_mode: bool = False, require_ser
         rate_limits=_rate_limits(r),
         bootstrap_super_admin=r.string("BOOTSTRAP_SUPER_ADMIN"),
         migrate_on_start=r.boolean("MIGRATE_ON_START", True),
-        tls_cert_file=r.string("TLS_CERT_FILE"),
-        tls_key_file=r.string("TLS_KEY_FILE"),
-        tls_client_ca_file=r.string("TLS_CLIENT_CA_FILE"),
+        tls_cert_file=r.existing_file("TLS_CERT_FILE"),
+        tls_key_file=r.existing_file("TLS_KEY_FILE"),
+        tls_client_ca_file=r.existing_file("TLS_CLIENT_CA_FILE"),
         web_concurrency=r.integer("WEB_CONCURRENCY", 2, minimum=1),
         max_request_bytes=r.size("MAX_REQUEST_BYTES", 1024 * 1024),
         max_secret_bytes=r.size("MAX_SECRET_BYTES", 512 * 1024),

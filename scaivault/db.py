@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import os
 import queue
+import select
 import ssl
 import threading
 import time
@@ -34,8 +35,29 @@ IDLE_CHECK_SECONDS = 30.0
 CHECKOUT_TIMEOUT_SECONDS = 10.0
 
 
+class DatabaseUnavailable(ServiceUnavailable):
+    """The database could not be reached or refused the login (message names no password)."""
+
+    def __init__(self, message: str = "database unavailable", reason: str = ""):
+        super().__init__(message=message)
+        self.reason = reason or message
+
+
+def _reason(exc: BaseException) -> str:
+    # pg8000 puts the server's ErrorResponse fields in a dict: M is the human message
+    arg = exc.args[0] if exc.args else None
+    if isinstance(arg, dict):
+        return str(arg.get("M") or arg.get("C") or type(exc).__name__)
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return str(exc).split(" (timeout is")[0] or type(exc).__name__
+
+
 def connect(url: DatabaseURL, *, timeout: float = 30.0, application_name: str = "scaivault") -> pg8000.native.Connection:
-    """Open one pg8000 native connection; `timeout` bounds the connect and every socket read."""
+    """Open one pg8000 native connection; `timeout` bounds the connect and every socket read.
+
+    Failure raises DatabaseUnavailable naming the redacted URL and the reason.
+    """
     ssl_context: ssl.SSLContext | bool | None = None
     if url.sslmode in ("require", "prefer", "allow") and url.unix_sock is None:
         if url.sslmode == "require":
@@ -53,7 +75,26 @@ def connect(url: DatabaseURL, *, timeout: float = 30.0, application_name: str = 
         kwargs["unix_sock"] = url.unix_sock
     else:
         kwargs.update(host=url.host, port=url.port, ssl_context=ssl_context)
-    return pg8000.native.Connection(**kwargs)
+    try:
+        return pg8000.native.Connection(**kwargs)
+    except (OSError, InterfaceError, DatabaseError) as exc:
+        reason = _reason(exc)
+        raise DatabaseUnavailable(f"cannot connect to the database at {url.redacted}: {reason}", reason) from None
+
+
+def _looks_closed(conn: pg8000.native.Connection) -> bool:
+    """True when an idle connection's socket is readable: the server closed it or sent FATAL.
+
+    An idle connection has nothing to read, so this costs no round trip.
+    """
+    sock = getattr(conn, "_usock", None)
+    if sock is None:
+        return True
+    try:
+        readable, _, _ = select.select([sock], [], [], 0)
+    except (OSError, ValueError):
+        return True
+    return bool(readable)
 
 
 def _rows(conn: pg8000.native.Connection, result: list | None) -> list[dict[str, Any]]:
@@ -86,12 +127,18 @@ class Session:
 
 
 class Pool:
-    """A bounded LIFO pool of connections belonging to one process."""
+    """A bounded LIFO pool of connections belonging to one process.
 
-    def __init__(self, url: DatabaseURL, size: int, name: str):
+    Checkout checks health: a connection whose socket shows the server went away is replaced
+    (no round trip), and one idle longer than IDLE_CHECK_SECONDS is pinged first.
+    """
+
+    def __init__(self, url: DatabaseURL, size: int, name: str,
+                 checkout_timeout: float = CHECKOUT_TIMEOUT_SECONDS):
         self.url = url
         self.size = size
         self.name = name
+        self.checkout_timeout = checkout_timeout
         self.pid = os.getpid()
         self._idle: queue.LifoQueue = queue.LifoQueue()
         self._created = 0
@@ -105,11 +152,11 @@ class Pool:
     def _open(self) -> pg8000.native.Connection:
         try:
             return connect(self.url, application_name=f"scaivault-{self.name}")
-        except (OSError, InterfaceError, DatabaseError) as exc:
+        except DatabaseUnavailable as exc:
             with self._lock:
                 self._created -= 1
-            log.warning("database connection failed", extra={"db": self.url.redacted, "error": type(exc).__name__})
-            raise ServiceUnavailable(message="database unavailable") from None
+            log.warning("database connection failed", extra={"error": exc.message})
+            raise DatabaseUnavailable("database unavailable", exc.reason) from None
 
     def checkout(self) -> pg8000.native.Connection:
         try:
@@ -122,9 +169,12 @@ class Pool:
             if can_open:
                 return self._open()
             try:
-                conn, idle_since = self._idle.get(timeout=CHECKOUT_TIMEOUT_SECONDS)
+                conn, idle_since = self._idle.get(timeout=self.checkout_timeout)
             except queue.Empty:
                 raise ServiceUnavailable(message="database pool exhausted") from None
+        if _looks_closed(conn):
+            self.discard(conn)
+            return self.checkout()
         if time.monotonic() - idle_since > IDLE_CHECK_SECONDS:
             try:
                 conn.run("SELECT 1")

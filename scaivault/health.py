@@ -1,11 +1,13 @@
 """Readiness and detailed health checks, each bounded by a short timeout."""
 from __future__ import annotations
 
+import re
 import time
 from concurrent.futures import ThreadPoolExecutor, TimeoutError as FutureTimeout
 from typing import Callable
 
-from .db import connect
+from .db import DatabaseUnavailable, connect
+from .errors import ScaiVaultError
 from .migrate import MigrationRunner
 from .runtime import Runtime
 
@@ -82,7 +84,14 @@ class HealthChecker:
 
 
 def _describe(exc: Exception) -> str:
-    text = str(exc).strip() or type(exc).__name__
+    # readiness is unauthenticated: say what is wrong, not where (no host names or URLs)
+    if isinstance(exc, DatabaseUnavailable):
+        text = exc.reason
+    elif isinstance(exc, ScaiVaultError):
+        text = exc.message
+    else:
+        text = str(exc).strip() or type(exc).__name__
     if "refused" in text.lower():
         return "Connection refused"
+    text = re.sub(r"^Error \S+ connecting to \S+?\.\s*", "", text)
     return text[:200]
