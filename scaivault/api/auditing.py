@@ -1,0 +1,82 @@
+"""Building audit entries from the current request (flask.g and request), and denial entries.
+
+Views call `entry_for_request(action, ...)` and pass the entry to `audit.record(session,
+entry)` inside their transaction (writes) or read statement (reads). The pipeline records a
+denial itself when a view of an audited category raises 401/403 before writing an entry, so
+views never need to audit their own denials.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from flask import g, request
+
+from ..audit import AuditEntry, record_now
+from ..errors import ScaiVaultError
+
+log = logging.getLogger("scaivault.audit")
+
+# The action a denied request of each category is recorded under (categories of
+# scaivault.ratelimit.CATEGORIES); categories absent here touch no tenant data worth auditing.
+DENIAL_ACTIONS: dict[str, str] = {
+    "secrets:read": "read",
+    "secrets:batch": "read",
+    "secrets:write": "write",
+    "secrets:delete": "delete",
+    "secrets:list": "list",
+    "secrets:batch_metadata": "list",
+    "policies": "policy_update",
+    "pki:issue": "pki_issue",
+    "pki:admin": "pki_ca_create",
+    "dynamic:generate": "dynamic_generate",
+    "leases": "dynamic_renew",
+    "audit:export": "export_created",
+}
+
+
+def entry_for_request(action: str, *, secret_path: str | None = None, success: bool = True,
+                      extra: dict[str, Any] | None = None) -> AuditEntry:
+    """An AuditEntry for `action` filled from the current request: who, tenant, where from, how long."""
+    identity = g.get("identity")
+    tenant = g.get("tenant")
+    started = g.get("started")
+    duration_ms = int((time.perf_counter() - started) * 1000) if started is not None else None
+    entry = AuditEntry(
+        action=action,
+        tenant_id=tenant.tenant_id if tenant is not None else getattr(identity, "tenant_id", None),
+        partner_id=(tenant.partner_id if tenant is not None else None) or getattr(identity, "partner_id", None),
+        identity_type=getattr(identity, "identity_type", None) or "anonymous",
+        identity_id=getattr(identity, "identity_id", None),
+        secret_path=secret_path,
+        source_ip=request.remote_addr,
+        user_agent=request.headers.get("User-Agent"),
+        success=success,
+        duration_ms=duration_ms,
+        request_id=g.get("request_id"),
+        extra_data=dict(extra or {}),
+    )
+    g.audit_entry_built = True
+    return entry
+
+
+def record_denial(runtime, category: str | None, error: ScaiVaultError, secret_path: str | None = None) -> None:
+    """Audit a refused request (success=false) unless the view already wrote its own entry.
+
+    Only authorisation refusals (401/403) of audited categories are recorded, and only once the
+    caller is known to act in a tenant; the audit failure of a denial is logged, not raised,
+    because the caller is refused either way.
+    """
+    if g.get("audit_entry_built") or category not in DENIAL_ACTIONS or error.status not in (401, 403):
+        return
+    if g.get("tenant") is None and getattr(g.get("identity"), "tenant_id", None) is None:
+        return
+    if secret_path is None:
+        secret_path = (request.view_args or {}).get("path")
+    entry = entry_for_request(DENIAL_ACTIONS[category], secret_path=secret_path, success=False,
+                              extra={"error": error.code, "method": request.method})
+    try:
+        record_now(runtime, entry)
+    except ScaiVaultError:
+        log.warning("denial could not be audited", extra={"request_id": g.get("request_id"), "error": error.code})

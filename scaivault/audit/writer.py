@@ -1,0 +1,100 @@
+"""Appending audit entries: one INSERT statement that also advances the tenant's hash chain.
+
+Each tenant has CHAIN_LANES independent chains. A connection appends to lane
+`pg_backend_pid() % CHAIN_LANES`, so concurrent writers on different connections lock
+different head rows and never wait on a platform-wide (or even tenant-wide) lock; the
+head-row lock of one lane is held only until the writer's transaction ends.
+"""
+from __future__ import annotations
+
+import logging
+
+from pg8000.exceptions import DatabaseError, InterfaceError
+
+from ..db import Session
+from ..errors import ScaiVaultError
+from .entry import AuditEntry, canonical_bytes, dumps_canonical
+
+log = logging.getLogger("scaivault.audit")
+
+CHAIN_LANES = 16
+GENESIS_HASH = bytes(32)
+
+# hash = sha256(prev_hash || int2(lane) || int8(seq) || canonical) -- see chain.entry_hash
+_APPEND_SQL = """
+WITH head AS (
+    INSERT INTO audit_chain_heads AS h (chain_key, lane, seq, prev_hash, hash)
+    VALUES (:chain_key, (pg_backend_pid() % :lanes)::smallint, 1, :genesis,
+            sha256(:genesis || int2send((pg_backend_pid() % :lanes)::smallint) || int8send(1::bigint) || :canon))
+    ON CONFLICT (chain_key, lane) DO UPDATE
+       SET seq = h.seq + 1,
+           prev_hash = h.hash,
+           hash = sha256(h.hash || int2send(h.lane) || int8send(h.seq + 1) || :canon)
+    RETURNING lane, seq, prev_hash, hash
+)
+INSERT INTO audit_log (id, ts, tenant_id, partner_id, action, identity_type, identity_id,
+                       secret_path, source_ip, user_agent, success, duration_ms, request_id,
+                       extra_data, chain_lane, chain_seq, prev_hash, entry_hash)
+SELECT :id, :ts, :tenant_id, :partner_id, :action, :identity_type, :identity_id,
+       :secret_path, :source_ip, :user_agent, :success, :duration_ms, :request_id,
+       CAST(:extra_data AS jsonb), head.lane, head.seq, head.prev_hash, head.hash
+FROM head
+"""
+
+
+def record(session: Session, entry: AuditEntry) -> None:
+    """Insert `entry` on the caller's session, inside its open transaction if it has one.
+
+    Raises ScaiVaultError("audit_unavailable") (503) when the insert fails; the caller's
+    transaction is then aborted, so the audited change cannot commit without its entry.
+    """
+    values = entry.stored_values()
+    params = dict(values)
+    params["extra_data"] = dumps_canonical(values["extra_data"])
+    try:
+        session.conn.run(
+            _APPEND_SQL, chain_key=values["tenant_id"] or "", lanes=CHAIN_LANES, genesis=GENESIS_HASH,
+            canon=canonical_bytes(values), **params)
+    except (DatabaseError, InterfaceError, OSError) as exc:
+        log.warning("audit insert failed", extra={"action": values["action"],
+                                                  "request_id": values["request_id"],
+                                                  "error": type(exc).__name__,
+                                                  "sqlstate": _sqlstate(exc)})
+        _count_failure()
+        raise ScaiVaultError("audit_unavailable", "the audit log cannot be written; the request was not performed") from None
+    _count_write(values["action"], values["success"])
+
+
+def record_now(runtime, entry: AuditEntry) -> None:
+    """Record `entry` on its own connection (autocommitted), e.g. for a denial."""
+    try:
+        with runtime.db.session() as session:
+            record(session, entry)
+    except ScaiVaultError as exc:
+        if exc.code != "audit_unavailable":
+            _count_failure()
+            raise ScaiVaultError("audit_unavailable", "the audit log cannot be written") from None
+        raise
+
+
+def _sqlstate(exc: Exception) -> str | None:
+    args = getattr(exc, "args", ())
+    if args and isinstance(args[0], dict):
+        return args[0].get("C")
+    return None
+
+
+def _count_write(action: str, success: bool) -> None:
+    try:
+        from .. import metrics
+    except ImportError:  # metrics are optional for the writer
+        return
+    metrics.AUDIT_ENTRIES.labels(action=action, success="true" if success else "false").inc()
+
+
+def _count_failure() -> None:
+    try:
+        from .. import metrics
+    except ImportError:
+        return
+    metrics.AUDIT_WRITE_FAILURES.inc()

@@ -1,0 +1,77 @@
+"""Prometheus series of spec/10 section 10 (plus audit and limiter health), one place.
+
+Under `scaivault serve` the CLI points PROMETHEUS_MULTIPROC_DIR at a fresh directory before
+prometheus_client is first imported, so every gunicorn worker writes its samples there and
+a scrape of any worker aggregates all of them. Labels are bounded: `path_category` is the
+endpoint's rate-limit category, never the URL; identities and secret paths never appear.
+"""
+from __future__ import annotations
+
+import os
+
+from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram,
+                               generate_latest)
+
+_LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+# ---- requests
+REQUESTS = Counter("scaivault_requests_total", "HTTP requests answered",
+                   ["method", "path_category", "status"])
+REQUEST_DURATION = Histogram("scaivault_request_duration_seconds", "HTTP request duration",
+                             ["method", "path_category"], buckets=_LATENCY_BUCKETS)
+ACTIVE_REQUESTS = Gauge("scaivault_active_requests", "HTTP requests in progress",
+                        ["path_category"], multiprocess_mode="livesum")
+
+# ---- rate limiting
+RATE_LIMIT_HITS = Counter("scaivault_rate_limit_hits_total", "Requests refused with 429", ["category"])
+RATE_LIMITER_FALLBACK = Gauge("scaivault_rate_limiter_fallback",
+                              "1 while this process counts limits in memory because Redis is unreachable",
+                              multiprocess_mode="livemax")
+
+# ---- secrets (incremented by the secrets service)
+SECRETS_TOTAL = Gauge("scaivault_secrets_total", "Live secrets", ["tenant"], multiprocess_mode="livemax")
+SECRET_READS = Counter("scaivault_secret_reads_total", "Secret reads", ["tenant", "secret_type"])
+SECRET_WRITES = Counter("scaivault_secret_writes_total", "Secret writes", ["tenant"])
+SECRET_ROTATIONS = Counter("scaivault_secret_rotations_total", "Secret rotations", ["status"])
+
+# ---- dependencies
+DB_LATENCY = Histogram("scaivault_db_latency_seconds", "Database round-trip latency", buckets=_LATENCY_BUCKETS)
+REDIS_LATENCY = Histogram("scaivault_redis_latency_seconds", "Redis round-trip latency", buckets=_LATENCY_BUCKETS)
+KMS_LATENCY = Histogram("scaivault_kms_latency_seconds", "KMS call latency", ["operation"], buckets=_LATENCY_BUCKETS)
+DB_POOL_SIZE = Gauge("scaivault_db_pool_size", "Database pool size (connections allowed)",
+                     multiprocess_mode="livesum")
+DB_POOL_AVAILABLE = Gauge("scaivault_db_pool_available", "Database pool connections free or not yet opened",
+                          multiprocess_mode="livesum")
+
+# ---- audit
+AUDIT_ENTRIES = Counter("scaivault_audit_entries_total", "Audit entries written", ["action", "success"])
+AUDIT_WRITE_FAILURES = Counter("scaivault_audit_write_failures_total",
+                               "Audit inserts that failed (the audited request failed with 503)")
+
+
+def multiprocess_dir() -> str | None:
+    """The PROMETHEUS_MULTIPROC_DIR this process writes to, if any (set by `scaivault serve`)."""
+    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
+
+
+def exposition() -> tuple[bytes, str]:
+    """The text exposition of every series (aggregated across workers in multiprocess mode)."""
+    directory = multiprocess_dir()
+    if directory:
+        from prometheus_client import multiprocess
+
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry, path=directory)
+        return generate_latest(registry), CONTENT_TYPE_LATEST
+    from prometheus_client import REGISTRY
+
+    return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
+
+
+def mark_worker_dead(pid: int) -> None:
+    """gunicorn child_exit hook: drop the live gauges of a worker that exited."""
+    directory = multiprocess_dir()
+    if directory:
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(pid, directory)
