@@ -6,4 +6,5 @@ from .runtime import Runtime
 
 def first_boot(runtime: Runtime) -> None:
     """Create the encryption root and record the bootstrap super admin, if not done yet."""
-    return None
+    # creates the root record once (insert-or-read), then refuses to go on with a wrong KMS key
+    runtime.keyring.ensure_root()

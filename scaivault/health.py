@@ -56,7 +56,10 @@ class HealthChecker:
         keyring = getattr(self.runtime, "keyring", None)
         if keyring is None:
             return {"status": "ok", "key_status": "unconfigured"}
-        return keyring.health()
+        result = keyring.health()
+        if result.get("status") == "error":
+            raise RuntimeError(result.get("message") or "encryption unavailable")
+        return result
 
     def checks(self) -> dict[str, Callable[[], dict]]:
         return {"database": self.check_database, "redis": self.check_redis,

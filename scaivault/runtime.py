@@ -36,6 +36,24 @@ class Runtime:
 
         return get_plugin_manager()
 
+    @cached_property
+    def keyring(self):
+        """The key hierarchy (scaivault.crypto.Keyring) over the KMS_PROVIDER plugin."""
+        from .crypto import build_keyring
+
+        return build_keyring(self.settings, self.db)
+
+    @cached_property
+    def storage(self):
+        """The object storage backend (STORAGE_PROVIDER plugin); stores only sealed bytes."""
+        from .storage import build_storage
+
+        return build_storage(self.settings, self)
+
     def close(self) -> None:
+        if "keyring" in self.__dict__:
+            self.keyring.close()
+        if "storage" in self.__dict__:
+            self.storage.close()
         if "db" in self.__dict__:
             self.db.close()

@@ -1,0 +1,1 @@
+"""First-party ScaiVault plugins, each registered through the `scaivault` entry-point group."""

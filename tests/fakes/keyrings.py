@@ -1,0 +1,75 @@
+"""Test helpers for the key hierarchy: migrated databases, settings, counting KMS providers."""
+from __future__ import annotations
+
+from collections import Counter
+
+from scaivault.config import DatabaseURL, Settings, load_settings
+from scaivault.crypto import Keyring, KmsProvider
+from scaivault.db import Database
+from scaivault.migrate import MigrationRunner
+from scaivault.plugins import select
+
+
+def migrated_database(databases) -> str:
+    url = databases.create()
+    MigrationRunner(DatabaseURL.parse("DATABASE_URL", url)).apply()
+    return url
+
+
+def settings_for(base_env: dict, database_url: str, **overrides: str | None) -> Settings:
+    env = {**base_env, "DATABASE_URL": database_url}
+    for key, value in overrides.items():
+        if value is None:
+            env.pop(key, None)
+        else:
+            env[key] = value
+    return load_settings(env)
+
+
+class CountingProvider(KmsProvider):
+    """Delegates to a real provider and counts its KMS calls."""
+
+    def __init__(self, inner: KmsProvider, calls: Counter):
+        super().__init__(inner.key_ref)
+        self.inner = inner
+        self.name = inner.name
+        self.calls = calls
+
+    def wrap(self, plaintext: bytes, aad: bytes) -> bytes:
+        self.calls["wrap"] += 1
+        return self.inner.wrap(plaintext, aad)
+
+    def unwrap(self, wrapped: bytes, aad: bytes) -> bytes:
+        self.calls["unwrap"] += 1
+        return self.inner.unwrap(wrapped, aad)
+
+    def rotate_key(self) -> bool:
+        return self.inner.rotate_key()
+
+
+def counting_keyring(settings: Settings, db: Database | None = None, **kw) -> tuple[Keyring, Counter]:
+    calls: Counter = Counter()
+    inner = select("scaivault_kms_providers", settings.kms_provider).factory
+
+    def factory(s, key_ref):
+        return CountingProvider(inner(s, key_ref), calls)
+
+    db = db or Database(settings.database_url, pool_size=4)
+    return Keyring(settings, db, factory, **kw), calls
+
+
+class CountingDatabase:
+    """A Database proxy counting the statements a code path sends."""
+
+    def __init__(self, db: Database):
+        self._db = db
+        self.statements = 0
+
+    def __getattr__(self, name):
+        attr = getattr(self._db, name)
+        if name in ("one", "query", "execute", "scalar", "read_query"):
+            def counted(*args, **kwargs):
+                self.statements += 1
+                return attr(*args, **kwargs)
+            return counted
+        return attr
