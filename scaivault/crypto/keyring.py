@@ -341,11 +341,12 @@ class Keyring:
 
     def _probe(self) -> dict[str, Any]:
         try:
-            root = self._load_root()
-        except Exception:
-            return {"status": "error", "message": "cannot read the encryption root"}
-        if root is None:
-            return {"status": "error", "key_status": "uninitialised", "message": "no encryption root; run first boot"}
+            # like seal/open, the probe creates the root when first boot has not run (tests, dev)
+            root = self._load_root() or self.ensure_root()
+        except ConfigError as exc:
+            return {"status": "error", "key_status": "unavailable", "message": exc.problem}
+        except Exception as exc:
+            return {"status": "error", "message": getattr(exc, "message", None) or "cannot read the encryption root"}
         base = {"provider": root.provider, "key_ref": root.key_ref, "root_version": root.version,
                 "last_rotation": _iso(root.activated_at) if root.version > 1 else None}
         messages = []
