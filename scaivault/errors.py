@@ -37,6 +37,10 @@ STATUS_BY_CODE: dict[str, int] = {
     "internal_error": 500,
     "service_unavailable": 503,
     "kms_unavailable": 503,
+    "kms_error": 503, "kms_wrong_key": 503,        # the KMS refused; see readiness `encryption`
+    "decryption_failed": 500,                     # a sealed value failed authentication (moved/tampered)
+    "storage_unavailable": 503, "object_not_found": 404, "object_too_large": 413,
+    "rotation_in_progress": 409,
     "audit_unavailable": 503,
 }
 
