@@ -1,0 +1,86 @@
+"""Authorisation of secret operations: token scope AND (admin role OR policy grant).
+
+Admin roles grant every permission within their reach (super_admin: everywhere;
+partner_admin: every tenant of its partner and the partner's own secrets; tenant_admin:
+its own tenant, and reading its partner's secrets); they are not subject to policies.
+Everyone else needs a policy rule. Tenant-scope policies apply in their tenant only;
+partner-scope policies apply in every tenant of the partner and to partner secrets.
+Partner secrets are written only by partner admins (spec/10 section 4.3).
+"""
+from __future__ import annotations
+
+from ..auth.identity import Identity, TenantContext
+from ..errors import ScaiVaultError
+from .cache import PolicyCache
+from .engine import ALLOW_ALL, Decision, PolicySet
+from .rules import RequestContext
+
+SCOPE_FOR_PERMISSION = {
+    "read": "secrets:read", "write": "secrets:write", "delete": "secrets:delete",
+    "list": "secrets:list", "rotate": "secrets:rotate",
+}
+
+
+def require_secret_scope(identity: Identity, permission: str) -> None:
+    scope = SCOPE_FOR_PERMISSION[permission]
+    if not identity.has_scope(scope):
+        raise ScaiVaultError("insufficient_scope", f"the token lacks the scope {scope}",
+                             details={"required_scope": scope})
+
+
+def request_context(identity: Identity, source_ip: str | None) -> RequestContext:
+    return RequestContext(source_ip=source_ip, mfa_verified_at=identity.mfa_verified_at)
+
+
+class AccessControl:
+    """Decides secret permissions for a caller in a tenant (or on its partner's secrets)."""
+
+    def __init__(self, cache: PolicyCache):
+        self.cache = cache
+
+    @staticmethod
+    def admin_over_tenant(identity: Identity, tenant: TenantContext) -> bool:
+        roles = identity.roles
+        if "super_admin" in roles:
+            return True
+        if "partner_admin" in roles and identity.partner_id and identity.partner_id == tenant.partner_id:
+            return True
+        return "tenant_admin" in roles and identity.tenant_id == tenant.tenant_id
+
+    @staticmethod
+    def admin_over_partner(identity: Identity, partner_id: str | None) -> bool:
+        roles = identity.roles
+        return "super_admin" in roles or ("partner_admin" in roles and bool(partner_id)
+                                          and identity.partner_id == partner_id)
+
+    @staticmethod
+    def _ids(identity: Identity) -> tuple[str, ...]:
+        return tuple(sorted({identity.identity_id, *identity.groups}))
+
+    def tenant_policies(self, identity: Identity, tenant: TenantContext) -> PolicySet | None:
+        """None when an admin role grants everything, else the caller's compiled policies."""
+        if self.admin_over_tenant(identity, tenant):
+            return None
+        return self.cache.get(tenant.tenant_id, tenant.partner_id, self._ids(identity))
+
+    def partner_policies(self, identity: Identity, partner_id: str, permission: str) -> PolicySet | None:
+        """For partner secrets: None when a role grants `permission`, else partner-scope policies."""
+        if self.admin_over_partner(identity, partner_id):
+            return None
+        if permission in ("read", "list") and "tenant_admin" in identity.roles and identity.partner_id == partner_id:
+            return None
+        return self.cache.get(None, partner_id, self._ids(identity))
+
+    def decide(self, identity: Identity, tenant: TenantContext, path: str, permission: str,
+               ctx: RequestContext, *, partner_secret: bool = False) -> Decision:
+        """The decision for one path; scope is checked separately (require_secret_scope)."""
+        if partner_secret:
+            if permission not in ("read", "list") and not self.admin_over_partner(identity, tenant.partner_id):
+                return Decision(False, code="access_denied", via="role",
+                                message="partner secrets are written and deleted by partner admins only")
+            policies = self.partner_policies(identity, tenant.partner_id or "", permission)
+        else:
+            policies = self.tenant_policies(identity, tenant)
+        if policies is None:
+            return ALLOW_ALL
+        return policies.decide(path, permission, ctx)

@@ -1,0 +1,96 @@
+"""Per-identity compiled policy sets, cached in process and invalidated across instances.
+
+A policy change increments a Redis counter for its tenant (or partner). Every process
+compares its cached sets' counters with Redis at most every CHECK_INTERVAL seconds per
+tenant (one MGET), so a change is seen everywhere within a second without a round trip
+per request. Without Redis nothing is cached: correctness before speed.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from datetime import datetime, timezone
+from typing import Callable, Iterable
+
+from .engine import PolicySet, compile_policies
+
+log = logging.getLogger("scaivault.policy")
+
+CHECK_INTERVAL = 0.5
+ENTRY_TTL = 300.0
+MAX_ENTRIES = 20000
+EPOCH_KEY = "scaivault:policy_epoch:"
+
+# loader(tenant_id | None, partner_id, identity_ids) -> rows (policy_id, name, rules, binding_expires_at)
+Loader = Callable[[str | None, str | None, tuple[str, ...]], Iterable[tuple]]
+
+
+def epoch_keys(tenant_id: str | None, partner_id: str | None) -> list[str]:
+    keys = [EPOCH_KEY + "p:" + (partner_id or "-")]
+    if tenant_id is not None:
+        keys.append(EPOCH_KEY + "t:" + tenant_id)
+    return keys
+
+
+class PolicyCache:
+    """get() returns the caller's PolicySet; invalidate() after a committed policy change."""
+
+    def __init__(self, redis_client, loader: Loader, *, check_interval: float = CHECK_INTERVAL):
+        self.redis = redis_client
+        self.loader = loader
+        self.check_interval = check_interval
+        self._entries: dict[tuple, tuple[PolicySet, tuple, float, datetime | None]] = {}
+        self._epochs: dict[tuple, tuple[tuple | None, float]] = {}
+        self._lock = threading.Lock()
+        self.loads = 0            # policy loads from the database (for tests and metrics)
+
+    def _current_epochs(self, tenant_id: str | None, partner_id: str | None) -> tuple | None:
+        scope = (tenant_id, partner_id)
+        now = time.monotonic()
+        known = self._epochs.get(scope)
+        if known is not None and now - known[1] < self.check_interval:
+            return known[0]
+        try:
+            values = tuple(self.redis.mget(epoch_keys(tenant_id, partner_id)))
+        except Exception as exc:  # redis down: serve from the database until it is back
+            if known is None or known[0] is not None:
+                log.warning("policy cache disabled: redis unavailable", extra={"error": type(exc).__name__})
+            values = None
+        self._epochs[scope] = (values, now)
+        return values
+
+    def get(self, tenant_id: str | None, partner_id: str | None, identity_ids: tuple[str, ...]) -> PolicySet:
+        """The compiled policies bound to any of `identity_ids` (the caller and its groups)."""
+        key = (tenant_id, partner_id, identity_ids)
+        epochs = self._current_epochs(tenant_id, partner_id)
+        entry = self._entries.get(key)
+        if entry is not None and epochs is not None:
+            policy_set, entry_epochs, loaded_at, lapse = entry
+            if (entry_epochs == epochs and time.monotonic() - loaded_at < ENTRY_TTL
+                    and (lapse is None or datetime.now(timezone.utc) < lapse)):
+                return policy_set
+        rows = list(self.loader(tenant_id, partner_id, identity_ids))
+        self.loads += 1
+        policy_set = compile_policies(rows)
+        if epochs is not None:
+            lapses = [p.binding_expires_at for p in policy_set.policies if p.binding_expires_at is not None]
+            with self._lock:
+                if len(self._entries) >= MAX_ENTRIES:
+                    self._entries.clear()
+                self._entries[key] = (policy_set, epochs, time.monotonic(), min(lapses) if lapses else None)
+        return policy_set
+
+    def invalidate(self, tenant_id: str | None, partner_id: str | None) -> None:
+        """Announce a committed change: bump the counter(s) and drop this process's entries at once."""
+        keys = [EPOCH_KEY + "t:" + tenant_id] if tenant_id is not None else [EPOCH_KEY + "p:" + (partner_id or "-")]
+        try:
+            pipe = self.redis.pipeline(transaction=False)
+            for k in keys:
+                pipe.incr(k)
+            pipe.execute()
+        except Exception as exc:
+            log.warning("policy invalidation not published: redis unavailable", extra={"error": type(exc).__name__})
+        with self._lock:
+            self._entries.clear()
+            self._epochs.clear()

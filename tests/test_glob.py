@@ -1,0 +1,131 @@
+"""Path-pattern globs (spec/20 section 5.4) and the decided edge cases (docs/decisions.md)."""
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from scaivault.errors import ScaiVaultError
+from scaivault.policy import PathPattern, path_problem, validate_path
+
+DOCUMENTED_VECTORS = [
+    ("app/db", ["app/db"], ["app/db/password"]),
+    ("app/db/*", ["app/db/password", "app/db/user"], ["app/db/primary/password"]),
+    ("app/**", ["app/db", "app/db/password", "app/x/y/z"], ["other/app/db"]),
+    ("**/ssl/*", ["app/ssl/cert", "service/ssl/key"], ["ssl/cert"]),
+    ("environments/production/**", ["environments/production/api/db"], ["environments/staging/api/db"]),
+]
+
+
+@pytest.mark.parametrize("pattern,matching,not_matching", DOCUMENTED_VECTORS)
+def test_documented_vectors_match_as_the_spec_table_says(pattern, matching, not_matching):
+    compiled = PathPattern.compile(pattern)
+    for path in matching:
+        assert compiled.matches(path), path
+    for path in not_matching:
+        assert not compiled.matches(path), path
+
+
+@pytest.mark.parametrize("pattern,path,expected", [
+    ("app/**", "app", False),               # trailing ** is everything below, not the folder itself
+    ("a/**/b", "a/b", True),                # ** between segments may match zero segments
+    ("a/**/b", "a/x/y/b", True),
+    ("**", "anything/at/all", True),
+    ("**", "one", True),
+    ("**/x", "x", False),                   # leading ** needs at least one segment
+    ("app/db-*", "app/db-primary", True),   # * matches part of a segment
+    ("app/db-*", "app/db-", True),
+    ("app/db-*", "app/db-primary/x", False),
+    ("app/*-key", "app/api-key", True),
+    ("app/*", "app/a/b", False),
+    ("app/?", "app/a", True),
+    ("app/?", "app/ab", False),
+    ("a?c", "a/c", False),                  # ? never matches '/'
+    ("*", "top", True),
+    ("*", "top/level", False),
+    ("app/*/db", "app/x/db", True),
+])
+def test_decided_edge_cases(pattern, path, expected):
+    assert PathPattern.compile(pattern).matches(path) is expected
+
+
+@pytest.mark.parametrize("bad", [
+    "", "/app", "app/", "app//db", "App/db", "app/a**", "app/**b", "app/***", "**/**/x", "app/db.key",
+    "a\\*b", "x" * 513, "/".join(["a"] * 11), None, 7,
+])
+def test_invalid_patterns_are_rejected_with_invalid_glob(bad):
+    with pytest.raises(ScaiVaultError) as exc:
+        PathPattern.compile(bad)
+    assert exc.value.code == "invalid_glob"
+    assert exc.value.status == 400
+
+
+@pytest.mark.parametrize("bad", ["", "/a", "a/", "a//b", "A/b", "a/b.c", "a b", "x" * 513,
+                                 "/".join(["s"] * 11)])
+def test_invalid_secret_paths_are_rejected_with_invalid_path(bad):
+    assert path_problem(bad)
+    with pytest.raises(ScaiVaultError) as exc:
+        validate_path(bad)
+    assert exc.value.code == "invalid_path"
+
+
+def test_valid_paths_up_to_the_limits_are_accepted():
+    assert validate_path("/".join(["s"] * 10)) == "/".join(["s"] * 10)
+    long = ("a" * 50 + "/") * 9 + "a" * 53
+    assert len(long) == 512
+    assert validate_path(long) == long
+    assert validate_path("env_1/svc-2/db") == "env_1/svc-2/db"
+
+
+# ----------------------------------------------------------------- property test
+def _ref_segment(pat: str, seg: str) -> bool:
+    """Textbook recursive wildcard match within one segment."""
+    if not pat:
+        return not seg
+    if pat[0] == "*":
+        return any(_ref_segment(pat[1:], seg[k:]) for k in range(len(seg) + 1))
+    if not seg:
+        return False
+    return (pat[0] == "?" or pat[0] == seg[0]) and _ref_segment(pat[1:], seg[1:])
+
+
+def reference_match(pattern: str, path: str) -> bool:
+    """The decided semantics written as plain recursion over segments (no regex)."""
+    ps, xs = pattern.split("/"), path.split("/")
+
+    def walk(i: int, j: int) -> bool:
+        if i == len(ps):
+            return j == len(xs)
+        if ps[i] == "**":
+            inner = 0 < i < len(ps) - 1
+            first = j if inner else j + 1
+            return any(walk(i + 1, k) for k in range(first, len(xs) + 1))
+        return j < len(xs) and _ref_segment(ps[i], xs[j]) and walk(i + 1, j + 1)
+
+    return walk(0, 0)
+
+
+LITERALS = ["a", "b", "ab", "ssl", "x-1", "db_2"]
+path_strategy = st.lists(st.sampled_from(LITERALS), min_size=1, max_size=7).map("/".join)
+pattern_segment = st.sampled_from(LITERALS + ["*", "**", "?", "a*", "*b", "a?", "?b", "*s*", "x-?"])
+
+
+def _valid_pattern(segments: list[str]) -> bool:
+    return not any(a == b == "**" for a, b in zip(segments, segments[1:]))
+
+
+pattern_strategy = st.lists(pattern_segment, min_size=1, max_size=6).filter(_valid_pattern).map("/".join)
+
+
+@settings(max_examples=1500, deadline=None)
+@given(pattern=pattern_strategy, path=path_strategy)
+def test_compiled_matcher_agrees_with_the_reference_matcher(pattern, path):
+    assert PathPattern.compile(pattern).matches(path) == reference_match(pattern, path)
+
+
+@settings(max_examples=500, deadline=None)
+@given(path=path_strategy)
+def test_a_literal_pattern_matches_exactly_its_own_path(path):
+    assert PathPattern.compile(path).matches(path)
+    assert not PathPattern.compile(path).matches(path + "/x")
+    assert PathPattern.compile(path + "/**").matches(path + "/x")
+    assert not PathPattern.compile(path + "/**").matches(path)
