@@ -31,6 +31,12 @@ class Runtime:
         return connect_redis(self.settings)
 
     @cached_property
+    def authenticator(self):
+        from .auth.authenticator import Authenticator
+
+        return Authenticator(self)
+
+    @cached_property
     def plugins(self):
         from .plugins import get_plugin_manager
 

@@ -84,13 +84,36 @@ def redis_url() -> str:
 
 
 @pytest.fixture(scope="session")
-def base_env(database_url, redis_url, tmp_path_factory) -> dict[str, str]:
+def scaikey(tmp_path_factory):
+    """A running ScaiKey stand-in (tests/scaikey_standin.py): mint(...), directory, webhooks."""
+    from tests.scaikey_standin import ScaiKeyStandin
+
+    standin = ScaiKeyStandin().start()
+    standin.add_client("scaivault-sync", "sync-secret-" + secrets.token_hex(8), scopes=("admin:read",))
+    secret_file = tmp_path_factory.mktemp("scaikey") / "client_secret"
+    secret_file.write_text(standin.clients["scaivault-sync"]["secret"] + "\n")
+    standin.client_secret_file = str(secret_file)
+    yield standin
+    standin.stop()
+
+
+@pytest.fixture(scope="session")
+def auth():
+    """auth(token) -> the Authorization header for a bearer token."""
+    return lambda token: {"Authorization": f"Bearer {token}"}
+
+
+@pytest.fixture(scope="session")
+def base_env(database_url, redis_url, tmp_path_factory, scaikey) -> dict[str, str]:
     """The environment a test instance starts from; tests override single variables."""
     keydir = tmp_path_factory.mktemp("kms")
     return {
         "DATABASE_URL": database_url,
         "REDIS_URL": redis_url,
-        "SCAIKEY_URL": "http://127.0.0.1:9",
+        "SCAIKEY_URL": scaikey.url,
+        "SCAIKEY_CLIENT_ID": "scaivault-sync",
+        "SCAIKEY_CLIENT_SECRET_FILE": scaikey.client_secret_file,
+        "IDENTITY_SYNC_WEBHOOK_SECRET": scaikey.webhook_secret,
         "BASE_URL": "http://127.0.0.1:8443",
         "KMS_PROVIDER": "local",
         "KMS_LOCAL_KEY_FILE": str(keydir / "root.key"),

@@ -8,6 +8,7 @@ from flask import Flask
 # Module paths of every blueprint module; each exposes `bp`. Add a line per resource.
 BLUEPRINT_MODULES = [
     "scaivault.api.health",
+    "scaivault.api.auth",
 ]
 
 

@@ -8,6 +8,15 @@ ADMIN_ROLES = ("super_admin", "partner_admin", "tenant_admin")
 
 
 @dataclass(frozen=True)
+class RoleGrant:
+    """One admin role and its reach: partner_id for partner_admin, tenant_id for tenant_admin."""
+
+    role: str
+    partner_id: str | None = None
+    tenant_id: str | None = None
+
+
+@dataclass(frozen=True)
 class Identity:
     """An authenticated caller (spec/10 section 2.4 and spec/15 section 2.4)."""
 
@@ -26,6 +35,8 @@ class Identity:
     issued_at: datetime | None = None
     expires_at: datetime | None = None
     claims: dict = field(default_factory=dict, compare=False, repr=False)
+    grants: tuple[RoleGrant, ...] = ()    # roles with their reach (see admin_over)
+    acting_for: str | None = None         # act.sub of an exchanged token (recorded in audit)
 
     def has_scope(self, scope: str) -> bool:
         return scope in self.scopes
@@ -33,6 +44,21 @@ class Identity:
     @property
     def is_super_admin(self) -> bool:
         return "super_admin" in self.roles
+
+    def admin_over(self, tenant_id: str | None, partner_id: str | None) -> bool:
+        """True if an admin role of this identity reaches the tenant (or, tenant_id None, the partner).
+
+        Decision (issue 4): an admin role grants every permission within its reach, still
+        limited by the token's scopes; everyone else needs a policy.
+        """
+        for grant in self.grants:
+            if grant.role == "super_admin":
+                return True
+            if grant.role == "partner_admin" and partner_id and grant.partner_id == partner_id:
+                return True
+            if grant.role == "tenant_admin" and tenant_id and grant.tenant_id == tenant_id:
+                return True
+        return False
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,133 @@
+"""/v1/auth: whoami, introspect and personal access tokens (spec/10 section 2.5, spec/15 6.3)."""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from flask import Blueprint, g, jsonify
+from pydantic import BaseModel, Field, field_validator
+
+from ..auth import personal_tokens
+from ..auth.identity import Identity
+from ..config import parse_duration
+from .http import runtime
+from .pipeline import endpoint
+
+bp = Blueprint("auth", __name__)
+
+
+def _iso(value: datetime | None) -> str | None:
+    if value is None:
+        return None
+    return value.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+class IntrospectBody(BaseModel):
+    token: str = Field(min_length=1, max_length=16384)
+
+
+class CreateTokenBody(BaseModel):
+    name: str = Field(min_length=1, max_length=128)
+    scopes: list[str] = Field(min_length=1, max_length=64)
+    expires_in: int | str = "90d"
+
+    @field_validator("scopes")
+    @classmethod
+    def _scope_strings(cls, value: list[str]) -> list[str]:
+        for scope in value:
+            if not scope or len(scope) > 64 or not all(c.isalnum() or c in ":_-." for c in scope):
+                raise ValueError(f"not a scope: {scope[:64]!r}")
+        return value
+
+    @field_validator("expires_in")
+    @classmethod
+    def _duration(cls, value: int | str) -> int:
+        if isinstance(value, bool):
+            raise ValueError("must be seconds or a duration such as 90d")
+        if isinstance(value, int):
+            return value
+        return parse_duration(value)
+
+
+def _audit(action: str, *, success: bool = True, extra: dict | None = None) -> None:
+    """Record an auth event when the audit writer is available (fail-closed there)."""
+    try:
+        from ..audit import record_now
+        from .auditing import entry_for_request
+    except ImportError:
+        return
+    record_now(runtime(), entry_for_request(action, success=success, extra=extra))
+
+
+def whoami_view(identity: Identity) -> dict:
+    return {
+        "identity_id": identity.identity_id,
+        "identity_type": identity.identity_type,
+        "display_name": identity.display_name,
+        "tenant_id": identity.tenant_id,
+        "partner_id": identity.partner_id,
+        "scopes": sorted(identity.scopes),
+        "groups": list(identity.groups),
+        "roles": sorted(identity.roles),
+        "mfa_verified_at": _iso(identity.mfa_verified_at),
+        "token_expires_at": _iso(identity.expires_at),
+    }
+
+
+@bp.get("/v1/auth/whoami")
+@endpoint("auth", tenant=False)
+def whoami():
+    """The caller's identity as derived from its token."""
+    return jsonify(whoami_view(g.identity))
+
+
+@bp.post("/v1/auth/introspect")
+@endpoint("auth", scope="admin", tenant=False, body=IntrospectBody)
+def introspect():
+    """Whether a token is active, and whose it is; {"active": false} otherwise (HTTP 200)."""
+    identity = runtime().authenticator.peek(g.body.token)
+    if identity is None:
+        return jsonify({"active": False})
+    return jsonify({
+        "active": True,
+        "identity_id": identity.identity_id,
+        "identity_type": identity.identity_type,
+        "tenant_id": identity.tenant_id,
+        "partner_id": identity.partner_id,
+        "scopes": sorted(identity.scopes),
+        "token_type": identity.token_kind,
+        "expires_at": _iso(identity.expires_at),
+        "issued_at": _iso(identity.issued_at),
+    })
+
+
+@bp.post("/v1/auth/tokens")
+@endpoint("auth", tenant=False, body=CreateTokenBody)
+def create_token():
+    """Create a personal access token for the caller; the `token` value is shown only here."""
+    rt = runtime()
+    body: CreateTokenBody = g.body
+    with rt.db.transaction() as s:
+        row, value = personal_tokens.issue(s, g.identity, body.name, body.scopes, int(body.expires_in))
+    _audit("auth.token_created", extra={"token_id": row["id"], "scopes": list(row["scopes"])})
+    return jsonify({**personal_tokens.public_view(row), "token": value}), 201
+
+
+@bp.get("/v1/auth/tokens")
+@endpoint("auth", tenant=False)
+def list_tokens():
+    """The caller's personal access tokens (never their values)."""
+    with runtime().db.session() as s:
+        rows = personal_tokens.list_for(s, g.identity.identity_id)
+    return jsonify({"tokens": [personal_tokens.public_view(r) for r in rows], "total": len(rows)})
+
+
+@bp.delete("/v1/auth/tokens/<token_id>")
+@endpoint("auth", tenant=False)
+def revoke_token(token_id: str):
+    """Revoke one of the caller's personal access tokens; every instance refuses it within a second."""
+    rt = runtime()
+    with rt.db.transaction() as s:
+        row = personal_tokens.revoke(s, g.identity, token_id[:64])
+    rt.authenticator.invalidate()
+    _audit("auth.token_revoked", extra={"token_id": row["id"]})
+    return jsonify(personal_tokens.public_view(row))

@@ -1,0 +1,52 @@
+"""A cluster-wide version number of everything an authenticated Identity is derived from.
+
+Bumped (Redis INCR) whenever a personal token is revoked, a role changes or the identity
+cache changes; every process re-reads it at most every EPOCH_CHECK_SECONDS and drops its
+derived identities when it moved, so a revocation takes effect everywhere within a second.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+log = logging.getLogger("scaivault.auth.epoch")
+
+EPOCH_KEY = "scaivault:auth:epoch"
+EPOCH_CHECK_SECONDS = 0.5
+
+
+class AuthEpoch:
+    def __init__(self, redis_factory):
+        self._redis_factory = redis_factory
+        self._value: bytes | None = None
+        self._checked_at = float("-inf")
+        self._lock = threading.Lock()
+
+    def current(self) -> object:
+        """The last seen epoch value; re-read from Redis when older than EPOCH_CHECK_SECONDS.
+
+        When Redis cannot be read a fresh object is returned, which never equals a
+        previous value: callers then drop their caches rather than trust stale ones.
+        """
+        now = time.monotonic()
+        if now - self._checked_at < EPOCH_CHECK_SECONDS:
+            return self._value
+        with self._lock:
+            if time.monotonic() - self._checked_at < EPOCH_CHECK_SECONDS:
+                return self._value
+            try:
+                self._value = self._redis_factory().get(EPOCH_KEY) or b"0"
+                self._checked_at = time.monotonic()
+            except Exception as exc:  # Redis down: no cached identity may outlive a revocation
+                log.warning("auth epoch unreadable", extra={"error": type(exc).__name__})
+                return object()
+            return self._value
+
+    def bump(self) -> None:
+        """Invalidate derived identities in every process (this one at once)."""
+        try:
+            self._redis_factory().incr(EPOCH_KEY)
+        except Exception as exc:
+            log.warning("auth epoch bump failed", extra={"error": type(exc).__name__})
+        self._checked_at = float("-inf")

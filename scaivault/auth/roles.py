@@ -1,0 +1,106 @@
+"""Admin roles (spec/10 section 3.3): ScaiVault's role store, its change rules, role reach.
+
+A grant is (role, partner_id, tenant_id): super_admin reaches the platform, partner_admin
+one partner and its tenants, tenant_admin one tenant.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from ..db import Session
+from ..errors import ScaiVaultError
+from .identity import ADMIN_ROLES, Identity, RoleGrant
+
+log = logging.getLogger("scaivault.auth.roles")
+
+ROLE_DESCRIPTIONS = {
+    "super_admin": ("platform", "every permission on the whole platform; the only role that grants super_admin"),
+    "partner_admin": ("partner", "every permission in one partner and all its tenants; may change role assignments"),
+    "tenant_admin": ("tenant", "every permission in one tenant"),
+}
+
+
+def grants_from_claims(claims: dict, tenant_id: str | None, partner_id: str | None) -> list[RoleGrant]:
+    """The admin tier named by the token's `role` claim, with the reach its claims give it."""
+    role = claims.get("role")
+    if role == "super_admin":
+        return [RoleGrant("super_admin", None, None)]
+    if role == "partner_admin" and partner_id:
+        return [RoleGrant("partner_admin", partner_id, None)]
+    if role == "tenant_admin" and tenant_id:
+        return [RoleGrant("tenant_admin", partner_id, tenant_id)]
+    return []
+
+
+def stored_grants(s: Session, identity_id: str) -> list[RoleGrant]:
+    rows = s.query("""SELECT role, partner_id, tenant_id FROM identity_role_assignments
+                      WHERE identity_id = :i AND (expires_at IS NULL OR expires_at > now()) ORDER BY role""",
+                   i=identity_id)
+    return [RoleGrant(r["role"], r["partner_id"], r["tenant_id"]) for r in rows]
+
+
+def stored_assignments(s: Session, identity_id: str) -> list[dict]:
+    return s.query("""SELECT role, partner_id, tenant_id, source, granted_by, granted_at, expires_at
+                      FROM identity_role_assignments WHERE identity_id = :i ORDER BY role""", i=identity_id)
+
+
+@dataclass(frozen=True)
+class RoleTarget:
+    """Whose roles change, and where they live (for the reach of the roles granted)."""
+
+    identity_id: str
+    tenant_id: str | None
+    partner_id: str | None
+
+
+def replace_roles(s: Session, caller: Identity, target: RoleTarget, roles: list[str]) -> list[dict]:
+    """Replace the target's stored roles, enforcing the spec/10 3.3 rules; returns the new rows."""
+    wanted = list(dict.fromkeys(roles))
+    unknown = [r for r in wanted if r not in ADMIN_ROLES]
+    if unknown:
+        raise ScaiVaultError("invalid_role", f"unknown role {unknown[0]!r}",
+                             details={"allowed_roles": list(ADMIN_ROLES)})
+    caller_super = caller.is_super_admin
+    caller_partners = {g.partner_id for g in caller.grants if g.role == "partner_admin" and g.partner_id}
+    if not caller_super and not caller_partners:
+        raise ScaiVaultError("forbidden", "only super_admin or partner_admin may change role assignments")
+    if not caller_super and (target.partner_id is None or target.partner_id not in caller_partners):
+        raise ScaiVaultError("forbidden", "the user is outside your partner")
+    current = {r["role"] for r in stored_assignments(s, target.identity_id)}
+    if "super_admin" in set(wanted) ^ current and not caller_super:
+        raise ScaiVaultError("forbidden", "only a super_admin may grant or remove super_admin")
+    if target.identity_id == caller.identity_id:
+        gained = set(wanted) - caller.roles
+        if gained:
+            raise ScaiVaultError("forbidden", "you may not raise your own privileges",
+                                 details={"roles": sorted(gained)})
+    if "tenant_admin" in wanted and not target.tenant_id:
+        raise ScaiVaultError("invalid_role", "tenant_admin needs a user who belongs to a tenant")
+    if "partner_admin" in wanted and not target.partner_id:
+        raise ScaiVaultError("invalid_role", "partner_admin needs a user whose tenant belongs to a partner")
+    s.execute("DELETE FROM identity_role_assignments WHERE identity_id = :i", i=target.identity_id)
+    for role in wanted:
+        s.execute(
+            """INSERT INTO identity_role_assignments (identity_id, role, partner_id, tenant_id, source, granted_by)
+               VALUES (:i, :r, :p, :t, 'store', :by)""",
+            i=target.identity_id, r=role,
+            p=target.partner_id if role in ("partner_admin", "tenant_admin") else None,
+            t=target.tenant_id if role == "tenant_admin" else None, by=caller.identity_id)
+    return stored_assignments(s, target.identity_id)
+
+
+BOOTSTRAP_MARKER = "bootstrap_super_admin_promoted:"
+
+
+def promote_bootstrap_admin(s: Session, identity_id: str) -> bool:
+    """Grant super_admin to the BOOTSTRAP_SUPER_ADMIN identity once ever; True if this call did it."""
+    inserted = s.query(
+        """INSERT INTO system_state (key, value) VALUES (:k, jsonb_build_object('identity_id', CAST(:i AS text), 'at', now()))
+           ON CONFLICT (key) DO NOTHING RETURNING key""", k=BOOTSTRAP_MARKER + identity_id, i=identity_id)
+    if not inserted:
+        return False
+    s.execute("""INSERT INTO identity_role_assignments (identity_id, role, source, granted_by)
+                 VALUES (:i, 'super_admin', 'bootstrap', 'system:bootstrap')
+                 ON CONFLICT (identity_id, role) DO NOTHING""", i=identity_id)
+    return True

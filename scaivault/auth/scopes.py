@@ -1,0 +1,23 @@
+"""The scope vocabulary ScaiVault checks (spec/10 section 2.4 plus the scopes its endpoints name)."""
+from __future__ import annotations
+
+ALL_SCOPES = frozenset({
+    "secrets:read", "secrets:write", "secrets:delete", "secrets:list", "secrets:rotate",
+    "policies:read", "policies:write",
+    "audit:read", "audit:export",
+    "pki:issue", "pki:admin",
+    "dynamic:read", "dynamic:write", "dynamic:admin", "leases:read", "leases:write",
+    "webhooks:read", "webhooks:write", "subscriptions:read", "subscriptions:write",
+    "federation:read", "federation:write",
+    "identity:read", "identity:admin",
+    "admin",
+})
+
+
+def parse_scope_claim(value) -> frozenset[str]:
+    """The `scope` claim (space-separated string, or a list) as a set of scope strings."""
+    if isinstance(value, str):
+        return frozenset(s for s in value.split() if s)
+    if isinstance(value, list):
+        return frozenset(s for s in value if isinstance(s, str) and s)
+    return frozenset()
