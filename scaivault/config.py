@@ -87,6 +87,10 @@ class DatabaseURL:
         host = parts.hostname
         unix_sock = None
         socket_dir = query.get("host")
+        if "port" in query:  # libpq style, mostly with ?host=/socket/dir
+            if not query["port"].isdigit():
+                raise ConfigError(variable, "has a port parameter that is not a number")
+            port = int(query["port"])
         if socket_dir and socket_dir.startswith("/"):
             unix_sock = f"{socket_dir.rstrip('/')}/.s.PGSQL.{port}"
             host = None

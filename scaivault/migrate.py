@@ -24,12 +24,25 @@ ADVISORY_LOCK_KEY = 0x5CA1_7A17
 FILENAME_RE = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 
 
+def candidate_directories() -> list[Path]:
+    """Where migrations may live: the source checkout, then pip's data directories
+    (setup.cfg ships them as data_files share/scaivault/migrations_sql)."""
+    import site
+    import sysconfig
+
+    installed = [Path(sysconfig.get_paths()["data"]), Path(sys.prefix), Path(site.getuserbase())]
+    return [Path(__file__).resolve().parent.parent / "migrations_sql"] + [
+        prefix / "share" / "scaivault" / "migrations_sql" for prefix in installed]
+
+
 def default_directory() -> Path:
-    """migrations_sql/ beside the package in a source checkout, else as installed by pip."""
-    checkout = Path(__file__).resolve().parent.parent / "migrations_sql"
-    if checkout.is_dir():
-        return checkout
-    return Path(sys.prefix) / "share" / "scaivault" / "migrations_sql"
+    """The first candidate directory that exists (an error names them all when none does)."""
+    candidates = candidate_directories()
+    for directory in candidates:
+        if directory.is_dir():
+            return directory
+    raise MigrationError("no migrations_sql directory found (looked in "
+                         + ", ".join(str(c) for c in candidates) + "); reinstall ScaiVault")
 
 
 class MigrationError(Exception):
