@@ -124,7 +124,11 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> Flask:
         return error_response("internal_error", "internal error; quote the request_id when reporting it", 500)
 
     from .api import register_blueprints
+    from .api.metrics import install_request_metrics
+    from .ratelimit import init_rate_limits
 
+    init_rate_limits(app, settings)
+    install_request_metrics(app)
     register_blueprints(app)
     app.config["SCAIVAULT_VERSION"] = __version__
     return app

@@ -283,6 +283,12 @@ def _rate_limits(reader: _Reader) -> Mapping[str, Mapping[str, Any]]:
         raise ConfigError("RATE_LIMITS", f"is not valid YAML ({str(exc).splitlines()[0]})") from None
     if not isinstance(doc, dict):
         raise ConfigError("RATE_LIMITS", "must be a YAML mapping of category to {rate, window}")
+    from .ratelimit import check_overrides
+
+    try:
+        check_overrides(doc)
+    except ValueError as exc:
+        raise ConfigError("RATE_LIMITS", str(exc)) from None
     limits: dict[str, Mapping[str, Any]] = {}
     for category, spec in doc.items():
         if not isinstance(spec, dict) or set(spec) - {"rate", "window", "burst"} or "rate" not in spec:

@@ -4,9 +4,9 @@ from __future__ import annotations
 import time
 from datetime import datetime, timezone
 
-from flask import Blueprint, jsonify
+from flask import Blueprint, current_app, jsonify
 
-from .. import __version__
+from .. import __version__, ratelimit
 from ..health import HealthChecker
 from .http import runtime
 from .pipeline import endpoint
@@ -53,6 +53,7 @@ def detailed():
         "version": __version__,
         "uptime_seconds": int(time.time() - runtime().started_at),
         "checks": results,
+        "rate_limiter": ratelimit.status(current_app),
         **({"errors": errors} if errors else {}),
     })
 

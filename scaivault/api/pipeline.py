@@ -13,8 +13,9 @@ from flask import g, request
 from pydantic import BaseModel, ValidationError
 
 from .. import ratelimit
-from ..errors import ValidationFailed
+from ..errors import ScaiVaultError, ValidationFailed
 from ..auth import authenticate_request, require_scope, resolve_tenant
+from .auditing import record_denial
 from .http import json_body, runtime
 
 
@@ -36,15 +37,20 @@ def endpoint(category: str | None, *, scope: str | None = None, authenticated: b
             if authenticated:
                 rt = runtime()
                 g.identity = authenticate_request(rt, request)
-                if tenant:
+            try:
+                if authenticated and tenant:
                     g.tenant = resolve_tenant(rt, g.identity, request)
-            if category is not None:
-                ratelimit.enforce(category)
-            if scope is not None:
-                require_scope(g.identity, scope)
-            if body is not None:
-                g.body = parse_body(body)
-            return view(*args, **kwargs)
+                if category is not None:
+                    ratelimit.enforce(category)
+                if scope is not None:
+                    require_scope(g.identity, scope)
+                if body is not None:
+                    g.body = parse_body(body)
+                return view(*args, **kwargs)
+            except ScaiVaultError as exc:
+                if authenticated and exc.status in (401, 403):
+                    record_denial(rt, category, exc)   # views never audit their own denials
+                raise
 
         wrapper.rate_category = category          # type: ignore[attr-defined]
         wrapper.required_scope = scope            # type: ignore[attr-defined]
