@@ -28,7 +28,7 @@ class IntrospectBody(BaseModel):
 class CreateTokenBody(BaseModel):
     name: str = Field(min_length=1, max_length=128)
     scopes: list[str] = Field(min_length=1, max_length=64)
-    expires_in: int | str = "90d"
+    expires_in: int | str = Field(default="90d", validate_default=True)
 
     @field_validator("scopes")
     @classmethod
@@ -43,9 +43,10 @@ class CreateTokenBody(BaseModel):
     def _duration(cls, value: int | str) -> int:
         if isinstance(value, bool):
             raise ValueError("must be seconds or a duration such as 90d")
-        if isinstance(value, int):
-            return value
-        return parse_duration(value)
+        seconds = value if isinstance(value, int) else parse_duration(value)
+        if not 60 <= seconds <= personal_tokens.MAX_LIFETIME_SECONDS:
+            raise ValueError("must be between 1m and 366d")
+        return seconds
 
 
 def _audit(action: str, *, success: bool = True, extra: dict | None = None) -> None:

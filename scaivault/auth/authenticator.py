@@ -142,6 +142,7 @@ class Authenticator:
         amr = claims.get("amr")
         if isinstance(amr, list) and {"mfa", "otp", "hwk", "totp", "webauthn"} & set(amr):
             mfa_at = _utc(claims.get("auth_time") or claims.get("iat"))
+        tenant_row = None
         with self.runtime.db.transaction() as s:
             if tenant_id:
                 tenant_row = store.tenant(s, tenant_id) or store.ensure_tenant_just_in_time(s, tenant_id, partner_id)
@@ -168,6 +169,8 @@ class Authenticator:
                         mfa_at = _utc(claims.get("iat"))
             promoted = self._maybe_bootstrap(s, identity_id)
             grants = roles.grants_from_claims(claims, tenant_id, partner_id) + roles.stored_grants(s, identity_id)
+        if tenant_row is not None:
+            self._tenants[tenant_row["id"]] = (tenant_row, time.time())
         if promoted:
             self._audit_bootstrap(identity_id, tenant_id)
         act = claims.get("act")

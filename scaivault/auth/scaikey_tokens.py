@@ -52,7 +52,7 @@ class ScaiKeyTokenVerifier:
         self._check_audience(claims)
         return claims
 
-    def accepted_issuers(self, claims: dict[str, Any]) -> set[str]:
+    def accepted_issuers(self, claims: dict[str, Any], *, with_slug: bool = False) -> set[str]:
         issuers: set[str] = set()
         discovered = self.jwks.discovery().issuer if self.scaikey_url else None
         if discovered:
@@ -62,15 +62,19 @@ class ScaiKeyTokenVerifier:
             tenant = claims.get("tenant_id")
             if isinstance(tenant, str) and tenant:
                 issuers.add(f"{self.scaikey_url}/tenants/{tenant}")
-                slug = self.tenant_slug(tenant) if self.tenant_slug else None
+                slug = self.tenant_slug(tenant) if with_slug and self.tenant_slug else None
                 if slug:
                     issuers.add(f"{self.scaikey_url}/tenants/{slug}")
         return issuers
 
     def _check_issuer(self, claims: dict[str, Any]) -> None:
         iss = claims.get("iss")
-        if not isinstance(iss, str) or iss.rstrip("/") not in self.accepted_issuers(claims):
-            raise ScaiVaultError("token_invalid", "the token was issued by an issuer this ScaiVault does not trust")
+        if not isinstance(iss, str):
+            raise ScaiVaultError("token_invalid", "the token names no issuer")
+        iss = iss.rstrip("/")
+        if iss in self.accepted_issuers(claims) or iss in self.accepted_issuers(claims, with_slug=True):
+            return
+        raise ScaiVaultError("token_invalid", "the token was issued by an issuer this ScaiVault does not trust")
 
     def _check_audience(self, claims: dict[str, Any]) -> None:
         if not self.audience:
