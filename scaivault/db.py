@@ -48,9 +48,14 @@ def _reason(exc: BaseException) -> str:
     arg = exc.args[0] if exc.args else None
     if isinstance(arg, dict):
         return str(arg.get("M") or arg.get("C") or type(exc).__name__)
-    if isinstance(exc, OSError) and exc.strerror:
-        return exc.strerror
-    return str(exc).split(" (timeout is")[0] or type(exc).__name__
+    # pg8000 wraps socket errors ("Can't create a connection to host H and port P"): report
+    # the underlying OSError, which names neither host nor port
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, OSError):
+            return cause.strerror or type(cause).__name__
+        cause = cause.__cause__ or cause.__context__
+    return "connection failed" if isinstance(exc, InterfaceError) else type(exc).__name__
 
 
 def connect(url: DatabaseURL, *, timeout: float = 30.0, application_name: str = "scaivault") -> pg8000.native.Connection:
