@@ -25,7 +25,7 @@ class ScaiVaultSpec:
 
     @hookspec
     def scaivault_storage_backends(self):
-        """Return {name: factory(settings) -> StorageBackend}."""
+        """Return {name: factory(settings, runtime) -> StorageBackend} (scaivault.storage)."""
 
     @hookspec
     def scaivault_dns_providers(self):

@@ -103,7 +103,7 @@ class Keyring:
         """A provider bound to `key_ref` (a key named by a stored record, maybe not the current one)."""
         provider = self._providers.get(key_ref)
         if provider is None:
-            if key_ref == self.primary.key_ref:
+            if self._configured_ref() == key_ref:
                 return self.primary
             with self._lock:
                 provider = self._providers.get(key_ref)
@@ -366,7 +366,8 @@ class Keyring:
                 self._degraded_since = None
                 return {"status": "ok", "key_status": "active", **base}
             return {"status": "degraded", "key_status": "secondary", **base, "message": "; ".join(messages)}
-        return {"status": "error", "key_status": "unavailable", **base, "message": "; ".join(messages)}
+        return {"status": "error", "key_status": "unavailable", **base,
+                "message": "cannot open the encryption root: " + "; ".join(messages)}
 
     def close(self) -> None:
         for provider in list(self._providers.values()):
