@@ -75,6 +75,13 @@ def cmd_dev(args, env) -> int:
     return run_dev(args, env)
 
 
+def cmd_keys(args, env) -> int:
+    from .config import load_settings
+    from .crypto.cli import run_keys_command
+
+    return run_keys_command(args, load_settings(env, require_services=False))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="scaivault", description="ScaiVault secrets manager")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -88,6 +95,15 @@ def build_parser() -> argparse.ArgumentParser:
                      help="embedded database, key file and state (kept between runs)")
     dev.add_argument("--bind", default="127.0.0.1:8200", help="HOST:PORT to listen on (plain HTTP)")
     dev.set_defaults(func=cmd_dev)
+    keys = sub.add_parser("keys", help="key hierarchy: status and rotation")
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True)
+    rotate = keys_sub.add_parser("rotate", help="re-wrap partner keys under the configured KMS key (resumable), "
+                                                "or rotate one tenant's key with --tenant")
+    rotate.add_argument("--partner", help="partner id (with --tenant, or alone for the partner's own key)")
+    rotate.add_argument("--tenant", help="tenant id: rotate this tenant's key instead of the root")
+    keys_status = keys_sub.add_parser("status", help="print key versions and rotations as JSON (never material)")
+    keys_status.add_argument("--partner", help="only this partner's keys")
+    keys.set_defaults(func=cmd_keys)
     return parser
 
 

@@ -10,6 +10,8 @@ BLUEPRINT_MODULES = [
     "scaivault.api.health",
     "scaivault.api.auth",
     "scaivault.api.metrics",
+    "scaivault.api.audit",
+    "scaivault.api.system",
 ]
 
 

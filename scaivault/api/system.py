@@ -1,0 +1,95 @@
+"""System administration: loaded plugins, key hierarchy status and key rotation (admin only)."""
+from __future__ import annotations
+
+from typing import Literal
+
+from flask import Blueprint, g, jsonify, request
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..audit import record_now
+from ..crypto.rotation import rotate_root, rotate_tenant_key
+from ..crypto.status import key_status
+from ..errors import ScaiVaultError
+from ..plugins import describe_plugins
+from .auditing import entry_for_request
+from .http import runtime
+from .pipeline import endpoint
+
+bp = Blueprint("system", __name__)
+
+
+class RotateKeysBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    scope: Literal["root", "tenant"] = "root"
+    tenant_id: str | None = Field(default=None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
+    partner_id: str | None = Field(default=None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
+
+
+def _require_role(*roles: str) -> None:
+    if not g.identity.roles.intersection(roles):
+        raise ScaiVaultError("forbidden", f"this operation needs the role {' or '.join(roles)}",
+                             details={"required_roles": list(roles)})
+
+
+@bp.get("/v1/system/plugins")
+@endpoint("system", scope="admin", tenant=False)
+def list_plugins():
+    """Loaded plugins, their versions and what each provides."""
+    _require_role("super_admin", "partner_admin")
+    rt = runtime()
+    return jsonify({"plugins": describe_plugins(rt.plugins),
+                    "selected": {"kms_provider": rt.settings.kms_provider,
+                                 "storage_provider": rt.settings.storage_provider}})
+
+
+@bp.get("/v1/system/keys")
+@endpoint("system", scope="admin", tenant=False)
+def list_keys():
+    """Root, partner and tenant key versions and status; never key material."""
+    _require_role("super_admin", "partner_admin")
+    rt = runtime()
+    # a partner admin sees the keys of its own partner only
+    partner = None if g.identity.is_super_admin else (g.identity.partner_id or "")
+    try:
+        limit = min(max(int(request.args.get("limit", 100)), 1), 1000)
+    except ValueError:
+        raise ScaiVaultError("invalid_request", "limit must be an integer") from None
+    if g.identity.is_super_admin and request.args.get("partner_id"):
+        partner = request.args["partner_id"]
+    status = key_status(rt.db, partner_id=partner, limit=limit)
+    health = rt.keyring.health()
+    if not g.identity.is_super_admin:
+        status["roots"] = [{k: r[k] for k in ("version", "status", "activated_at")} for r in status["roots"]]
+        status["rotations"] = [r for r in status["rotations"] if r["kind"] == "tenant"
+                               and r["target"].startswith(f"{partner}/")]
+    return jsonify({"encryption": {k: health.get(k) for k in ("status", "key_status", "root_version", "last_rotation")},
+                    **status})
+
+
+@bp.post("/v1/system/keys/rotate")
+@endpoint("system", scope="admin", tenant=False, body=RotateKeysBody)
+def rotate_keys():
+    """Rotate the root (re-wrap partner keys) or one tenant's key (re-wrap its data keys)."""
+    body: RotateKeysBody = g.body
+    rt = runtime()
+    actor = g.identity.identity_id
+    if body.scope == "root":
+        _require_role("super_admin")
+        if body.tenant_id or body.partner_id:
+            raise ScaiVaultError("invalid_request", "a root rotation takes no tenant_id or partner_id")
+        result = rotate_root(rt.keyring, actor=actor)
+    else:
+        partner = body.partner_id or g.identity.partner_id
+        if not partner:
+            raise ScaiVaultError("invalid_request", "partner_id is required for a tenant key rotation")
+        if not g.identity.is_super_admin:
+            _require_role("partner_admin")
+            if partner != g.identity.partner_id:
+                raise ScaiVaultError("tenant_access_denied", "a partner admin rotates keys of its own partner only")
+        result = rotate_tenant_key(rt.keyring, partner, body.tenant_id, actor=actor)
+    entry = entry_for_request("rotate", extra={"key_rotation": result.as_dict()})
+    entry.tenant_id = body.tenant_id
+    entry.partner_id = body.partner_id if body.scope == "tenant" else None
+    record_now(rt, entry)
+    return jsonify(result.as_dict())
