@@ -32,6 +32,7 @@ DENIAL_ACTIONS: dict[str, str] = {
     "pki:admin": "pki_ca_create",
     "dynamic:generate": "dynamic_generate",
     "leases": "dynamic_renew",
+    "audit:read": "audit_query",
     "audit:export": "export_created",
 }
 

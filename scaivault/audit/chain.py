@@ -41,7 +41,7 @@ SELECT id, ts, tenant_id, partner_id, action, identity_type, identity_id, secret
        user_agent, success, duration_ms, request_id, extra_data, chain_lane, chain_seq,
        prev_hash, entry_hash
 FROM audit_log
-WHERE tenant_id IS NOT DISTINCT FROM :tenant AND chain_lane = :lane AND chain_seq > :after
+WHERE {tenant_clause} AND chain_lane = :lane AND chain_seq > :after
 ORDER BY chain_seq
 LIMIT :batch
 """
@@ -67,7 +67,7 @@ def verify_chain(db: Database, tenant_id: str | None, *, since: datetime | None 
         after = 0
         if since is not None:
             start = db.read_query(
-                "SELECT chain_seq, entry_hash FROM audit_log WHERE tenant_id IS NOT DISTINCT FROM :tenant "
+                "SELECT chain_seq, entry_hash FROM audit_log WHERE " + _tenant_clause(tenant_id) + " "
                 "AND chain_lane = :lane AND ts < :since ORDER BY chain_seq DESC LIMIT 1",
                 tenant=tenant_id, lane=lane, since=since)
             if start:
@@ -101,10 +101,16 @@ def verify_chain(db: Database, tenant_id: str | None, *, since: datetime | None 
     return report
 
 
+def _tenant_clause(tenant_id: str | None) -> str:
+    # "=" rather than IS NOT DISTINCT FROM, so that the (tenant_id, chain_lane, chain_seq) index applies
+    return "tenant_id = :tenant" if tenant_id is not None else "(tenant_id IS NULL AND CAST(:tenant AS text) IS NULL)"
+
+
 def _lane_rows(db: Database, tenant_id: str | None, lane: int, after: int):
     """A lane's entries after sequence `after`, in order, fetched in batches."""
     while True:
-        rows = db.read_query(_ROWS_SQL, tenant=tenant_id, lane=lane, after=after, batch=BATCH)
+        rows = db.read_query(_ROWS_SQL.format(tenant_clause=_tenant_clause(tenant_id)),
+                             tenant=tenant_id, lane=lane, after=after, batch=BATCH)
         yield from rows
         if len(rows) < BATCH:
             return

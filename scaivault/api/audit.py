@@ -1,0 +1,257 @@
+"""/v1/audit: queries, per-secret and per-identity trails, summary, exports, chain verification."""
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from typing import Any, Literal
+
+from flask import Blueprint, Response, g, jsonify, request
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..audit import exports, queries, record_now
+from ..audit.chain import verify_chain
+from ..audit.entry import IDENTITY_TYPES
+from ..errors import ScaiVaultError, ValidationFailed
+from ..policy.paths import validate_path
+from .auditing import entry_for_request
+from .http import runtime
+from .pipeline import endpoint
+
+bp = Blueprint("audit", __name__)
+
+FILTER_KEYS = ("from", "to", "action", "identity_id", "identity_type", "path_prefix", "success", "source_ip",
+               "request_id")
+
+
+# ------------------------------------------------------------------ request parsing
+
+def parse_timestamp(name: str, value: Any, fields: dict[str, str]) -> datetime | None:
+    if value is None or value == "":
+        return None
+    try:
+        ts = datetime.fromisoformat(str(value).strip())
+    except ValueError:
+        fields[name] = "must be an ISO 8601 timestamp such as 2026-01-31T12:00:00Z"
+        return None
+    return ts if ts.tzinfo else ts.replace(tzinfo=timezone.utc)
+
+
+def parse_filter(source: dict[str, Any], *, tenant_id: str) -> queries.AuditFilter:
+    """The section 7.4 filters from query args (or an export body's `filters`); 422 naming each bad field."""
+    fields: dict[str, str] = {}
+    since = parse_timestamp("from", source.get("from"), fields)
+    until = parse_timestamp("to", source.get("to"), fields)
+    if since and until and since > until:
+        fields["to"] = "must not be before `from`"
+    raw_action = source.get("action")
+    actions: tuple[str, ...] = ()
+    if raw_action:
+        items = raw_action if isinstance(raw_action, list) else str(raw_action).split(",")
+        actions = tuple(a.strip() for a in items if isinstance(a, str) and a.strip())
+        if len(actions) > 50 or any(len(a) > 64 for a in actions):
+            fields["action"] = "at most 50 actions of at most 64 characters"
+    identity_type = source.get("identity_type") or None
+    if identity_type is not None and identity_type not in IDENTITY_TYPES:
+        fields["identity_type"] = f"must be one of {', '.join(sorted(IDENTITY_TYPES))}"
+    success = source.get("success")
+    if isinstance(success, str):
+        success = {"true": True, "false": False}.get(success.lower(), "bad")
+    if success not in (None, True, False):
+        fields["success"] = "must be true or false"
+    text = {}
+    for name, limit in (("identity_id", 320), ("path_prefix", 512), ("source_ip", 64), ("request_id", 128)):
+        value = source.get(name)
+        if value is not None and (not isinstance(value, str) or len(value) > limit):
+            fields[name] = f"must be a string of at most {limit} characters"
+        text[name] = value or None
+    if fields:
+        raise ValidationFailed(fields)
+    return queries.AuditFilter(tenant_id=tenant_id, since=since, until=until, actions=actions,
+                               identity_type=identity_type, success=success, **text)
+
+
+def parse_limit() -> int:
+    raw = request.args.get("limit")
+    if raw is None or raw == "":
+        return queries.DEFAULT_LIMIT
+    try:
+        limit = int(raw)
+    except ValueError:
+        raise ValidationFailed({"limit": "must be an integer"}) from None
+    if not 1 <= limit <= queries.MAX_LIMIT:
+        raise ValidationFailed({"limit": f"must be between 1 and {queries.MAX_LIMIT}"})
+    return limit
+
+
+def require_audit_admin() -> None:
+    """Audit data is readable by admins of the tenant (or its partner, or the platform) only."""
+    identity, tenant = g.identity, g.tenant
+    if not identity.admin_over(tenant.tenant_id, tenant.partner_id):
+        raise ScaiVaultError("access_denied", "reading the audit log needs an admin role over this tenant",
+                             details={"tenant_id": tenant.tenant_id})
+
+
+def audited_query(what: str, extra: dict[str, Any] | None = None) -> None:
+    """Reads of the audit log are themselves audited (action `audit_query`)."""
+    record_now(runtime(), entry_for_request("audit_query", extra={"endpoint": what, **(extra or {})}))
+
+
+def _filters_used(flt: queries.AuditFilter) -> list[str]:
+    return sorted(k for k, v in flt.as_dict().items() if v not in (None, []))
+
+
+# ------------------------------------------------------------------ queries
+
+@bp.get("/v1/audit/logs")
+@endpoint("audit:read", scope="audit:read")
+def list_logs():
+    """Query audit entries (every filter of spec/30 7.4, cursor pagination)."""
+    require_audit_admin()
+    flt = parse_filter(request.args.to_dict(), tenant_id=g.tenant.tenant_id)
+    limit = parse_limit()
+    page = queries.list_entries(runtime().db, flt, limit=limit, cursor=request.args.get("cursor") or None)
+    audited_query("logs", {"filters": _filters_used(flt)})
+    return jsonify(page.as_dict())
+
+
+@bp.get("/v1/audit/secrets/<path:path>")
+@endpoint("audit:read", scope="audit:read")
+def secret_trail(path: str):
+    """All access to one secret over time plus a 30-day summary."""
+    require_audit_admin()
+    validate_path(path)
+    tenant_id = g.tenant.tenant_id
+    flt = parse_filter(request.args.to_dict(), tenant_id=tenant_id)
+    flt.secret_path = path
+    db = runtime().db
+    page = queries.list_entries(db, flt, limit=parse_limit(), cursor=request.args.get("cursor") or None)
+    body = {"path": path, **page.as_dict(), "summary": queries.secret_summary(db, tenant_id, path)}
+    audited_query("secret_trail")
+    return jsonify(body)
+
+
+@bp.get("/v1/audit/identities/<identity_id>")
+@endpoint("audit:read", scope="audit:read")
+def identity_trail(identity_id: str):
+    """Everything one identity did in this tenant, plus a summary (offboarding)."""
+    require_audit_admin()
+    if len(identity_id) > 320:
+        raise ValidationFailed({"identity_id": "must be at most 320 characters"})
+    tenant_id = g.tenant.tenant_id
+    flt = parse_filter(request.args.to_dict(), tenant_id=tenant_id)
+    flt.identity_id = identity_id
+    db = runtime().db
+    page = queries.list_entries(db, flt, limit=parse_limit(), cursor=request.args.get("cursor") or None)
+    body = {"identity_id": identity_id, **page.as_dict(),
+            "summary": queries.identity_summary(db, tenant_id, identity_id, since=flt.since, until=flt.until)}
+    audited_query("identity_trail")
+    return jsonify(body)
+
+
+@bp.get("/v1/audit/summary")
+@endpoint("audit:read", scope="audit:read")
+def summary():
+    """Aggregate statistics for a window (default: the last 30 days)."""
+    require_audit_admin()
+    flt = parse_filter(request.args.to_dict(), tenant_id=g.tenant.tenant_id)
+    if flt.since is None:
+        flt.since = (flt.until or datetime.now(timezone.utc)) - timedelta(days=30)
+    body = queries.summary(runtime().db, flt)
+    audited_query("summary")
+    return jsonify(body)
+
+
+@bp.get("/v1/audit/verify")
+@endpoint("audit:read", scope="audit:read")
+def verify():
+    """Walk this tenant's hash chains (optionally a from/to window) and report the first break."""
+    require_audit_admin()
+    fields: dict[str, str] = {}
+    since = parse_timestamp("from", request.args.get("from"), fields)
+    until = parse_timestamp("to", request.args.get("to"), fields)
+    if fields:
+        raise ValidationFailed(fields)
+    report = verify_chain(runtime().db, g.tenant.tenant_id, since=since, until=until)
+    audited_query("verify", {"valid": report.valid, "entries_checked": report.checked})
+    return jsonify(report.as_dict())
+
+
+# ------------------------------------------------------------------ exports
+
+class ExportDestination(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["storage", "s3", "gcs", "azure_blob"] = "storage"
+    bucket: str | None = Field(default=None, max_length=255)
+    prefix: str | None = Field(default=None, max_length=512)
+    credentials_path: str | None = Field(default=None, max_length=512)
+
+
+class ExportBody(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    from_: str | None = Field(default=None, alias="from")
+    to: str | None = None
+    format: Literal["jsonl", "csv"] = "jsonl"
+    filters: dict[str, Any] = Field(default_factory=dict)
+    destination: ExportDestination = Field(default_factory=ExportDestination)
+
+
+@bp.post("/v1/audit/export")
+@endpoint("audit:export", scope="audit:export", body=ExportBody)
+def create_export():
+    """Start an export job (202); poll /v1/audit/exports/{id} for its manifest."""
+    require_audit_admin()
+    body: ExportBody = g.body
+    unknown = sorted(set(body.filters) - set(FILTER_KEYS))
+    if unknown:
+        raise ValidationFailed({f"filters.{unknown[0]}": f"unknown filter; use {', '.join(FILTER_KEYS)}"})
+    if body.destination.type != "storage":
+        raise ValidationFailed({"destination.type": "this release writes exports to the configured storage "
+                                "backend only (omit destination, or use type storage)"})
+    source = dict(body.filters)
+    if body.from_ is not None:
+        source["from"] = body.from_
+    if body.to is not None:
+        source["to"] = body.to
+    flt = parse_filter(source, tenant_id=g.tenant.tenant_id)
+    rt = runtime()
+    row = exports.create_export(
+        rt, tenant_id=g.tenant.tenant_id, partner_id=g.tenant.partner_id, requested_by=g.identity.identity_id,
+        fmt=body.format, flt=flt, destination=body.destination.model_dump(exclude_none=True),
+        audit_entry=entry_for_request("export_created"))
+    exports.start_in_background(rt, row["id"])
+    response = jsonify({"export_id": row["id"], "status": row["status"],
+                        "estimated_records": int(row["estimated_records"])})
+    response.status_code = 202
+    response.headers["Location"] = f"/v1/audit/exports/{row['id']}"
+    return response
+
+
+@bp.get("/v1/audit/exports")
+@endpoint("audit:export", scope="audit:export")
+def list_exports():
+    """Export jobs of this tenant, newest first."""
+    require_audit_admin()
+    return jsonify({"exports": [exports.present(r) for r in exports.list_exports(runtime(), g.tenant.tenant_id)]})
+
+
+@bp.get("/v1/audit/exports/<export_id>")
+@endpoint("audit:export", scope="audit:export")
+def get_export(export_id: str):
+    """Status of one export job and, once completed, its manifest."""
+    require_audit_admin()
+    return jsonify(exports.present(exports.get_export(runtime(), g.tenant.tenant_id, export_id)))
+
+
+@bp.get("/v1/audit/exports/<export_id>/files/<int:number>")
+@endpoint("audit:export", scope="audit:export")
+def download_export_file(export_id: str, number: int):
+    """One file of a completed export (decrypted from the storage backend)."""
+    require_audit_admin()
+    rt = runtime()
+    job = exports.get_export(rt, g.tenant.tenant_id, export_id)
+    data = exports.read_part(rt, job, number)
+    audited_query("export_download", {"export_id": export_id, "file": number})
+    mimetype = "application/x-ndjson" if job["format"] == "jsonl" else "text/csv"
+    return Response(data, status=200, mimetype=mimetype,
+                    headers={"Content-Disposition": f'attachment; filename="{export_id}-{number:05d}.{job["format"]}"'})

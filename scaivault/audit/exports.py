@@ -1,0 +1,207 @@
+"""Audit exports as background jobs (spec/30 section 7.6).
+
+POST creates a `pending` row (and its `export_created` audit entry, in one transaction); a
+runner claims it, streams the matching entries oldest first, and writes them in parts of
+PART_RECORDS entries through the configured storage backend, each part sealed under the
+tenant's key. The manifest lists the parts; GET /v1/audit/exports/{id}/files/{n} returns one.
+A runner that dies leaves a stale heartbeat; `resume_stalled` restarts such jobs.
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import logging
+import secrets
+import threading
+from datetime import datetime, timedelta, timezone
+from typing import Any, Iterable, Iterator
+
+from ..errors import ScaiVaultError
+from . import AuditEntry, record
+from .queries import AuditFilter, count_entries, iter_entries
+
+log = logging.getLogger("scaivault.audit.exports")
+
+PART_RECORDS = 10_000
+STALE_AFTER = timedelta(minutes=5)
+CSV_COLUMNS = ("id", "timestamp", "tenant_id", "action", "identity_type", "identity_id", "secret_path",
+               "source_ip", "user_agent", "success", "duration_ms", "request_id", "extra_data")
+SEAL_KIND = "audit_export"
+
+
+def new_export_id() -> str:
+    return "exp_" + secrets.token_hex(10)
+
+
+def create_export(runtime, *, tenant_id: str, partner_id: str | None, requested_by: str | None,
+                  fmt: str, flt: AuditFilter, destination: dict[str, Any], audit_entry: AuditEntry) -> dict[str, Any]:
+    """Insert the job and its `export_created` audit entry together; returns the job row."""
+    export_id = new_export_id()
+    estimated = count_entries(runtime.db, flt)
+    audit_entry.extra_data = {**audit_entry.extra_data, "export_id": export_id, "format": fmt,
+                              "estimated_records": estimated}
+    with runtime.db.transaction() as tx:
+        row = tx.one(
+            "INSERT INTO audit_exports (id, tenant_id, partner_id, requested_by, format, filters, destination, "
+            "estimated_records) VALUES (:id, :t, :p, :by, :fmt, CAST(:filters AS jsonb), "
+            "CAST(:dest AS jsonb), :est) RETURNING *",
+            id=export_id, t=tenant_id, p=partner_id, by=requested_by, fmt=fmt,
+            filters=json.dumps(flt.as_dict()), dest=json.dumps(destination), est=estimated)
+        record(tx, audit_entry)
+    return row
+
+
+def get_export(runtime, tenant_id: str, export_id: str) -> dict[str, Any]:
+    row = runtime.db.one("SELECT * FROM audit_exports WHERE id = :id AND tenant_id = :t", id=export_id, t=tenant_id)
+    if row is None:
+        raise ScaiVaultError("export_not_found", "no such export in this tenant", details={"export_id": export_id})
+    return row
+
+
+def list_exports(runtime, tenant_id: str, limit: int = 100) -> list[dict[str, Any]]:
+    return runtime.db.query("SELECT * FROM audit_exports WHERE tenant_id = :t ORDER BY created_at DESC, id DESC "
+                            "LIMIT :n", t=tenant_id, n=limit)
+
+
+def present(row: dict[str, Any]) -> dict[str, Any]:
+    def iso(value):
+        return value.astimezone(timezone.utc).isoformat().replace("+00:00", "Z") if value else None
+
+    return {
+        "export_id": row["id"], "status": row["status"], "format": row["format"],
+        "estimated_records": int(row["estimated_records"]), "records_written": int(row["records_written"]),
+        "filters": row["filters"], "destination": row["destination"], "requested_by": row["requested_by"],
+        "created_at": iso(row["created_at"]), "started_at": iso(row["started_at"]),
+        "completed_at": iso(row["completed_at"]), "error": row["error"],
+        "manifest": row["manifest"] if row["status"] == "completed" else None,
+    }
+
+
+def start_in_background(runtime, export_id: str) -> threading.Thread:
+    """Run the export on a thread (a greenlet under gevent) of this process."""
+    thread = threading.Thread(target=run_export, args=(runtime, export_id), name=f"audit-export-{export_id}",
+                              daemon=True)
+    thread.start()
+    return thread
+
+
+def run_export(runtime, export_id: str) -> bool:
+    """Claim and run one export; False when another runner holds it or it is finished."""
+    claimed = runtime.db.one(
+        "UPDATE audit_exports SET status = 'running', started_at = coalesce(started_at, now()), heartbeat_at = now(), "
+        "records_written = 0, manifest = '[]'::jsonb "
+        "WHERE id = :id AND (status = 'pending' OR (status = 'running' AND heartbeat_at < now() - CAST(:stale AS interval))) "
+        "RETURNING *", id=export_id, stale=f"{int(STALE_AFTER.total_seconds())} seconds")
+    if claimed is None:
+        return False
+    try:
+        manifest, written = _write_parts(runtime, claimed)
+    except Exception as exc:
+        log.warning("audit export failed", extra={"export_id": export_id, "error": type(exc).__name__})
+        runtime.db.execute("UPDATE audit_exports SET status = 'failed', error = :e, completed_at = now() WHERE id = :id",
+                           id=export_id, e=_describe(exc))
+        return True
+    runtime.db.execute(
+        "UPDATE audit_exports SET status = 'completed', completed_at = now(), records_written = :n, "
+        "manifest = CAST(:m AS jsonb) WHERE id = :id", id=export_id, n=written, m=json.dumps(manifest))
+    return True
+
+
+def resume_stalled(runtime) -> int:
+    """Restart exports whose runner vanished (pending too long, or a stale heartbeat)."""
+    rows = runtime.db.query(
+        "SELECT id FROM audit_exports WHERE (status = 'pending' AND created_at < now() - interval '1 minute') "
+        "OR (status = 'running' AND heartbeat_at < now() - CAST(:stale AS interval))",
+        stale=f"{int(STALE_AFTER.total_seconds())} seconds")
+    return sum(1 for r in rows if run_export(runtime, r["id"]))
+
+
+def _filter_of(job: dict[str, Any]) -> AuditFilter:
+    f = job["filters"] or {}
+
+    def ts(value):
+        return datetime.strptime(value, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc) if value else None
+
+    return AuditFilter(tenant_id=job["tenant_id"], since=ts(f.get("from")), until=ts(f.get("to")),
+                       actions=tuple(f.get("action") or ()), identity_id=f.get("identity_id"),
+                       identity_type=f.get("identity_type"), path_prefix=f.get("path_prefix"),
+                       success=f.get("success"), source_ip=f.get("source_ip"), request_id=f.get("request_id"))
+
+
+def part_key(job: dict[str, Any], number: int) -> str:
+    return f"audit-exports/{job['tenant_id']}/{job['id']}/part-{number:05d}.{job['format']}"
+
+
+def seal_context(job: dict[str, Any], number: int):
+    from ..crypto import SealContext
+
+    return SealContext(partner_id=job["partner_id"] or "", tenant_id=job["tenant_id"], kind=SEAL_KIND,
+                       object_id=f"{job['id']}/{number}", version=1)
+
+
+def _write_parts(runtime, job: dict[str, Any]) -> tuple[list[dict[str, Any]], int]:
+    storage = runtime.storage
+    manifest: list[dict[str, Any]] = []
+    written = 0
+    for number, chunk in enumerate(_chunks(iter_entries(runtime.db, _filter_of(job)), PART_RECORDS), start=1):
+        data = render(job["format"], chunk)
+        key = part_key(job, number)
+        storage.put_sealed(seal_context(job, number), key, data)
+        written += len(chunk)
+        manifest.append({"file": number, "key": key, "records": len(chunk), "bytes": len(data),
+                         "first_timestamp": chunk[0]["timestamp"], "last_timestamp": chunk[-1]["timestamp"],
+                         "sha256": hashlib.sha256(data).hexdigest()})
+        runtime.db.execute("UPDATE audit_exports SET heartbeat_at = now(), records_written = :n WHERE id = :id",
+                           id=job["id"], n=written)
+    return manifest, written
+
+
+def read_part(runtime, job: dict[str, Any], number: int) -> bytes:
+    entry = next((m for m in job["manifest"] or [] if m["file"] == number), None)
+    if job["status"] != "completed" or entry is None:
+        raise ScaiVaultError("not_found", "no such export file", details={"file": number})
+    return runtime.storage.get_opened(seal_context(job, number), entry["key"])
+
+
+def render(fmt: str, entries: list[dict[str, Any]]) -> bytes:
+    """jsonl: one entry per line; csv: flat columns with extra_data as JSON text."""
+    if fmt == "jsonl":
+        return "".join(json.dumps(e, separators=(",", ":"), ensure_ascii=False) + "\n" for e in entries).encode()
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    for e in entries:
+        row = []
+        for column in CSV_COLUMNS:
+            value = e.get(column)
+            if column == "extra_data":
+                value = json.dumps(value or {}, separators=(",", ":"), sort_keys=True)
+            elif isinstance(value, bool):
+                value = "true" if value else "false"
+            row.append(_csv_safe("" if value is None else str(value)))
+        writer.writerow(row)
+    return out.getvalue().encode()
+
+
+def _csv_safe(text: str) -> str:
+    # a cell starting with = + - @ is run as a formula by spreadsheet programs
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+
+
+def _chunks(items: Iterable[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
+    chunk: list[dict[str, Any]] = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def _describe(exc: Exception) -> str:
+    if isinstance(exc, ScaiVaultError):
+        return f"{exc.code}: {exc.message}"[:300]
+    return type(exc).__name__

@@ -1,0 +1,288 @@
+"""/v1/audit over HTTP: filters, pagination, trails, summary, verify, exports, fail-closed."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import secrets
+import time
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from scaivault.audit import AuditEntry, record_now
+from tests.test_audit_writer import no_audit_insert_url  # noqa: F401  (fixture)
+
+
+@pytest.fixture
+def tenant_id():
+    return "tnt_aud_" + secrets.token_hex(4)
+
+
+@pytest.fixture
+def admin_headers(scaikey, auth, tenant_id):
+    token = scaikey.mint(sub="usr_auditor_" + tenant_id, email=f"auditor@{tenant_id}.example", tenant_id=tenant_id,
+                         partner_id="ptn_aud", scopes=("audit:read", "audit:export"), role="tenant_admin")
+    return auth(token)
+
+
+@pytest.fixture
+def runtime(app):
+    return app.extensions["scaivault"]
+
+
+BASE = datetime.now(timezone.utc).replace(microsecond=0) - timedelta(hours=2)
+
+
+def seed(runtime, tenant_id):
+    """Seven entries a minute apart, oldest first, with distinct values for every filter."""
+    specs = [
+        dict(action="write", identity_id="user:ann@x.io", identity_type="user", secret_path="db/prod/password",
+             source_ip="10.0.0.1"),
+        dict(action="read", identity_id="sa:reporting", identity_type="service_account", secret_path="db/prod/password",
+             source_ip="10.0.0.2"),
+        dict(action="read", identity_id="sa:reporting", identity_type="service_account", secret_path="db/prod_x/key",
+             source_ip="10.0.0.2"),
+        dict(action="read", identity_id="user:bob@x.io", identity_type="user", secret_path="db/prod/password",
+             source_ip="10.0.0.3", success=False, extra_data={"error": "access_denied"}),
+        dict(action="policy_create", identity_id="user:ann@x.io", identity_type="user", secret_path=None,
+             source_ip="10.0.0.1", extra_data={"policy": "readers"}),
+        dict(action="delete", identity_id="user:ann@x.io", identity_type="user", secret_path="app/api-key",
+             source_ip="10.0.0.1"),
+        dict(action="list", identity_id="sa:reporting", identity_type="service_account", secret_path="db",
+             source_ip="10.0.0.2"),
+    ]
+    entries = []
+    for i, spec in enumerate(specs):
+        e = AuditEntry(tenant_id=tenant_id, partner_id="ptn_aud", user_agent="pytest", duration_ms=i,
+                       request_id=f"req_seed_{tenant_id}_{i}", timestamp=BASE + timedelta(minutes=i), **spec)
+        record_now(runtime, e)
+        entries.append(e)
+    return entries
+
+
+def logs(client, headers, **params):
+    response = client.get("/v1/audit/logs", query_string=params, headers=headers)
+    assert response.status_code == 200, response.get_json()
+    return response.get_json()
+
+
+def seeded_ids(body):
+    return [e["id"] for e in body["logs"] if e["action"] != "audit_query"]
+
+
+def test_logs_are_listed_newest_first_with_every_field(client, runtime, admin_headers, tenant_id):
+    entries = seed(runtime, tenant_id)
+    body = logs(client, admin_headers, to=(BASE + timedelta(minutes=30)).isoformat())
+    assert seeded_ids(body) == [e.id for e in reversed(entries)]
+    first = body["logs"][-1]
+    assert set(first) >= {"id", "timestamp", "action", "identity_type", "identity_id", "secret_path", "source_ip",
+                          "user_agent", "success", "duration_ms", "request_id", "extra_data"}
+    assert first["timestamp"].endswith("Z") and len(first["timestamp"]) == len("2026-01-01T00:00:00.000000Z")
+    assert body["has_more"] is False and body["cursor"] is None
+
+
+@pytest.mark.parametrize("params, expected", [
+    ({"action": "read"}, [1, 2, 3]),
+    ({"action": "write,delete"}, [0, 5]),
+    ({"identity_id": "sa:reporting"}, [1, 2, 6]),
+    ({"identity_type": "user"}, [0, 3, 4, 5]),
+    ({"path_prefix": "db/prod/"}, [0, 1, 3]),
+    ({"path_prefix": "db/prod_"}, [2]),          # "_" is literal, not a LIKE wildcard
+    ({"success": "false"}, [3]),
+    ({"source_ip": "10.0.0.3"}, [3]),
+    ({"request_id": "SEED3"}, [3]),
+    ({"from": "MIN2", "to": "MIN4"}, [2, 3, 4]),
+])
+def test_every_filter_of_the_spec_narrows_the_listing(client, runtime, admin_headers, tenant_id, params, expected):
+    entries = seed(runtime, tenant_id)
+    params = dict(params)
+    if params.get("request_id") == "SEED3":
+        params["request_id"] = entries[3].request_id
+    for key in ("from", "to"):
+        if key in params:
+            params[key] = (BASE + timedelta(minutes=int(params[key][3:]))).isoformat().replace("+00:00", "Z")
+    params.setdefault("to", (BASE + timedelta(minutes=30)).isoformat())
+    body = logs(client, admin_headers, **params)
+    assert sorted(seeded_ids(body)) == sorted(entries[i].id for i in expected)
+
+
+def test_the_cursor_walks_every_entry_exactly_once(client, runtime, admin_headers, tenant_id):
+    entries = seed(runtime, tenant_id)
+    seen, cursor, pages = [], None, 0
+    while True:
+        params = {"limit": 3, "to": (BASE + timedelta(minutes=30)).isoformat()}
+        if cursor:
+            params["cursor"] = cursor
+        body = logs(client, admin_headers, **params)
+        pages += 1
+        seen += [e["id"] for e in body["logs"]]
+        if not body["has_more"]:
+            assert body["cursor"] is None
+            break
+        assert len(body["logs"]) == 3
+        cursor = body["cursor"]
+    assert seen == [e.id for e in reversed(entries)] and pages == 3
+
+
+@pytest.mark.parametrize("params, status, code, field", [
+    ({"cursor": "not-a-cursor"}, 400, "invalid_cursor", None),
+    ({"limit": "1001"}, 422, "validation_error", "limit"),
+    ({"limit": "0"}, 422, "validation_error", "limit"),
+    ({"limit": "ten"}, 422, "validation_error", "limit"),
+    ({"from": "yesterday"}, 422, "validation_error", "from"),
+    ({"from": "2026-02-01T00:00:00Z", "to": "2026-01-01T00:00:00Z"}, 422, "validation_error", "to"),
+    ({"success": "maybe"}, 422, "validation_error", "success"),
+    ({"identity_type": "robot"}, 422, "validation_error", "identity_type"),
+])
+def test_bad_query_parameters_get_the_error_envelope(client, admin_headers, params, status, code, field):
+    response = client.get("/v1/audit/logs", query_string=params, headers=admin_headers)
+    assert response.status_code == status
+    error = response.get_json()["error"]
+    assert error["code"] == code
+    if field:
+        assert field in error["details"]["fields"]
+
+
+def test_another_tenants_entries_are_never_visible(client, runtime, admin_headers, tenant_id):
+    seed(runtime, tenant_id)
+    other = seed(runtime, tenant_id + "_other")
+    body = logs(client, admin_headers, limit=1000)
+    ids = {e["id"] for e in body["logs"]}
+    assert not ids & {e.id for e in other}
+    assert all(e["tenant_id"] == tenant_id for e in body["logs"])
+
+
+def test_a_caller_without_an_admin_role_is_refused_and_the_refusal_is_audited(client, runtime, scaikey, auth, tenant_id):
+    token = scaikey.mint(sub="usr_nosy", email="nosy@x.io", tenant_id=tenant_id, partner_id="ptn_aud",
+                         scopes=("audit:read",))
+    response = client.get("/v1/audit/logs", headers={**auth(token), "X-Request-ID": "req-nosy-1"})
+    assert response.status_code == 403
+    assert response.get_json()["error"]["code"] == "access_denied"
+    row = runtime.db.one("SELECT action, success, identity_id, tenant_id FROM audit_log WHERE request_id = 'req-nosy-1'")
+    assert row == {"action": "audit_query", "success": False, "identity_id": "user:nosy@x.io", "tenant_id": tenant_id}
+
+
+def test_a_token_without_the_audit_scope_is_refused(client, scaikey, auth, tenant_id):
+    token = scaikey.mint(sub="usr_noscope", tenant_id=tenant_id, partner_id="ptn_aud", scopes=("secrets:read",),
+                         role="tenant_admin")
+    response = client.get("/v1/audit/logs", headers=auth(token))
+    assert response.status_code == 403
+    assert response.get_json()["error"]["code"] == "insufficient_scope"
+
+
+def test_reading_the_audit_log_is_itself_audited(client, runtime, admin_headers, tenant_id):
+    client.get("/v1/audit/logs", query_string={"action": "read"}, headers={**admin_headers, "X-Request-ID": "req-q-1"})
+    row = runtime.db.one("SELECT action, success, extra_data FROM audit_log WHERE request_id = 'req-q-1'")
+    assert row["action"] == "audit_query" and row["success"] is True
+    assert row["extra_data"] == {"endpoint": "logs", "filters": ["action"]}
+
+
+def test_health_probes_and_metrics_scrapes_are_not_audited(client, runtime):
+    for path in ("/v1/health", "/v1/health/ready", "/v1/version", "/v1/metrics"):
+        client.get(path, headers={"X-Request-ID": "req-probe-" + path.replace("/", "-")})
+    assert runtime.db.scalar("SELECT count(*) FROM audit_log WHERE request_id LIKE 'req-probe-%'") == 0
+
+
+def test_the_secret_trail_answers_who_read_this_secret(client, runtime, admin_headers, tenant_id):
+    entries = seed(runtime, tenant_id)
+    response = client.get("/v1/audit/secrets/db/prod/password", headers=admin_headers)
+    assert response.status_code == 200
+    body = response.get_json()
+    assert body["path"] == "db/prod/password"
+    assert sorted(e["id"] for e in body["logs"]) == sorted(entries[i].id for i in (0, 1, 3))
+    summary = body["summary"]
+    assert summary["window_days"] == 30 and summary["reads"] == 1 and summary["denied"] == 1
+    readers = {i["identity_id"]: i for i in summary["identities"]}
+    assert readers["sa:reporting"]["reads"] == 1 and readers["user:bob@x.io"]["denied"] == 1
+    assert client.get("/v1/audit/secrets/Bad//Path", headers=admin_headers).status_code == 400
+
+
+def test_the_identity_trail_lists_everything_one_identity_did(client, runtime, admin_headers, tenant_id):
+    entries = seed(runtime, tenant_id)
+    body = client.get("/v1/audit/identities/user:ann@x.io", headers=admin_headers).get_json()
+    assert sorted(e["id"] for e in body["logs"]) == sorted(entries[i].id for i in (0, 4, 5))
+    assert body["summary"]["total_events"] == 3
+    assert body["summary"]["by_action"] == {"delete": 1, "policy_create": 1, "write": 1}
+    assert {s["secret_path"] for s in body["summary"]["secrets"]} == {"db/prod/password", "app/api-key"}
+
+
+def test_the_summary_starts_with_total_events(client, runtime, admin_headers, tenant_id):
+    seed(runtime, tenant_id)
+    response = client.get("/v1/audit/summary", query_string={"to": (BASE + timedelta(minutes=30)).isoformat()},
+                          headers=admin_headers)
+    body = response.get_json()
+    assert list(body)[0] == "total_events" and body["total_events"] == 7
+    assert body["failed_events"] == 1 and body["by_action"]["read"] == 3
+    assert body["unique_identities"] == 3
+
+
+def test_verify_reports_an_intact_chain_then_the_first_edited_row(client, runtime, admin_headers, tenant_id):
+    entries = seed(runtime, tenant_id)
+    body = client.get("/v1/audit/verify", headers=admin_headers).get_json()
+    assert body["valid"] is True and body["entries_checked"] >= 7 and body["first_break"] is None
+    runtime.db.execute("UPDATE audit_log SET success = true WHERE id = :id", id=entries[3].id)
+    body = client.get("/v1/audit/verify", headers=admin_headers).get_json()
+    assert body["valid"] is False
+    assert body["first_break"]["entry_id"] == entries[3].id
+
+
+def wait_for_export(client, headers, export_id, timeout=20):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        body = client.get(f"/v1/audit/exports/{export_id}", headers=headers).get_json()
+        if body["status"] in ("completed", "failed"):
+            return body
+        time.sleep(0.1)
+    raise AssertionError(f"export {export_id} did not finish: {body}")
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "csv"])
+def test_an_export_runs_as_a_job_and_its_files_hold_the_matching_entries(client, runtime, admin_headers, tenant_id, fmt):
+    entries = seed(runtime, tenant_id)
+    response = client.post("/v1/audit/export", headers={**admin_headers, "X-Request-ID": f"req-exp-{fmt}"}, json={
+        "from": BASE.isoformat(), "to": (BASE + timedelta(minutes=30)).isoformat(), "format": fmt,
+        "filters": {"action": "read,write"}})
+    assert response.status_code == 202, response.get_json()
+    created = response.get_json()
+    assert created["status"] == "pending" and created["estimated_records"] == 4
+    assert created["export_id"].startswith("exp_")
+    job = wait_for_export(client, admin_headers, created["export_id"])
+    assert job["status"] == "completed", job
+    assert job["records_written"] == 4 and len(job["manifest"]) == 1
+    download = client.get(f"/v1/audit/exports/{created['export_id']}/files/1", headers=admin_headers)
+    assert download.status_code == 200
+    text = download.get_data(as_text=True)
+    if fmt == "jsonl":
+        rows = [json.loads(line) for line in text.splitlines()]
+    else:
+        rows = list(csv.DictReader(io.StringIO(text)))
+    assert [r["id"] for r in rows] == [entries[i].id for i in (0, 1, 2, 3)]
+    assert {r["action"] for r in rows} == {"read", "write"}
+    listed = client.get("/v1/audit/exports", headers=admin_headers).get_json()["exports"]
+    assert created["export_id"] in [e["export_id"] for e in listed]
+    audit_row = runtime.db.one("SELECT action, extra_data FROM audit_log WHERE request_id = :r", r=f"req-exp-{fmt}")
+    assert audit_row["action"] == "export_created"
+    assert audit_row["extra_data"]["export_id"] == created["export_id"]
+    # the stored file is sealed, not plaintext
+    stored = runtime.storage.get(job["manifest"][0]["key"])
+    assert entries[0].id.encode() not in stored
+
+
+def test_an_export_body_is_validated(client, admin_headers):
+    for body, field in [({"format": "xml"}, "format"), ({"filters": {"colour": "red"}}, "filters.colour"),
+                        ({"from": "soon"}, "from"), ({"destination": {"type": "ftp"}}, "destination.type")]:
+        response = client.post("/v1/audit/export", headers=admin_headers, json=body)
+        assert response.status_code == 422, body
+        assert field in response.get_json()["error"]["details"]["fields"]
+    assert client.get("/v1/audit/exports/exp_nope", headers=admin_headers).status_code == 404
+
+
+def test_an_audited_request_returns_503_and_no_data_when_the_audit_insert_fails(
+        make_app, no_audit_insert_url, admin_headers, tenant_id):  # noqa: F811
+    app = make_app(DATABASE_URL=no_audit_insert_url)
+    response = app.test_client().get("/v1/audit/logs", headers=admin_headers)
+    assert response.status_code == 503
+    body = response.get_json()
+    assert body["error"]["code"] == "audit_unavailable"
+    assert "logs" not in body
