@@ -9,7 +9,6 @@ from flask import Flask
 BLUEPRINT_MODULES = [
     "scaivault.api.health",
     "scaivault.api.auth",
-    "scaivault.api.identity",
     "scaivault.api.metrics",
     "scaivault.api.audit",
     "scaivault.api.system",
