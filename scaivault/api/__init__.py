@@ -9,6 +9,7 @@ from flask import Flask
 BLUEPRINT_MODULES = [
     "scaivault.api.health",
     "scaivault.api.auth",
+    "scaivault.api.identity",
     "scaivault.api.metrics",
     "scaivault.api.audit",
     "scaivault.api.system",

@@ -6,9 +6,11 @@ from datetime import datetime, timezone
 from flask import Blueprint, g, jsonify
 from pydantic import BaseModel, Field, field_validator
 
+from .. import audit
 from ..auth import personal_tokens
 from ..auth.identity import Identity
 from ..config import parse_duration
+from .auditing import entry_for_request
 from .http import runtime
 from .pipeline import endpoint
 
@@ -47,16 +49,6 @@ class CreateTokenBody(BaseModel):
         if not 60 <= seconds <= personal_tokens.MAX_LIFETIME_SECONDS:
             raise ValueError("must be between 1m and 366d")
         return seconds
-
-
-def _audit(action: str, *, success: bool = True, extra: dict | None = None) -> None:
-    """Record an auth event when the audit writer is available (fail-closed there)."""
-    try:
-        from ..audit import record_now
-        from .auditing import entry_for_request
-    except ImportError:
-        return
-    record_now(runtime(), entry_for_request(action, success=success, extra=extra))
 
 
 def whoami_view(identity: Identity) -> dict:
@@ -109,7 +101,7 @@ def create_token():
     body: CreateTokenBody = g.body
     with rt.db.transaction() as s:
         row, value = personal_tokens.issue(s, g.identity, body.name, body.scopes, int(body.expires_in))
-    _audit("auth.token_created", extra={"token_id": row["id"], "scopes": list(row["scopes"])})
+        audit.record(s, entry_for_request("token_create", extra={"token_id": row["id"], "scopes": list(row["scopes"])}))
     return jsonify({**personal_tokens.public_view(row), "token": value}), 201
 
 
@@ -129,6 +121,6 @@ def revoke_token(token_id: str):
     rt = runtime()
     with rt.db.transaction() as s:
         row = personal_tokens.revoke(s, g.identity, token_id[:64])
+        audit.record(s, entry_for_request("token_revoke", extra={"token_id": row["id"]}))
     rt.authenticator.invalidate()
-    _audit("auth.token_revoked", extra={"token_id": row["id"]})
     return jsonify(personal_tokens.public_view(row))

@@ -196,16 +196,12 @@ class Authenticator:
         return promoted
 
     def _audit_bootstrap(self, identity_id: str, tenant_id: str | None) -> None:
-        try:
-            from ..audit import AuditEntry, record_now
-        except ImportError:
-            return
-        try:
-            record_now(self.runtime, AuditEntry(action="identity.bootstrap_super_admin", identity_id=identity_id,
-                                                identity_type="user", success=True,
-                                                details={"role": "super_admin", "source": "BOOTSTRAP_SUPER_ADMIN"}))
-        except TypeError:
-            log.warning("bootstrap audit entry could not be built")
+        from ..audit import AuditEntry, record_now
+
+        record_now(self.runtime, AuditEntry(action="bootstrap_promote", tenant_id=tenant_id, identity_type="system",
+                                            identity_id="system:bootstrap",
+                                            extra_data={"promoted": identity_id, "role": "super_admin",
+                                                        "source": "BOOTSTRAP_SUPER_ADMIN"}))
 
     # ------------------------------------------------------------------ PAT
     def _from_personal_token(self, token: str) -> tuple[Identity, float]:

@@ -21,7 +21,7 @@ def requested_tenant(path_tenant: str | None, header_tenant: str | None) -> tupl
     return None, "token"
 
 
-def _partner_reach(identity: Identity) -> set[str]:
+def partner_reach(identity: Identity) -> set[str]:
     """Partners whose tenants the caller may enter: partner_admin grants, PARTNER-scoped service tokens."""
     reach = {g.partner_id for g in identity.grants if g.role == "partner_admin" and g.partner_id}
     if (identity.identity_type == "service_account" and identity.claims.get("app_scope") == "PARTNER"
@@ -30,7 +30,7 @@ def _partner_reach(identity: Identity) -> set[str]:
     return reach
 
 
-def _platform_reach(identity: Identity) -> bool:
+def platform_reach(identity: Identity) -> bool:
     """super_admin, or a GLOBAL application's platform token (spec/15 3.4: acts on any tenant)."""
     if identity.is_super_admin:
         return True
@@ -56,7 +56,7 @@ def resolve(identity: Identity, tenant_lookup, path_tenant: str | None, header_t
             raise ScaiVaultError("invalid_request", "this request acts in a tenant: name it with /v1/t/{tenant_id}/ "
                                  "or the X-Tenant-ID header", details={"reason": "tenant_required"})
     row = tenant_lookup(tenant_id)
-    platform = _platform_reach(identity)
+    platform = platform_reach(identity)
     if tenant_id == identity.tenant_id:
         if row is None:  # the home tenant of a valid token always exists (just-in-time), unless a PAT outlived it
             raise ScaiVaultError("tenant_not_found", "the tenant no longer exists", details={"tenant_id": tenant_id})
@@ -68,7 +68,7 @@ def resolve(identity: Identity, tenant_lookup, path_tenant: str | None, header_t
         if row is None or row["deleted_at"] is not None:
             raise ScaiVaultError("tenant_not_found", "no such tenant", details={"tenant_id": tenant_id})
         return TenantContext(tenant_id=tenant_id, partner_id=row["partner_id"], source=source)
-    reach = _partner_reach(identity)
+    reach = partner_reach(identity)
     if row is not None and row["partner_id"] in reach and not _inactive(row):
         return TenantContext(tenant_id=tenant_id, partner_id=row["partner_id"], source=source)
     raise ScaiVaultError("access_denied", "you may not act in this tenant",

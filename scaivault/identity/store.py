@@ -83,16 +83,16 @@ def tenant(s: Session, tenant_id: str) -> dict | None:
 
 
 def list_tenants(s: Session, *, partner_id: str | None, status: str | None, limit: int, offset: int,
-                 restrict_partner: str | None = None, restrict_tenant: str | None = None) -> tuple[list[dict], int]:
+                 restrict_partners: list[str] | None = None, restrict_tenant: str | None = None) -> tuple[list[dict], int]:
     clauses, params = ["deleted_at IS NULL"], {}
     for column, value in (("partner_id", partner_id), ("status", status)):
         if value:
             clauses.append(f"{column} = :{column}")
             params[column] = value
-    if restrict_partner:
-        clauses.append("partner_id = :rp")
-        params["rp"] = restrict_partner
-    if restrict_tenant:
+    if restrict_partners is not None:
+        clauses.append("partner_id = ANY(CAST(:rp AS text[]))")
+        params["rp"] = restrict_partners
+    if restrict_tenant is not None:
         clauses.append("id = :rt")
         params["rt"] = restrict_tenant
     where = " AND ".join(clauses)

@@ -1,0 +1,356 @@
+"""/v1/identity: the identity cache, sync trigger and history, roles, and ScaiKey's webhook receiver."""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from flask import Blueprint, g, jsonify, request
+from pydantic import BaseModel, Field
+
+from .. import audit
+from ..auth import roles as role_store
+from ..auth import tenancy
+from ..auth.identity import ADMIN_ROLES, Identity
+from ..errors import ScaiVaultError
+from ..identity import store, sync, webhooks
+from .auditing import entry_for_request
+from .http import runtime
+from .pipeline import endpoint
+
+bp = Blueprint("identity", __name__)
+
+MAX_PAGE_SIZE = 500
+IDENTITY_TYPES = ("user", "group", "service_account")
+
+
+def _iso(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+    return value
+
+
+def _paging() -> tuple[int, int, int]:
+    """(page, page_size, offset) from the query, or validation_error."""
+    fields = {}
+    values = {}
+    for name, default, high in (("page", 1, 1_000_000), ("page_size", 50, MAX_PAGE_SIZE)):
+        raw = request.args.get(name, str(default))
+        if not raw.isdigit() or not 1 <= int(raw) <= high:
+            fields[name] = f"must be an integer between 1 and {high}"
+        else:
+            values[name] = int(raw)
+    if fields:
+        raise ScaiVaultError("validation_error", "bad pagination parameters", details={"fields": fields})
+    return values["page"], values["page_size"], (values["page"] - 1) * values["page_size"]
+
+
+def _text_arg(name: str, limit: int = 128) -> str | None:
+    value = request.args.get(name)
+    if value is None or value == "":
+        return None
+    if len(value) > limit:
+        raise ScaiVaultError("validation_error", f"{name} is too long", details={"fields": {name: "too long"}})
+    return value
+
+
+def _platform(identity: Identity) -> bool:
+    return tenancy.platform_reach(identity)
+
+
+def _require_tenant_reach(tenant_id: str) -> dict:
+    """The cached tenant if the caller may look into it (same rules as acting in it)."""
+    if not tenancy.TENANT_ID_RE.match(tenant_id):
+        raise ScaiVaultError("invalid_request", "malformed tenant id")
+    rt = runtime()
+    tenancy.resolve(g.identity, rt.authenticator.tenant, None, tenant_id)
+    row = rt.authenticator.tenant(tenant_id)
+    if row is None:
+        raise ScaiVaultError("tenant_not_found", "no such tenant", details={"tenant_id": tenant_id})
+    return row
+
+
+def _partner_view(row: dict) -> dict:
+    return {"id": row["id"], "name": row["name"], "slug": row["slug"], "region": row["region"],
+            "status": row["status"], "synced": row["synced"], "last_synced_at": _iso(row["last_synced_at"])}
+
+
+def _tenant_view(row: dict) -> dict:
+    return {"id": row["id"], "partner_id": row["partner_id"], "name": row["name"], "slug": row["slug"],
+            "status": row["status"], "synced": row["synced"], "last_synced_at": _iso(row["last_synced_at"])}
+
+
+def _user_views(s, rows: list[dict]) -> list[dict]:
+    ids = [r["id"] for r in rows]
+    groups = {r["member_id"]: r["groups"] for r in s.query(
+        """SELECT member_id, array_agg(group_id ORDER BY group_id) AS groups FROM identity_group_members
+           WHERE member_type = 'user' AND member_id = ANY(CAST(:ids AS text[])) GROUP BY member_id""", ids=ids)}
+    identity_ids = ["user:" + r["email"] for r in rows if r["email"]]
+    roles: dict[str, list[str]] = {}
+    for r in s.query("""SELECT identity_id, role FROM identity_role_assignments
+                        WHERE identity_id = ANY(CAST(:ids AS text[])) ORDER BY role""", ids=identity_ids):
+        roles.setdefault(r["identity_id"], []).append(r["role"])
+    return [{"id": r["id"], "tenant_id": r["tenant_id"], "email": r["email"], "display_name": r["display_name"],
+             "status": r["status"], "mfa_enabled": r["mfa_enabled"], "groups": list(groups.get(r["id"], [])),
+             "roles": roles.get("user:" + (r["email"] or ""), []), "last_synced_at": _iso(r["last_synced_at"])}
+            for r in rows]
+
+
+# ----------------------------------------------------------------------------- cache listings
+@bp.get("/v1/identity/partners")
+@endpoint("identity:read", scope="identity:read", tenant=False)
+def list_partners():
+    """Cached partners: all for platform admins, otherwise the caller's own partner."""
+    page, size, offset = _paging()
+    status = _text_arg("status")
+    with runtime().db.session() as s:
+        if _platform(g.identity):
+            rows, total = store.list_partners(s, status=status, limit=size, offset=offset)
+        else:
+            row = store.partner(s, g.identity.partner_id) if g.identity.partner_id else None
+            rows = [row] if row and row["deleted_at"] is None and status in (None, row["status"]) else []
+            total = len(rows)
+            rows = rows[offset:offset + size]
+    return jsonify({"partners": [_partner_view(r) for r in rows], "total": total, "page": page, "page_size": size})
+
+
+@bp.get("/v1/identity/tenants")
+@endpoint("identity:read", scope="identity:read", tenant=False)
+def list_tenants():
+    """Cached tenants within the caller's reach (platform, partner, or its own tenant)."""
+    page, size, offset = _paging()
+    identity: Identity = g.identity
+    restrict_partners = restrict_tenant = None
+    if not _platform(identity):
+        restrict_partners = sorted(tenancy.partner_reach(identity))
+        if not restrict_partners:
+            restrict_partners = None
+            restrict_tenant = identity.tenant_id or ""
+    with runtime().db.session() as s:
+        rows, total = store.list_tenants(s, partner_id=_text_arg("partner_id"), status=_text_arg("status"),
+                                         limit=size, offset=offset, restrict_partners=restrict_partners,
+                                         restrict_tenant=restrict_tenant)
+    return jsonify({"tenants": [_tenant_view(r) for r in rows], "total": total, "page": page, "page_size": size})
+
+
+@bp.get("/v1/identity/tenants/<tenant_id>/users")
+@endpoint("identity:read", scope="identity:read", tenant=False)
+def list_users(tenant_id: str):
+    """Cached users of one tenant; `q` searches email and name."""
+    _require_tenant_reach(tenant_id)
+    page, size, offset = _paging()
+    with runtime().db.session() as s:
+        rows, total = store.list_users(s, tenant_id, status=_text_arg("status"), q=_text_arg("q"),
+                                       limit=size, offset=offset)
+        views = _user_views(s, rows)
+    return jsonify({"users": views, "total": total, "page": page, "page_size": size})
+
+
+@bp.get("/v1/identity/tenants/<tenant_id>/groups")
+@endpoint("identity:read", scope="identity:read", tenant=False)
+def list_groups(tenant_id: str):
+    """Cached groups of one tenant."""
+    _require_tenant_reach(tenant_id)
+    page, size, offset = _paging()
+    with runtime().db.session() as s:
+        rows, total = store.list_groups(s, tenant_id, limit=size, offset=offset)
+    groups = [{"id": r["id"], "tenant_id": r["tenant_id"], "name": r["name"], "identity_id": "group:" + r["name"],
+               "description": r["description"], "group_type": r["group_type"], "member_count": r["member_count"],
+               "last_synced_at": _iso(r["last_synced_at"])} for r in rows]
+    return jsonify({"groups": groups, "total": total, "page": page, "page_size": size})
+
+
+@bp.get("/v1/identity/groups/<group_id>/members")
+@endpoint("identity:read", scope="identity:read", tenant=False)
+def group_members(group_id: str):
+    """Direct members of a cached group (users and nested groups)."""
+    page, size, offset = _paging()
+    with runtime().db.session() as s:
+        group = store.group(s, group_id[:128])
+    if group is None or group["deleted_at"] is not None or not group["tenant_id"]:
+        raise ScaiVaultError("identity_not_found", "no such group in the identity cache")
+    _require_tenant_reach(group["tenant_id"])
+    with runtime().db.session() as s:
+        rows, total = store.group_members(s, group_id, limit=size, offset=offset)
+    members = []
+    for r in rows:
+        member = {"membership_type": r["membership_type"], "added_at": _iso(r["added_at"]), "member_type": r["member_type"]}
+        if r["member_type"] == "user":
+            member.update(user_id=r["member_id"], email=r["email"])
+        else:
+            member.update(group_id=r["member_id"], name=r["group_name"])
+        members.append(member)
+    return jsonify({"members": members, "total": total, "page": page, "page_size": size})
+
+
+@bp.get("/v1/identity/resolve/<identity_type>/<path:identity_id>")
+@endpoint("identity:read", scope="identity:read", tenant=False)
+def resolve_identity(identity_type: str, identity_id: str):
+    """One cached identity with its group memberships: a user (usr_ id or email), group or service account."""
+    if identity_type not in IDENTITY_TYPES:
+        raise ScaiVaultError("invalid_request", f"identity_type must be one of {', '.join(IDENTITY_TYPES)}")
+    key = identity_id[:320]
+    for prefix in ("user:", "group:", "sa:"):
+        key = key.removeprefix(prefix)
+    rt = runtime()
+    with rt.db.session() as s:
+        if identity_type == "user":
+            row = store.user(s, key) or (store.user_by_email(s, key) if "@" in key else None)
+            if row is None or row["deleted_at"] is not None:
+                raise ScaiVaultError("identity_not_found", "no such user in the identity cache")
+            body = _user_views(s, [row])[0]
+            body.update(type="user", identity_id="user:" + (row["email"] or row["id"]),
+                        group_names=["group:" + gr["name"] for gr in store.groups_of_user(s, row["id"])])
+        elif identity_type == "group":
+            row = store.group(s, key) or store.group_by_name(s, g.identity.tenant_id, key)
+            if row is None or row["deleted_at"] is not None:
+                raise ScaiVaultError("identity_not_found", "no such group in the identity cache")
+            body = {"id": row["id"], "type": "group", "identity_id": "group:" + row["name"], "tenant_id": row["tenant_id"],
+                    "name": row["name"], "description": row["description"], "last_synced_at": _iso(row["last_synced_at"])}
+        else:
+            row = store.application_by_client_id(s, key) or store.application_by_name(s, key)
+            if row is None:
+                raise ScaiVaultError("identity_not_found", "no such service account in the identity cache")
+            body = {"id": row["id"], "type": "service_account",
+                    "identity_id": "sa:" + (row["slug"] or row["name"] or row["client_id"]),
+                    "client_id": row["client_id"], "name": row["name"], "tenant_id": row["tenant_id"],
+                    "partner_id": row["partner_id"], "scope": row["scope"], "last_synced_at": _iso(row["last_synced_at"])}
+    if body.get("tenant_id"):
+        _require_tenant_reach(body["tenant_id"])
+    elif not _platform(g.identity):
+        raise ScaiVaultError("identity_not_found", "no such identity in the identity cache")
+    return jsonify(body)
+
+
+# ----------------------------------------------------------------------------- sync
+def _run_view(row: dict) -> dict:
+    return {"sync_id": row["id"], "kind": row["kind"], "partner_id": row["partner_id"], "tenant_id": row["tenant_id"],
+            "trigger": row["trigger"], "status": row["status"], "started_at": _iso(row["started_at"]),
+            "finished_at": _iso(row["finished_at"]), "counts": row["counts"], "error": row["error"]}
+
+
+@bp.post("/v1/identity/sync")
+@endpoint("identity:sync", scope="identity:admin", tenant=False)
+def trigger_sync():
+    """Start a full (or partner/tenant-limited) sync from ScaiKey; answers 202 at once."""
+    partner_id, tenant_id = _text_arg("partner_id", 64), _text_arg("tenant_id", 64)
+    rt = runtime()
+    with rt.db.transaction() as s:
+        run = sync.new_run(rt, trigger="api", partner_id=partner_id, tenant_id=tenant_id,
+                           requested_by=g.identity.identity_id)
+        audit.record(s, entry_for_request("identity_sync", extra={"sync_id": run["id"], "kind": run["kind"]}))
+    sync.start_in_background(rt, run)
+    return jsonify({"sync_id": run["id"], "status": run["status"], "started_at": _iso(run["started_at"])}), 202
+
+
+@bp.get("/v1/identity/sync/history")
+@endpoint("identity:read", scope="identity:read", tenant=False)
+def sync_history():
+    """Past and running sync runs, newest first."""
+    page, size, offset = _paging()
+    rows, total = sync.history(runtime(), limit=size, offset=offset)
+    return jsonify({"syncs": [_run_view(r) for r in rows], "total": total, "page": page, "page_size": size})
+
+
+# ----------------------------------------------------------------------------- roles
+@bp.get("/v1/identity/roles")
+@endpoint("identity:read", tenant=False)
+def list_roles():
+    """The admin roles ScaiVault assigns and their reach."""
+    return jsonify({"roles": [{"name": name, "level": level, "description": text}
+                              for name, (level, text) in role_store.ROLE_DESCRIPTIONS.items()]})
+
+
+def _role_target(user_id: str) -> role_store.RoleTarget:
+    """user_id is a cached usr_ id or a `user:<email>` identity (which need not be cached)."""
+    rt = runtime()
+    with rt.db.session() as s:
+        if user_id.startswith("user:"):
+            email = user_id[5:]
+            row = store.user_by_email(s, email)
+        else:
+            row = store.user(s, user_id)
+            if row is None or row["deleted_at"] is not None or not row["email"]:
+                raise ScaiVaultError("identity_not_found", "no such user in the identity cache")
+            email = row["email"]
+        tenant_id = row["tenant_id"] if row else None
+        tenant_row = store.tenant(s, tenant_id) if tenant_id else None
+    if not email or len(email) > 320:
+        raise ScaiVaultError("identity_not_found", "no such user")
+    return role_store.RoleTarget(identity_id="user:" + email, tenant_id=tenant_id,
+                                 partner_id=tenant_row["partner_id"] if tenant_row else None)
+
+
+def _may_view_roles(target: role_store.RoleTarget) -> bool:
+    identity: Identity = g.identity
+    return (identity.identity_id == target.identity_id or _platform(identity)
+            or identity.admin_over(target.tenant_id, target.partner_id)
+            or (target.tenant_id is not None and target.tenant_id == identity.tenant_id))
+
+
+@bp.get("/v1/identity/users/<path:user_id>/roles")
+@endpoint("identity:read", scope="identity:read", tenant=False)
+def get_user_roles(user_id: str):
+    """The stored admin roles of one user (ScaiKey-synced and ScaiVault-assigned)."""
+    target = _role_target(user_id[:330])
+    if not _may_view_roles(target):
+        raise ScaiVaultError("identity_not_found", "no such user")
+    with runtime().db.session() as s:
+        rows = role_store.stored_assignments(s, target.identity_id)
+    return jsonify({"identity_id": target.identity_id, "roles": [r["role"] for r in rows],
+                    "assignments": [{k: _iso(v) for k, v in r.items()} for r in rows]})
+
+
+class RolesBody(BaseModel):
+    roles: list[str] = Field(max_length=len(ADMIN_ROLES) * 2)
+
+
+@bp.put("/v1/identity/users/<path:user_id>/roles")
+@endpoint("identity:read", scope="identity:admin", tenant=False, body=RolesBody)
+def put_user_roles(user_id: str):
+    """Replace a user's stored roles (only super/partner admins; only super_admin grants super_admin)."""
+    target = _role_target(user_id[:330])
+    rt = runtime()
+    with rt.db.transaction() as s:
+        rows = role_store.replace_roles(s, g.identity, target, g.body.roles)
+        audit.record(s, entry_for_request("role_assign", extra={"target": target.identity_id,
+                                                                "roles": [r["role"] for r in rows]}))
+    rt.authenticator.invalidate()
+    return jsonify({"identity_id": target.identity_id, "roles": [r["role"] for r in rows]})
+
+
+# ----------------------------------------------------------------------------- webhook receiver
+@bp.post("/v1/identity/webhooks/scaikey")
+@endpoint("identity:webhook", authenticated=False, tenant=False)
+def scaikey_webhook():
+    """ScaiKey's signed event delivery: verified on the raw body, applied once per event_id."""
+    rt = runtime()
+    secret = rt.settings.identity_sync_webhook_secret
+    if not secret:
+        raise ScaiVaultError("service_unavailable", "the ScaiKey webhook receiver is not configured "
+                             "(IDENTITY_SYNC_WEBHOOK_SECRET)")
+    raw = request.get_data(cache=True)
+    webhooks.verify_signature(secret, request.headers, raw)
+    envelope = webhooks.parse_envelope(raw, request.headers)
+    event_id, event_type = envelope["event_id"], envelope["event_type"]
+    try:
+        with rt.db.transaction() as s:
+            if not webhooks.claim_event(s, event_id, event_type):
+                return jsonify({"event_id": event_id, "status": "duplicate"})
+            outcome = webhooks.apply_event(s, envelope)
+            if outcome != "applied":
+                webhooks.mark_event(s, event_id, event_type, outcome)
+    except ScaiVaultError:
+        raise
+    except Exception as exc:
+        # spec/15 4.5: a valid delivery is acknowledged even when applying fails; the next full sync repairs it
+        import logging
+
+        logging.getLogger("scaivault.identity.webhooks").warning(
+            "webhook event not applied", extra={"event_id": event_id, "event_type": event_type,
+                                                "error": type(exc).__name__})
+        with rt.db.session() as s:
+            webhooks.mark_event(s, event_id, event_type, "failed")
+        return jsonify({"event_id": event_id, "status": "failed"})
+    if outcome == "applied":
+        rt.authenticator.invalidate()
+    return jsonify({"event_id": event_id, "status": outcome})

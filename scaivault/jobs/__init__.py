@@ -1,0 +1,1 @@
+"""Background jobs run by APScheduler (identity sync, rotation, lease expiry, renewals)."""
