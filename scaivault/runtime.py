@@ -56,6 +56,27 @@ class Runtime:
 
         return build_storage(self.settings, self)
 
+    @cached_property
+    def policy_cache(self):
+        """Compiled policies per identity, invalidated across instances (scaivault.policy.cache)."""
+        from .policy.cache import PolicyCache
+        from .services.policies import PolicyService
+
+        return PolicyCache(self.redis, PolicyService(self.db).load_bound)
+
+    @cached_property
+    def access(self):
+        """Scope-and-policy authorisation of secret operations (scaivault.policy.access)."""
+        from .policy.access import AccessControl
+
+        return AccessControl(self.policy_cache)
+
+    @cached_property
+    def secret_store(self):
+        from .services.secrets import SecretStore
+
+        return SecretStore(self.db, self.keyring, self.settings)
+
     def close(self) -> None:
         if "keyring" in self.__dict__:
             self.keyring.close()

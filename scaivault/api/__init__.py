@@ -13,6 +13,8 @@ BLUEPRINT_MODULES = [
     "scaivault.api.metrics",
     "scaivault.api.audit",
     "scaivault.api.system",
+    "scaivault.api.secrets",
+    "scaivault.api.policies",
 ]
 
 

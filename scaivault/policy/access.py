@@ -40,18 +40,11 @@ class AccessControl:
 
     @staticmethod
     def admin_over_tenant(identity: Identity, tenant: TenantContext) -> bool:
-        roles = identity.roles
-        if "super_admin" in roles:
-            return True
-        if "partner_admin" in roles and identity.partner_id and identity.partner_id == tenant.partner_id:
-            return True
-        return "tenant_admin" in roles and identity.tenant_id == tenant.tenant_id
+        return identity.admin_over(tenant.tenant_id, tenant.partner_id)
 
     @staticmethod
     def admin_over_partner(identity: Identity, partner_id: str | None) -> bool:
-        roles = identity.roles
-        return "super_admin" in roles or ("partner_admin" in roles and bool(partner_id)
-                                          and identity.partner_id == partner_id)
+        return bool(partner_id) and identity.admin_over(None, partner_id)
 
     @staticmethod
     def _ids(identity: Identity) -> tuple[str, ...]:
@@ -63,13 +56,13 @@ class AccessControl:
             return None
         return self.cache.get(tenant.tenant_id, tenant.partner_id, self._ids(identity))
 
-    def partner_policies(self, identity: Identity, partner_id: str, permission: str) -> PolicySet | None:
+    def partner_policies(self, identity: Identity, tenant: TenantContext, permission: str) -> PolicySet | None:
         """For partner secrets: None when a role grants `permission`, else partner-scope policies."""
-        if self.admin_over_partner(identity, partner_id):
+        if self.admin_over_partner(identity, tenant.partner_id):
             return None
-        if permission in ("read", "list") and "tenant_admin" in identity.roles and identity.partner_id == partner_id:
+        if permission in ("read", "list") and self.admin_over_tenant(identity, tenant):
             return None
-        return self.cache.get(None, partner_id, self._ids(identity))
+        return self.cache.get(None, tenant.partner_id, self._ids(identity))
 
     def decide(self, identity: Identity, tenant: TenantContext, path: str, permission: str,
                ctx: RequestContext, *, partner_secret: bool = False) -> Decision:
@@ -78,7 +71,7 @@ class AccessControl:
             if permission not in ("read", "list") and not self.admin_over_partner(identity, tenant.partner_id):
                 return Decision(False, code="access_denied", via="role",
                                 message="partner secrets are written and deleted by partner admins only")
-            policies = self.partner_policies(identity, tenant.partner_id or "", permission)
+            policies = self.partner_policies(identity, tenant, permission)
         else:
             policies = self.tenant_policies(identity, tenant)
         if policies is None:

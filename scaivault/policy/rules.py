@@ -182,7 +182,7 @@ class Rule:
 def parse_rule(index: int, raw: Any) -> Rule:
     if not isinstance(raw, dict):
         raise _bad(index, "a rule must be an object")
-    unknown = set(raw) - {"path_pattern", "permissions", "conditions", "effect", "description"}
+    unknown = {k for k, v in raw.items() if v is not None} - {"path_pattern", "permissions", "conditions", "effect", "description"}
     if unknown:
         raise _bad(index, f"unknown field(s): {', '.join(sorted(unknown))}")
     if "path_pattern" not in raw:
@@ -195,7 +195,7 @@ def parse_rule(index: int, raw: Any) -> Rule:
     if unknown_perms:
         raise _bad(index, f"unknown permission(s) {', '.join(sorted(set(unknown_perms)))[:200]}; "
                           f"use {', '.join(PERMISSIONS)}")
-    effect = raw.get("effect", "allow")
+    effect = raw.get("effect") or "allow"
     if effect not in EFFECTS:
         raise _bad(index, "effect must be allow or deny")
     expanded = frozenset(PERMISSIONS) if "admin" in perms else frozenset(perms)

@@ -1,0 +1,284 @@
+"""/v1/policies: access policies, their bindings, and the dry-run test (spec/20 section 5.9-5.10).
+
+Policies are the authorisation layer itself, so managing them needs an admin role within
+reach (tenant_admin, partner_admin, super_admin; partner-scope policies need partner_admin)
+on top of the policies:* scope; a policy can never be used to grant its holder more.
+"""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any, Literal
+
+from flask import Blueprint, g, jsonify, request
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..errors import ScaiVaultError
+from ..policy.engine import compile_policies
+from ..policy.paths import validate_path
+from ..policy.rules import RequestContext
+from ..services.policies import PolicyOwner, PolicyService
+from .auditing import entry_for_request
+from .http import runtime
+from .pipeline import endpoint
+
+bp = Blueprint("policies", __name__)
+
+
+# ------------------------------------------------------------------ bodies
+class RuleBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    path_pattern: str = Field(description="glob: * one segment (or part of one), ** any depth, ? one character")
+    permissions: list[str] = Field(description="read, write, delete, list, rotate, admin (admin = all)")
+    effect: str | None = Field(default=None, description="allow (default) or deny; a matching deny always wins")
+    conditions: dict[str, Any] | None = Field(
+        default=None, description="ip_ranges (CIDRs), require_mfa, mfa_max_age, time_window {days, start, end, timezone}")
+    description: str | None = None
+
+
+class PolicyBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    description: str | None = None
+    rules: list[RuleBody]
+    scope: Literal["tenant", "partner"] | None = None
+    is_active: bool | None = None
+
+
+class PolicyPatchBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str | None = None
+    description: str | None = None
+    rules: list[RuleBody] | None = None
+    is_active: bool | None = None
+
+
+class BindingBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    identity_type: str = Field(description="user, service_account or group")
+    identity_id: str = Field(description="user:<email>, sa:<name> or group:<name>")
+    expires_at: datetime | None = Field(default=None, description="the binding lapses at this time")
+
+
+class TestContext(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    source_ip: str | None = None
+    mfa_verified: bool = False
+    timestamp: datetime | None = None
+
+
+class PolicyTestBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    identity_id: str | None = Field(default=None, description="defaults to the caller")
+    groups: list[str] | None = Field(default=None, max_length=200,
+                                     description="group:<name> ids to evaluate as a member of")
+    path: str
+    permission: Literal["read", "write", "delete", "list", "rotate", "admin"]
+    partner_secret: bool = False
+    context: TestContext = TestContext()
+
+
+# ------------------------------------------------------------------ responses (documentation)
+class BindingView(BaseModel):
+    id: str
+    policy_id: str
+    identity_type: str
+    identity_id: str
+    expires_at: str | None
+    created_at: str
+    created_by: str | None
+
+
+class PolicyView(BaseModel):
+    id: str
+    name: str
+    description: str
+    scope: str
+    rules: list[dict[str, Any]]
+    is_active: bool
+    tenant_id: str | None
+    partner_id: str
+    created_at: str
+    updated_at: str
+    bindings: list[BindingView] | None = None
+
+
+class PolicyListItem(BaseModel):
+    id: str
+    name: str
+    description: str
+    scope: str
+    rule_count: int
+    binding_count: int
+    is_active: bool
+    created_at: str
+    updated_at: str
+
+
+class PolicyListView(BaseModel):
+    policies: list[PolicyListItem]
+    cursor: str | None
+    has_more: bool
+
+
+class BindingListView(BaseModel):
+    bindings: list[BindingView]
+
+
+class DeletedView(BaseModel):
+    id: str
+    deleted: bool
+
+
+class PolicyTestView(BaseModel):
+    allowed: bool
+    identity_id: str
+    path: str
+    permission: str
+    code: str | None = None
+    decision: dict[str, Any]
+    evaluated_policies: list[dict[str, Any]]
+
+
+# ------------------------------------------------------------------ helpers
+def _service() -> PolicyService:
+    rt = runtime()
+    return PolicyService(rt.db, rt.policy_cache)
+
+
+def _owner() -> PolicyOwner:
+    return PolicyOwner(g.tenant.tenant_id, g.tenant.partner_id)
+
+
+def _require_admin() -> None:
+    if not runtime().access.admin_over_tenant(g.identity, g.tenant):
+        raise ScaiVaultError("access_denied", "managing policies needs an admin role for this tenant")
+
+
+def _may_change(policy: dict) -> None:
+    """Partner-scope policies are changed by partner admins only."""
+    if policy["tenant_id"] is None and not runtime().access.admin_over_partner(g.identity, policy["partner_id"]):
+        raise ScaiVaultError("access_denied", "partner-scope policies are managed by partner admins")
+
+
+def _dump(model: BaseModel) -> dict:
+    return model.model_dump(exclude_unset=True)
+
+
+# ------------------------------------------------------------------ views
+@bp.get("/v1/policies")
+@endpoint("policies", scope="policies:read", response=PolicyListView, summary="List policies")
+def list_policies():
+    _require_admin()
+    args = request.args
+    include_inactive = (args.get("include_inactive") or "").lower() in ("1", "true", "yes")
+    return jsonify(_service().list(_owner(), scope=args.get("scope"), include_inactive=include_inactive,
+                                   limit=args.get("limit"), cursor=args.get("cursor")))
+
+
+@bp.post("/v1/policies")
+@endpoint("policies", scope="policies:write", body=PolicyBody, response=PolicyView, summary="Create a policy")
+def create_policy():
+    _require_admin()
+    body = _dump(g.body)
+    if body.get("scope") == "partner" and not runtime().access.admin_over_partner(g.identity, g.tenant.partner_id):
+        raise ScaiVaultError("access_denied", "partner-scope policies are created by partner admins")
+    return jsonify(_service().create(_owner(), body, g.identity.identity_id, entry_for_request)), 201
+
+
+@bp.get("/v1/policies/<policy_id>")
+@endpoint("policies", scope="policies:read", response=PolicyView, summary="Get a policy with its rules and bindings")
+def get_policy(policy_id: str):
+    _require_admin()
+    return jsonify(_service().get(_owner(), policy_id))
+
+
+@bp.put("/v1/policies/<policy_id>")
+@endpoint("policies", scope="policies:write", body=PolicyBody, response=PolicyView,
+          summary="Replace a policy's name, description and rules (bindings are kept)")
+def replace_policy(policy_id: str):
+    _require_admin()
+    return jsonify(_service().update(_owner(), policy_id, _dump(g.body), g.identity.identity_id, entry_for_request,
+                                     partial=False, may_change=_may_change))
+
+
+@bp.patch("/v1/policies/<policy_id>")
+@endpoint("policies", scope="policies:write", body=PolicyPatchBody, response=PolicyView,
+          summary="Change some fields of a policy")
+def patch_policy(policy_id: str):
+    _require_admin()
+    return jsonify(_service().update(_owner(), policy_id, _dump(g.body), g.identity.identity_id, entry_for_request,
+                                     partial=True, may_change=_may_change))
+
+
+@bp.delete("/v1/policies/<policy_id>")
+@endpoint("policies", scope="policies:write", response=DeletedView,
+          summary="Delete a policy (409 policy_in_use while bound, unless force=true)")
+def delete_policy(policy_id: str):
+    _require_admin()
+    force = (request.args.get("force") or "").lower() in ("1", "true", "yes")
+    return jsonify(_service().delete(_owner(), policy_id, force, entry_for_request, _may_change))
+
+
+@bp.get("/v1/policies/<policy_id>/bindings")
+@endpoint("policies", scope="policies:read", response=BindingListView, summary="List a policy's bindings")
+def list_bindings(policy_id: str):
+    _require_admin()
+    return jsonify(_service().bindings(_owner(), policy_id))
+
+
+@bp.post("/v1/policies/<policy_id>/bindings")
+@endpoint("policies", scope="policies:write", body=BindingBody, response=BindingView,
+          summary="Bind a policy to a user, service account or group")
+def create_binding(policy_id: str):
+    _require_admin()
+    return jsonify(_service().bind(_owner(), policy_id, _dump(g.body), g.identity.identity_id, entry_for_request,
+                                   _may_change)), 201
+
+
+@bp.delete("/v1/policies/<policy_id>/bindings/<binding_id>")
+@endpoint("policies", scope="policies:write", response=DeletedView, summary="Remove a binding")
+def delete_binding(policy_id: str, binding_id: str):
+    _require_admin()
+    return jsonify(_service().unbind(_owner(), policy_id, binding_id, entry_for_request, _may_change))
+
+
+@bp.post("/v1/policies/test")
+@endpoint("policies:test", scope="policies:read", body=PolicyTestBody, response=PolicyTestView,
+          summary="Dry run: would this identity get this permission on this path, and by which rule (not audited)")
+def test_policy():
+    body: PolicyTestBody = g.body
+    identity = g.identity
+    rt = runtime()
+    target = body.identity_id or identity.identity_id
+    is_self = target == identity.identity_id
+    if not is_self:
+        _require_admin()
+    validate_path(body.path)
+    groups = tuple(body.groups) if body.groups is not None else (identity.groups if is_self else ())
+    bad = [grp for grp in groups if not isinstance(grp, str) or not grp.startswith("group:")]
+    if bad:
+        raise ScaiVaultError("invalid_request", "groups must be group:<name> ids")
+    now = body.context.timestamp or datetime.now(timezone.utc)
+    if now.tzinfo is None:
+        now = now.replace(tzinfo=timezone.utc)
+    ctx = RequestContext(source_ip=body.context.source_ip,
+                         mfa_verified_at=now if body.context.mfa_verified else None, now=now)
+    ids = tuple(sorted({target, *groups}))
+    service = PolicyService(rt.db)
+    owner = _owner()
+    evaluated = service.evaluated_policies(owner, ids, partner_only=body.partner_secret)
+    if is_self and (rt.access.partner_policies(identity, g.tenant, body.permission) is None if body.partner_secret
+                    else rt.access.admin_over_tenant(identity, g.tenant)):
+        explained = {"allowed": True, "via": "role", "reason": "granted by an admin role"}
+    else:
+        rows = [(p["policy_id"], p["name"], p["rules"], None) for p in evaluated]
+        explained = compile_policies(rows).decide(body.path, body.permission, ctx).explain()
+        if body.partner_secret and body.permission not in ("read", "list"):
+            explained = {"allowed": False, "via": "role", "code": "access_denied",
+                         "reason": "partner secrets are written and deleted by partner admins only"}
+    out = {"allowed": explained["allowed"], "identity_id": target, "groups": list(groups), "path": body.path,
+           "permission": body.permission, "decision": explained, "evaluated_policies": evaluated}
+    if not explained["allowed"]:
+        out["code"] = explained.get("code")
+    return jsonify(out)
+

@@ -1,0 +1,430 @@
+"""/v1/secrets and /v1/partner/secrets: read, write, list, batch, versions, metadata, delete.
+
+Custom methods use Google's colon style (`{path}:versions`, `{path}:metadata`,
+`{path}:restore`, `{path}:destroy`): ':' is outside the path alphabet, so they can never
+collide with a secret path. Each view: validate the path, authorise it (scope by the
+pipeline, then role or policy here, from the path alone), call the store, respond.
+"""
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from flask import Blueprint, g, jsonify, request
+from pydantic import BaseModel, ConfigDict, Field
+
+from .. import ratelimit
+from ..audit import record_now
+from ..errors import ScaiVaultError
+from ..policy.access import request_context, require_secret_scope
+from ..policy.glob import PathPattern
+from ..policy.paths import validate_path
+from ..services.secrets import MAX_VERSIONS_LIMIT, SecretOwner, WriteRequest
+from .auditing import entry_for_request, record_denial
+from .http import runtime
+from .pipeline import endpoint
+
+bp = Blueprint("secrets", __name__)
+
+BATCH_MAX = 100
+
+
+# ------------------------------------------------------------------ request bodies
+class WriteOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    max_versions: int | None = Field(default=None, ge=1, le=MAX_VERSIONS_LIMIT,
+                                     description="versions kept; older ones are pruned on write")
+    expires_in: str | None = Field(default=None, description="duration such as 24h or 90d; sets expires_at")
+    rotation_policy_id: str | None = Field(default=None, max_length=128)
+    cas: int | None = Field(default=None, ge=0, description="check-and-set: 0 = create only, N = only if current is N")
+
+
+class SecretWriteBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    data: dict[str, Any] = Field(description="the secret payload, a JSON object (at most MAX_SECRET_BYTES)")
+    secret_type: str | None = Field(default=None, description="kv | json | certificate | ssh_key | api_key")
+    metadata: dict[str, Any] | None = Field(default=None, description="description, tags, owner, custom keys")
+    options: WriteOptions | None = None
+
+
+class MetadataPatchBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    metadata: dict[str, Any] | None = Field(default=None, description="JSON merge patch (null removes a key)")
+    max_versions: int | None = Field(default=None, ge=1, le=MAX_VERSIONS_LIMIT)
+    rotation_policy_id: str | None = Field(default=None, max_length=128)
+    expires_in: str | None = None
+
+
+class DestroyBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    versions: list[int] = Field(min_length=1, max_length=100)
+
+
+class BatchReadOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    include_metadata: bool = False
+    fail_fast: bool = False
+    version: int | None = Field(default=None, ge=1)
+
+
+class BatchReadBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    paths: list[str] = Field(min_length=1, max_length=BATCH_MAX)
+    options: BatchReadOptions = BatchReadOptions()
+
+
+class BatchMetadataOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    expand_wildcards: bool = False
+
+
+class BatchMetadataBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    paths: list[str] = Field(min_length=1, max_length=BATCH_MAX)
+    options: BatchMetadataOptions = BatchMetadataOptions()
+
+
+# ------------------------------------------------------------------ response bodies (documentation)
+class SecretMetadataView(BaseModel):
+    path: str
+    secret_type: str
+    version: int
+    metadata: dict[str, Any]
+    created_at: str
+    updated_at: str
+    expires_at: str | None = None
+    rotation_policy_id: str | None = None
+    max_versions: int
+    last_accessed_at: str | None = None
+    deleted_at: str | None = None
+    recoverable_until: str | None = None
+
+
+class SecretView(SecretMetadataView):
+    data: dict[str, Any]
+    current_version: int
+    version_created_at: str | None = None
+
+
+class SecretDetailView(SecretMetadataView):
+    version_count: int
+    readable_versions: int
+    rotation: dict[str, Any]
+    expired: bool
+    deleted: bool
+
+
+class VersionItem(BaseModel):
+    version: int
+    created_at: str
+    created_by: str | None
+    size_bytes: int
+    state: Literal["active", "destroyed"]
+    current: bool
+    destroyed_at: str | None = None
+
+
+class VersionsView(BaseModel):
+    path: str
+    current_version: int
+    max_versions: int
+    deleted: bool
+    recoverable_until: str | None = None
+    versions: list[VersionItem]
+
+
+class DeleteView(BaseModel):
+    path: str
+    permanent: bool
+    version_count: int
+    deleted_at: str
+    recoverable_until: str | None = None
+
+
+class DestroyView(BaseModel):
+    path: str
+    destroyed: list[int]
+    already_destroyed: list[int]
+
+
+class ListItem(BaseModel):
+    path: str
+    secret_type: str
+    version: int
+    metadata: dict[str, Any]
+    created_at: str
+    updated_at: str
+    expires_at: str | None = None
+
+
+class ListView(BaseModel):
+    secrets: list[ListItem]
+    folders: list[str] | None = Field(default=None, description="with delimiter=/ only: sub-folders, ending in '/'")
+    cursor: str | None
+    has_more: bool
+
+
+class BatchError(BaseModel):
+    code: str
+    message: str
+
+
+class BatchReadView(BaseModel):
+    secrets: dict[str, dict[str, Any]]
+    errors: dict[str, BatchError]
+
+
+class BatchMetadataView(BaseModel):
+    secrets: dict[str, SecretMetadataView]
+    errors: dict[str, BatchError]
+    truncated: bool = False
+
+
+# ------------------------------------------------------------------ helpers
+def _owner(partner: bool) -> SecretOwner:
+    tenant = g.tenant
+    if partner:
+        if not tenant.partner_id:
+            raise ScaiVaultError("tenant_not_found", "this tenant belongs to no partner, so it has no partner secrets")
+        return SecretOwner(tenant.partner_id, None)
+    return SecretOwner(tenant.partner_id or "", tenant.tenant_id)
+
+
+def _authorize(path: str, permission: str, partner: bool, category: str) -> None:
+    """Role or policy must grant `permission` on `path`; a refusal is audited and raised."""
+    rt = runtime()
+    decision = rt.access.decide(g.identity, g.tenant, path, permission,
+                                request_context(g.identity, request.remote_addr), partner_secret=partner)
+    if not decision.allowed:
+        error = decision.error(path)
+        record_denial(rt, category, error, secret_path=path)
+        raise error
+
+
+def _actor() -> str:
+    return g.identity.identity_id
+
+
+def _int_arg(name: str) -> int | None:
+    raw = request.args.get(name)
+    if raw is None or raw == "":
+        return None
+    if not raw.isdigit() or len(raw) > 9 or int(raw) < 1:
+        raise ScaiVaultError("invalid_request", f"{name} must be a positive integer")
+    return int(raw)
+
+
+def _bool_arg(name: str) -> bool:
+    raw = (request.args.get(name) or "").lower()
+    if raw in ("", "false", "0", "no"):
+        return False
+    if raw in ("true", "1", "yes"):
+        return True
+    raise ScaiVaultError("invalid_request", f"{name} must be true or false")
+
+
+def _route(rule: str, name: str, view, methods: list[str]) -> None:
+    bp.add_url_rule("/v1/secrets" + rule, endpoint=name, view_func=view, methods=methods, defaults={"partner": False})
+    bp.add_url_rule("/v1/partner/secrets" + rule, endpoint="partner_" + name, view_func=view, methods=methods,
+                    defaults={"partner": True})
+
+
+# ------------------------------------------------------------------ single secrets
+@endpoint("secrets:read", scope="secrets:read", response=SecretView, summary="Read a secret (current or ?version=N)")
+def read_secret(path: str, partner: bool):
+    validate_path(path)
+    version = _int_arg("version")
+    _authorize(path, "read", partner, "secrets:read")
+    return jsonify(runtime().secret_store.read(_owner(partner), path, version, entry_for_request))
+
+
+@endpoint("secrets:write", scope="secrets:write", body=SecretWriteBody, response=SecretMetadataView,
+          summary="Write a new version (201 for a new path, 200 for a new version)")
+def write_secret(path: str, partner: bool):
+    validate_path(path)
+    _authorize(path, "write", partner, "secrets:write")
+    body: SecretWriteBody = g.body
+    options = body.options or WriteOptions()
+    req = WriteRequest(data=body.data, secret_type=body.secret_type, metadata=body.metadata,
+                       max_versions=options.max_versions, expires_in=options.expires_in,
+                       rotation_policy_id=options.rotation_policy_id, cas=options.cas)
+    view, created = runtime().secret_store.write(_owner(partner), path, req, _actor(), entry_for_request)
+    return jsonify(view), (201 if created else 200)
+
+
+@endpoint("secrets:delete", scope="secrets:delete", response=DeleteView,
+          summary="Delete a secret (soft, restorable until recoverable_until; ?permanent=true destroys every version)")
+def delete_secret(path: str, partner: bool):
+    validate_path(path)
+    permanent = _bool_arg("permanent")
+    _authorize(path, "delete", partner, "secrets:delete")
+    return jsonify(runtime().secret_store.delete(_owner(partner), path, permanent, _actor(), entry_for_request))
+
+
+@endpoint("secrets:list", scope="secrets:list", response=VersionsView, summary="List the versions of a secret")
+def secret_versions(path: str, partner: bool):
+    validate_path(path)
+    _authorize(path, "list", partner, "secrets:list")
+    return jsonify(runtime().secret_store.versions(_owner(partner), path, entry_for_request))
+
+
+@endpoint("secrets:list", scope="secrets:list", response=SecretDetailView,
+          summary="Read a secret's metadata, version count and rotation link (never the value)")
+def read_metadata(path: str, partner: bool):
+    validate_path(path)
+    _authorize(path, "list", partner, "secrets:list")
+    return jsonify(runtime().secret_store.read_metadata(_owner(partner), path, entry_for_request))
+
+
+@endpoint("secrets:write", scope="secrets:write", body=MetadataPatchBody, response=SecretMetadataView,
+          summary="Update metadata, max_versions, rotation link or expiry without a new version")
+def patch_metadata(path: str, partner: bool):
+    validate_path(path)
+    _authorize(path, "write", partner, "secrets:write")
+    patch = g.body.model_dump(exclude_unset=True)
+    return jsonify(runtime().secret_store.update_metadata(_owner(partner), path, patch, _actor(), entry_for_request))
+
+
+@endpoint("secrets:delete", scope="secrets:delete", response=SecretMetadataView,
+          summary="Restore a soft-deleted secret within its retention")
+def restore_secret(path: str, partner: bool):
+    validate_path(path)
+    _authorize(path, "delete", partner, "secrets:delete")
+    return jsonify(runtime().secret_store.restore(_owner(partner), path, _actor(), entry_for_request))
+
+
+@endpoint("secrets:delete", scope="secrets:delete", body=DestroyBody, response=DestroyView,
+          summary="Destroy versions: erase their ciphertext for good (reads answer 410 version_destroyed)")
+def destroy_versions(path: str, partner: bool):
+    validate_path(path)
+    _authorize(path, "delete", partner, "secrets:delete")
+    return jsonify(runtime().secret_store.destroy(_owner(partner), path, g.body.versions, _actor(), entry_for_request))
+
+
+# ------------------------------------------------------------------ listing
+@endpoint("secrets:list", scope="secrets:list", response=ListView,
+          summary="List secrets (prefix, delimiter=/, tag, owner, q, include_deleted; keyset cursor)")
+def list_secrets(partner: bool):
+    args = request.args
+    prefix = args.get("prefix", "")
+    if prefix:
+        trimmed = prefix[:-1] if prefix.endswith("/") else prefix
+        validate_path(trimmed)
+    for name in ("tag", "owner", "q"):
+        if len(args.get(name, "")) > 256:
+            raise ScaiVaultError("invalid_request", f"{name} is longer than 256 characters")
+    filters = {"tag": args.get("tag"), "owner": args.get("owner"), "q": args.get("q"),
+               "include_deleted": _bool_arg("include_deleted")}
+    rt = runtime()
+    identity, tenant = g.identity, g.tenant
+    policies = (rt.access.partner_policies(identity, tenant, "list") if partner
+                else rt.access.tenant_policies(identity, tenant))
+    visible = subtree = prefixes = None
+    if policies is not None:
+        ctx = request_context(identity, request.remote_addr)
+        visible = lambda p: policies.allows(p, "list", ctx)        # noqa: E731
+        subtree = lambda folder: policies.lists_whole_subtree(folder, ctx)  # noqa: E731
+        prefixes = policies.list_prefixes()
+    result = rt.secret_store.list(_owner(partner), prefix=prefix, delimiter=args.get("delimiter"),
+                                  limit=args.get("limit"), cursor=args.get("cursor"), filters=filters,
+                                  visible=visible, prefixes=prefixes, subtree_visible=subtree,
+                                  audit=entry_for_request)
+    return jsonify(result)
+
+
+# ------------------------------------------------------------------ batch
+def _batch_error(exc: ScaiVaultError) -> dict:
+    return {"code": exc.code, "message": exc.message}
+
+
+@bp.post("/v1/secrets/batch")
+@endpoint("secrets:batch", scope="secrets:read", body=BatchReadBody, response=BatchReadView,
+          summary="Read up to 100 secrets; each path authorised on its own; partial success unless fail_fast")
+def batch_read():
+    body: BatchReadBody = g.body
+    options = body.options
+    rt = runtime()
+    ctx = request_context(g.identity, request.remote_addr)
+    policies = rt.access.tenant_policies(g.identity, g.tenant)
+    allowed: list[str] = []
+    errors: dict[str, dict] = {}
+    for path in dict.fromkeys(body.paths):
+        try:
+            validate_path(path)
+            if policies is not None:
+                decision = policies.decide(path, "read", ctx)
+                if not decision.allowed:
+                    raise decision.error(path)
+        except ScaiVaultError as exc:
+            if options.fail_fast:
+                if exc.status == 403:
+                    record_denial(rt, "secrets:batch", exc, secret_path=path)
+                raise ScaiVaultError(exc.code, f"batch aborted at {path[:512]}: {exc.message}",
+                                     details={**(exc.details or {}), "path": path[:512]}) from None
+            errors[path] = _batch_error(exc)
+            if exc.status == 403:
+                record_now(rt, entry_for_request("read", secret_path=path, success=False,
+                                                 extra={"error": exc.code, "batch": True}))
+            continue
+        allowed.append(path)
+    if allowed:
+        ratelimit.enforce("secrets:read", cost=len(allowed))
+    found, failures = rt.secret_store.read_many(_owner(False), allowed, options.version, entry_for_request,
+                                                options.include_metadata)
+    if failures and options.fail_fast:
+        path, exc = next((p, failures[p]) for p in allowed if p in failures)
+        raise ScaiVaultError(exc.code, f"batch aborted at {path}: {exc.message}", details={**(exc.details or {}), "path": path})
+    for path, exc in failures.items():
+        errors[path] = _batch_error(exc)
+    return jsonify({"secrets": found, "errors": errors})
+
+
+@bp.post("/v1/secrets/batch/metadata")
+@endpoint("secrets:batch_metadata", scope="secrets:list", body=BatchMetadataBody, response=BatchMetadataView,
+          summary="Metadata of up to 100 paths (or glob patterns with expand_wildcards), never values")
+def batch_metadata():
+    body: BatchMetadataBody = g.body
+    rt = runtime()
+    ctx = request_context(g.identity, request.remote_addr)
+    policies = rt.access.tenant_policies(g.identity, g.tenant)
+    visible = (lambda p: True) if policies is None else (lambda p: policies.allows(p, "list", ctx))
+    owner = _owner(False)
+    wanted: list[str] = []
+    errors: dict[str, dict] = {}
+    truncated = False
+    for item in dict.fromkeys(body.paths):
+        is_pattern = body.options.expand_wildcards and ("*" in item or "?" in item)
+        try:
+            if is_pattern:
+                pattern = PathPattern.compile(item)
+                room = 1000 - len(wanted)
+                if room <= 0:
+                    truncated = True
+                    continue
+                matches, cut = rt.secret_store.expand_pattern(owner, pattern.literal_prefix, pattern.matches,
+                                                              visible, room)
+                truncated = truncated or cut
+                wanted.extend(m for m in matches if m not in wanted)
+                continue
+            validate_path(item)
+            if not visible(item):
+                raise (policies.decide(item, "list", ctx).error(item) if policies is not None
+                       else ScaiVaultError("access_denied", "not allowed"))
+            wanted.append(item)
+        except ScaiVaultError as exc:
+            errors[item] = _batch_error(exc)
+    found = rt.secret_store.metadata_many(owner, wanted, entry_for_request)
+    for path in wanted:
+        if path not in found and path not in errors and path in body.paths:
+            errors[path] = {"code": "secret_not_found", "message": "no secret at this path"}
+    return jsonify({"secrets": found, "errors": errors, "truncated": truncated})
+
+
+_route("/<path:path>", "read", read_secret, ["GET"])
+_route("/<path:path>", "write", write_secret, ["PUT"])
+_route("/<path:path>", "delete", delete_secret, ["DELETE"])
+_route("/<path:path>:versions", "versions", secret_versions, ["GET"])
+_route("/<path:path>:metadata", "metadata", read_metadata, ["GET"])
+_route("/<path:path>:metadata", "patch_metadata", patch_metadata, ["PATCH"])
+_route("/<path:path>:restore", "restore", restore_secret, ["POST"])
+_route("/<path:path>:destroy", "destroy", destroy_versions, ["POST"])
+_route("", "list", list_secrets, ["GET"])
