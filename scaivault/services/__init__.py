@@ -1,0 +1,1 @@
+"""Domain operations the blueprints call; no Flask imports here."""
