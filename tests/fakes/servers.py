@@ -1,0 +1,91 @@
+"""Starting real local servers for tests on free ports, and stopping them again."""
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import requests
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def closed_port_url(scheme: str = "http") -> str:
+    """A URL on a port nothing listens on (connection refused)."""
+    return f"{scheme}://127.0.0.1:{free_port()}"
+
+
+def wait_for(url: str, timeout: float = 30.0, verify=True, ok=(200,)) -> None:
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            if requests.get(url, timeout=1, verify=verify).status_code in ok:
+                return
+        except requests.RequestException as exc:
+            last = exc
+        time.sleep(0.1)
+    raise RuntimeError(f"{url} did not come up: {last}")
+
+
+class MotoServer:
+    """moto's server in this process, over real HTTP (AWS KMS and S3)."""
+
+    def __init__(self) -> None:
+        from moto.server import ThreadedMotoServer
+
+        self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+
+    def start(self) -> "MotoServer":
+        self._server.start()
+        self.url = f"http://127.0.0.1:{self._server._server.server_port}"
+        return self
+
+    def stop(self) -> None:
+        self._server.stop()
+
+    def client(self, service: str, region: str = "us-east-1"):
+        import boto3
+
+        return boto3.client(service, endpoint_url=self.url, region_name=region,
+                            aws_access_key_id="testing", aws_secret_access_key="testing")
+
+
+class Subprocess:
+    """A server binary started for the tests, stopped (its process group) afterwards."""
+
+    def __init__(self, argv: list[str], env: dict | None = None, log: Path | None = None):
+        self.argv = argv
+        self.env = env
+        self.log = log
+
+    def start(self) -> "Subprocess":
+        out = open(self.log, "wb") if self.log else subprocess.DEVNULL
+        self.proc = subprocess.Popen(self.argv, env={**os.environ, **(self.env or {})}, stdout=out,
+                                     stderr=subprocess.STDOUT, start_new_session=True)
+        return self
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, 15)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, 9)
+                self.proc.wait()
+
+
+def executable(name: str) -> str | None:
+    found = shutil.which(name)
+    if found:
+        return found
+    candidate = Path(sys.executable).parent / name
+    return str(candidate) if candidate.exists() else None
