@@ -104,3 +104,13 @@ def promote_bootstrap_admin(s: Session, identity_id: str) -> bool:
                  VALUES (:i, 'super_admin', 'bootstrap', 'system:bootstrap')
                  ON CONFLICT (identity_id, role) DO NOTHING""", i=identity_id)
     return True
+
+
+def record_bootstrap_setting(runtime) -> None:
+    """Note BOOTSTRAP_SUPER_ADMIN (or that it is off) in system_state at start, for operators and audits."""
+    target = runtime.settings.bootstrap_super_admin
+    runtime.db.execute(
+        """INSERT INTO system_state (key, value) VALUES ('bootstrap_super_admin',
+               jsonb_build_object('identity_id', CAST(:i AS text), 'enabled', CAST(:e AS boolean)))
+           ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, updated_at = now()
+           WHERE system_state.value IS DISTINCT FROM EXCLUDED.value""", i=target, e=bool(target))
