@@ -59,10 +59,11 @@ def cmd_migrate(args, env) -> int:
 def cmd_serve(args, env) -> int:
     from .config import load_settings
     from .logging_setup import configure_logging
-    from .server import run_server
+    from .server import prepare_metrics_directory, run_server
 
     settings = load_settings(env)
     configure_logging(settings.log_level, settings.log_format)
+    prepare_metrics_directory(settings)   # before anything imports prometheus_client
     # migrations and first boot run once here, in the master, before gunicorn forks workers
     prepare_database(settings, migrate=settings.migrate_on_start and not args.no_migrate)
     run_server(settings)

@@ -149,6 +149,7 @@ class Settings:
     metrics_token: str | None = field(repr=False)
     db_pool_size: int
     dev_mode: bool = False
+    metrics_dir: str | None = None          # PROMETHEUS_MULTIPROC_DIR for `serve` (a temp dir when unset)
 
     def replace(self, **changes: Any) -> "Settings":
         return dataclasses.replace(self, **changes)
@@ -359,6 +360,7 @@ def load_settings(env: Mapping[str, str], *, dev_mode: bool = False, require_ser
         metrics_token=r.string("METRICS_TOKEN"),
         db_pool_size=r.integer("DB_POOL_SIZE", 10, minimum=1),
         dev_mode=dev_mode,
+        metrics_dir=r.string("PROMETHEUS_MULTIPROC_DIR"),
     )
     if bool(settings.tls_cert_file) != bool(settings.tls_key_file):
         missing = "TLS_KEY_FILE" if settings.tls_cert_file else "TLS_CERT_FILE"

@@ -5,8 +5,13 @@ GRACEFUL_TIMEOUT_SECONDS, then exit. SIGINT (Ctrl-C) is gunicorn's quick shutdow
 """
 from __future__ import annotations
 
+import atexit
 import logging
+import os
+import shutil
 import ssl
+import sys
+import tempfile
 
 from gunicorn.app.base import BaseApplication
 from gunicorn.glogging import Logger as GunicornLogger
@@ -27,6 +32,33 @@ class ServerLogger(GunicornLogger):
         self.error_log.handlers = []
         self.error_log.propagate = True
         self.error_log.setLevel(logging.getLogger().level)
+
+
+def prepare_metrics_directory(settings: Settings) -> str:
+    """Point prometheus_client's multiprocess mode at an empty directory (before anything imports
+    prometheus_client), so that a scrape of any worker reports the samples of all workers."""
+    if "prometheus_client" in sys.modules:
+        log.warning("prometheus_client was imported before the metrics directory was set; "
+                    "/v1/metrics will show one worker only")
+    directory = settings.metrics_dir
+    if directory is None:
+        directory = tempfile.mkdtemp(prefix="scaivault-metrics-")
+        master = os.getpid()
+        # workers inherit atexit handlers; only the master removes the directory
+        atexit.register(lambda: os.getpid() == master and shutil.rmtree(directory, ignore_errors=True))
+    os.makedirs(directory, exist_ok=True)
+    for name in os.listdir(directory):
+        if name.endswith(".db"):  # samples of a previous run
+            os.remove(os.path.join(directory, name))
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
+    return directory
+
+
+def _mark_worker_dead(server, worker) -> None:
+    """gunicorn child_exit hook: drop the live gauges of a worker that exited."""
+    from .metrics import mark_worker_dead
+
+    mark_worker_dead(worker.pid)
 
 
 class ScaiVaultServer(BaseApplication):
@@ -52,6 +84,7 @@ class ScaiVaultServer(BaseApplication):
             "logger_class": ServerLogger,
             "proc_name": "scaivault",
             "control_socket_disable": True,
+            "child_exit": _mark_worker_dead,
             # forwarded headers are trusted only from a proxy on the same host
             "forwarded_allow_ips": "127.0.0.1,::1",
         }
