@@ -83,9 +83,11 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> Flask:
             raise ScaiVaultError("payload_too_large",
                                  f"request body exceeds the limit of {settings.max_request_bytes} bytes")
         if length is None and "chunked" in request.headers.get("Transfer-Encoding", "").lower():
-            # no Content-Length to check: read now, so an endless body meets MAX_CONTENT_LENGTH
-            # (413) here even on an endpoint that would never read it
-            request.get_data(cache=True)
+            # no Content-Length to check: read now (werkzeug stops at MAX_CONTENT_LENGTH), so
+            # an endless body meets the limit here even on an endpoint that never reads it
+            if len(request.get_data(cache=True)) >= settings.max_request_bytes:
+                raise ScaiVaultError("payload_too_large",
+                                     f"request body exceeds the limit of {settings.max_request_bytes} bytes")
 
     @app.after_request
     def _finish_request(response: Response) -> Response:

@@ -34,6 +34,15 @@ class ServerLogger(GunicornLogger):
         self.error_log.setLevel(logging.getLogger().level)
 
 
+def _quiet_failed_handshakes(worker) -> None:
+    """A TCP probe or a client without a certificate fails the TLS handshake inside gevent's
+    accept greenlet; that is routine, so keep gevent from printing a traceback for it."""
+    import gevent
+
+    hub = gevent.get_hub()
+    hub.NOT_ERROR = tuple(set(hub.NOT_ERROR) | {ssl.SSLError})
+
+
 def prepare_metrics_directory(settings: Settings) -> str:
     """Point prometheus_client's multiprocess mode at an empty directory (before anything imports
     prometheus_client), so that a scrape of any worker reports the samples of all workers."""
@@ -89,7 +98,8 @@ class ScaiVaultServer(BaseApplication):
             "forwarded_allow_ips": "127.0.0.1,::1",
         }
         if s.tls_cert_file:
-            options.update(certfile=s.tls_cert_file, keyfile=s.tls_key_file)
+            options.update(certfile=s.tls_cert_file, keyfile=s.tls_key_file,
+                           post_worker_init=_quiet_failed_handshakes)
             if s.tls_client_ca_file:
                 # mTLS: a client without a certificate signed by this CA fails the handshake
                 options.update(ca_certs=s.tls_client_ca_file, cert_reqs=ssl.CERT_REQUIRED)
