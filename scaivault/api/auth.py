@@ -85,9 +85,7 @@ def introspect():
         "identity_id": identity.identity_id,
         "identity_type": identity.identity_type,
         "tenant_id": identity.tenant_id,
-        "partner_id": identity.partner_id,
         "scopes": sorted(identity.scopes),
-        "token_type": identity.token_kind,
         "expires_at": _iso(identity.expires_at),
         "issued_at": _iso(identity.issued_at),
     })
