@@ -1,0 +1,137 @@
+"""The `pkcs11` KMS provider against a real SoftHSM2 token (AES-GCM inside the HSM)."""
+from __future__ import annotations
+
+import os
+import subprocess
+
+import pytest
+
+from tests.fakes import kms_conformance as conformance
+from tests.fakes.keyrings import counting_keyring, migrated_database, settings_for
+
+LIBRARY = "/usr/lib/softhsm/libsofthsm2.so"
+TOKEN = "scaivault-test"
+PIN = "4321"
+
+
+@pytest.fixture(scope="module")
+def softhsm(tmp_path_factory):
+    if not os.path.exists(LIBRARY):
+        pytest.fail("SoftHSM2 is missing: apt-get install softhsm2 (tests/run.sh does)")
+    root = tmp_path_factory.mktemp("softhsm")
+    (root / "tokens").mkdir()
+    conf = root / "softhsm2.conf"
+    conf.write_text(f"directories.tokendir = {root / 'tokens'}\nobjectstore.backend = file\nlog.level = ERROR\n")
+    with pytest.MonkeyPatch.context() as mp:
+        # read by the SoftHSM2 library itself when it is loaded
+        mp.setenv("SOFTHSM2_CONF", str(conf))
+        subprocess.run(["softhsm2-util", "--init-token", "--free", "--label", TOKEN, "--pin", PIN, "--so-pin", "8765"],
+                       check=True, capture_output=True)
+        import PyKCS11
+
+        lib = PyKCS11.PyKCS11Lib()
+        lib.load(LIBRARY)
+        slot = next(s for s in lib.getSlotList(tokenPresent=True) if lib.getTokenInfo(s).label.strip() == TOKEN)
+        session = lib.openSession(slot, PyKCS11.CKF_SERIAL_SESSION | PyKCS11.CKF_RW_SESSION)
+        session.login(PIN)
+        for label in ("root-a", "root-b"):
+            session.generateKey([
+                (PyKCS11.CKA_CLASS, PyKCS11.CKO_SECRET_KEY), (PyKCS11.CKA_KEY_TYPE, PyKCS11.CKK_AES),
+                (PyKCS11.CKA_VALUE_LEN, 32), (PyKCS11.CKA_LABEL, label), (PyKCS11.CKA_TOKEN, PyKCS11.CK_TRUE),
+                (PyKCS11.CKA_SENSITIVE, PyKCS11.CK_TRUE), (PyKCS11.CKA_EXTRACTABLE, PyKCS11.CK_FALSE),
+                (PyKCS11.CKA_ENCRYPT, PyKCS11.CK_TRUE), (PyKCS11.CKA_DECRYPT, PyKCS11.CK_TRUE),
+            ], PyKCS11.MechanismAESGENERATEKEY)
+        session.logout()
+        session.closeSession()
+        yield {"slot": slot}
+
+
+@pytest.fixture
+def pin_file(tmp_path):
+    path = tmp_path / "hsm-pin"
+    path.write_text(PIN + "\n")
+    path.chmod(0o600)
+    return str(path)
+
+
+@pytest.fixture
+def db_url(databases):
+    return migrated_database(databases)
+
+
+def env(pin_file, label="root-a", **extra):
+    return {"KMS_PROVIDER": "pkcs11", "KMS_LIBRARY": LIBRARY, "KMS_TOKEN_LABEL": TOKEN, "KMS_LABEL": label,
+            "KMS_PIN_FILE": pin_file, "KMS_LOCAL_KEY_FILE": None, **extra}
+
+
+@pytest.fixture
+def settings(softhsm, base_env, db_url, pin_file):
+    return settings_for(base_env, db_url, **env(pin_file))
+
+
+def test_wrap_round_trip(settings):
+    conformance.check_wrap_round_trip(settings)
+
+
+def test_tampered_or_misbound_ciphertext_is_refused(settings):
+    conformance.check_tampered_or_misbound_ciphertext_is_refused(settings)
+
+
+def test_keyring_seals_and_opens_through_the_hsm(settings):
+    conformance.check_keyring_round_trip(settings)
+
+
+def test_the_slot_number_works_too(softhsm, base_env, db_url, pin_file):
+    settings = settings_for(base_env, db_url, **env(pin_file, KMS_TOKEN_LABEL=None, KMS_SLOT=str(softhsm["slot"])))
+    conformance.check_wrap_round_trip(settings)
+
+
+def test_another_hsm_key_refuses_to_start(softhsm, base_env, db_url, pin_file, settings):
+    ring, _ = counting_keyring(settings)
+    ring.ensure_root()
+    ring.db.execute("UPDATE kms_roots SET key_ref = 'root-b'")
+    wrong = settings_for(base_env, db_url, **env(pin_file, label="root-b"))
+    conformance_ring, _ = counting_keyring(wrong)
+    with pytest.raises(Exception) as info:
+        conformance_ring.ensure_root()
+    assert "cannot open the stored encryption root" in str(info.value)
+    ring.db.close()
+    conformance_ring.db.close()
+
+
+def test_a_wrong_pin_is_a_clear_error_without_the_pin(softhsm, base_env, db_url, tmp_path):
+    bad = tmp_path / "bad-pin"
+    bad.write_text("999999")
+    settings = settings_for(base_env, db_url, **env(str(bad)))
+    with pytest.raises(Exception) as info:
+        conformance.provider(settings)
+    assert "CKR_PIN_INCORRECT" in str(info.value) and "999999" not in str(info.value)
+
+
+def test_a_missing_token_is_a_clear_error(softhsm, base_env, db_url, pin_file):
+    down = settings_for(base_env, db_url, **env(pin_file, KMS_TOKEN_LABEL="no-such-token"))
+    conformance.check_unreachable_kms_is_a_clear_error(down)
+
+
+def test_a_missing_key_label_is_a_clear_error(softhsm, base_env, db_url, pin_file):
+    settings = settings_for(base_env, db_url, **env(pin_file, label="nope"))
+    with pytest.raises(Exception) as info:
+        conformance.provider(settings)
+    assert "no secret key labelled 'nope'" in str(info.value)
+
+
+def test_secondary_hsm_key_takes_over(softhsm, base_env, db_url, pin_file):
+    from scaivault.crypto import SealContext
+
+    settings = settings_for(base_env, db_url, **env(pin_file, KMS_KEY_ID_SECONDARY="root-b"))
+    ring, _ = counting_keyring(settings)
+    ctx = SealContext("ptn_hsm", "tnt_hsm", "secret", "p", 1)
+    sealed = ring.seal(ctx, b"v")
+    ring.db.close()
+    # the primary label disappears from configuration's reach: its key object is gone
+    down = settings_for(base_env, db_url, **env(pin_file, label="root-missing", KMS_KEY_ID_SECONDARY="root-b"))
+    other, _ = counting_keyring(down)
+    other.db.execute("UPDATE kms_roots SET key_ref = 'root-missing'")
+    assert other.open(ctx, sealed) == b"v"
+    assert other.health()["status"] == "degraded"
+    other.db.close()
