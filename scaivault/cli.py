@@ -70,6 +70,33 @@ def cmd_serve(args, env) -> int:
     return 0
 
 
+def cmd_healthcheck(args, env) -> int:
+    """Exit 0 when this host's /v1/health answers 200 (the container HEALTHCHECK)."""
+    import socket
+    import ssl
+    import urllib.request
+
+    from .config import load_settings
+
+    settings = load_settings(env)
+    port = int(settings.bind_address.rpartition(":")[2])
+    try:
+        if settings.tls_client_ca_file:
+            # mTLS: without a client certificate the probe cannot talk HTTP; a TCP accept must do
+            socket.create_connection(("127.0.0.1", port), timeout=args.timeout).close()
+            return 0
+        scheme, context = "http", None
+        if settings.tls_cert_file:
+            # the certificate names the public host, not 127.0.0.1; this is a local liveness probe
+            scheme, context = "https", ssl._create_unverified_context()
+        with urllib.request.urlopen(f"{scheme}://127.0.0.1:{port}/v1/health", timeout=args.timeout,
+                                    context=context) as response:
+            return 0 if response.status == 200 else 1
+    except OSError as exc:
+        sys.stderr.write(f"scaivault: health check failed: {type(exc).__name__}\n")
+        return 1
+
+
 def cmd_dev(args, env) -> int:
     from .devmode import run_dev
 
@@ -91,6 +118,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(func=cmd_serve)
     migrate = sub.add_parser("migrate", help="apply pending database migrations and exit")
     migrate.set_defaults(func=cmd_migrate)
+    health = sub.add_parser("healthcheck", help="probe this host's /v1/health (for container HEALTHCHECKs)")
+    health.add_argument("--timeout", type=float, default=3.0)
+    health.set_defaults(func=cmd_healthcheck)
     dev = sub.add_parser("dev", help="run everything on this machine (embedded PostgreSQL, local KMS)")
     dev.add_argument("--data-dir", default="./.scaivault-dev",
                      help="embedded database, key file and state (kept between runs)")

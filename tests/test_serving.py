@@ -141,3 +141,12 @@ def test_gunicorn_messages_use_the_scaivault_log_format(base_env):
     assert any(e["logger"].startswith("gunicorn") and "Listening at" in e["message"] for e in entries)
     assert [e["path"] for e in entries if e["logger"] == "scaivault.access"] == ["/v1/health"]
     assert "not-logged-Zx9" not in instance.stderr
+
+
+def test_the_healthcheck_command_probes_the_local_instance(served, base_env):
+    from tests.foundation_support import free_port, run_cli
+
+    up = run_cli(["healthcheck"], {**base_env, "BIND_ADDRESS": f"0.0.0.0:{served.port}"})
+    assert up.returncode == 0, up.stderr
+    down = run_cli(["healthcheck", "--timeout", "1"], {**base_env, "BIND_ADDRESS": f"0.0.0.0:{free_port()}"})
+    assert down.returncode == 1 and "health check failed" in down.stderr

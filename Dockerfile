@@ -1,0 +1,32 @@
+# ScaiVault: one image. `scaivault serve` by default; `docker run IMAGE migrate` runs migrations.
+# Build: docker build -t scailabs/scaivault:1.0.0 .   (EXTRAS selects the KMS/storage SDKs)
+
+FROM python:3.11-slim AS build
+WORKDIR /src
+ARG EXTRAS=aws,gcp,azure,hashicorp,pkcs11,s3,gcs,azure_blob
+COPY pyproject.toml setup.cfg README.md wsgi.py ./
+COPY scaivault ./scaivault
+COPY plugins ./plugins
+COPY migrations_sql ./migrations_sql
+# wheels for ScaiVault and every dependency, so the final stage needs no compiler or network
+RUN pip wheel --no-cache-dir --wheel-dir /wheels ".[${EXTRAS}]"
+
+FROM python:3.11-slim
+ARG EXTRAS=aws,gcp,azure,hashicorp,pkcs11,s3,gcs,azure_blob
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    BIND_ADDRESS=0.0.0.0:8443 \
+    HOME=/var/lib/scaivault
+RUN useradd --system --uid 10001 --user-group --home-dir /var/lib/scaivault --create-home \
+        --shell /usr/sbin/nologin scaivault
+COPY --from=build /wheels /wheels
+# installs the package and ships migrations_sql to /usr/local/share/scaivault/migrations_sql
+RUN pip install --no-cache-dir --no-index --find-links /wheels "scaivault[${EXTRAS}]" \
+    && rm -rf /wheels
+WORKDIR /var/lib/scaivault
+# numeric so that Kubernetes' runAsNonRoot can verify it
+USER 10001:10001
+EXPOSE 8443
+HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 CMD ["scaivault", "healthcheck"]
+ENTRYPOINT ["scaivault"]
+CMD ["serve"]
