@@ -133,8 +133,25 @@ def make_app(base_env):
         apps.append(app)
         return app
 
+    factory.created = apps
     yield factory
     for app in apps:
+        app.extensions["scaivault"].close()
+
+
+@pytest.fixture(autouse=True)
+def _close_apps_made_by_the_test(request):
+    """Close the pools of apps a test made itself, so connections never pile up over a session.
+
+    Apps of module- or session-scoped fixtures are made before this marker and stay open.
+    """
+    if "make_app" not in request.fixturenames:
+        yield
+        return
+    factory = request.getfixturevalue("make_app")
+    mark = len(factory.created)
+    yield
+    for app in factory.created[mark:]:
         app.extensions["scaivault"].close()
 
 
