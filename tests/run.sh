@@ -1,26 +1,94 @@
 #!/usr/bin/env bash
-# Installs what the test suite needs on a Debian machine, starts the local services, runs pytest.
+# The README's test command. On a fresh Debian machine it installs what the tests need, starts
+# PostgreSQL and Redis if they are down, installs ScaiVault with its `test` extra and runs pytest.
 # Usage: bash tests/run.sh [pytest args...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+say() { echo "tests/run.sh: $*" >&2; }
+
+# ---------------------------------------------------------------- Python (PEP 668 aware)
+PYTHON="${PYTHON:-python3}"
 need_apt=()
-command -v redis-server >/dev/null || need_apt+=(redis-server)
-command -v softhsm2-util >/dev/null || need_apt+=(softhsm2)
-if [ "${#need_apt[@]}" -gt 0 ]; then
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
+if "$PYTHON" - <<'EOF'
+import os, sys, sysconfig
+managed = os.path.exists(os.path.join(sysconfig.get_paths()["stdlib"], "EXTERNALLY-MANAGED"))
+sys.exit(0 if managed and sys.prefix == sys.base_prefix else 1)
+EOF
+then
+  # Debian's own interpreter refuses pip installs: use a project virtualenv instead
+  "$PYTHON" -c 'import ensurepip' 2>/dev/null || need_apt+=(python3-venv)
+  USE_VENV=1
 fi
 
-# PostgreSQL and Redis: start them if they are down.
-if ! pg_isready -h 127.0.0.1 -p 5432 -q 2>/dev/null; then
-  pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n1)" main start
-  for _ in $(seq 1 30); do pg_isready -h 127.0.0.1 -p 5432 -q && break; sleep 1; done
+# ---------------------------------------------------------------- Debian packages
+# One line per need: the command that must exist and the package that provides it.
+need() { command -v "$1" >/dev/null 2>&1 || need_apt+=("$2"); }
+need pg_ctlcluster postgresql
+need psql postgresql-client
+need redis-server redis-server
+need redis-cli redis-tools
+need softhsm2-util softhsm2
+if [ "${#need_apt[@]}" -gt 0 ]; then
+  say "installing ${need_apt[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
 fi
+
+if [ "${USE_VENV:-0}" = 1 ]; then
+  [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+  PYTHON=.venv/bin/python
+fi
+
+# ---------------------------------------------------------------- PostgreSQL
+pg_trusts() { psql -h 127.0.0.1 -p "$1" -U postgres -w -Atqc 'select 1' postgres >/dev/null 2>&1; }
+as_postgres() { if [ "$(id -u)" -eq 0 ]; then su postgres -s /bin/sh -c "$1"; else sh -c "$1"; fi; }
+
+if ! pg_isready -h 127.0.0.1 -p 5432 -q 2>/dev/null; then
+  version="$(ls /etc/postgresql 2>/dev/null | sort -V | tail -n1)"
+  if [ -n "$version" ]; then
+    say "starting PostgreSQL $version"
+    $SUDO pg_ctlcluster --skip-systemctl-redirect "$version" main start || true
+    for _ in $(seq 1 30); do pg_isready -h 127.0.0.1 -p 5432 -q && break; sleep 1; done
+  fi
+fi
+if ! pg_trusts 5432; then
+  # The tests connect as `postgres` without a password. Debian's cluster asks for one over TCP,
+  # so rather than change the system cluster, run a private throwaway one with trust auth.
+  port=5433
+  if ! pg_trusts "$port"; then
+    bin="/usr/lib/postgresql/$(ls /usr/lib/postgresql | sort -V | tail -n1)/bin"
+    dir=/tmp/scaivault-test-pg
+    say "starting a private PostgreSQL (trust auth) on 127.0.0.1:$port in $dir"
+    if [ "$(id -u)" -eq 0 ]; then install -d -o postgres -g postgres "$dir"; else mkdir -p "$dir"; fi
+    [ -f "$dir/data/PG_VERSION" ] || as_postgres "$bin/initdb -D $dir/data -U postgres --auth=trust -E UTF8 >/dev/null"
+    as_postgres "$bin/pg_ctl -D $dir/data -l $dir/pg.log -w start -o '-p $port -c listen_addresses=127.0.0.1 -k $dir -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=300' >/dev/null"
+  fi
+  export TEST_PG_PORT="$port"
+fi
+
+# ---------------------------------------------------------------- Redis
 if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
+  say "starting Redis on 127.0.0.1:6379"
   redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no
   for _ in $(seq 1 30); do redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 && break; sleep 0.5; done
 fi
 
-python3 -m pip install -q -e '.[test]' 2>&1 | grep -v -e 'Running pip as' -e 'is ignored' || true
+# ---------------------------------------------------------------- ScaiVault and its test extra
+if ! "$PYTHON" -m pip install -q --disable-pip-version-check --root-user-action=ignore -e '.[test]'; then
+  say "pip install -e '.[test]' failed"
+  exit 1
+fi
 
-python3 -m pytest "$@"
+# ---------------------------------------------------------------- the tests
+set +e
+"$PYTHON" -m pytest "$@"
+status=$?
+set -e
+if [ "$status" -eq 5 ]; then
+  say "pytest collected no tests: that is a failure, not a pass"
+  exit 1
+fi
+exit "$status"
