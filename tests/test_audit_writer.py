@@ -169,3 +169,19 @@ def test_a_failed_audit_insert_raises_audit_unavailable_and_aborts_the_change(no
         assert db.scalar("SELECT 1") == 1
     finally:
         db.close()
+
+
+def test_a_window_verifies_the_links_inside_it_only(runtime):
+    from datetime import datetime, timedelta, timezone
+
+    t = tenant()
+    base = datetime.now(timezone.utc) - timedelta(hours=1)
+    entries = [entry(t, timestamp=base + timedelta(minutes=i)) for i in range(6)]
+    with runtime.db.session() as s:   # one connection: one lane
+        for e in entries:
+            record(s, e)
+    runtime.db.execute("UPDATE audit_log SET source_ip = '6.6.6.6' WHERE id = :id", id=entries[1].id)
+    later = verify_chain(runtime.db, t, since=base + timedelta(minutes=2))
+    assert later.valid and later.checked == 4
+    whole = verify_chain(runtime.db, t, until=base + timedelta(minutes=3))
+    assert not whole.valid and whole.first_break["entry_id"] == entries[1].id

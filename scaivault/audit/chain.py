@@ -41,63 +41,69 @@ SELECT id, ts, tenant_id, partner_id, action, identity_type, identity_id, secret
        user_agent, success, duration_ms, request_id, extra_data, chain_lane, chain_seq,
        prev_hash, entry_hash
 FROM audit_log
-WHERE {tenant_clause} AND chain_lane = :lane AND chain_seq > :after
-ORDER BY chain_seq
+WHERE {tenant_clause} AND (chain_lane, chain_seq) > (:after_lane, :after_seq) {window}
+ORDER BY chain_lane, chain_seq
 LIMIT :batch
 """
 
 
+@dataclass
+class _Lane:
+    prev: bytes | None       # None: trust the first entry seen (a window's start)
+    expected_seq: int | None
+    broken: bool = False
+
+
 def verify_chain(db: Database, tenant_id: str | None, *, since: datetime | None = None,
                  until: datetime | None = None) -> ChainReport:
-    """Walk every lane of one tenant's chain (optionally a time window) and report the first break.
+    """Walk every lane of one tenant's chain (optionally a from/to window) and report the first break.
 
     A break is an entry whose stored hash differs from the hash recomputed over its fields, an
-    entry whose prev_hash is not its predecessor's hash, or a gap in a lane's sequence
-    (a deleted row). Rows before `since` are trusted as the starting point of each lane.
+    entry whose prev_hash is not its predecessor's hash, a gap in a lane's sequence (a deleted
+    row) or a lane that ends before its recorded head (deleted newest rows). Without a window a
+    lane starts at genesis (or at the anchor left by retention); with one, the first entry of
+    each lane inside the window is the trusted starting point.
     """
     report = ChainReport(tenant_id=tenant_id)
     chain_key = tenant_id or ""
-    heads = db.read_query("SELECT lane, seq FROM audit_chain_heads WHERE chain_key = :k ORDER BY lane", k=chain_key)
-    report.lanes = len(heads)
-    for head in heads:
-        lane = int(head["lane"])
-        report.lane_heads[lane] = int(head["seq"])
-        prev: bytes | None = None
-        expected_seq: int | None = None
-        after = 0
-        if since is not None:
-            start = db.read_query(
-                "SELECT chain_seq, entry_hash FROM audit_log WHERE " + _tenant_clause(tenant_id) + " "
-                "AND chain_lane = :lane AND ts < :since ORDER BY chain_seq DESC LIMIT 1",
-                tenant=tenant_id, lane=lane, since=since)
-            if start:
-                after = int(start[0]["chain_seq"])
-                prev = bytes(start[0]["entry_hash"])
-                expected_seq = after + 1
-        if prev is None:
-            anchor = db.read_query("SELECT seq, hash FROM audit_chain_anchors WHERE chain_key = :k AND lane = :lane",
-                                   k=chain_key, lane=lane)
-            if anchor:  # older entries were dropped by retention
-                after, prev = int(anchor[0]["seq"]), bytes(anchor[0]["hash"])
-                expected_seq = after + 1
-            else:
-                prev, expected_seq = GENESIS_HASH, 1
-        reached_end = True
-        for row in _lane_rows(db, tenant_id, lane, after):
-            if until is not None and row["ts"] > until:
-                reached_end = False
-                break
-            report.checked += 1
-            problem = _check_row(row, prev, expected_seq)
-            if problem:
-                _note_break(report, lane, problem, row)
-                reached_end = False
-                break  # the rest of this lane cannot be trusted; go on with the next lane
-            prev = bytes(row["entry_hash"])
-            expected_seq = int(row["chain_seq"]) + 1
-        if reached_end and expected_seq - 1 < report.lane_heads[lane]:
-            _note_break(report, lane, "entries missing at the end of the lane (deleted)", None,
-                        sequence=expected_seq)
+    windowed = since is not None or until is not None
+    heads = {int(r["lane"]): int(r["seq"]) for r in db.read_query(
+        "SELECT lane, seq FROM audit_chain_heads WHERE chain_key = :k", k=chain_key)}
+    anchors = {int(r["lane"]): (int(r["seq"]), bytes(r["hash"])) for r in db.read_query(
+        "SELECT lane, seq, hash FROM audit_chain_anchors WHERE chain_key = :k", k=chain_key)}
+    report.lane_heads = heads
+    lanes: dict[int, _Lane] = {}
+
+    def start(lane: int) -> _Lane:
+        if windowed:
+            return _Lane(None, None)
+        if lane in anchors:
+            seq, digest = anchors[lane]
+            return _Lane(digest, seq + 1)
+        return _Lane(GENESIS_HASH, 1)
+
+    for row in _rows(db, tenant_id, since, until):
+        lane_no = int(row["chain_lane"])
+        lane = lanes.get(lane_no)
+        if lane is None:
+            lane = lanes[lane_no] = start(lane_no)
+        if lane.broken:
+            continue  # the rest of a broken lane cannot be trusted
+        report.checked += 1
+        problem = _check_row(row, lane.prev, lane.expected_seq)
+        if problem:
+            _note_break(report, lane_no, problem, row)
+            lane.broken = True
+            continue
+        lane.prev = bytes(row["entry_hash"])
+        lane.expected_seq = int(row["chain_seq"]) + 1
+    if not windowed:
+        for lane_no, head_seq in heads.items():
+            lane = lanes.get(lane_no) or start(lane_no)
+            if not lane.broken and lane.expected_seq - 1 < head_seq:
+                _note_break(report, lane_no, "entries missing at the end of the lane (deleted)", None,
+                            sequence=lane.expected_seq)
+    report.lanes = len(set(lanes) | set(heads))
     return report
 
 
@@ -106,15 +112,24 @@ def _tenant_clause(tenant_id: str | None) -> str:
     return "tenant_id = :tenant" if tenant_id is not None else "(tenant_id IS NULL AND CAST(:tenant AS text) IS NULL)"
 
 
-def _lane_rows(db: Database, tenant_id: str | None, lane: int, after: int):
-    """A lane's entries after sequence `after`, in order, fetched in batches."""
+def _rows(db: Database, tenant_id: str | None, since: datetime | None, until: datetime | None):
+    """The tenant's entries ordered by (lane, seq), fetched in keyset batches."""
+    window = ""
+    params: dict = {}
+    if since is not None:
+        window += " AND ts >= :since"
+        params["since"] = since
+    if until is not None:
+        window += " AND ts <= :until"
+        params["until"] = until
+    sql = _ROWS_SQL.format(tenant_clause=_tenant_clause(tenant_id), window=window)
+    after_lane, after_seq = -1, 0
     while True:
-        rows = db.read_query(_ROWS_SQL.format(tenant_clause=_tenant_clause(tenant_id)),
-                             tenant=tenant_id, lane=lane, after=after, batch=BATCH)
+        rows = db.read_query(sql, tenant=tenant_id, after_lane=after_lane, after_seq=after_seq, batch=BATCH, **params)
         yield from rows
         if len(rows) < BATCH:
             return
-        after = int(rows[-1]["chain_seq"])
+        after_lane, after_seq = int(rows[-1]["chain_lane"]), int(rows[-1]["chain_seq"])
 
 
 def _note_break(report: ChainReport, lane: int, problem: str, row: dict | None, sequence: int | None = None) -> None:
@@ -130,10 +145,12 @@ def _note_break(report: ChainReport, lane: int, problem: str, row: dict | None, 
     report.valid = False
 
 
-def _check_row(row: dict, prev: bytes, expected_seq: int) -> str | None:
+def _check_row(row: dict, prev: bytes | None, expected_seq: int | None) -> str | None:
     seq = int(row["chain_seq"])
-    if seq != expected_seq:
+    if expected_seq is not None and seq != expected_seq:
         return f"sequence gap: expected {expected_seq}, found {seq} (entries deleted)"
+    if prev is None:  # the trusted first entry of a window
+        prev = bytes(row["prev_hash"])
     if bytes(row["prev_hash"]) != prev:
         return "prev_hash does not match the preceding entry"
     values = {k: row[k] for k in ("id", "ts", "tenant_id", "partner_id", "action", "identity_type",

@@ -1,9 +1,10 @@
 """Appending audit entries: one INSERT statement that also advances the tenant's hash chain.
 
-Each tenant has CHAIN_LANES independent chains. A connection appends to lane
-`pg_backend_pid() % CHAIN_LANES`, so concurrent writers on different connections lock
-different head rows and never wait on a platform-wide (or even tenant-wide) lock; the
-head-row lock of one lane is held only until the writer's transaction ends.
+Each tenant has independent chains ("lanes"). A connection appends to lane
+`pg_backend_pid() % CHAIN_LANES`; live backends have distinct pids, so concurrent writers on
+different connections lock different head rows and practically never wait on each other (a
+platform-wide or tenant-wide lock never exists); a head-row lock is held only until the
+writer's transaction ends. A lane is created on a connection's first entry for a tenant.
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from .entry import AuditEntry, canonical_bytes, dumps_canonical
 
 log = logging.getLogger("scaivault.audit")
 
-CHAIN_LANES = 16
+CHAIN_LANES = 32749   # a prime below the smallint limit: pids of live backends do not collide
 GENESIS_HASH = bytes(32)
 
 # hash = sha256(prev_hash || int2(lane) || int8(seq) || canonical) -- see chain.entry_hash
