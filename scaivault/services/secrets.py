@@ -159,7 +159,11 @@ class SecretStore:
 
     # ================================================================== reads
     def read(self, owner: SecretOwner, path: str, version: int | None, audit: AuditFn) -> dict:
-        """The secret with its data; the audit entry (success or not) is durable before return."""
+        """The secret with its data; the audit entry (success or not) is durable before return.
+
+        The value is opened between two short checkouts, never while holding a connection:
+        opening may need the pool itself (a tenant key not yet in the cache).
+        """
         with self.db.session() as s:
             row = s.one(
                 f"""SELECT {_READ_COLUMNS} FROM secrets s
@@ -167,12 +171,14 @@ class SecretStore:
                            AND v.version = COALESCE(CAST(:version AS integer), s.current_version)
                      WHERE {owner.where()} AND s.path = :path""",
                 path=path, version=version, **owner.params())
-            try:
-                result = self._open_row(owner, path, version, row)
-            except ScaiVaultError as exc:
+        try:
+            result = self._open_row(owner, path, version, row)
+        except ScaiVaultError as exc:
+            with self.db.session() as s:
                 record(s, audit("read", secret_path=path, success=False,
                                 extra={"error": exc.code, **({"version": version} if version else {})}))
-                raise
+            raise
+        with self.db.session() as s:
             record(s, audit("read", secret_path=path, extra={"version": result["version"]}))
             self._touch(s, row)
         _count_read(owner, row["secret_type"])
@@ -315,6 +321,8 @@ class SecretStore:
         if req.metadata is not None:
             validate_metadata(req.metadata)
         expires_at = self._expiry(req.expires_in)
+        # load the sealing key now: fetching it under the row lock would need a second connection
+        self.keyring.active_tenant_key(owner.partner_id, owner.seal_context(path, 1).key_scope)
         with self.db.transaction() as s:
             row = self._lock_or_create(s, owner, path, req.secret_type or DEFAULT_SECRET_TYPE, actor)
             if row["deleted_at"] is not None:
@@ -461,28 +469,32 @@ class SecretStore:
         """Read authorised paths in one SELECT; every outcome is audited before return."""
         if not paths:
             return {}, {}
-        with self.db.transaction() as s:
+        with self.db.session() as s:
             rows = {r["path"]: r for r in s.query(
                 f"""SELECT s.path, {_READ_COLUMNS} FROM secrets s
                       LEFT JOIN secret_versions v ON v.secret_id = s.id
                            AND v.version = COALESCE(CAST(:version AS integer), s.current_version)
                      WHERE {owner.where()} AND s.path = ANY(:paths)""",
                 paths=list(paths), version=version, **owner.params())}
-            found: dict[str, dict] = {}
-            errors: dict[str, ScaiVaultError] = {}
-            for path in paths:
-                try:
-                    view = self._open_row(owner, path, version, rows.get(path))
-                except ScaiVaultError as exc:
-                    errors[path] = exc
-                    record(s, audit("read", secret_path=path, success=False, extra={"error": exc.code, "batch": True}))
-                    continue
-                entry = {"data": view["data"], "version": view["version"], "secret_type": view["secret_type"]}
-                if include_metadata:
-                    entry.update({k: view[k] for k in ("metadata", "created_at", "updated_at", "expires_at",
-                                                       "rotation_policy_id", "current_version")})
-                found[path] = entry
-                record(s, audit("read", secret_path=path, extra={"version": view["version"], "batch": True}))
+        found: dict[str, dict] = {}
+        errors: dict[str, ScaiVaultError] = {}
+        entries = []
+        for path in paths:
+            try:
+                view = self._open_row(owner, path, version, rows.get(path))
+            except ScaiVaultError as exc:
+                errors[path] = exc
+                entries.append(audit("read", secret_path=path, success=False, extra={"error": exc.code, "batch": True}))
+                continue
+            entry = {"data": view["data"], "version": view["version"], "secret_type": view["secret_type"]}
+            if include_metadata:
+                entry.update({k: view[k] for k in ("metadata", "created_at", "updated_at", "expires_at",
+                                                   "rotation_policy_id", "current_version")})
+            found[path] = entry
+            entries.append(audit("read", secret_path=path, extra={"version": view["version"], "batch": True}))
+        with self.db.transaction() as s:
+            for entry in entries:
+                record(s, entry)
         for path in found:
             self._touch_after(rows[path])
             _count_read(owner, rows[path]["secret_type"])
