@@ -70,6 +70,15 @@ def _mark_worker_dead(server, worker) -> None:
     mark_worker_dead(worker.pid)
 
 
+def _post_worker_init(worker) -> None:
+    """gunicorn post_worker_init hook: TLS handshake noise off, background jobs on."""
+    if worker.cfg.certfile:
+        _quiet_failed_handshakes(worker)
+    from .jobs.scheduler import start_in_worker
+
+    start_in_worker(worker)
+
+
 class ScaiVaultServer(BaseApplication):
     """A gunicorn application whose configuration comes from Settings, not from argv."""
 
@@ -94,12 +103,12 @@ class ScaiVaultServer(BaseApplication):
             "proc_name": "scaivault",
             "control_socket_disable": True,
             "child_exit": _mark_worker_dead,
+            "post_worker_init": _post_worker_init,
             # forwarded headers are trusted only from a proxy on the same host
             "forwarded_allow_ips": "127.0.0.1,::1",
         }
         if s.tls_cert_file:
-            options.update(certfile=s.tls_cert_file, keyfile=s.tls_key_file,
-                           post_worker_init=_quiet_failed_handshakes)
+            options.update(certfile=s.tls_cert_file, keyfile=s.tls_key_file)
             if s.tls_client_ca_file:
                 # mTLS: a client without a certificate signed by this CA fails the handshake
                 options.update(ca_certs=s.tls_client_ca_file, cert_reqs=ssl.CERT_REQUIRED)

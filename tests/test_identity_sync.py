@@ -105,9 +105,17 @@ def test_a_failure_mid_sync_leaves_the_previous_cache_intact(sync_app, directory
 
 
 def test_concurrent_full_syncs_run_once(sync_app, directory_standin):
-    directory_standin.admin_delay = 0.05
+    directory_standin.admin_delay = 0.1
     results = []
-    threads = [threading.Thread(target=lambda: results.append(_run(sync_app)["status"])) for _ in range(3)]
+    rt = sync_app.extensions["scaivault"]
+    runs = [sync.new_run(rt, trigger="api") for _ in range(3)]
+    barrier = threading.Barrier(3)
+
+    def contender(run):
+        barrier.wait()
+        results.append(sync.run_sync(rt, run)["status"])
+
+    threads = [threading.Thread(target=contender, args=(run,)) for run in runs]
     for t in threads:
         t.start()
     for t in threads:
@@ -176,3 +184,27 @@ def test_wrong_client_credentials_fail_the_run_cleanly(make_app, fresh_database_
                    SCAIKEY_CLIENT_SECRET_FILE=str(tmp_path / "wrong"))
     run = _run(app)
     assert run["status"] == "failed" and "credentials" in run["error"]
+
+
+def test_the_worker_scheduler_carries_the_identity_sync_job(sync_app):
+    from scaivault.jobs.scheduler import start_scheduler
+
+    scheduler = start_scheduler(sync_app.extensions["scaivault"])
+    try:
+        ids = {j.id for j in scheduler.get_jobs()}
+        assert job.JOB_ID in ids
+        first = scheduler.get_job(job.JOB_ID).next_run_time
+        assert 0 < (first - sync.utcnow()).total_seconds() <= 31
+    finally:
+        scheduler.shutdown(wait=False)
+
+
+def test_a_scheduled_tick_that_finds_a_sync_running_leaves_no_history_row(sync_app):
+    rt = sync_app.extensions["scaivault"]
+    with rt.db.session() as holder:
+        holder.scalar("SELECT pg_advisory_lock(:k)", k=sync.SYNC_LOCK_KEY)
+        try:
+            assert job.run_scheduled_sync(rt) is None
+        finally:
+            holder.scalar("SELECT pg_advisory_unlock(:k)", k=sync.SYNC_LOCK_KEY)
+    assert rt.db.scalar("SELECT count(*) FROM identity_sync_runs") == 0

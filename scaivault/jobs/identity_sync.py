@@ -8,7 +8,8 @@ per interval.
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
+import random
+from datetime import datetime, timedelta, timezone
 
 from ..identity import sync
 
@@ -26,11 +27,19 @@ def run_scheduled_sync(runtime) -> dict | None:
     if last is not None and sync.utcnow() - last < timedelta(seconds=interval / 2):
         return None
     run = sync.new_run(runtime, trigger="schedule", requested_by="system:identity-sync")
-    return sync.run_sync(runtime, run)
+    result = sync.run_sync(runtime, run)
+    if result["status"] == "skipped":
+        # another instance's tick is running it; keep the history free of these non-events
+        runtime.db.execute("DELETE FROM identity_sync_runs WHERE id = :id", id=run["id"])
+        return None
+    return result
 
 
 def register(scheduler, runtime) -> None:
     """Add the job to an APScheduler scheduler (BackgroundScheduler or GeventScheduler)."""
     scheduler.add_job(run_scheduled_sync, "interval", args=[runtime], id=JOB_ID, replace_existing=True,
                       seconds=runtime.settings.identity_sync_interval, max_instances=1, coalesce=True,
-                      misfire_grace_time=60)
+                      misfire_grace_time=60,
+                      # a first sync shortly after start (a fresh install learns its identities),
+                      # jittered so the workers of one instance do not all knock at once
+                      next_run_time=datetime.now(timezone.utc) + timedelta(seconds=10 + random.uniform(0, 20)))

@@ -1,0 +1,35 @@
+"""The APScheduler instance of one worker process, with every job module registered.
+
+Each job module exposes `register(scheduler, runtime)`; add a line to JOB_MODULES per
+module. Every gunicorn worker runs a scheduler: jobs guard themselves (advisory locks)
+so that several instances and workers never run one job twice at once.
+"""
+from __future__ import annotations
+
+import importlib
+import logging
+
+log = logging.getLogger("scaivault.jobs")
+
+JOB_MODULES = [
+    "scaivault.jobs.identity_sync",
+    "scaivault.jobs.audit_partitions",
+]
+
+
+def start_scheduler(runtime):
+    """Start a background scheduler (greenlets under gevent's patching) with every job; returns it."""
+    from apscheduler.schedulers.background import BackgroundScheduler
+
+    scheduler = BackgroundScheduler(timezone="UTC")
+    for module_path in JOB_MODULES:
+        importlib.import_module(module_path).register(scheduler, runtime)
+    scheduler.start()
+    log.info("scheduler started", extra={"jobs": [job.id for job in scheduler.get_jobs()]})
+    return scheduler
+
+
+def start_in_worker(worker) -> None:
+    """gunicorn post_worker_init hook: run the jobs beside this worker's app."""
+    runtime = worker.wsgi.extensions["scaivault"]
+    runtime.__dict__["scheduler"] = start_scheduler(runtime)
