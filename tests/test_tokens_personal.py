@@ -137,3 +137,20 @@ def test_introspect_needs_the_admin_scope(client, auth, alice):
     resp = client.post("/v1/auth/introspect", json={"token": "x"}, headers=auth(alice))
     assert resp.status_code == 403
     assert resp.get_json()["error"]["code"] == "insufficient_scope"
+
+
+def test_without_scaikey_jwts_are_token_invalid_and_personal_tokens_work(base_env, scaikey, auth):
+    from scaivault.app import create_app
+    from scaivault.config import load_settings
+
+    settings = load_settings({**base_env, "SCAIKEY_URL": ""}, dev_mode=True)
+    assert settings.scaikey_url is None
+    app = create_app(settings)
+    try:
+        client = app.test_client()
+        resp = client.get("/v1/auth/whoami", headers=auth(scaikey.mint(sub="usr_devjwt", tenant_id="tnt_dev")))
+        assert resp.status_code == 401 and resp.get_json()["error"]["code"] == "token_invalid"
+        token = personal_tokens.issue_dev_token(app.extensions["scaivault"])
+        assert client.get("/v1/auth/whoami", headers=auth(token)).status_code == 200
+    finally:
+        app.extensions["scaivault"].close()
