@@ -13,7 +13,7 @@ from datetime import datetime, timedelta, timezone
 from ..db import Session
 from ..errors import ScaiVaultError
 from .identity import ADMIN_ROLES, Identity
-from .scopes import ALL_SCOPES
+from .scopes import ALL_SCOPES, endpoint_scopes
 
 PREFIX = "skt_"
 DEFAULT_LIFETIME_SECONDS = 90 * 86400
@@ -126,8 +126,9 @@ def issue_dev_token(runtime) -> str:
                      'Development', 'dev', 'ACTIVE', false) ON CONFLICT (id) DO NOTHING""", t=DEV_TENANT, p=DEV_PARTNER)
         s.execute("""INSERT INTO identity_role_assignments (identity_id, role, source, granted_by)
                      VALUES (:i, 'super_admin', 'bootstrap', 'system:dev') ON CONFLICT DO NOTHING""", i=DEV_IDENTITY)
+        every_scope = ALL_SCOPES | endpoint_scopes()
         creator = Identity(identity_id=DEV_IDENTITY, identity_type="user", subject="usr_dev", tenant_id=DEV_TENANT,
-                           partner_id=DEV_PARTNER, scopes=frozenset(ALL_SCOPES), roles=frozenset({"super_admin"}),
+                           partner_id=DEV_PARTNER, scopes=every_scope, roles=frozenset({"super_admin"}),
                            display_name="Development admin", grants=(RoleGrant("super_admin"),))
-        _, value = issue(s, creator, "scaivault dev", sorted(ALL_SCOPES), DEFAULT_LIFETIME_SECONDS)
+        _, value = issue(s, creator, "scaivault dev", sorted(every_scope), DEFAULT_LIFETIME_SECONDS)
     return value

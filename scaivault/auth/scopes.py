@@ -21,3 +21,22 @@ def parse_scope_claim(value) -> frozenset[str]:
     if isinstance(value, list):
         return frozenset(s for s in value if isinstance(s, str) and s)
     return frozenset()
+
+
+def endpoint_scopes() -> frozenset[str]:
+    """Every scope some registered endpoint requires (read from the @endpoint attributes)."""
+    import importlib
+    import inspect
+
+    from ..api import BLUEPRINT_MODULES
+
+    found: set[str] = set()
+    for module_path in BLUEPRINT_MODULES:
+        try:
+            module = importlib.import_module(module_path)
+        except ImportError:
+            continue
+        for value in vars(module).values():
+            if inspect.isfunction(value) and isinstance(getattr(value, "required_scope", None), str):
+                found.add(value.required_scope)
+    return frozenset(found)
