@@ -115,20 +115,34 @@ class Session:
     def __init__(self, conn: pg8000.native.Connection):
         self.conn = conn
 
+    def _run(self, sql: str, params: dict[str, Any]) -> list | None:
+        started = time.perf_counter()
+        try:
+            return self.conn.run(sql, **params)
+        finally:
+            _observe_latency(time.perf_counter() - started)
+
     def query(self, sql: str, **params: Any) -> list[dict[str, Any]]:
-        return _rows(self.conn, self.conn.run(sql, **params))
+        return _rows(self.conn, self._run(sql, params))
 
     def one(self, sql: str, **params: Any) -> dict[str, Any] | None:
         rows = self.query(sql, **params)
         return rows[0] if rows else None
 
     def scalar(self, sql: str, **params: Any) -> Any:
-        result = self.conn.run(sql, **params)
+        result = self._run(sql, params)
         return result[0][0] if result else None
 
     def execute(self, sql: str, **params: Any) -> int:
-        self.conn.run(sql, **params)
+        self._run(sql, params)
         return self.conn.row_count
+
+
+def _observe_latency(seconds: float) -> None:
+    """scaivault_db_latency_seconds; imported late so that `serve` sets up multiprocess metrics first."""
+    from .metrics import DB_LATENCY
+
+    DB_LATENCY.observe(seconds)
 
 
 class Pool:

@@ -78,6 +78,7 @@ def install_request_metrics(app: Flask) -> None:
             metrics.REQUESTS.labels(method=_method(), path_category=category,
                                     status=str(response.status_code)).inc()
             metrics.REQUEST_DURATION.labels(method=_method(), path_category=category).observe(elapsed)
+            _sample_pool_gauges()
         return response
 
     @app.teardown_request

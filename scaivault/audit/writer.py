@@ -53,7 +53,7 @@ def record(session: Session, entry: AuditEntry) -> None:
     params = dict(values)
     params["extra_data"] = dumps_canonical(values["extra_data"])
     try:
-        session.conn.run(
+        session.execute(
             _APPEND_SQL, chain_key=values["tenant_id"] or "", lanes=CHAIN_LANES, genesis=GENESIS_HASH,
             canon=canonical_bytes(values), **params)
     except (DatabaseError, InterfaceError, OSError) as exc:
