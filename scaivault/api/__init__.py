@@ -15,6 +15,7 @@ BLUEPRINT_MODULES = [
     "scaivault.api.system",
     "scaivault.api.secrets",
     "scaivault.api.policies",
+    "scaivault.api.openapi",
 ]
 
 

@@ -21,12 +21,14 @@ from .http import json_body, runtime
 
 def endpoint(category: str | None, *, scope: str | None = None, authenticated: bool = True,
              tenant: bool = True, body: type[BaseModel] | None = None,
-             response: type[BaseModel] | None = None, summary: str | None = None) -> Callable:
+             response: type[BaseModel] | None = None, summary: str | None = None,
+             query: dict[str, str] | None = None, status: int = 200) -> Callable:
     """Wrap a view in the pipeline. `category=None` only for unmetered probes (health, metrics).
 
     `body`: a pydantic model; the JSON body is validated into `g.body` before the view runs
     (malformed JSON -> 400 invalid_request, failing fields -> 422 validation_error).
     `response`: a pydantic model documenting the 2xx body in /v1/openapi.json.
+    `query`: documented query parameters {name: description}; `status`: the success status.
     """
     if category is not None and category not in ratelimit.CATEGORIES:
         raise ValueError(f"unknown rate-limit category {category!r}")
@@ -57,6 +59,8 @@ def endpoint(category: str | None, *, scope: str | None = None, authenticated: b
         wrapper.authenticated = authenticated     # type: ignore[attr-defined]
         wrapper.body_model = body                 # type: ignore[attr-defined]
         wrapper.response_model = response         # type: ignore[attr-defined]
+        wrapper.query_params = dict(query or {})  # type: ignore[attr-defined]
+        wrapper.success_status = status          # type: ignore[attr-defined]
         wrapper.summary = summary or (view.__doc__ or "").strip().split("\n")[0]  # type: ignore[attr-defined]
         return wrapper
 

@@ -166,7 +166,9 @@ def _dump(model: BaseModel) -> dict:
 
 # ------------------------------------------------------------------ views
 @bp.get("/v1/policies")
-@endpoint("policies", scope="policies:read", response=PolicyListView, summary="List policies")
+@endpoint("policies", scope="policies:read", response=PolicyListView, summary="List policies",
+          query={"scope": "tenant or partner", "include_inactive": "true: inactive ones too",
+                 "limit": "page size, 1..200 (default 50)", "cursor": "from the previous page"})
 def list_policies():
     _require_admin()
     args = request.args
@@ -176,7 +178,8 @@ def list_policies():
 
 
 @bp.post("/v1/policies")
-@endpoint("policies", scope="policies:write", body=PolicyBody, response=PolicyView, summary="Create a policy")
+@endpoint("policies", scope="policies:write", body=PolicyBody, response=PolicyView, summary="Create a policy",
+          status=201)
 def create_policy():
     _require_admin()
     body = _dump(g.body)
@@ -212,7 +215,8 @@ def patch_policy(policy_id: str):
 
 @bp.delete("/v1/policies/<policy_id>")
 @endpoint("policies", scope="policies:write", response=DeletedView,
-          summary="Delete a policy (409 policy_in_use while bound, unless force=true)")
+          summary="Delete a policy (409 policy_in_use while bound, unless force=true)",
+          query={"force": "true: remove the bindings too"})
 def delete_policy(policy_id: str):
     _require_admin()
     force = (request.args.get("force") or "").lower() in ("1", "true", "yes")
@@ -228,7 +232,7 @@ def list_bindings(policy_id: str):
 
 @bp.post("/v1/policies/<policy_id>/bindings")
 @endpoint("policies", scope="policies:write", body=BindingBody, response=BindingView,
-          summary="Bind a policy to a user, service account or group")
+          summary="Bind a policy to a user, service account or group", status=201)
 def create_binding(policy_id: str):
     _require_admin()
     return jsonify(_service().bind(_owner(), policy_id, _dump(g.body), g.identity.identity_id, entry_for_request,

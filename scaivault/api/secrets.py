@@ -229,7 +229,8 @@ def _route(rule: str, name: str, view, methods: list[str]) -> None:
 
 
 # ------------------------------------------------------------------ single secrets
-@endpoint("secrets:read", scope="secrets:read", response=SecretView, summary="Read a secret (current or ?version=N)")
+@endpoint("secrets:read", scope="secrets:read", response=SecretView, summary="Read a secret (current or ?version=N)",
+          query={"version": "version number to read; default the current version"})
 def read_secret(path: str, partner: bool):
     validate_path(path)
     version = _int_arg("version")
@@ -238,7 +239,7 @@ def read_secret(path: str, partner: bool):
 
 
 @endpoint("secrets:write", scope="secrets:write", body=SecretWriteBody, response=SecretMetadataView,
-          summary="Write a new version (201 for a new path, 200 for a new version)")
+          summary="Write a new version (201 for a new path, 200 for a new version)", status=201)
 def write_secret(path: str, partner: bool):
     validate_path(path)
     _authorize(path, "write", partner, "secrets:write")
@@ -252,7 +253,8 @@ def write_secret(path: str, partner: bool):
 
 
 @endpoint("secrets:delete", scope="secrets:delete", response=DeleteView,
-          summary="Delete a secret (soft, restorable until recoverable_until; ?permanent=true destroys every version)")
+          summary="Delete a secret (soft, restorable until recoverable_until; ?permanent=true destroys every version)",
+          query={"permanent": "true: destroy every version now, no restore"})
 def delete_secret(path: str, partner: bool):
     validate_path(path)
     permanent = _bool_arg("permanent")
@@ -302,7 +304,11 @@ def destroy_versions(path: str, partner: bool):
 
 # ------------------------------------------------------------------ listing
 @endpoint("secrets:list", scope="secrets:list", response=ListView,
-          summary="List secrets (prefix, delimiter=/, tag, owner, q, include_deleted; keyset cursor)")
+          summary="List secrets the caller may list, in path order (keyset pagination)",
+          query={"prefix": "only paths starting with this", "delimiter": "'/' lists one level: folders and secrets",
+                 "limit": "page size, 1..1000 (default 100)", "cursor": "from the previous page",
+                 "tag": "only secrets carrying this tag", "owner": "only secrets whose metadata.owner is this",
+                 "q": "only paths containing this substring", "include_deleted": "true: soft-deleted ones too"})
 def list_secrets(partner: bool):
     args = request.args
     prefix = args.get("prefix", "")
