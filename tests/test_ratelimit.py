@@ -137,7 +137,7 @@ def own_redis():
         proc.wait(5)
 
 
-def test_requests_are_still_served_when_redis_goes_away(make_app, own_redis):
+def test_requests_are_still_served_when_redis_goes_away(make_app, own_redis, scaikey, auth):
     proc, url = own_redis
     app = with_probe_route(make_app(REDIS_URL=url, RATE_LIMITS=FIVE_PER_HOUR))
     ip = client_ip()
@@ -156,6 +156,10 @@ def test_requests_are_still_served_when_redis_goes_away(make_app, own_redis):
     assert 429 in statuses
     metrics_text = app.test_client().get("/v1/metrics").get_data(as_text=True)
     assert "scaivault_rate_limiter_fallback 1.0" in metrics_text
+    token = scaikey.mint(sub="usr_ops", email="ops@x.io", tenant_id="tnt_ops", partner_id="ptn_ops", scopes=("admin",))
+    detailed = app.test_client().get("/v1/health/detailed", headers=auth(token))
+    assert detailed.status_code == 200, detailed.get_json()
+    assert detailed.get_json()["rate_limiter"]["status"] == "degraded"
 
 
 @pytest.mark.slow
