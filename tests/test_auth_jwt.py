@@ -221,3 +221,23 @@ def test_the_role_claim_is_reported_in_roles(client, scaikey, auth):
 def test_a_groups_claim_becomes_group_identities(client, scaikey, auth):
     token = scaikey.mint(sub="usr_grp", tenant_id="tnt_jwt_a", groups=("sre", "group:oncall"))
     assert _whoami(client, auth(token)).get_json()["groups"] == ["group:sre", "group:oncall"]
+
+
+@pytest.mark.parametrize("claims", [
+    {"tenant_id": "tnt/../evil"}, {"tenant_id": "x" * 65}, {"partner_id": "p\x00"},
+    {"email": "a\x00b@c.d"}, {"sub": "usr_\n"},
+])
+def test_malformed_ids_in_a_signed_token_are_token_invalid_never_500(client, scaikey, auth, claims):
+    base = {"sub": "usr_malformed", "tenant_id": "tnt_jwt_a"}
+    token = scaikey.mint(**{**base, **claims})
+    resp = _whoami(client, auth(token))
+    assert resp.status_code == 401 and resp.get_json()["error"]["code"] == "token_invalid"
+
+
+def test_odd_claim_types_do_not_break_derivation(client, scaikey, auth):
+    token = scaikey.mint(sub="usr_odd", tenant_id="tnt_jwt_a", groups=None, scope=["secrets:read", 5],
+                         name={"x": 1}, act={"sub": "usr_boss"}, role="emperor")
+    token2 = scaikey.mint(sub="usr_odd2", tenant_id="tnt_jwt_a", groups="not-a-list", email=7)
+    for t in (token, token2):
+        assert _whoami(client, auth(t)).status_code == 200
+    assert _whoami(client, auth(token)).get_json()["roles"] == []

@@ -205,3 +205,28 @@ def test_without_a_configured_secret_the_receiver_refuses(make_app, scaikey):
     client = make_app(IDENTITY_SYNC_WEBHOOK_SECRET="").test_client()
     resp = _deliver(client, scaikey, "user.created", {"id": "usr_nosecret"})
     assert resp.status_code == 503
+
+
+@pytest.mark.parametrize("data,kw", [
+    ({"id": 5}, {}), ({"id": "usr_nul", "email": "a\x00b"}, {}), ([1, 2], {}),
+    ({"id": "usr_t", "tenant": "not-an-object", "mfa_enabled": "yes"}, {}),
+])
+def test_odd_event_payloads_are_acknowledged_never_500(client, scaikey, data, kw):
+    resp = _deliver(client, scaikey, "user.created", data, **kw) if isinstance(data, dict) else None
+    if resp is None:
+        body, headers = scaikey.build_webhook("user.created", {})
+        import json
+
+        body = json.dumps({"event_id": "evt_list", "event_type": "user.created", "data": data}).encode()
+        headers["X-ScaiKey-Signature"] = scaikey.sign(body)
+        resp = client.post(URL, data=body, headers=headers)
+    assert resp.status_code == 200
+    assert resp.get_json()["status"] in ("applied", "ignored", "failed")
+
+
+def test_an_unusable_event_id_is_invalid_request(client, scaikey):
+    import json
+
+    body = json.dumps({"event_id": "evt\x00x", "event_type": "user.created", "data": {}}).encode()
+    resp = client.post(URL, data=body, headers={"X-ScaiKey-Signature": scaikey.sign(body)})
+    assert resp.status_code == 400 and resp.get_json()["error"]["code"] == "invalid_request"

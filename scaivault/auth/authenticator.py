@@ -21,6 +21,7 @@ from .identity import Identity, RoleGrant
 from .jwks import JwksCache
 from .scaikey_tokens import CLOCK_SKEW_SECONDS, ScaiKeyTokenVerifier
 from .scopes import parse_scope_claim
+from .tenancy import TENANT_ID_RE
 
 log = logging.getLogger("scaivault.auth")
 
@@ -33,6 +34,10 @@ def _utc(ts: float | int | None) -> datetime | None:
     if not isinstance(ts, (int, float)):
         return None
     return datetime.fromtimestamp(ts, timezone.utc)
+
+
+def _printable(text: str, limit: int) -> bool:
+    return 0 < len(text) <= limit and text.isprintable()
 
 
 def user_is_inactive(row: dict | None) -> bool:
@@ -135,9 +140,16 @@ class Authenticator:
         sub = claims["sub"]
         tenant_id = claims.get("tenant_id") if isinstance(claims.get("tenant_id"), str) else None
         partner_id = claims.get("partner_id") if isinstance(claims.get("partner_id"), str) else None
+        # ids end up in the cache (just-in-time rows) and in URLs: refuse shapes no ScaiKey id has
+        for value in (tenant_id, partner_id):
+            if value is not None and not TENANT_ID_RE.match(value):
+                raise ScaiVaultError("token_invalid", "the token carries a malformed tenant or partner id")
+        if not _printable(sub, 256):
+            raise ScaiVaultError("token_invalid", "the token's subject is malformed")
         is_service = claims.get("token_type") == "client_credentials"
+        raw_groups = claims.get("groups") if isinstance(claims.get("groups"), list) else []
         groups: list[str] = [g if g.startswith("group:") else "group:" + g
-                             for g in claims.get("groups") or [] if isinstance(g, str) and g]
+                             for g in raw_groups if isinstance(g, str) and _printable(g, 128)]
         mfa_at = None
         amr = claims.get("amr")
         if isinstance(amr, list) and {"mfa", "otp", "hwk", "totp", "webauthn"} & set(amr):
@@ -157,10 +169,12 @@ class Authenticator:
                 if user_is_inactive(user):
                     raise ScaiVaultError("token_revoked", "the user behind this token is suspended or removed")
                 email = claims.get("email") if isinstance(claims.get("email"), str) and claims.get("email") else None
+                if email is not None and not _printable(email, 320):
+                    raise ScaiVaultError("token_invalid", "the token's email claim is malformed")
                 email = email or (user and user["email"])
                 identity_id = "user:" + (email or sub)
                 identity_type = "user"
-                display = claims.get("name") if isinstance(claims.get("name"), str) else None
+                display = claims.get("name") if isinstance(claims.get("name"), str) and _printable(claims["name"], 256) else None
                 display = display or (user and user["display_name"]) or email or sub
                 if user:
                     tenant_id = tenant_id or user["tenant_id"]

@@ -9,6 +9,7 @@ import hashlib
 import hmac
 import json
 import logging
+import re
 import time
 from typing import Any, Mapping
 
@@ -19,6 +20,7 @@ from . import store
 log = logging.getLogger("scaivault.identity.webhooks")
 
 TOLERANCE_SECONDS = 300
+_TOKEN_RE = re.compile(r"^[\x21-\x7e]{1,128}$")   # printable ASCII: nanoid ids and dotted event names
 
 
 def _reject(message: str) -> ScaiVaultError:
@@ -67,10 +69,10 @@ def parse_envelope(raw_body: bytes, headers: Mapping[str, str]) -> dict[str, Any
         raise ScaiVaultError("invalid_request", "the webhook body must be a JSON object")
     event_id = doc.get("event_id") or doc.get("id") or headers.get("X-ScaiKey-Event-ID")
     event_type = doc.get("event_type") or doc.get("type") or headers.get("X-ScaiKey-Event-Type")
-    if not isinstance(event_id, str) or not event_id or len(event_id) > 128:
-        raise ScaiVaultError("invalid_request", "the webhook names no event_id")
-    if not isinstance(event_type, str) or not event_type or len(event_type) > 128:
-        raise ScaiVaultError("invalid_request", "the webhook names no event_type")
+    if not isinstance(event_id, str) or not _TOKEN_RE.match(event_id):
+        raise ScaiVaultError("invalid_request", "the webhook names no usable event_id")
+    if not isinstance(event_type, str) or not _TOKEN_RE.match(event_type):
+        raise ScaiVaultError("invalid_request", "the webhook names no usable event_type")
     data = doc.get("data") if isinstance(doc.get("data"), dict) else {}
     return {**doc, "event_id": event_id, "event_type": event_type, "data": data}
 
