@@ -13,6 +13,8 @@ import sys
 import time
 from pathlib import Path
 
+from . import __version__
+
 log = logging.getLogger("scaivault.dev")
 
 DEV_DATABASE = "scaivault"
@@ -109,7 +111,7 @@ def _banner(settings, token: str | None, data_dir: Path, started: float) -> str:
     url = f"http://{settings.bind_address}"
     lines = [
         "",
-        f"ScaiVault {__import__('scaivault').__version__} (development mode) is listening on {url}",
+        f"ScaiVault {__version__} (development mode) is listening on {url}",
         f"  data directory: {data_dir}  (embedded PostgreSQL, local KMS key; kept between runs)",
         f"  redis:          {'REDIS_URL' if settings.redis_url else 'in-process (set REDIS_URL to use a real one)'}",
         f"  ready check:    curl {url}/v1/health/ready",

@@ -13,7 +13,7 @@ import pytest
 import redis
 import requests
 
-from tests.foundation_support import RedisServer, ServedInstance, get_ready, make_pki
+from tests.foundation_support import RedisServer, ServedInstance, free_port, get_ready, make_pki
 
 pytestmark = pytest.mark.slow
 
@@ -150,3 +150,18 @@ def test_the_healthcheck_command_probes_the_local_instance(served, base_env):
     assert up.returncode == 0, up.stderr
     down = run_cli(["healthcheck", "--timeout", "1"], {**base_env, "BIND_ADDRESS": f"0.0.0.0:{free_port()}"})
     assert down.returncode == 1 and "health check failed" in down.stderr
+
+
+def test_passwords_in_database_and_redis_urls_never_reach_the_served_output(base_env, database_url):
+    # the database URL gets a password the trust-auth server ignores; Redis is unreachable
+    with_password = database_url.replace("postgresql://postgres@", "postgresql://postgres:DbPa55XYZ@")
+    env = {**base_env, "DATABASE_URL": with_password, "LOG_LEVEL": "debug",
+           "REDIS_URL": f"redis://:RedisPa55XYZ@127.0.0.1:{free_port()}/0"}
+    instance = ServedInstance(env).start()
+    ready = requests.get(instance.url + "/v1/health/ready", timeout=10, headers=CLOSE)
+    requests.get(instance.url + "/v1/health/detailed", timeout=10, headers=CLOSE)
+    requests.get(instance.url + "/v1/nope", timeout=10, headers=CLOSE)
+    instance.stop()
+    assert ready.status_code == 503 and ready.json()["errors"]["redis"] == "Connection refused"
+    output = instance.stderr + ready.text
+    assert "DbPa55XYZ" not in output and "RedisPa55XYZ" not in output
