@@ -23,7 +23,8 @@ STATUS_BY_CODE: dict[str, int] = {
     "forbidden": 403,
     # 404
     "not_found": 404, "secret_not_found": 404, "version_not_found": 404,
-    "policy_not_found": 404, "binding_not_found": 404, "tenant_not_found": 404,
+    "policy_not_found": 404, "binding_not_found": 404, "rotation_policy_not_found": 404,
+    "secret_policy_not_found": 404, "tenant_not_found": 404,
     "identity_not_found": 404, "token_not_found": 404, "export_not_found": 404,
     # 405 / 409 / 410 / 413 / 415 / 422 / 429
     "method_not_allowed": 405,

@@ -155,6 +155,7 @@ class SecretStore:
         self.keyring = keyring
         self.settings = settings
         self._touched: dict[int, float] = {}
+        self._rotation_table: bool | None = None
         self._touch_lock = threading.Lock()
 
     # ================================================================== reads
@@ -337,6 +338,8 @@ class SecretStore:
             if req.cas is not None and req.cas != row["current_version"]:
                 raise ScaiVaultError("version_conflict", "the current version differs from options.cas",
                                      details={"path": path, "cas": req.cas, "current_version": row["current_version"]})
+            if req.rotation_policy_id is not None and req.rotation_policy_id != row["rotation_policy_id"]:
+                self._check_rotation_policy(s, req.rotation_policy_id)
             version = row["current_version"] + 1
             sealed = self.keyring.seal(owner.seal_context(path, version), plaintext)
             max_versions = req.max_versions or row["max_versions"]
@@ -365,6 +368,14 @@ class SecretStore:
         _count_write(owner)
         return secret_view(updated, path), created
 
+    def _check_rotation_policy(self, s: Session, policy_id: str) -> None:
+        """404 rotation_policy_not_found for an unknown id, once rotation policies are stored here."""
+        if self._rotation_table is None:
+            self._rotation_table = bool(s.scalar("SELECT to_regclass('rotation_policies') IS NOT NULL"))
+        if self._rotation_table and s.scalar("SELECT 1 FROM rotation_policies WHERE id = :id", id=policy_id) is None:
+            raise ScaiVaultError("rotation_policy_not_found", "no such rotation policy",
+                                 details={"rotation_policy_id": policy_id})
+
     def update_metadata(self, owner: SecretOwner, path: str, patch: dict, actor: str, audit: AuditFn) -> dict:
         """PATCH {path}:metadata: merge-patch metadata, change max_versions, rotation link or expiry; no new version."""
         allowed = {"metadata", "max_versions", "rotation_policy_id", "expires_in"}
@@ -385,6 +396,8 @@ class SecretStore:
             row = self._lock_row(s, owner, path)
             if row is None or row["deleted_at"] is not None:
                 raise ScaiVaultError("secret_not_found", "no secret at this path", details={"path": path})
+            if rotation is not None and rotation != row["rotation_policy_id"]:
+                self._check_rotation_policy(s, rotation)
             metadata = row["metadata"]
             if "metadata" in patch:
                 metadata = validate_metadata(_merge_patch(metadata, patch["metadata"]))
