@@ -146,11 +146,13 @@ def no_audit_insert_url(base_env):
     try:
         admin.run(f'CREATE ROLE "{role}" LOGIN')
         admin.run(f'GRANT ALL ON ALL TABLES IN SCHEMA public TO "{role}"')
+        admin.run(f'GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO "{role}"')
         admin.run(f'REVOKE INSERT ON audit_log FROM "{role}"')
         yield base_env["DATABASE_URL"].replace(f"//{url.user}@", f"//{role}@")
     finally:
         admin.run("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = :r", r=role)
         admin.run(f'REVOKE ALL ON ALL TABLES IN SCHEMA public FROM "{role}"')
+        admin.run(f'REVOKE ALL ON ALL SEQUENCES IN SCHEMA public FROM "{role}"')
         admin.run(f'DROP ROLE "{role}"')
         admin.close()
 
