@@ -139,7 +139,8 @@ def test_a_partner_limited_sync_touches_only_that_partner(sync_app, directory_st
 
 def test_post_sync_answers_202_and_history_records_the_run(sync_app, directory_standin, auth):
     client = sync_app.test_client()
-    admin = directory_standin.mint(sub="usr_adm", tenant_id="tnt_s1", scopes=("identity:admin", "identity:read"))
+    admin = directory_standin.mint(sub="usr_adm", tenant_id="tnt_s1", scopes=("identity:admin", "identity:read"),
+                                   role="super_admin")
     resp = client.post("/v1/identity/sync", headers=auth(admin))
     assert resp.status_code == 202
     body = resp.get_json()
@@ -208,3 +209,22 @@ def test_a_scheduled_tick_that_finds_a_sync_running_leaves_no_history_row(sync_a
         finally:
             holder.scalar("SELECT pg_advisory_unlock(:k)", k=sync.SYNC_LOCK_KEY)
     assert rt.db.scalar("SELECT count(*) FROM identity_sync_runs") == 0
+
+
+def test_a_tenant_user_triggers_a_sync_of_its_own_tenant_only(sync_app, directory_standin, auth):
+    client = sync_app.test_client()
+    user = directory_standin.mint(sub="usr_s1", tenant_id="tnt_s1", partner_id="ptn_s1",
+                                  scopes=("identity:admin", "identity:read"))
+    resp = client.post("/v1/identity/sync", headers=auth(user))
+    assert resp.status_code == 202
+    run = sync_app.extensions["scaivault"].db.one("SELECT kind, tenant_id FROM identity_sync_runs WHERE id = :id",
+                                                  id=resp.get_json()["sync_id"])
+    assert run == {"kind": "tenant", "tenant_id": "tnt_s1"}
+    assert client.post("/v1/identity/sync?tenant_id=tnt_s2", headers=auth(user)).status_code == 403
+    assert client.post("/v1/identity/sync?partner_id=ptn_s1", headers=auth(user)).status_code == 403
+    for _ in range(100):
+        rows = client.get("/v1/identity/sync/history", headers=auth(user)).get_json()["syncs"]
+        if rows and rows[0]["status"] not in ("queued", "running"):
+            break
+        time.sleep(0.1)
+    assert [r["tenant_id"] for r in rows] == ["tnt_s1"]

@@ -233,6 +233,18 @@ def _run_view(row: dict) -> dict:
 def trigger_sync():
     """Start a full (or partner/tenant-limited) sync from ScaiKey; answers 202 at once."""
     partner_id, tenant_id = _text_arg("partner_id", 64), _text_arg("tenant_id", 64)
+    identity: Identity = g.identity
+    if tenant_id is not None:
+        _require_tenant_reach(tenant_id)
+    elif partner_id is not None:
+        if not _platform(identity) and partner_id not in tenancy.partner_reach(identity):
+            raise ScaiVaultError("access_denied", "you may not sync this partner",
+                                 details={"reason": "cross_tenant"})
+    elif not _platform(identity):
+        # a full sync is platform-wide; anyone else syncs the tenant they act in
+        if identity.tenant_id is None:
+            raise ScaiVaultError("access_denied", "a full sync needs super_admin", details={"reason": "cross_tenant"})
+        tenant_id = identity.tenant_id
     rt = runtime()
     with rt.db.transaction() as s:
         run = sync.new_run(rt, trigger="api", partner_id=partner_id, tenant_id=tenant_id,
@@ -247,8 +259,16 @@ def trigger_sync():
 def sync_history():
     """Past and running sync runs, newest first."""
     page, size, offset = _paging()
-    rows, total = sync.history(runtime(), limit=size, offset=offset)
-    return jsonify({"syncs": [_run_view(r) for r in rows], "total": total, "page": page, "page_size": size})
+    identity: Identity = g.identity
+    if _platform(identity):
+        rows, total = sync.history(runtime(), limit=size, offset=offset)
+        views = [_run_view(r) for r in rows]
+    else:
+        rows, total = sync.history(runtime(), limit=size, offset=offset, tenant_id=identity.tenant_id,
+                                   partner_ids=sorted(tenancy.partner_reach(identity)))
+        # platform-wide runs are listed without their platform-wide counts
+        views = [{**_run_view(r), "counts": {}} if r["kind"] == "full" else _run_view(r) for r in rows]
+    return jsonify({"syncs": views, "total": total, "page": page, "page_size": size})
 
 
 # ----------------------------------------------------------------------------- roles

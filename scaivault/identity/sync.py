@@ -186,10 +186,16 @@ def last_success(runtime) -> datetime | None:
                                 AND kind = 'full'""")
 
 
-def history(runtime, *, limit: int, offset: int) -> tuple[list[dict], int]:
-    total = runtime.db.scalar("SELECT count(*) FROM identity_sync_runs")
-    rows = runtime.db.query("SELECT * FROM identity_sync_runs ORDER BY started_at DESC, id LIMIT :l OFFSET :o",
-                            l=limit, o=offset)
+def history(runtime, *, limit: int, offset: int, tenant_id: str | None = None,
+            partner_ids: list[str] | None = None) -> tuple[list[dict], int]:
+    """Runs newest first; with tenant_id/partner_ids, only full runs and runs within that reach."""
+    where, params = "", {}
+    if partner_ids is not None:
+        where = "WHERE kind = 'full' OR tenant_id = :t OR partner_id = ANY(CAST(:ps AS text[]))"
+        params = {"t": tenant_id, "ps": partner_ids}
+    total = runtime.db.scalar(f"SELECT count(*) FROM identity_sync_runs {where}", **params)
+    rows = runtime.db.query(f"SELECT * FROM identity_sync_runs {where} ORDER BY started_at DESC, id LIMIT :l OFFSET :o",
+                            l=limit, o=offset, **params)
     return rows, total
 
 
