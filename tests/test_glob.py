@@ -129,3 +129,22 @@ def test_a_literal_pattern_matches_exactly_its_own_path(path):
     assert not PathPattern.compile(path).matches(path + "/x")
     assert PathPattern.compile(path + "/**").matches(path + "/x")
     assert not PathPattern.compile(path + "/**").matches(path)
+
+
+@pytest.fixture(scope="module")
+def pg():
+    import pg8000.native
+
+    from tests.conftest import PG_HOST, PG_PORT, PG_USER
+
+    conn = pg8000.native.Connection(user=PG_USER, host=PG_HOST, port=PG_PORT, database="postgres")
+    yield conn
+    conn.close()
+
+
+@settings(max_examples=300, deadline=None)
+@given(pattern=pattern_strategy, path=path_strategy)
+def test_the_postgresql_form_of_a_pattern_matches_the_same_paths(pg, pattern, path):
+    compiled = PathPattern.compile(pattern)
+    in_pg = pg.run("SELECT CAST(:path AS text) ~ CAST(:re AS text)", path=path, re=compiled.sql_regex)[0][0]
+    assert in_pg == compiled.matches(path)

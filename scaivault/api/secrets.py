@@ -330,6 +330,7 @@ def list_secrets(partner: bool):
         visible = lambda p: policies.allows(p, "list", ctx)        # noqa: E731
         subtree = lambda folder: policies.lists_whole_subtree(folder, ctx)  # noqa: E731
         prefixes = policies.list_prefixes()
+        filters["path_regex"] = policies.list_sql_regex(ctx)
     result = rt.secret_store.list(_owner(partner), prefix=prefix, delimiter=args.get("delimiter"),
                                   limit=args.get("limit"), cursor=args.get("cursor"), filters=filters,
                                   visible=visible, prefixes=prefixes, subtree_visible=subtree,
@@ -407,7 +408,7 @@ def batch_metadata():
                     truncated = True
                     continue
                 matches, cut = rt.secret_store.expand_pattern(owner, pattern.literal_prefix, pattern.matches,
-                                                              visible, room)
+                                                              visible, room, pattern.sql_regex)
                 truncated = truncated or cut
                 wanted.extend(m for m in matches if m not in wanted)
                 continue

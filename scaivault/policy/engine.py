@@ -130,6 +130,14 @@ class PolicySet:
                 kept.append(p)
         return kept
 
+    def list_sql_regex(self, ctx: RequestContext) -> str | None:
+        """One PostgreSQL regex matching every path some applicable allow-list rule matches (None: none)."""
+        parts = sorted({rule.pattern.sql_regex for _, rule in self._by_permission["list"][1]
+                        if rule.conditions is None or rule.conditions.first_failure(ctx) is None})
+        if not parts:
+            return None
+        return "|".join(f"(?:{p})" for p in parts)
+
     def lists_whole_subtree(self, folder: str, ctx: RequestContext) -> bool:
         """True when every path below `folder` is listable without looking at single paths."""
         denies, allows = self._by_permission["list"]

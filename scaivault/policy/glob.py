@@ -98,6 +98,15 @@ class PathPattern:
                 parts.append(sep + _segment_regex(seg))
         return cls(pattern, literal_prefix, _regex=re.compile("".join(parts) + r"\Z"))
 
+    @property
+    def sql_regex(self) -> str:
+        """The same match as a PostgreSQL regular expression (ARE), anchored at both ends."""
+        if self._exact is not None:
+            return "^" + re.escape(self._exact) + "$"
+        if self._below is not None:
+            return "^" + re.escape(self._below)
+        return "^" + self._regex.pattern[:-2] + "$"  # type: ignore[union-attr]   (drop the trailing \\Z)
+
     def matches(self, path: str) -> bool:
         if self._exact is not None:
             return path == self._exact

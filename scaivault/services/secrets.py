@@ -538,13 +538,14 @@ class SecretStore:
         return out
 
     def expand_pattern(self, owner: SecretOwner, literal_prefix: str, matches: Callable[[str], bool],
-                       visible: Callable[[str], bool], cap: int) -> tuple[list[str], bool]:
+                       visible: Callable[[str], bool], cap: int,
+                       pattern_regex: str | None = None) -> tuple[list[str], bool]:
         """Live paths under `literal_prefix` that match and are visible, in path order, at most `cap`."""
         out: list[str] = []
         after = ""
         scanned = 0
         while True:
-            rows = self._range(owner, literal_prefix, after, 1000, {})
+            rows = self._range(owner, literal_prefix, after, 1000, {"path_regex": pattern_regex})
             for r in rows:
                 if matches(r["path"]) and visible(r["path"]):
                     out.append(r["path"])
@@ -581,6 +582,10 @@ class SecretStore:
         if filters.get("q"):
             where.append("strpos(s.path, :q) > 0")
             params["q"] = filters["q"]
+        if filters.get("path_regex"):
+            # the caller's list rules, so rows it may not see are skipped inside PostgreSQL
+            where.append("s.path ~ CAST(:path_regex AS text)")
+            params["path_regex"] = filters["path_regex"]
         with self.db.session("read") as s:
             return s.query(f"SELECT {columns} FROM secrets s WHERE {' AND '.join(where)} ORDER BY s.path LIMIT :n",
                            **params)
