@@ -3,9 +3,12 @@ becomes ready; Ctrl-C stops it and its embedded PostgreSQL cleanly; the data dir
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
+import tempfile
 import time
+from pathlib import Path
 
 import pytest
 import requests
@@ -30,8 +33,18 @@ def _ctrl_c(proc) -> tuple[str, str]:
         raise
 
 
+@pytest.fixture
+def empty_directory():
+    # Not pytest's tmp_path: other pytest sessions on this machine reset /tmp/pytest-of-<user> to
+    # mode 0700 and prune old runs, which locks out the embedded server's own system user.
+    directory = Path(tempfile.mkdtemp(prefix="scaivault-dev-test-"))
+    yield directory
+    shutil.rmtree(directory, ignore_errors=True)
+
+
 @pytest.mark.slow
-def test_dev_starts_from_an_empty_directory_and_answers_ready(tmp_path):
+def test_dev_starts_from_an_empty_directory_and_answers_ready(empty_directory):
+    tmp_path = empty_directory
     port = free_port()
     started = time.monotonic()
     proc = _start(tmp_path, port)
