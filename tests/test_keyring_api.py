@@ -28,7 +28,7 @@ def test_super_admin_rotates_the_root_and_values_stay_readable(keys_app, scaikey
     body = response.get_json()
     assert body["kind"] == "root" and body["version"] == 2 and body["rewrapped"] == 1
     assert keyring.open(ctx, sealed) == b"still here"
-    audit = keyring.db.one("SELECT action, identity_id, success FROM audit_log WHERE action = 'rotate'")
+    audit = keyring.db.one("SELECT action, identity_id, success FROM audit_log WHERE action = 'rotate' ORDER BY ts DESC LIMIT 1")
     assert audit["identity_id"] == "user:ops@acme.example" and audit["success"] is True
 
     listing = client.get("/v1/system/keys", headers=auth(token(scaikey, "super_admin")))

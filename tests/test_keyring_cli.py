@@ -18,7 +18,7 @@ def test_keys_rotate_command_rewraps_partner_keys_and_is_audited(databases, base
     assert main(["keys", "rotate"], env) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["kind"] == "root" and result["version"] == 2 and result["rewrapped"] == 1
-    audit = ring.db.one("SELECT action, identity_id FROM audit_log WHERE action = 'rotate'")
+    audit = ring.db.one("SELECT action, identity_id FROM audit_log WHERE action = 'rotate' ORDER BY ts DESC LIMIT 1")
     assert audit == {"action": "rotate", "identity_id": "system:cli"}
     assert main(["keys", "status"], env) == 0
     status = json.loads(capsys.readouterr().out)

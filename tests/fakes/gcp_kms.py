@@ -32,6 +32,9 @@ class FakeCloudKms:
         self.keys: dict[str, dict] = {}
         self.calls: list[str] = []
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        # clients keep connections alive: do not wait for their handler threads on shutdown
+        self._server.daemon_threads = True
+        self._server.block_on_close = False
         self.url = f"http://127.0.0.1:{self._server.server_port}"
 
     def create_key(self, name: str) -> str:

@@ -10,9 +10,26 @@ from scaivault.migrate import MigrationRunner
 from scaivault.plugins import select
 
 
+_SHARED: dict[int, str] = {}
+KEY_TABLES = "kms_roots, partner_keys, tenant_keys, key_rotations, storage_objects"
+
+
 def migrated_database(databases) -> str:
-    url = databases.create()
-    MigrationRunner(DatabaseURL.parse("DATABASE_URL", url)).apply()
+    """A migrated database with an empty key hierarchy, shared by the key tests of a session.
+
+    DROP DATABASE costs seconds on this kind of machine, so the key tests share one database
+    and empty the key tables (and their probe tables) instead of creating one per test.
+    """
+    url = _SHARED.get(id(databases))
+    if url is None:
+        url = _SHARED[id(databases)] = databases.create()
+        MigrationRunner(DatabaseURL.parse("DATABASE_URL", url)).apply()
+    db = Database(DatabaseURL.parse("DATABASE_URL", url), pool_size=1)
+    try:
+        db.execute(f"TRUNCATE {KEY_TABLES} CASCADE")
+        db.execute("DROP TABLE IF EXISTS probe, dump_probe")
+    finally:
+        db.close()
     return url
 
 

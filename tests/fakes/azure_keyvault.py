@@ -1,0 +1,164 @@
+"""A small fake Azure Key Vault data plane over HTTPS: RSA-OAEP-256 wrapKey/unwrapKey, rotate.
+
+There is no Key Vault emulator, and azure-keyvault-keys refuses plain HTTP, so this serves
+TLS with a self-signed certificate (`ca_file` for the client to trust). It speaks the
+challenge-based bearer authentication the SDK expects: a request without a token gets 401
+with a WWW-Authenticate challenge, then the token must equal `token`. Reading the key (GET)
+answers 403, like a vault that grants only wrap/unwrap, so every wrap goes to the server.
+"""
+from __future__ import annotations
+
+import base64
+import datetime
+import ipaddress
+import json
+import re
+import ssl
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.x509.oid import NameOID
+
+OAEP = padding.OAEP(mgf=padding.MGF1(hashes.SHA256()), algorithm=hashes.SHA256(), label=None)
+PATH_RE = re.compile(r"^/keys/([A-Za-z0-9-]+)(?:/(?!wrapkey$|unwrapkey$|rotate$)([A-Za-z0-9]*))?"
+                     r"(?:/(wrapkey|unwrapkey|rotate))?/?$")
+
+
+def _b64u(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _unb64u(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def self_signed(directory: Path) -> tuple[str, str]:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "fake-keyvault.local")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+                                                        x509.DNSName("localhost")]), critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    cert_file, key_file = directory / "vault-cert.pem", directory / "vault-key.pem"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return str(cert_file), str(key_file)
+
+
+class FakeKeyVault:
+    def __init__(self, directory: Path, token: str):
+        self.token = token
+        self.keys: dict[str, dict] = {}
+        self.calls: list[str] = []
+        self.ca_file, key_file = self_signed(directory)
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        # clients keep connections alive: do not wait for their handler threads on shutdown
+        self._server.daemon_threads = True
+        self._server.block_on_close = False
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(self.ca_file, key_file)
+        self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
+        self.url = f"https://127.0.0.1:{self._server.server_port}"
+
+    def create_key(self, name: str) -> str:
+        self.keys[name] = {"versions": {}, "enabled": True}
+        self._new_version(name)
+        return f"{self.url}/keys/{name}"
+
+    def _new_version(self, name: str) -> str:
+        version = f"v{len(self.keys[name]['versions']) + 1:031d}"[-32:]
+        self.keys[name]["versions"][version] = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        self.keys[name]["latest"] = version
+        return version
+
+    def start(self) -> "FakeKeyVault":
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def _key_doc(self, name: str, version: str) -> dict:
+        public = self.keys[name]["versions"][version].public_key().public_numbers()
+        now = int(time.time())
+        return {"key": {"kid": f"{self.url}/keys/{name}/{version}", "kty": "RSA", "key_ops": ["wrapKey", "unwrapKey"],
+                        "n": _b64u(public.n.to_bytes((public.n.bit_length() + 7) // 8, "big")),
+                        "e": _b64u(public.e.to_bytes(3, "big"))},
+                "attributes": {"enabled": True, "created": now, "updated": now, "recoveryLevel": "Recoverable"}}
+
+    def handle(self, method: str, path: str, headers, body: dict) -> tuple[int, dict, dict]:
+        auth = headers.get("Authorization", "")
+        if not auth.startswith("Bearer "):
+            return 401, {}, {"WWW-Authenticate": 'Bearer authorization="https://login.microsoftonline.com/fake-tenant", '
+                                                  'resource="https://vault.azure.net"'}
+        if auth[7:] != self.token:
+            return 401, {"error": {"code": "Unauthorized", "message": "AKV10032: Invalid issuer."}}, {}
+        m = PATH_RE.match(path)
+        if not m or m.group(1) not in self.keys:
+            return 404, {"error": {"code": "KeyNotFound", "message": "A key with (name/id) was not found in this key vault."}}, {}
+        name, version, op = m.group(1), m.group(2) or "", m.group(3)
+        key = self.keys[name]
+        self.calls.append(op or method)
+        if method == "GET" and op is None:
+            return 403, {"error": {"code": "Forbidden", "message": "The user does not have keys get permission.",
+                                   "innererror": {"code": "ForbiddenByPolicy"}}}, {}
+        if not key["enabled"]:
+            return 403, {"error": {"code": "Forbidden", "message": "Operation wrapKey is not allowed on a disabled key."}}, {}
+        if op == "rotate":
+            return 200, self._key_doc(name, self._new_version(name)), {}
+        version = version or key["latest"]
+        private = key["versions"].get(version)
+        if private is None:
+            return 404, {"error": {"code": "KeyNotFound", "message": "no such key version"}}, {}
+        kid = f"{self.url}/keys/{name}/{version}"
+        if body.get("alg") != "RSA-OAEP-256":
+            return 400, {"error": {"code": "BadParameter", "message": "unsupported algorithm"}}, {}
+        value = _unb64u(body.get("value", ""))
+        if op == "wrapkey":
+            return 200, {"kid": kid, "value": _b64u(private.public_key().encrypt(value, OAEP))}, {}
+        try:
+            return 200, {"kid": kid, "value": _b64u(private.decrypt(value, OAEP))}, {}
+        except ValueError:
+            return 400, {"error": {"code": "BadParameter", "message": "The parameter is incorrect."}}, {}
+
+    def _handler(self):
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _serve(self, method):
+                length = int(self.headers.get("Content-Length") or 0)
+                try:
+                    body = json.loads(self.rfile.read(length) or b"{}")
+                except ValueError:
+                    body = {}
+                status, doc, extra = fake.handle(method, self.path.split("?")[0], self.headers, body)
+                raw = json.dumps(doc).encode() if doc else b""
+                self.send_response(status)
+                for k, v in extra.items():
+                    self.send_header(k, v)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(raw)))
+                self.end_headers()
+                self.wfile.write(raw)
+
+            def do_GET(self):
+                self._serve("GET")
+
+            def do_POST(self):
+                self._serve("POST")
+
+            def log_message(self, *args):
+                return None
+
+        return Handler
