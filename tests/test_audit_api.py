@@ -14,6 +14,11 @@ from scaivault.audit import AuditEntry, record_now
 from tests.test_audit_writer import no_audit_insert_url  # noqa: F401  (fixture)
 
 
+@pytest.fixture(scope="module")
+def app(make_app):
+    return make_app()
+
+
 @pytest.fixture
 def tenant_id():
     return "tnt_aud_" + secrets.token_hex(4)
@@ -286,3 +291,63 @@ def test_an_audited_request_returns_503_and_no_data_when_the_audit_insert_fails(
     body = response.get_json()
     assert body["error"]["code"] == "audit_unavailable"
     assert "logs" not in body
+
+
+@pytest.fixture
+def s3_server():
+    """moto's S3 over real HTTP on a free port, for this test alone."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.mark.slow
+def test_an_export_to_s3_uploads_with_credentials_read_from_a_secret(app, client, runtime, scaikey, auth, tenant_id,
+                                                                      s3_server):
+    import boto3
+
+    s3 = boto3.client("s3", endpoint_url=s3_server, region_name="us-east-1", aws_access_key_id="testing",
+                      aws_secret_access_key="testing")
+    s3.create_bucket(Bucket="audit-archive")
+    token = scaikey.mint(sub="usr_exporter_" + tenant_id, email=f"exporter@{tenant_id}.example", tenant_id=tenant_id,
+                         partner_id="ptn_aud", role="tenant_admin",
+                         scopes=("audit:read", "audit:export", "secrets:write", "secrets:read"))
+    headers = auth(token)
+    written = client.put("/v1/secrets/exports/s3-creds", headers=headers, json={"data": {
+        "access_key_id": "testing", "secret_access_key": "testing", "endpoint_url": s3_server}})
+    assert written.status_code in (200, 201), written.get_json()
+    entries = seed(runtime, tenant_id)
+    response = client.post("/v1/audit/export", headers=headers, json={
+        "from": BASE.isoformat(), "to": (BASE + timedelta(minutes=30)).isoformat(), "format": "jsonl",
+        "destination": {"type": "s3", "bucket": "audit-archive", "prefix": "scaivault/",
+                        "credentials_path": "exports/s3-creds"}})
+    assert response.status_code == 202, response.get_json()
+    job = wait_for_export(client, headers, response.get_json()["export_id"])
+    assert job["status"] == "completed", job
+    uri = job["manifest"][0]["uri"]
+    assert uri.startswith(f"s3://audit-archive/scaivault/{job['export_id']}/")
+    body = s3.get_object(Bucket="audit-archive", Key=uri.split("/", 3)[3])["Body"].read().decode()
+    assert [json.loads(line)["id"] for line in body.splitlines()] == [e.id for e in entries]
+    # the credentials were read under audit, as the requester, for this export
+    read = runtime.db.one("SELECT identity_id, extra_data FROM audit_log WHERE tenant_id = :t AND action = 'read' "
+                          "AND secret_path = 'exports/s3-creds'", t=tenant_id)
+    assert read["identity_id"] == f"user:exporter@{tenant_id}.example"
+    assert read["extra_data"]["export_id"] == job["export_id"]
+    assert "testing" not in json.dumps(job)
+
+
+def test_an_s3_export_needs_a_bucket_and_a_readable_credentials_secret(client, scaikey, auth, tenant_id):
+    token = scaikey.mint(sub="usr_noread_" + tenant_id, email=f"noread@{tenant_id}.example", tenant_id=tenant_id,
+                         partner_id="ptn_aud", scopes=("audit:export",), role=None)
+    response = client.post("/v1/audit/export", headers=auth(token), json={"destination": {"type": "s3"}})
+    assert response.status_code == 403   # not an admin of the tenant
+    admin = scaikey.mint(sub="usr_adm_" + tenant_id, tenant_id=tenant_id, partner_id="ptn_aud",
+                         scopes=("audit:export",), role="tenant_admin")
+    response = client.post("/v1/audit/export", headers=auth(admin), json={"destination": {"type": "s3"}})
+    assert response.status_code == 422
+    assert set(response.get_json()["error"]["details"]["fields"]) == {"destination.bucket",
+                                                                     "destination.credentials_path"}

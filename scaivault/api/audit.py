@@ -196,6 +196,16 @@ class ExportBody(BaseModel):
     destination: ExportDestination = Field(default_factory=ExportDestination)
 
 
+def _require_read_permission(path: str) -> None:
+    """The requester must be allowed to read the credentials secret the export job will use."""
+    from ..policy.access import request_context
+
+    rt = runtime()
+    decision = rt.access.decide(g.identity, g.tenant, path, "read", request_context(g.identity, request.remote_addr))
+    if not decision.allowed:
+        raise decision.error(path)
+
+
 @bp.post("/v1/audit/export")
 @endpoint("audit:export", scope="audit:export", body=ExportBody)
 def create_export():
@@ -205,9 +215,16 @@ def create_export():
     unknown = sorted(set(body.filters) - set(FILTER_KEYS))
     if unknown:
         raise ValidationFailed({f"filters.{unknown[0]}": f"unknown filter; use {', '.join(FILTER_KEYS)}"})
-    if body.destination.type != "storage":
-        raise ValidationFailed({"destination.type": "this release writes exports to the configured storage "
-                                "backend only (omit destination, or use type storage)"})
+    destination = body.destination
+    if destination.type in ("gcs", "azure_blob"):
+        raise ValidationFailed({"destination.type": "this release exports to the storage backend or to s3"})
+    if destination.type == "s3":
+        missing = {f"destination.{name}": "required for an s3 destination"
+                   for name in ("bucket", "credentials_path") if not getattr(destination, name)}
+        if missing:
+            raise ValidationFailed(missing)
+        validate_path(destination.credentials_path)
+        _require_read_permission(destination.credentials_path)
     source = dict(body.filters)
     if body.from_ is not None:
         source["from"] = body.from_

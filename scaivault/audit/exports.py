@@ -142,15 +142,24 @@ def seal_context(job: dict[str, Any], number: int):
 
 
 def _write_parts(runtime, job: dict[str, Any]) -> tuple[list[dict[str, Any]], int]:
-    storage = runtime.storage
+    destination = job["destination"] or {}
+    if destination.get("type", "storage") == "s3":
+        put = _s3_writer(runtime, job)
+    else:
+        storage = runtime.storage
+
+        def put(number: int, data: bytes) -> dict[str, Any]:
+            key = part_key(job, number)
+            storage.put_sealed(seal_context(job, number), key, data)
+            return {"key": key}
+
     manifest: list[dict[str, Any]] = []
     written = 0
     for number, chunk in enumerate(_chunks(iter_entries(runtime.db, _filter_of(job)), PART_RECORDS), start=1):
         data = render(job["format"], chunk)
-        key = part_key(job, number)
-        storage.put_sealed(seal_context(job, number), key, data)
+        where = put(number, data)
         written += len(chunk)
-        manifest.append({"file": number, "key": key, "records": len(chunk), "bytes": len(data),
+        manifest.append({"file": number, **where, "records": len(chunk), "bytes": len(data),
                          "first_timestamp": chunk[0]["timestamp"], "last_timestamp": chunk[-1]["timestamp"],
                          "sha256": hashlib.sha256(data).hexdigest()})
         runtime.db.execute("UPDATE audit_exports SET heartbeat_at = now(), records_written = :n WHERE id = :id",
@@ -158,10 +167,63 @@ def _write_parts(runtime, job: dict[str, Any]) -> tuple[list[dict[str, Any]], in
     return manifest, written
 
 
+def _s3_writer(runtime, job: dict[str, Any]):
+    """A part writer uploading to the job's S3 bucket with the credentials held in a secret."""
+    destination = job["destination"]
+    credentials = _upload_credentials(runtime, job)
+    try:
+        import boto3
+    except ImportError:
+        raise ScaiVaultError("invalid_config", "S3 export destinations need boto3: pip install 'scaivault[s3]'") from None
+    client = boto3.client(
+        "s3", aws_access_key_id=credentials.get("access_key_id"),
+        aws_secret_access_key=credentials.get("secret_access_key"),
+        aws_session_token=credentials.get("session_token"),
+        region_name=credentials.get("region") or "us-east-1",
+        endpoint_url=credentials.get("endpoint_url") or None)
+    bucket = destination["bucket"]
+    prefix = (destination.get("prefix") or "").strip("/")
+
+    def put(number: int, data: bytes) -> dict[str, Any]:
+        key = "/".join(p for p in (prefix, job["id"], f"part-{number:05d}.{job['format']}") if p)
+        try:
+            client.put_object(Bucket=bucket, Key=key, Body=data,
+                              ContentType="application/x-ndjson" if job["format"] == "jsonl" else "text/csv")
+        except Exception as exc:  # botocore errors name the bucket problem, never the credentials
+            code = getattr(exc, "response", {}).get("Error", {}).get("Code") if hasattr(exc, "response") else None
+            raise ScaiVaultError("service_unavailable", f"upload to s3://{bucket} failed ({code or type(exc).__name__})") from None
+        return {"uri": f"s3://{bucket}/{key}"}
+
+    return put
+
+
+def _upload_credentials(runtime, job: dict[str, Any]) -> dict[str, Any]:
+    """The secret at destination.credentials_path, read (and audited) as the requester."""
+    from ..services.secrets import SecretOwner
+
+    path = job["destination"].get("credentials_path")
+    owner = SecretOwner(job["partner_id"] or "", job["tenant_id"])
+
+    def audit(action: str, *, secret_path: str | None = None, success: bool = True,
+              extra: dict[str, Any] | None = None) -> AuditEntry:
+        return AuditEntry(action=action, tenant_id=job["tenant_id"], partner_id=job["partner_id"],
+                          identity_type="system", identity_id=job["requested_by"], secret_path=secret_path,
+                          success=success, extra_data={**(extra or {}), "purpose": "audit_export",
+                                                       "export_id": job["id"]})
+
+    data = runtime.secret_store.read(owner, path, None, audit)["data"]
+    if not isinstance(data, dict) or not data.get("access_key_id") or not data.get("secret_access_key"):
+        raise ScaiVaultError("invalid_config", f"the secret {path} needs access_key_id and secret_access_key")
+    return data
+
+
 def read_part(runtime, job: dict[str, Any], number: int) -> bytes:
     entry = next((m for m in job["manifest"] or [] if m["file"] == number), None)
     if job["status"] != "completed" or entry is None:
         raise ScaiVaultError("not_found", "no such export file", details={"file": number})
+    if "key" not in entry:
+        raise ScaiVaultError("not_found", "this export was written to its destination bucket",
+                             details={"file": number, "uri": entry.get("uri")})
     return runtime.storage.get_opened(seal_context(job, number), entry["key"])
 
 
