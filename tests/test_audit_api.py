@@ -351,3 +351,22 @@ def test_an_s3_export_needs_a_bucket_and_a_readable_credentials_secret(client, s
     assert response.status_code == 422
     assert set(response.get_json()["error"]["details"]["fields"]) == {"destination.bucket",
                                                                      "destination.credentials_path"}
+
+
+@pytest.mark.slow
+def test_no_query_string_makes_the_audit_endpoints_fail_with_a_500(client, admin_headers):
+    from hypothesis import HealthCheck, given, settings, strategies as st
+
+    keys = st.sampled_from(["from", "to", "action", "identity_id", "identity_type", "path_prefix", "success",
+                            "source_ip", "request_id", "limit", "cursor"])
+
+    @settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(params=st.dictionaries(keys, st.text(max_size=40), max_size=4),
+           where=st.sampled_from(["/v1/audit/logs", "/v1/audit/summary", "/v1/audit/verify",
+                                  "/v1/audit/identities/user:x%00y", "/v1/audit/secrets/a/b"]))
+    def check(params, where):
+        response = client.get(where, query_string=params, headers=admin_headers)
+        assert response.status_code < 500, (where, params, response.get_json())
+        assert response.is_json
+
+    check()

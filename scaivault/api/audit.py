@@ -47,7 +47,7 @@ def parse_filter(source: dict[str, Any], *, tenant_id: str) -> queries.AuditFilt
     if raw_action:
         items = raw_action if isinstance(raw_action, list) else str(raw_action).split(",")
         actions = tuple(a.strip() for a in items if isinstance(a, str) and a.strip())
-        if len(actions) > 50 or any(len(a) > 64 for a in actions):
+        if len(actions) > 50 or any(len(a) > 64 or "\x00" in a for a in actions):
             fields["action"] = "at most 50 actions of at most 64 characters"
     identity_type = source.get("identity_type") or None
     if identity_type is not None and identity_type not in IDENTITY_TYPES:
@@ -60,7 +60,7 @@ def parse_filter(source: dict[str, Any], *, tenant_id: str) -> queries.AuditFilt
     text = {}
     for name, limit in (("identity_id", 320), ("path_prefix", 512), ("source_ip", 64), ("request_id", 128)):
         value = source.get(name)
-        if value is not None and (not isinstance(value, str) or len(value) > limit):
+        if value is not None and (not isinstance(value, str) or len(value) > limit or "\x00" in value):
             fields[name] = f"must be a string of at most {limit} characters"
         text[name] = value or None
     if fields:
@@ -134,7 +134,7 @@ def secret_trail(path: str):
 def identity_trail(identity_id: str):
     """Everything one identity did in this tenant, plus a summary (offboarding)."""
     require_audit_admin()
-    if len(identity_id) > 320:
+    if len(identity_id) > 320 or "\x00" in identity_id:
         raise ValidationFailed({"identity_id": "must be at most 320 characters"})
     tenant_id = g.tenant.tenant_id
     flt = parse_filter(request.args.to_dict(), tenant_id=tenant_id)
