@@ -29,7 +29,27 @@ def start_scheduler(runtime):
     return scheduler
 
 
+WORKER_START_DELAY_SECONDS = (5.0, 15.0)
+
+
 def start_in_worker(worker) -> None:
-    """gunicorn post_worker_init hook: run the jobs beside this worker's app."""
+    """gunicorn post_worker_init hook: run the jobs beside this worker's app.
+
+    The scheduler starts a few (jittered) seconds after the worker, so that jobs due at
+    start-up do not compete with a freshly booted worker's first requests, and the workers
+    of one instance do not all knock on the database at the same moment.
+    """
+    import random
+    import threading
+
     runtime = worker.wsgi.extensions["scaivault"]
-    runtime.__dict__["scheduler"] = start_scheduler(runtime)
+
+    def start() -> None:
+        try:
+            runtime.__dict__["scheduler"] = start_scheduler(runtime)
+        except Exception as exc:  # a job module failing to register must not kill serving
+            log.error("scheduler did not start", extra={"error": type(exc).__name__})
+
+    timer = threading.Timer(random.uniform(*WORKER_START_DELAY_SECONDS), start)
+    timer.daemon = True
+    timer.start()
