@@ -15,6 +15,7 @@ import json
 import os
 import re
 import secrets
+import signal
 import socket
 import statistics
 import subprocess
@@ -123,15 +124,18 @@ def _conn_args(url: str) -> dict:
 
 
 def main() -> None:
+    # SIGTERM runs the cleanup below too (servers stopped, database dropped)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     ap = argparse.ArgumentParser()
     ap.add_argument("--duration", type=int, default=int(os.environ.get("BENCH_DURATION", "15")))
     ap.add_argument("--only", default="ceiling,read,write,mix,batch,list")
     ap.add_argument("--list-secrets", type=int, default=100_000)
+    ap.add_argument("--keep", action="store_true", help="seed, then keep serving for manual probing")
     args = ap.parse_args()
     only = set(args.only.split(","))
     seconds = args.duration
 
-    name = f"svbench_{secrets.token_hex(4)}"
+    name = f"svkv_{secrets.token_hex(4)}"
     admin_conn = pg8000.native.Connection(user="postgres", host="127.0.0.1", port=5432, database="postgres")
     admin_conn.run(f'CREATE DATABASE "{name}"')
     url = f"postgresql://postgres@127.0.0.1:5432/{name}?sslmode=disable"
@@ -176,6 +180,11 @@ def main() -> None:
         check = session.get(base + "/v1/secrets/bench/app-007/db", headers=uh)
         assert check.status_code == 200 and check.json()["data"] == VALUE, check.text
 
+        if args.keep:
+            (workdir / "env").write_text(f"BASE={base}\nUSER_TOKEN={user}\nADMIN_TOKEN={admin}\n")
+            print(f"serving at {base}; tokens in {workdir / 'env'}; Ctrl-C to stop", flush=True)
+            while True:
+                time.sleep(3600)
         read_lua = lua(workdir, "read", """
 math.randomseed(os.time())
 request = function()
@@ -191,11 +200,12 @@ request = function()
 end""")
         mix_lua = lua(workdir, "mix", f"""
 math.randomseed(os.time() + 2)
+wrk.headers["Content-Type"] = "application/json"
 local body = "{payload}"
 request = function()
   local path = string.format("/v1/secrets/bench/app-%03d/db", math.random(0, 999))
   if math.random(1, 100) <= 10 then
-    return wrk.format("PUT", path, {{["Content-Type"] = "application/json"}}, body)
+    return wrk.format("PUT", path, nil, body)
   end
   return wrk.format("GET", path)
 end""")

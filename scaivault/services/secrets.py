@@ -600,7 +600,10 @@ class SecretStore:
             raise ScaiVaultError("invalid_request", "delimiter must be '/'")
         columns = ("s.path, s.secret_type, s.current_version, s.metadata, s.created_at, s.updated_at, s.expires_at, "
                    "s.deleted_at, s.recoverable_until")
-        chunk = min(max(size * 2, 50), 1000)
+        full_chunk = min(max(size * 2, 50), 1000)
+        # with a delimiter most rows of a chunk are skipped by the jump over their folder:
+        # start small after every jump and grow while rows are consumed one by one
+        chunk = 16 if delimiter else full_chunk
         secrets_out: list[dict] = []
         folders: list[str] = []
         last_key = after
@@ -651,10 +654,11 @@ class SecretStore:
                     more, last_key = True, position
                     break
                 if jump is not None:
-                    position, skip = jump, True
+                    position, skip, chunk = jump, True, 16
                     continue
                 if len(rows) < chunk:
                     break
+                chunk = min(chunk * 4, full_chunk)
             if more:
                 break
         with self.db.session() as s:
