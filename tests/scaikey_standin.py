@@ -122,12 +122,15 @@ class ScaiKeyStandin:
         self.per_page_max = 50
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
+        self._url: str | None = None
         self._thread: threading.Thread | None = None
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> "ScaiKeyStandin":
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
         self._server.daemon_threads = True
+        host, port = self._server.server_address[:2]
+        self._url = f"http://{host}:{port}"   # kept after stop(): tokens stay mintable
         self._thread = threading.Thread(target=self._server.serve_forever, name="scaikey-standin", daemon=True)
         self._thread.start()
         return self
@@ -140,9 +143,8 @@ class ScaiKeyStandin:
 
     @property
     def url(self) -> str:
-        assert self._server is not None
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        assert self._url is not None, "start() the stand-in first"
+        return self._url
 
     @property
     def issuer(self) -> str:

@@ -241,3 +241,28 @@ def test_odd_claim_types_do_not_break_derivation(client, scaikey, auth):
     for t in (token, token2):
         assert _whoami(client, auth(t)).status_code == 200
     assert _whoami(client, auth(token)).get_json()["roles"] == []
+
+
+def test_an_unreachable_scaikey_is_503_for_jwts_while_personal_tokens_keep_working(make_app, scaikey, auth):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{s.getsockname()[1]}"
+    app = make_app(SCAIKEY_URL=dead)
+    client = app.test_client()
+    resp = _whoami(client, auth(scaikey.mint(sub="usr_down", tenant_id="tnt_jwt_a")))
+    assert resp.status_code == 503 and resp.get_json()["error"]["code"] == "service_unavailable"
+    from scaivault.auth import personal_tokens
+
+    pat = personal_tokens.issue_dev_token(app.extensions["scaivault"])
+    assert _whoami(client, auth(pat)).status_code == 200
+
+
+def test_known_keys_keep_working_when_a_jwks_refresh_fails(make_app, auth):
+    standin = ScaiKeyStandin().start()
+    client = make_app(SCAIKEY_URL=standin.url).test_client()
+    token = standin.mint(sub="usr_keep", tenant_id="tnt_jwt_a")
+    assert _whoami(client, auth(token)).status_code == 200
+    standin.stop()   # ScaiKey goes away; a new token with a known kid still verifies from the cache
+    assert _whoami(client, auth(standin.mint(sub="usr_keep2", tenant_id="tnt_jwt_a"))).status_code == 200
