@@ -31,6 +31,7 @@ need psql postgresql-client
 need redis-server redis-server
 need redis-cli redis-tools
 need softhsm2-util softhsm2
+need npm npm                 # Azurite (Azure Blob) for tests/test_storage_azure_blob.py
 if [ "${#need_apt[@]}" -gt 0 ]; then
   say "installing ${need_apt[*]}"
   $SUDO apt-get update -qq
@@ -80,6 +81,14 @@ fi
 if ! "$PYTHON" -m pip install -q --disable-pip-version-check --root-user-action=ignore -e '.[test]'; then
   say "pip install -e '.[test]' failed"
   exit 1
+fi
+
+# ---------------------------------------------------------------- Azurite (Azure Blob stand-in)
+# 3.x: the newest Azurite wants node >= 22; npm picks the release that runs on this node
+if [ ! -x tests/tools/node_modules/.bin/azurite-blob ]; then
+  say "installing azurite@3 into tests/tools"
+  mkdir -p tests/tools
+  npm install --prefix tests/tools --no-save --no-package-lock --no-audit --no-fund --silent azurite@3
 fi
 
 # ---------------------------------------------------------------- the tests
