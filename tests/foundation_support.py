@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,7 +41,7 @@ def wait_for_port(port: int, proc: subprocess.Popen, timeout: float = 20.0) -> N
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise AssertionError(f"server exited early with {proc.returncode}: {proc.stderr.read()}")
+            raise AssertionError(f"server exited early with {proc.returncode}")
         with socket.socket() as s:
             s.settimeout(0.2)
             if s.connect_ex(("127.0.0.1", port)) == 0:
@@ -60,9 +61,15 @@ class ServedInstance:
         self.stderr = ""
 
     def start(self) -> "ServedInstance":
-        self.proc = subprocess.Popen(CLI + self.args, env=child_env(self.env), stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, text=True, start_new_session=True)
-        wait_for_port(self.port, self.proc)
+        # a file, not a pipe: nobody drains a pipe while the server runs, and a full one blocks it
+        self._log = tempfile.TemporaryFile(mode="w+")
+        self.proc = subprocess.Popen(CLI + self.args, env=child_env(self.env), stdout=subprocess.DEVNULL,
+                                     stderr=self._log, text=True, start_new_session=True)
+        try:
+            wait_for_port(self.port, self.proc)
+        except AssertionError:
+            self._log.seek(0)
+            raise AssertionError(f"server did not start: {self._log.read()[-3000:]}") from None
         return self
 
     @property
@@ -78,10 +85,13 @@ class ServedInstance:
         assert self.proc is not None
         self.terminate()
         try:
-            _, self.stderr = self.proc.communicate(timeout=timeout)
+            self.proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             os.killpg(self.proc.pid, signal.SIGKILL)
-            _, self.stderr = self.proc.communicate()
+            self.proc.wait()
+        self._log.seek(0)
+        self.stderr = self._log.read()
+        self._log.close()
         return self.proc.returncode
 
     def __enter__(self) -> "ServedInstance":
