@@ -7,7 +7,7 @@ on top of the policies:* scope; a policy can never be used to grant its holder m
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from flask import Blueprint, g, jsonify, request
 from pydantic import BaseModel, ConfigDict, Field
@@ -68,9 +68,10 @@ class TestContext(BaseModel):
 
 class PolicyTestBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    identity_id: str | None = Field(default=None, description="defaults to the caller")
-    groups: list[str] | None = Field(default=None, max_length=200,
-                                     description="group:<name> ids to evaluate as a member of")
+    identity_id: str | None = Field(default=None, max_length=320, pattern=r"^[^\x00]+$",
+                                    description="defaults to the caller")
+    groups: list[Annotated[str, Field(max_length=320, pattern=r"^group:[^\x00]+$")]] | None = Field(
+        default=None, max_length=200, description="group:<name> ids to evaluate as a member of")
     path: str
     permission: Literal["read", "write", "delete", "list", "rotate", "admin"]
     partner_secret: bool = False

@@ -34,7 +34,7 @@ class WriteOptions(BaseModel):
     max_versions: int | None = Field(default=None, ge=1, le=MAX_VERSIONS_LIMIT,
                                      description="versions kept; older ones are pruned on write")
     expires_in: str | None = Field(default=None, description="duration such as 24h or 90d; sets expires_at")
-    rotation_policy_id: str | None = Field(default=None, max_length=128)
+    rotation_policy_id: str | None = Field(default=None, max_length=128, pattern=r"^[A-Za-z0-9_.:-]+$")
     cas: int | None = Field(default=None, ge=0, description="check-and-set: 0 = create only, N = only if current is N")
 
 
@@ -50,7 +50,7 @@ class MetadataPatchBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
     metadata: dict[str, Any] | None = Field(default=None, description="JSON merge patch (null removes a key)")
     max_versions: int | None = Field(default=None, ge=1, le=MAX_VERSIONS_LIMIT)
-    rotation_policy_id: str | None = Field(default=None, max_length=128)
+    rotation_policy_id: str | None = Field(default=None, max_length=128, pattern=r"^[A-Za-z0-9_.:-]+$")
     expires_in: str | None = None
 
 

@@ -190,6 +190,8 @@ class PolicyService:
     # ------------------------------------------------------------------ validation
     @staticmethod
     def _fields(body: dict, *, partial: bool) -> dict:
+        if "\\u0000" in json.dumps(body, default=str):   # PostgreSQL text and jsonb cannot hold NUL
+            raise ScaiVaultError("invalid_policy", "the policy must not contain NUL characters")
         out: dict[str, Any] = {}
         if "name" in body or not partial:
             name = body.get("name")
@@ -301,6 +303,8 @@ class PolicyService:
              may_change: Callable[[dict], None]) -> dict:
         identity_type = body.get("identity_type")
         identity_id = body.get("identity_id")
+        if isinstance(identity_id, str) and "\x00" in identity_id:
+            raise ScaiVaultError("invalid_policy", "identity_id must not contain NUL characters")
         if identity_type not in IDENTITY_PREFIXES:
             raise ScaiVaultError("invalid_policy", "identity_type must be user, service_account or group")
         prefix = IDENTITY_PREFIXES[identity_type]

@@ -96,8 +96,11 @@ def validate_metadata(metadata: Any, field_name: str = "metadata") -> dict:
         if (not isinstance(tags, list) or len(tags) > MAX_TAGS
                 or not all(isinstance(t, str) and 0 < len(t) <= 64 for t in tags)):
             problems[f"{field_name}.tags"] = f"must be a list of at most {MAX_TAGS} strings of 1..64 characters"
-    if len(json.dumps(metadata, separators=(",", ":")).encode()) > MAX_METADATA_BYTES:
+    text = json.dumps(metadata, separators=(",", ":"))
+    if len(text.encode()) > MAX_METADATA_BYTES:
         problems[field_name] = f"must be at most {MAX_METADATA_BYTES} bytes of JSON"
+    if "\\u0000" in text:   # PostgreSQL text and jsonb cannot hold NUL
+        problems[field_name] = "must not contain NUL characters"
     if problems:
         raise ValidationFailed(problems)
     return metadata
@@ -573,6 +576,8 @@ class SecretStore:
                 params["after"] = after
         if not filters.get("include_deleted"):
             where.append("s.deleted_at IS NULL")
+        if any("\x00" in (filters.get(k) or "") for k in ("tag", "owner", "q")):
+            raise ScaiVaultError("invalid_request", "filters must not contain NUL characters")
         if filters.get("tag"):
             where.append("s.metadata -> 'tags' @> CAST(:tag AS jsonb)")
             params["tag"] = json.dumps([filters["tag"]])
