@@ -608,7 +608,7 @@ class SecretStore:
         full_chunk = min(max(size * 2, 50), 1000)
         # with a delimiter most rows of a chunk are skipped by the jump over their folder:
         # start small after every jump and grow while rows are consumed one by one
-        chunk = 16 if delimiter else full_chunk
+        chunk = 1 if delimiter else full_chunk
         secrets_out: list[dict] = []
         folders: list[str] = []
         last_key = after
@@ -659,7 +659,7 @@ class SecretStore:
                     more, last_key = True, position
                     break
                 if jump is not None:
-                    position, skip, chunk = jump, True, 16
+                    position, skip, chunk = jump, True, 1
                     continue
                 if len(rows) < chunk:
                     break
