@@ -84,7 +84,9 @@ class Authenticator:
         cache[key] = value
 
     # ------------------------------------------------------------------ entry point
-    def authenticate(self, token: str) -> Identity:
+    def authenticate(self, token: str, *, introspection: bool = False) -> Identity:
+        """The Identity of a bearer token; `introspection` (someone else's token) neither caches
+        the result nor counts as that identity's own request (no bootstrap promotion)."""
         key = hashlib.sha256(token.encode()).digest()
         self._sync_epoch()
         now = time.time()
@@ -100,17 +102,18 @@ class Authenticator:
             identity, valid_until = self._from_personal_token(token)
         elif token.startswith("eyJ"):
             claims, valid_until = self._verified_claims(key, token)
-            identity = self._from_claims(claims)
+            identity = self._from_claims(claims, bootstrap=not introspection)
         else:
             raise ScaiVaultError("authentication_required",
                                  "the bearer token is neither a ScaiKey JWT nor a personal access token (skt_)")
-        self._bounded_put(self._identities, key, (identity, valid_until, now))
+        if not introspection:
+            self._bounded_put(self._identities, key, (identity, valid_until, now))
         return identity
 
     def peek(self, token: str) -> Identity | None:
         """The identity for a token, or None when it is not active (introspection)."""
         try:
-            return self.authenticate(token)
+            return self.authenticate(token, introspection=True)
         except ScaiVaultError as exc:
             if exc.status == 401:
                 return None
@@ -135,7 +138,7 @@ class Authenticator:
         row = self.tenant(tenant_id)
         return row["slug"] if row else None
 
-    def _from_claims(self, claims: dict[str, Any]) -> Identity:
+    def _from_claims(self, claims: dict[str, Any], *, bootstrap: bool = True) -> Identity:
         """Identity derivation of spec/15 section 2.4."""
         sub = claims["sub"]
         tenant_id = claims.get("tenant_id") if isinstance(claims.get("tenant_id"), str) else None
@@ -181,7 +184,7 @@ class Authenticator:
                     groups += ["group:" + g["name"] for g in store.groups_of_user(s, sub)]
                     if mfa_at is None and user["mfa_enabled"] and isinstance(amr, list) and "mfa" in amr:
                         mfa_at = _utc(claims.get("iat"))
-            promoted = self._maybe_bootstrap(s, identity_id)
+            promoted = bootstrap and self._maybe_bootstrap(s, identity_id)
             grants = roles.grants_from_claims(claims, tenant_id, partner_id) + roles.stored_grants(s, identity_id)
         if tenant_row is not None:
             self._tenants[tenant_row["id"]] = (tenant_row, time.time())
