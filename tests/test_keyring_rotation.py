@@ -203,3 +203,18 @@ def test_readiness_reports_encryption_error_when_no_key_answers(base_env, db_url
     assert body["checks"]["encryption"] == "error"
     assert "cannot open the encryption root" in body["errors"]["encryption"]
     ring.db.close()
+
+
+def test_another_instance_picks_up_a_rotation_within_the_cache_ttl(base_env, db_url, keys):
+    now = [1000.0]
+    settings = settings_for(base_env, db_url, KMS_LOCAL_KEY_FILE=keys["a"])
+    stale, _ = counting_keyring(settings, clock=lambda: now[0])
+    stale.seal(CONTEXTS[0], b"before")
+    rotator, _ = ring_for(base_env, db_url, keys["a"])
+    rotate_root(rotator)
+    now[0] += settings.kms_cache_ttl + 1
+    stale.seal(SealContext("ptn_new", "tnt_new", "secret", "x", 1), b"after")
+    assert stale.root.version == 2
+    assert stale.db.scalar("SELECT root_version FROM partner_keys WHERE partner_id = 'ptn_new'") == 2
+    stale.db.close()
+    rotator.db.close()

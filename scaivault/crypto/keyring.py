@@ -73,6 +73,7 @@ class Keyring:
         self._secondary: KmsProvider | None = None
         self._lock = threading.RLock()
         self._root: RootRecord | None = None
+        self._root_loaded_at = 0.0
         self._degraded_since: float | None = None
         self._health: tuple[float, dict] | None = None
 
@@ -165,6 +166,7 @@ class Keyring:
             assert root is not None
         self.verify_root(root)
         self._root = root
+        self._root_loaded_at = self.cache.clock()
         return root
 
     def verify_root(self, root: RootRecord) -> None:
@@ -202,10 +204,16 @@ class Keyring:
 
     @property
     def root(self) -> RootRecord:
-        if self._root is None:
+        """The active root record, re-read every KMS_CACHE_TTL so a rotation done by another
+        instance is picked up (new partner keys are then wrapped under the new key)."""
+        if self._root is None or self.cache.clock() - self._root_loaded_at > self.cache.ttl:
             with self._lock:
-                if self._root is None:
-                    self.ensure_root()
+                if self._root is None or self.cache.clock() - self._root_loaded_at > self.cache.ttl:
+                    current = self._load_root() if self._root is not None else None
+                    if current is not None and current.version == self._root.version:
+                        self._root_loaded_at = self.cache.clock()
+                    else:
+                        self.ensure_root()
         assert self._root is not None
         return self._root
 
