@@ -126,11 +126,11 @@ class Settings:
     log_level: str
     log_format: str
     kms_provider: str | None
-    kms_options: Mapping[str, str]          # every KMS_* variable, for the provider plugin
+    kms_options: Mapping[str, str] = field(repr=False)       # every KMS_* variable (static credentials too)
     kms_key_id_secondary: str | None
     kms_cache_ttl: int
     storage_provider: str
-    storage_options: Mapping[str, str]      # every STORAGE_* variable, for the backend plugin
+    storage_options: Mapping[str, str] = field(repr=False)   # every STORAGE_* variable, for the backend plugin
     storage_db_max_bytes: int
     identity_sync_webhook_secret: str | None = field(repr=False)
     identity_sync_interval: int
