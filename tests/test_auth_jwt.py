@@ -130,14 +130,14 @@ def test_a_wrong_issuer_is_refused(client, scaikey, auth):
     token = scaikey.mint(sub="usr_iss", tenant_id="tnt_jwt_a", iss="https://evil.example")
     resp = _whoami(client, auth(token))
     assert resp.status_code == 401
-    assert _code(resp) == "token_invalid"
+    assert _code(resp) == "authentication_required"
 
 
 def test_the_per_tenant_issuer_of_the_tokens_own_tenant_is_accepted(client, scaikey, auth):
     ok = scaikey.mint(sub="usr_iss2", tenant_id="tnt_jwt_a", iss=f"{scaikey.url}/tenants/tnt_jwt_a")
     assert _whoami(client, auth(ok)).status_code == 200
     other = scaikey.mint(sub="usr_iss2", tenant_id="tnt_jwt_a", iss=f"{scaikey.url}/tenants/tnt_someone_else")
-    assert _code(_whoami(client, auth(other))) == "token_invalid"
+    assert _code(_whoami(client, auth(other))) == "authentication_required"
 
 
 def test_a_wrong_audience_is_refused_when_an_audience_is_configured(make_app, scaikey, auth):

@@ -74,7 +74,8 @@ class ScaiKeyTokenVerifier:
         iss = iss.rstrip("/")
         if iss in self.accepted_issuers(claims) or iss in self.accepted_issuers(claims, with_slug=True):
             return
-        raise ScaiVaultError("token_invalid", "the token was issued by an issuer this ScaiVault does not trust")
+        # spec/15 1.4 names this code for an untrusted issuer (the signature itself was fine)
+        raise ScaiVaultError("authentication_required", "the token was issued by an issuer this ScaiVault does not trust")
 
     def _check_audience(self, claims: dict[str, Any]) -> None:
         if not self.audience:
