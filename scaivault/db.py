@@ -266,6 +266,13 @@ class Database:
             pool.checkin(conn)
             conn = None
             raise
+        except BaseException as exc:
+            if not isinstance(exc, Exception):
+                # a timeout or greenlet kill may have cut a statement in half: the protocol state
+                # is unknown, so the connection must not be reused
+                pool.discard(conn)
+                conn = None
+            raise
         finally:
             if conn is not None:
                 pool.checkin(conn)
@@ -277,12 +284,14 @@ class Database:
             s.conn.run("BEGIN" if not isolation else f"BEGIN ISOLATION LEVEL {isolation}")
             try:
                 yield s
-            except BaseException:
+            except Exception:
                 try:
                     s.conn.run("ROLLBACK")
                 except Exception:
                     pass
                 raise
+            # (a BaseException skips ROLLBACK: session() discards the connection and the server
+            # rolls the transaction back when it closes)
             s.conn.run("COMMIT")
 
     def query(self, sql: str, **params: Any) -> list[dict[str, Any]]:

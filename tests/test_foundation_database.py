@@ -126,3 +126,21 @@ def test_an_unreachable_database_raises_service_unavailable_without_the_password
     assert caught.value.status == 503
     assert "Pa55wordXYZ" not in str(caught.value) + caught.value.message + caught.value.reason
     assert database.pool().stats["pool_open"] == 0    # the failed slot was given back
+
+
+class _Interrupted(BaseException):
+    """Stands in for gevent.Timeout or GreenletExit cutting into a request."""
+
+
+def test_a_connection_interrupted_by_a_timeout_is_discarded_and_its_transaction_rolled_back(db):
+    db.execute("CREATE TABLE IF NOT EXISTS fdn_interrupt_probe (n int)")
+    db.execute("TRUNCATE fdn_interrupt_probe")
+    pid = db.scalar("SELECT pg_backend_pid()")
+    with pytest.raises(_Interrupted):
+        with db.transaction() as tx:
+            tx.execute("INSERT INTO fdn_interrupt_probe VALUES (1)")
+            raise _Interrupted()
+    assert db.pool().stats["pool_open"] == 0
+    assert db.scalar("SELECT pg_backend_pid()") != pid
+    assert db.scalar("SELECT count(*) FROM fdn_interrupt_probe") == 0
+    db.execute("DROP TABLE fdn_interrupt_probe")
