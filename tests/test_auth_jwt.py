@@ -266,3 +266,21 @@ def test_known_keys_keep_working_when_a_jwks_refresh_fails(make_app, auth):
     assert _whoami(client, auth(token)).status_code == 200
     standin.stop()   # ScaiKey goes away; a new token with a known kid still verifies from the cache
     assert _whoami(client, auth(standin.mint(sub="usr_keep2", tenant_id="tnt_jwt_a"))).status_code == 200
+
+
+def test_a_kid_of_one_key_type_used_with_the_other_algorithm_is_token_invalid(client, scaikey, auth):
+    ec_key = scaikey.current_key("ES256")
+    rsa_kid = scaikey.current_key("RS256").kid
+    token = jwt.encode({"iss": scaikey.issuer, "sub": "usr_mix", "exp": int(time.time()) + 60, "tenant_id": "tnt_jwt_a"},
+                       ec_key.private_key, algorithm="ES256", headers={"kid": rsa_kid})
+    resp = _whoami(client, auth(token))
+    assert resp.status_code == 401 and _code(resp) == "token_invalid"
+
+
+@pytest.mark.parametrize("alg", ["HS256", "RS512", "ES384", "PS256", "EdDSA"])
+def test_only_rs256_and_es256_are_accepted(client, scaikey, auth, alg):
+    header = base64.urlsafe_b64encode(json.dumps({"alg": alg, "kid": scaikey.current_key("RS256").kid}).encode())
+    payload = base64.urlsafe_b64encode(json.dumps({"iss": scaikey.issuer, "sub": "u", "exp": int(time.time()) + 60}).encode())
+    token = f"{header.rstrip(b'=').decode()}.{payload.rstrip(b'=').decode()}.c2ln"
+    resp = _whoami(client, auth(token))
+    assert resp.status_code == 401 and _code(resp) == "token_invalid"
