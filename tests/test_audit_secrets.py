@@ -127,3 +127,13 @@ def test_a_secrets_read_limit_of_5_per_minute_is_shared_by_two_instances(make_ap
     assert int(last.headers["Retry-After"]) >= 1 and "X-RateLimit-Reset" in last.headers
     # writes are another category with their own bucket
     assert first.put("/v1/secrets/rl/b", json={"data": {"k": "v"}}, headers=auth(token)).status_code in (200, 201)
+
+
+def test_a_refused_policy_change_is_audited_with_its_action(admin, callers, tenant):
+    outsider = callers.user("outsider@x.example", tenant, scopes=("policies:write", "policies:read"))
+    refused = outsider.post("/v1/policies", json={"name": "mine", "rules": [
+        {"path_pattern": "**", "permissions": ["read"]}]}, headers={"X-Request-ID": "req-pd-" + tenant})
+    assert refused.status_code == 403
+    [entry] = entries(admin, "req-pd-" + tenant)
+    assert entry["action"] == "policy_create" and entry["success"] is False
+    assert entry["identity_id"] == "user:outsider@x.example"

@@ -27,7 +27,6 @@ DENIAL_ACTIONS: dict[str, str] = {
     "secrets:delete": "delete",
     "secrets:list": "list",
     "secrets:batch_metadata": "list",
-    "policies": "policy_update",
     "pki:issue": "pki_issue",
     "pki:admin": "pki_ca_create",
     "dynamic:generate": "dynamic_generate",
@@ -35,6 +34,16 @@ DENIAL_ACTIONS: dict[str, str] = {
     "audit:read": "audit_query",
     "audit:export": "export_created",
 }
+
+
+def denial_action(category: str | None) -> str | None:
+    """The action a refused request of `category` is recorded under (None: not audited)."""
+    if category == "policies":
+        binding = "/bindings" in request.path
+        return {("POST", True): "policy_bind", ("DELETE", True): "policy_unbind", ("POST", False): "policy_create",
+                ("PUT", False): "policy_update", ("PATCH", False): "policy_update",
+                ("DELETE", False): "policy_delete"}.get((request.method, binding), "policy_read")
+    return DENIAL_ACTIONS.get(category or "")
 
 
 def entry_for_request(action: str, *, secret_path: str | None = None, success: bool = True,
@@ -69,13 +78,14 @@ def record_denial(runtime, category: str | None, error: ScaiVaultError, secret_p
     caller is known to act in a tenant; the audit failure of a denial is logged, not raised,
     because the caller is refused either way.
     """
-    if g.get("audit_entry_built") or category not in DENIAL_ACTIONS or error.status not in (401, 403):
+    action = denial_action(category)
+    if g.get("audit_entry_built") or action is None or error.status not in (401, 403):
         return
     if g.get("tenant") is None and getattr(g.get("identity"), "tenant_id", None) is None:
         return
     if secret_path is None:
         secret_path = (request.view_args or {}).get("path")
-    entry = entry_for_request(DENIAL_ACTIONS[category], secret_path=secret_path, success=False,
+    entry = entry_for_request(action, secret_path=secret_path, success=False,
                               extra={"error": error.code, "method": request.method})
     try:
         record_now(runtime, entry)
