@@ -190,6 +190,7 @@ class Authenticator:
             self._tenants[tenant_row["id"]] = (tenant_row, time.time())
         if promoted:
             self._audit_bootstrap(identity_id, tenant_id)
+            self.invalidate()   # other processes may hold this identity without its new role
         act = claims.get("act")
         return Identity(
             identity_id=identity_id, identity_type=identity_type, subject=sub, tenant_id=tenant_id,
