@@ -69,6 +69,10 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> Flask:
     runtime = runtime or Runtime(settings)
     app.extensions["scaivault"] = runtime
     app.wsgi_app = TenantPrefixMiddleware(app.wsgi_app)
+    if settings.trusted_proxies:
+        from .proxy import TrustedProxyMiddleware
+
+        app.wsgi_app = TrustedProxyMiddleware(app.wsgi_app, settings.trusted_proxies)
 
     @app.before_request
     def _start_request():

@@ -149,6 +149,7 @@ class Settings:
     metrics_token: str | None = field(repr=False)
     db_pool_size: int
     dev_mode: bool = False
+    trusted_proxies: tuple = ()             # TRUSTED_PROXIES: ip_network objects whose X-Forwarded-For counts
     metrics_dir: str | None = None          # PROMETHEUS_MULTIPROC_DIR for `serve` (a temp dir when unset)
 
     def replace(self, **changes: Any) -> "Settings":
@@ -273,6 +274,20 @@ def _bind_address(reader: _Reader) -> str:
     return value
 
 
+def _trusted_proxies(reader: _Reader) -> tuple:
+    """TRUSTED_PROXIES: comma-separated addresses or CIDRs of the load balancers in front."""
+    import ipaddress
+
+    networks = []
+    for item in (reader.string("TRUSTED_PROXIES") or "").split(","):
+        if item.strip():
+            try:
+                networks.append(ipaddress.ip_network(item.strip(), strict=False))
+            except ValueError:
+                raise ConfigError("TRUSTED_PROXIES", f"{item.strip()!r} is not an IP address or CIDR") from None
+    return tuple(networks)
+
+
 def _rate_limits(reader: _Reader) -> Mapping[str, Mapping[str, Any]]:
     """RATE_LIMITS YAML: {category: {rate: int, window: duration}}; categories checked by ratelimit."""
     text = reader.env.get("RATE_LIMITS")
@@ -359,6 +374,7 @@ def load_settings(env: Mapping[str, str], *, dev_mode: bool = False, require_ser
         audit_retention=r.duration("AUDIT_RETENTION", "2555d"),
         metrics_token=r.string("METRICS_TOKEN"),
         db_pool_size=r.integer("DB_POOL_SIZE", 10, minimum=1),
+        trusted_proxies=_trusted_proxies(r),
         dev_mode=dev_mode,
         metrics_dir=r.string("PROMETHEUS_MULTIPROC_DIR"),
     )

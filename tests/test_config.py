@@ -121,6 +121,7 @@ def test_redact_url_masks_only_the_password():
     ("MAX_REQUEST_BYTES", "lots"),
     ("BOOTSTRAP_SUPER_ADMIN", "admin@acme.example"),
     ("TLS_CERT_FILE", "/nonexistent/cert.pem"),
+    ("TRUSTED_PROXIES", "10.0.0.0/8, the-load-balancer"),
 ])
 def test_a_malformed_variable_is_named_in_the_error(variable, value):
     with pytest.raises(ConfigError) as caught:

@@ -176,3 +176,37 @@ def test_log_level_error_hides_access_lines(make_app, capsys, restore_logging):
     capsys.readouterr()
     client.get("/v1/version")
     assert _access_lines(capsys.readouterr().err) == []
+
+
+# ---------------------------------------------------------------------------- client address
+
+def _remote_addr_seen(app, peer: str, forwarded: str | None) -> str:
+    from flask import request
+
+    seen = {}
+
+    @app.get("/v1/_probe/addr")
+    def addr():
+        seen["addr"] = request.remote_addr
+        return jsonify({})
+
+    headers = {"X-Forwarded-For": forwarded} if forwarded else {}
+    app.test_client().get("/v1/_probe/addr", headers=headers, environ_base={"REMOTE_ADDR": peer})
+    return seen["addr"]
+
+
+def test_x_forwarded_for_is_ignored_unless_the_peer_is_a_trusted_proxy(make_app):
+    assert _remote_addr_seen(make_app(), "203.0.113.9", "198.51.100.1") == "203.0.113.9"
+    app = make_app(TRUSTED_PROXIES="10.0.0.0/8")
+    assert _remote_addr_seen(app, "203.0.113.9", "198.51.100.1") == "203.0.113.9"
+
+
+def test_behind_trusted_proxies_the_client_is_the_nearest_untrusted_hop(make_app):
+    app = make_app(TRUSTED_PROXIES="10.0.0.0/8,192.168.0.5")
+    # the client tried to claim 1.1.1.1; the outer proxy appended the real address
+    assert _remote_addr_seen(app, "10.1.2.3", "1.1.1.1, 198.51.100.7, 192.168.0.5") == "198.51.100.7"
+
+
+def test_a_malformed_forwarded_header_keeps_the_proxy_address(make_app):
+    app = make_app(TRUSTED_PROXIES="10.0.0.0/8")
+    assert _remote_addr_seen(app, "10.1.2.3", "not-an-ip") == "10.1.2.3"
