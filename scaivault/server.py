@@ -104,8 +104,8 @@ class ScaiVaultServer(BaseApplication):
             "control_socket_disable": True,
             "child_exit": _mark_worker_dead,
             "post_worker_init": _post_worker_init,
-            # forwarded headers are trusted only from a proxy on the same host
-            "forwarded_allow_ips": "127.0.0.1,::1",
+            # X-Forwarded-Proto and friends count only from TRUSTED_PROXIES (or a local proxy)
+            "forwarded_allow_ips": ",".join(str(n) for n in s.trusted_proxies) or "127.0.0.1,::1",
         }
         if s.tls_cert_file:
             options.update(certfile=s.tls_cert_file, keyfile=s.tls_key_file)
