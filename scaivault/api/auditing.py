@@ -67,6 +67,11 @@ def entry_for_request(action: str, *, secret_path: str | None = None, success: b
         request_id=g.get("request_id"),
         extra_data=dict(extra or {}),
     )
+    acting_for = getattr(identity, "acting_for", None)
+    if acting_for:  # an exchanged token: who it acts for is part of the record
+        entry.extra_data.setdefault("acting_for", acting_for)
+    if getattr(identity, "token_kind", None) == "pat" and identity.token_id:
+        entry.extra_data.setdefault("token_id", identity.token_id)   # the PAT's id, never its secret
     g.audit_entry_built = True
     return entry
 
