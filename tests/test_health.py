@@ -2,6 +2,7 @@
 detailed health for admins, version."""
 from __future__ import annotations
 
+import os
 import socket
 import time
 
@@ -131,3 +132,20 @@ def test_detailed_health_refuses_a_token_without_the_admin_scope(client, scaikey
     assert response.status_code in (401, 403)
     assert response.get_json()["error"]["code"] in ("insufficient_scope", "authentication_required",
                                                     "token_invalid", "forbidden")
+
+
+
+def test_readiness_is_503_when_the_encryption_root_cannot_be_opened(make_app, databases, tmp_path):
+    from scaivault.config import DatabaseURL
+    from scaivault.migrate import MigrationRunner
+
+    url = databases.create()
+    MigrationRunner(DatabaseURL.parse("DATABASE_URL", url)).apply()
+    key_file = tmp_path / "root.key"
+    assert make_app(DATABASE_URL=url, KMS_LOCAL_KEY_FILE=str(key_file)).test_client() \
+        .get("/v1/health/ready").status_code == 200           # first use creates the root under this key
+    key_file.write_bytes(os.urandom(32))                      # the key is replaced behind our back
+    response = make_app(DATABASE_URL=url, KMS_LOCAL_KEY_FILE=str(key_file)).test_client().get("/v1/health/ready")
+    body = response.get_json()
+    assert response.status_code == 503, body
+    assert body["checks"]["encryption"] == "error" and body["errors"]["encryption"]
