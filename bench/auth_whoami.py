@@ -42,6 +42,29 @@ def _wrk(url: str, token: str, seconds: int) -> str:
     return f"{rate} req/s (avg latency {latency}, non-2xx {non2xx.group(1) if non2xx else 0})"
 
 
+def _in_process(env: dict, jwt_token: str, pat: str) -> str:
+    """Microseconds per authenticate() + tenant resolution once the token is cached (no HTTP)."""
+    from scaivault.auth import tenancy
+    from scaivault.config import load_settings
+    from scaivault.runtime import Runtime
+
+    runtime = Runtime(load_settings(env))
+    try:
+        results = []
+        for label, token in (("JWT", jwt_token), ("PAT", pat)):
+            authenticator = runtime.authenticator
+            authenticator.authenticate(token)
+            n = 50_000
+            started = time.perf_counter()
+            for _ in range(n):
+                identity = authenticator.authenticate(token)
+                tenancy.resolve(identity, authenticator.tenant, None, None)
+            results.append(f"{label} {(time.perf_counter() - started) / n * 1e6:.1f} us")
+        return ", ".join(results)
+    finally:
+        runtime.close()
+
+
 def main() -> None:
     seconds = int(sys.argv[1]) if len(sys.argv) > 1 else 10
     name = f"svbench_{secrets.token_hex(4)}"
@@ -72,6 +95,7 @@ def main() -> None:
         assert resp.status_code == 200, resp.text
         pat = requests.post(base + "/v1/auth/tokens", json={"name": "bench", "scopes": ["secrets:read"]},
                             headers={"Authorization": f"Bearer {jwt_token}"}, timeout=5).json()["token"]
+        print("in process, cached token -> Identity:", _in_process(env, jwt_token, pat))
         print("health (no auth):", _wrk(base + "/v1/health", "x", seconds))
         print("whoami, ScaiKey JWT:", _wrk(base + "/v1/auth/whoami", jwt_token, seconds))
         print("whoami, personal token:", _wrk(base + "/v1/auth/whoami", pat, seconds))
