@@ -83,6 +83,7 @@ class PolicySet:
     _by_permission: dict[str, tuple[list, list]] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
+        self._indexed: dict[str, tuple[dict, list, dict, list]] = {}
         for perm in PERMISSIONS:
             denies, allows = [], []
             for policy in self.policies:
@@ -90,6 +91,15 @@ class PolicySet:
                     if rule.grants(perm):
                         (denies if rule.effect == "deny" else allows).append((policy, rule))
             self._by_permission[perm] = (denies, allows)
+            self._indexed[perm] = (*_index(denies), *_index(allows))
+
+    def _candidates(self, path: str, permission: str) -> tuple[list, list]:
+        """Rules that can match `path`: those whose first segment is `path`'s, plus wildcard-led ones, in order."""
+        head = path.split("/", 1)[0]
+        deny_heads, deny_rest, allow_heads, allow_rest = self._indexed[permission]
+        denies = _merge(deny_heads.get(head), deny_rest)
+        allows = _merge(allow_heads.get(head), allow_rest)
+        return denies, allows
 
     @property
     def empty(self) -> bool:
@@ -97,13 +107,13 @@ class PolicySet:
 
     def decide(self, path: str, permission: str, ctx: RequestContext) -> Decision:
         """Whether `permission` on `path` is granted; never raises."""
-        denies, allows = self._by_permission[permission]
-        for policy, rule in denies:
+        denies, allows = self._candidates(path, permission)
+        for _, policy, rule in denies:
             if rule.pattern.matches(path) and (rule.conditions is None or rule.conditions.first_failure(ctx) is None):
                 return _decision_for(policy, rule, False, code="access_denied",
                                      message=f"{permission} on this path is denied by policy {policy.name}")
         near_miss: Decision | None = None
-        for policy, rule in allows:
+        for _, policy, rule in allows:
             if not rule.pattern.matches(path):
                 continue
             failed = rule.conditions.first_failure(ctx) if rule.conditions is not None else None
@@ -150,6 +160,27 @@ class PolicySet:
     def may_list_below(self, folder: str) -> bool:
         """False when no allow rule could match anything below `folder`."""
         return any(rule.pattern.could_match_below(folder) for _, rule in self._by_permission["list"][1])
+
+
+def _index(entries: list) -> tuple[dict[str, list], list]:
+    """Split (policy, rule) entries by a literal first segment; keep the original order number."""
+    heads: dict[str, list] = {}
+    rest: list = []
+    for order, (policy, rule) in enumerate(entries):
+        first = rule.pattern.text.split("/", 1)[0]
+        if "*" in first or "?" in first:
+            rest.append((order, policy, rule))
+        else:
+            heads.setdefault(first, []).append((order, policy, rule))
+    return heads, rest
+
+
+def _merge(a: list | None, b: list) -> list:
+    if not a:
+        return b
+    if not b:
+        return a
+    return sorted(a + b, key=lambda entry: entry[0])
 
 
 def compile_policies(rows: Iterable[tuple[str, str, Any, datetime | None]]) -> PolicySet:

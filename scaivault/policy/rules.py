@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
+from functools import cached_property
 from datetime import datetime, timedelta, timezone
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -42,6 +43,14 @@ class RequestContext:
 
     def at(self) -> datetime:
         return self.now or datetime.now(timezone.utc)
+
+    @cached_property
+    def address(self):
+        """The parsed source IP, or None when absent or malformed (parsed once per request)."""
+        try:
+            return ipaddress.ip_address(self.source_ip or "")
+        except ValueError:
+            return None
 
 
 @dataclass(frozen=True)
@@ -145,9 +154,8 @@ class Conditions:
     def first_failure(self, ctx: RequestContext) -> str | None:
         """The name of the first unmet condition (ip_ranges, require_mfa, time_window), or None."""
         if self.ip_ranges:
-            try:
-                addr = ipaddress.ip_address(ctx.source_ip or "")
-            except ValueError:
+            addr = ctx.address
+            if addr is None:
                 return "ip_ranges"
             if not any(addr in net for net in self.ip_ranges if net.version == addr.version):
                 return "ip_ranges"
