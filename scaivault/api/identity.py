@@ -1,6 +1,7 @@
 """/v1/identity: the identity cache, sync trigger and history, roles, and ScaiKey's webhook receiver."""
 from __future__ import annotations
 
+import logging
 from datetime import datetime, timezone
 from typing import Any
 
@@ -18,6 +19,7 @@ from .http import runtime
 from .pipeline import endpoint
 
 bp = Blueprint("identity", __name__)
+log = logging.getLogger("scaivault.identity.webhooks")
 
 MAX_PAGE_SIZE = 500
 IDENTITY_TYPES = ("user", "group", "service_account")
@@ -360,14 +362,11 @@ def scaikey_webhook():
             if outcome != "applied":
                 webhooks.mark_event(s, event_id, event_type, outcome)
     except ScaiVaultError:
-        raise
+        raise   # e.g. the database is down: 503, ScaiKey retries the delivery
     except Exception as exc:
         # spec/15 4.5: a valid delivery is acknowledged even when applying fails; the next full sync repairs it
-        import logging
-
-        logging.getLogger("scaivault.identity.webhooks").warning(
-            "webhook event not applied", extra={"event_id": event_id, "event_type": event_type,
-                                                "error": type(exc).__name__})
+        log.warning("webhook event not applied", extra={"event_id": event_id, "event_type": event_type,
+                                                        "error": type(exc).__name__})
         with rt.db.session() as s:
             webhooks.mark_event(s, event_id, event_type, "failed")
         return jsonify({"event_id": event_id, "status": "failed"})
