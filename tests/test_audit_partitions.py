@@ -74,3 +74,39 @@ def test_expired_months_are_dropped_and_the_rest_of_the_chain_still_verifies(run
     report = verify_chain(runtime.db, tenant)
     assert report.valid, report.first_break
     assert report.checked == 3
+
+
+def test_creating_partitions_does_not_wait_for_open_audit_transactions(runtime, base_env):
+    from scaivault.audit import record
+    from scaivault.config import DatabaseURL
+    from scaivault.db import Database
+
+    other = Database(DatabaseURL.parse("DATABASE_URL", base_env["DATABASE_URL"]), pool_size=2)
+    try:
+        with other.transaction() as open_tx:   # a writer in the middle of its transaction
+            record(open_tx, AuditEntry(action="write", tenant_id="t_" + secrets.token_hex(4)))
+            future = add_months(month_start(datetime.now(timezone.utc)), 20)
+            result = maintain(runtime.db, SEVEN_YEARS, now=future, months_ahead=0)
+            assert partition_name(future) in result["created"]
+            # and writers keep writing meanwhile
+            record_now(runtime, AuditEntry(action="read", tenant_id="t_" + secrets.token_hex(4)))
+    finally:
+        other.close()
+
+
+def test_a_drop_that_cannot_get_its_lock_is_deferred_not_failed(runtime, base_env):
+    from scaivault.config import DatabaseURL
+    from scaivault.db import Database
+
+    old = datetime(2017, 6, 10, tzinfo=timezone.utc)
+    maintain(runtime.db, SEVEN_YEARS, now=old, months_ahead=0)
+    record_now(runtime, AuditEntry(action="read", tenant_id="t_" + secrets.token_hex(4), timestamp=old))
+    other = Database(DatabaseURL.parse("DATABASE_URL", base_env["DATABASE_URL"]), pool_size=1)
+    try:
+        with other.transaction() as reader:   # a long reader of the old month
+            reader.query(f'SELECT count(*) FROM "{partition_name(month_start(old))}"')
+            result = maintain(runtime.db, SEVEN_YEARS)
+            assert result["deferred"] == ["lock_timeout"]
+        assert partition_name(month_start(old)) in maintain(runtime.db, SEVEN_YEARS)["dropped"]
+    finally:
+        other.close()

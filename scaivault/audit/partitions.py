@@ -11,12 +11,16 @@ import logging
 import re
 from datetime import datetime, timedelta, timezone
 
+from pg8000.exceptions import DatabaseError
+
 from ..db import Database
 
 log = logging.getLogger("scaivault.audit.partitions")
 
 MONTHS_AHEAD = 3
 LOCK_KEY = 0x5CA1_A0D1          # one maintainer at a time across instances
+LOCK_TIMEOUT_MS = 1000
+LOCK_NOT_AVAILABLE = "55P03"
 PARTITION_RE = re.compile(r"^audit_log_(\d{4})(\d{2})$")
 
 
@@ -50,11 +54,28 @@ def maintain(db: Database, retention_seconds: int, *, now: datetime | None = Non
              months_ahead: int = MONTHS_AHEAD) -> dict[str, list[str]]:
     """Create missing partitions from last month to `months_ahead` ahead; drop expired ones."""
     now = now or datetime.now(timezone.utc)
+    try:
+        return _maintain(db, retention_seconds, now, months_ahead)
+    except DatabaseError as exc:
+        if _sqlstate(exc) != LOCK_NOT_AVAILABLE:
+            raise
+        log.warning("audit partition maintenance deferred: a lock was not free within the timeout")
+        return {"created": [], "dropped": [], "deferred": ["lock_timeout"]}
+
+
+def _sqlstate(exc: Exception) -> str | None:
+    args = getattr(exc, "args", ())
+    return args[0].get("C") if args and isinstance(args[0], dict) else None
+
+
+def _maintain(db: Database, retention_seconds: int, now: datetime, months_ahead: int) -> dict[str, list[str]]:
     created: list[str] = []
     dropped: list[str] = []
     with db.transaction() as tx:
         if not tx.scalar("SELECT pg_try_advisory_xact_lock(:k)", k=LOCK_KEY):
             return {"created": created, "dropped": dropped}
+        # never queue behind a long transaction while holding up audit writers; retry next tick
+        tx.execute(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT_MS}ms'")
         existing = existing_partitions(tx)
         current = month_start(now)
         for offset in range(-1, months_ahead + 1):
@@ -80,18 +101,22 @@ def maintain(db: Database, retention_seconds: int, *, now: datetime | None = Non
 
 
 def _create(tx, month: datetime) -> None:
-    """Create the month's partition, moving rows the default partition already holds for it."""
+    """Create the month's partition, moving rows the default partition already holds for it.
+
+    CREATE TABLE ... PARTITION OF would lock audit_log exclusively (stalling every writer);
+    creating a plain table and ATTACHing it needs only SHARE UPDATE EXCLUSIVE on the parent.
+    """
     name = partition_name(month)
     lower, upper = month, add_months(month, 1)
     bounds = f"FOR VALUES FROM ('{lower.isoformat()}') TO ('{upper.isoformat()}')"
-    waiting = tx.scalar("SELECT count(*) FROM audit_log_default WHERE ts >= :a AND ts < :b", a=lower, b=upper)
-    if not waiting:
-        tx.execute(f'CREATE TABLE "{name}" PARTITION OF audit_log {bounds}')
-        return
     tx.execute(f'CREATE TABLE "{name}" (LIKE audit_log INCLUDING DEFAULTS INCLUDING CONSTRAINTS)')
+    # a matching CHECK lets ATTACH skip its validation scan
+    tx.execute(f'ALTER TABLE "{name}" ADD CONSTRAINT "{name}_range" '
+               f"CHECK (ts >= '{lower.isoformat()}' AND ts < '{upper.isoformat()}')")
     tx.execute(f'WITH moved AS (DELETE FROM audit_log_default WHERE ts >= :a AND ts < :b RETURNING *) '
                f'INSERT INTO "{name}" SELECT * FROM moved', a=lower, b=upper)
     tx.execute(f'ALTER TABLE audit_log ATTACH PARTITION "{name}" {bounds}')
+    tx.execute(f'ALTER TABLE "{name}" DROP CONSTRAINT "{name}_range"')   # the bound now says the same
 
 
 def _anchor(tx, table: str, where: str = "true", **params) -> None:
