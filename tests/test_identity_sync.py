@@ -228,3 +228,14 @@ def test_a_tenant_user_triggers_a_sync_of_its_own_tenant_only(sync_app, director
             break
         time.sleep(0.1)
     assert [r["tenant_id"] for r in rows] == ["tnt_s1"]
+
+
+def test_a_failure_while_applying_rolls_the_whole_sync_back(sync_app, directory_standin):
+    _run(sync_app)
+    db = sync_app.extensions["scaivault"].db
+    before = db.query("SELECT id, email, deleted_at FROM identity_users ORDER BY id")
+    directory_standin.directory.remove("users", "usr_s3")                 # would be soft-deleted...
+    directory_standin.directory.add_user("usr_bad", "tnt_s2", "bad\x00@two.example")   # ...but this row cannot be stored
+    run = _run(sync_app)
+    assert run["status"] == "failed"
+    assert db.query("SELECT id, email, deleted_at FROM identity_users ORDER BY id") == before
