@@ -134,3 +134,17 @@ def test_counters_aggregate_across_two_gunicorn_workers(base_env, tmp_path):
             totals.add(value(text, "scaivault_requests_total", method="HEAD", path_category="probe", status="200"))
         # whichever worker answered the scrape, it reports the requests of both
         assert totals == {float(sent)}
+
+
+def test_secret_reads_and_writes_are_counted_per_tenant(client, scaikey, auth):
+    tenant = "tnt_m_" + secrets.token_hex(4)
+    token = scaikey.mint(sub="usr_m_" + tenant, email=f"m@{tenant}.example", tenant_id=tenant, partner_id="ptn_m",
+                         role="tenant_admin", scopes=("secrets:read", "secrets:write"))
+    assert client.put("/v1/secrets/m/a", json={"data": {"k": "v"}}, headers=auth(token)).status_code in (200, 201)
+    for _ in range(2):
+        assert client.get("/v1/secrets/m/a", headers=auth(token)).status_code == 200
+    text = client.get("/v1/metrics").get_data(as_text=True)
+    assert value(text, "scaivault_secret_writes_total", tenant=tenant) == 1
+    assert sum(v for (name, labels), v in samples(text).items()
+               if name == "scaivault_secret_reads_total" and ("tenant", tenant) in labels) == 2
+    assert value(text, "scaivault_audit_entries_total", action="read", success="true") >= 2
