@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 import re
+import threading
 import time
-from concurrent.futures import ThreadPoolExecutor, TimeoutError as FutureTimeout
 from typing import Callable
 
 from .db import DatabaseUnavailable, connect
@@ -70,19 +70,27 @@ class HealthChecker:
         results: dict[str, dict] = {}
         errors: dict[str, str] = {}
         checks = self.checks()
-        with ThreadPoolExecutor(max_workers=len(checks)) as pool:
-            futures = {name: pool.submit(fn) for name, fn in checks.items()}
-            deadline = time.monotonic() + CHECK_TIMEOUT_SECONDS + 0.5
-            for name, future in futures.items():
+        # daemon threads, not an executor: leaving an executor (or exiting the process) waits
+        # for every thread, so one hung dependency would hold the probe for its socket timeout
+        outcomes: dict[str, tuple[bool, object]] = {}
+        threads = {}
+        for name, fn in checks.items():
+            def work(name=name, fn=fn):
                 try:
-                    results[name] = future.result(timeout=max(0.0, deadline - time.monotonic()))
-                except FutureTimeout:
-                    results[name] = {"status": "error"}
-                    errors[name] = "timed out"
-                except Exception as exc:  # the message names the dependency problem, never data
-                    results[name] = {"status": "error"}
-                    errors[name] = _describe(exc)
-            pool.shutdown(wait=False, cancel_futures=True)
+                    outcomes[name] = (True, fn())
+                except Exception as exc:  # reported below; the message never carries data
+                    outcomes[name] = (False, exc)
+            threads[name] = threading.Thread(target=work, name=f"health-{name}", daemon=True)
+            threads[name].start()
+        deadline = time.monotonic() + CHECK_TIMEOUT_SECONDS + 0.5
+        for name, thread in threads.items():
+            thread.join(max(0.0, deadline - time.monotonic()))
+            ok, value = outcomes.get(name, (False, None))
+            if ok:
+                results[name] = value
+            else:
+                results[name] = {"status": "error"}
+                errors[name] = "timed out" if value is None else _describe(value)
         return results, errors
 
 

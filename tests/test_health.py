@@ -149,3 +149,17 @@ def test_readiness_is_503_when_the_encryption_root_cannot_be_opened(make_app, da
     body = response.get_json()
     assert response.status_code == 503, body
     assert body["checks"]["encryption"] == "error" and body["errors"]["encryption"]
+
+
+def test_a_hung_database_does_not_hang_the_readiness_probe(make_app):
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)
+        port = silent.getsockname()[1]
+        client = make_app(DATABASE_URL=f"postgresql://postgres@127.0.0.1:{port}/scaivault").test_client()
+        started = time.monotonic()
+        response = client.get("/v1/health/ready")
+        elapsed = time.monotonic() - started
+    assert response.status_code == 503
+    assert response.get_json()["checks"]["database"] == "error"
+    assert elapsed < 4.0
