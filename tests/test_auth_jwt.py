@@ -284,3 +284,12 @@ def test_only_rs256_and_es256_are_accepted(client, scaikey, auth, alg):
     token = f"{header.rstrip(b'=').decode()}.{payload.rstrip(b'=').decode()}.c2ln"
     resp = _whoami(client, auth(token))
     assert resp.status_code == 401 and _code(resp) == "token_invalid"
+
+
+def test_mfa_verified_at_comes_from_amr_and_auth_time(client, scaikey, auth):
+    at = int(time.time()) - 300
+    with_mfa = scaikey.mint(sub="usr_mfa", tenant_id="tnt_jwt_a", amr=["pwd", "otp"], auth_time=at)
+    body = _whoami(client, auth(with_mfa)).get_json()
+    assert body["mfa_verified_at"].startswith(time.strftime("%Y-%m-%dT%H:%M", time.gmtime(at)))
+    without = scaikey.mint(sub="usr_mfa", tenant_id="tnt_jwt_a", amr=["pwd"], auth_time=at)
+    assert _whoami(client, auth(without)).get_json()["mfa_verified_at"] is None
