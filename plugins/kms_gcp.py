@@ -87,7 +87,7 @@ def _status(exc) -> str | None:
 
 def create(settings, key_ref: str | None) -> GcpKms:
     try:
-        from google.cloud import kms
+        import google.cloud.kms as kms
     except ImportError:
         raise missing_sdk("gcp", "google-cloud-kms", "gcp") from None
     opts = settings.kms_options
