@@ -6,8 +6,10 @@ GRACEFUL_TIMEOUT_SECONDS, then exit. SIGINT (Ctrl-C) is gunicorn's quick shutdow
 from __future__ import annotations
 
 import atexit
+import json
 import logging
 import os
+import secrets
 import shutil
 import ssl
 import sys
@@ -43,6 +45,33 @@ def _quiet_failed_handshakes(worker) -> None:
     hub.NOT_ERROR = tuple(set(hub.NOT_ERROR) | {ssl.SSLError})
 
 
+_PARSER_ERROR_CODES = {403: "forbidden", 500: "internal_error"}
+
+
+def _write_error_envelope(sock, status_int, reason, mesg) -> None:
+    """gunicorn's answer to a request it cannot parse, as the spec/10 JSON envelope.
+
+    gunicorn's own page is HTML and quotes the offending request text; this names neither.
+    """
+    from gunicorn import util
+
+    code = _PARSER_ERROR_CODES.get(status_int, "invalid_request")
+    request_id = "req_" + secrets.token_hex(12)
+    body = json.dumps({"error": {"code": code, "message": f"malformed HTTP request ({reason.lower()})",
+                                 "request_id": request_id}}).encode()
+    head = (f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\nContent-Type: application/json\r\n"
+            f"X-Request-ID: {request_id}\r\nContent-Length: {len(body)}\r\n\r\n").encode("latin1")
+    util.write_nonblock(sock, head + body)
+
+
+def _json_parser_errors(worker) -> None:
+    """The worker's handle_error() is gunicorn's only caller of util.write_error; its HTML page
+    would break the rule that every answer is the JSON envelope."""
+    from gunicorn import util
+
+    util.write_error = _write_error_envelope
+
+
 def prepare_metrics_directory(settings: Settings) -> str:
     """Point prometheus_client's multiprocess mode at an empty directory (before anything imports
     prometheus_client), so that a scrape of any worker reports the samples of all workers."""
@@ -72,6 +101,7 @@ def _mark_worker_dead(server, worker) -> None:
 
 def _post_worker_init(worker) -> None:
     """gunicorn post_worker_init hook: TLS handshake noise off, background jobs on."""
+    _json_parser_errors(worker)
     if worker.cfg.certfile:
         _quiet_failed_handshakes(worker)
     from .jobs.scheduler import start_in_worker

@@ -165,3 +165,16 @@ def test_passwords_in_database_and_redis_urls_never_reach_the_served_output(base
     assert ready.status_code == 503 and ready.json()["errors"]["redis"] == "Connection refused"
     output = instance.stderr + ready.text
     assert "DbPa55XYZ" not in output and "RedisPa55XYZ" not in output
+
+
+def test_a_request_gunicorn_cannot_parse_gets_the_json_envelope(served):
+    with socket.create_connection(("127.0.0.1", served.port), timeout=5) as raw:
+        raw.sendall(b"GARBAGE <script>alert(1)</script>\r\n\r\n")
+        reply = b""
+        while chunk := raw.recv(65536):
+            reply += chunk
+    head, _, body = reply.decode().partition("\r\n\r\n")
+    assert head.startswith("HTTP/1.1 400") and "application/json" in head
+    error = json.loads(body)["error"]
+    assert error["code"] == "invalid_request" and error["request_id"] in head
+    assert "<script>" not in reply.decode()
