@@ -22,8 +22,10 @@ import ssl
 import threading
 import time
 from contextlib import contextmanager
+from datetime import datetime
 from typing import Any, Iterator
 
+import pg8000.converters
 import pg8000.native
 from pg8000.exceptions import DatabaseError, InterfaceError
 
@@ -88,10 +90,24 @@ def connect(url: DatabaseURL, *, timeout: float = 30.0, application_name: str = 
     else:
         kwargs.update(host=url.host, port=url.port, ssl_context=ssl_context)
     try:
-        return pg8000.native.Connection(**kwargs)
+        conn = pg8000.native.Connection(**kwargs)
     except (OSError, InterfaceError, DatabaseError) as exc:
         reason = _reason(exc)
         raise DatabaseUnavailable(f"cannot connect to the database at {url.redacted}: {reason}", reason) from None
+    conn.register_in_adapter(TIMESTAMPTZ_OID, _timestamptz_in)
+    return conn
+
+
+TIMESTAMPTZ_OID = 1184
+
+
+def _timestamptz_in(text: str):
+    """pg8000 parses timestamptz with strptime (~40 us each); fromisoformat reads PostgreSQL's
+    output format about 100x faster. Anything it cannot read goes to pg8000's own parser."""
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        return pg8000.converters.timestamptz_in(text)
 
 
 def _looks_closed(conn: pg8000.native.Connection) -> bool:
