@@ -460,3 +460,13 @@ def test_last_accessed_at_is_written_at_most_once_a_minute(app, admin, tenant):
     again = db(app).query("SELECT last_accessed_at, xmin::text AS x FROM secrets WHERE tenant_id = :t AND path = 'touch/a'",
                           t=tenant)[0]
     assert again == first            # same row version: no write per read
+
+
+def test_listing_secrets_expiring_within_a_duration(admin):
+    admin.put("/v1/secrets/soon/a", json={"data": {"k": 1}, "options": {"expires_in": "2d"}})
+    admin.put("/v1/secrets/soon/b", json={"data": {"k": 1}, "options": {"expires_in": "60d"}})
+    admin.put("/v1/secrets/soon/c", json={"data": {"k": 1}})
+    names = [s["path"] for s in admin.get("/v1/secrets?prefix=soon/&expires_within=7d").get_json()["secrets"]]
+    assert names == ["soon/a"]
+    bad = admin.get("/v1/secrets?expires_within=soon")
+    assert bad.status_code == 400 and error_code(bad) == "invalid_duration"

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from .. import ratelimit
 from ..audit import record_now
+from ..config import parse_duration
 from ..errors import ScaiVaultError
 from ..policy.access import request_context, require_secret_scope
 from ..policy.glob import PathPattern
@@ -308,7 +309,8 @@ def destroy_versions(path: str, partner: bool):
           query={"prefix": "only paths starting with this", "delimiter": "'/' lists one level: folders and secrets",
                  "limit": "page size, 1..1000 (default 100)", "cursor": "from the previous page",
                  "tag": "only secrets carrying this tag", "owner": "only secrets whose metadata.owner is this",
-                 "q": "only paths containing this substring", "include_deleted": "true: soft-deleted ones too"})
+                 "q": "only paths containing this substring", "include_deleted": "true: soft-deleted ones too",
+                 "expires_within": "only secrets expiring within this duration (e.g. 30d), expired ones included"})
 def list_secrets(partner: bool):
     args = request.args
     prefix = args.get("prefix", "")
@@ -319,7 +321,12 @@ def list_secrets(partner: bool):
         if len(args.get(name, "")) > 256:
             raise ScaiVaultError("invalid_request", f"{name} is longer than 256 characters")
     filters = {"tag": args.get("tag"), "owner": args.get("owner"), "q": args.get("q"),
-               "include_deleted": _bool_arg("include_deleted")}
+               "include_deleted": _bool_arg("include_deleted"), "expires_within": None}
+    if args.get("expires_within"):
+        try:
+            filters["expires_within"] = parse_duration(args["expires_within"])
+        except ValueError:
+            raise ScaiVaultError("invalid_duration", "expires_within must be a duration such as 7d or 30d") from None
     rt = runtime()
     identity, tenant = g.identity, g.tenant
     policies = (rt.access.partner_policies(identity, tenant, "list") if partner

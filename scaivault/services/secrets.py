@@ -587,6 +587,9 @@ class SecretStore:
         if filters.get("q"):
             where.append("strpos(s.path, :q) > 0")
             params["q"] = filters["q"]
+        if filters.get("expires_within") is not None:
+            where.append("s.expires_at IS NOT NULL AND s.expires_at <= now() + make_interval(secs => :within)")
+            params["within"] = filters["expires_within"]
         if filters.get("path_regex"):
             # the caller's list rules, so rows it may not see are skipped inside PostgreSQL
             where.append("s.path ~ CAST(:path_regex AS text)")
