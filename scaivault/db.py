@@ -64,6 +64,9 @@ def _reason(exc: BaseException) -> str:
         if isinstance(cause, OSError):
             return cause.strerror or type(cause).__name__
         cause = cause.__cause__ or cause.__context__
+    text = str(exc)
+    if isinstance(exc, InterfaceError) and text and "host" not in text:
+        return text                       # e.g. "Server refuses SSL"
     return "connection failed" if isinstance(exc, InterfaceError) else type(exc).__name__
 
 
@@ -73,11 +76,11 @@ def connect(url: DatabaseURL, *, timeout: float = 30.0, application_name: str = 
     Failure raises DatabaseUnavailable naming the redacted URL and the reason.
     """
     ssl_context: ssl.SSLContext | bool | None = None
-    if url.sslmode in ("require", "prefer", "allow") and url.unix_sock is None:
-        if url.sslmode == "require":
-            ssl_context = ssl.create_default_context()
-            ssl_context.check_hostname = False
-            ssl_context.verify_mode = ssl.CERT_NONE
+    if url.sslmode in ("require", "prefer") and url.unix_sock is None:
+        # libpq semantics: encrypted, not verified (prefer falls back to plaintext below)
+        ssl_context = ssl.create_default_context()
+        ssl_context.check_hostname = False
+        ssl_context.verify_mode = ssl.CERT_NONE
     elif url.sslmode in ("verify-ca", "verify-full"):
         ssl_context = ssl.create_default_context(cafile=url.sslrootcert)
         ssl_context.check_hostname = url.sslmode == "verify-full"
@@ -90,7 +93,13 @@ def connect(url: DatabaseURL, *, timeout: float = 30.0, application_name: str = 
     else:
         kwargs.update(host=url.host, port=url.port, ssl_context=ssl_context)
     try:
-        conn = pg8000.native.Connection(**kwargs)
+        try:
+            conn = pg8000.native.Connection(**kwargs)
+        except InterfaceError as exc:
+            if url.sslmode != "prefer" or "refuses SSL" not in str(exc):
+                raise
+            kwargs["ssl_context"] = None      # prefer: the server has no TLS, go on without
+            conn = pg8000.native.Connection(**kwargs)
     except (OSError, InterfaceError, DatabaseError) as exc:
         reason = _reason(exc)
         raise DatabaseUnavailable(f"cannot connect to the database at {url.redacted}: {reason}", reason) from None

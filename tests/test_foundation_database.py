@@ -144,3 +144,31 @@ def test_a_connection_interrupted_by_a_timeout_is_discarded_and_its_transaction_
     assert db.scalar("SELECT pg_backend_pid()") != pid
     assert db.scalar("SELECT count(*) FROM fdn_interrupt_probe") == 0
     db.execute("DROP TABLE fdn_interrupt_probe")
+
+
+@pytest.mark.parametrize("sslmode, tls_expected", [("disable", False), ("prefer", None), ("require", True)])
+def test_sslmode_is_honoured_like_libpq(database_url, sslmode, tls_expected):
+    from scaivault.db import connect
+
+    base = database_url.split("?")[0]
+    server_has_tls = _server_has_tls(database_url)
+    if tls_expected and not server_has_tls:
+        with pytest.raises(DatabaseUnavailable, match="refuses SSL"):
+            connect(_url(f"{base}?sslmode={sslmode}"))
+        return
+    conn = connect(_url(f"{base}?sslmode={sslmode}"))
+    try:
+        encrypted = conn.run("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")[0][0]
+    finally:
+        conn.close()
+    # prefer: TLS when the server offers it, plaintext otherwise
+    assert encrypted is (server_has_tls if tls_expected is None else tls_expected)
+
+
+def _server_has_tls(database_url: str) -> bool:
+    u = _url(database_url)
+    admin = pg8000.native.Connection(user=u.user, host=u.host, port=u.port, database=u.database)
+    try:
+        return admin.run("SHOW ssl")[0][0] == "on"
+    finally:
+        admin.close()
