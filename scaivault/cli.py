@@ -111,7 +111,10 @@ def cmd_keys(args, env) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
     parser = argparse.ArgumentParser(prog="scaivault", description="ScaiVault secrets manager")
+    parser.add_argument("--version", action="version", version=f"scaivault {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="run the API under gunicorn with gevent workers")
     serve.add_argument("--no-migrate", action="store_true", help="refuse to start if migrations are pending")
