@@ -178,3 +178,23 @@ def test_a_request_gunicorn_cannot_parse_gets_the_json_envelope(served):
     error = json.loads(body)["error"]
     assert error["code"] == "invalid_request" and error["request_id"] in head
     assert "<script>" not in reply.decode()
+
+
+def test_serve_migrates_a_schema_that_is_behind_and_then_becomes_ready(base_env, fresh_database_url):
+    import pg8000.native
+
+    from scaivault.config import DatabaseURL
+    from scaivault.migrate import load_migrations
+
+    instance = ServedInstance({**base_env, "DATABASE_URL": fresh_database_url}).start()
+    try:
+        assert get_ready(instance.url).status_code == 200
+    finally:
+        assert instance.stop() == 0
+    u = DatabaseURL.parse("DATABASE_URL", fresh_database_url)
+    conn = pg8000.native.Connection(user=u.user, host=u.host, port=u.port, database=u.database)
+    try:
+        versions = [r[0] for r in conn.run("SELECT version FROM schema_migrations ORDER BY version")]
+    finally:
+        conn.close()
+    assert versions == [m.version for m in load_migrations()]
