@@ -470,3 +470,23 @@ def test_listing_secrets_expiring_within_a_duration(admin):
     assert names == ["soon/a"]
     bad = admin.get("/v1/secrets?expires_within=soon")
     assert bad.status_code == 400 and error_code(bad) == "invalid_duration"
+
+
+def test_level_listings_page_through_many_folders_and_secrets(callers, admin, tenant):
+    paths = [f"lvl/f{i:02d}/x" for i in range(12)] + [f"lvl/f{i:02d}/y/z" for i in range(12)] + \
+            [f"lvl/s{i:02d}" for i in range(7)]
+    for p in paths:
+        admin.put(f"/v1/secrets/{p}", json={"data": {"k": 1}})
+    user = callers.user("lvl@acme.example", tenant, scopes=("secrets:list",))
+    grant(admin, user.identity_id, [{"path_pattern": "lvl/**", "permissions": ["list"]},
+                                    {"path_pattern": "lvl/f03/**", "permissions": ["list"], "effect": "deny"}])
+    for caller, hidden in ((admin, set()), (user, {"lvl/f03/"})):
+        seen, cursor = [], None
+        while True:
+            doc = caller.get("/v1/secrets?prefix=lvl/&delimiter=/&limit=5" + (f"&cursor={cursor}" if cursor else "")).get_json()
+            seen += doc["folders"] + [s["path"] for s in doc["secrets"]]
+            if not doc["has_more"]:
+                break
+            cursor = doc["cursor"]
+        expected = {f"lvl/f{i:02d}/" for i in range(12)} | {f"lvl/s{i:02d}" for i in range(7)}
+        assert sorted(seen) == sorted(expected - hidden) and len(seen) == len(set(seen))

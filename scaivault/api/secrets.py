@@ -332,16 +332,18 @@ def list_secrets(partner: bool):
     policies = (rt.access.partner_policies(identity, tenant, "list") if partner
                 else rt.access.tenant_policies(identity, tenant))
     visible = subtree = prefixes = None
+    exact = policies is None
     if policies is not None:
         ctx = request_context(identity, request.remote_addr)
         visible = lambda p: policies.allows(p, "list", ctx)        # noqa: E731
         subtree = lambda folder: policies.lists_whole_subtree(folder, ctx)  # noqa: E731
         prefixes = policies.list_prefixes()
         filters["path_regex"] = policies.list_sql_regex(ctx)
+        exact = filters["path_regex"] is not None and not policies.has_list_denies()
     result = rt.secret_store.list(_owner(partner), prefix=prefix, delimiter=args.get("delimiter"),
                                   limit=args.get("limit"), cursor=args.get("cursor"), filters=filters,
                                   visible=visible, prefixes=prefixes, subtree_visible=subtree,
-                                  audit=entry_for_request)
+                                  audit=entry_for_request, exact_visibility=exact)
     return jsonify(result)
 
 

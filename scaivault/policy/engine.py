@@ -148,6 +148,9 @@ class PolicySet:
             return None
         return "|".join(f"(?:{p})" for p in parts)
 
+    def has_list_denies(self) -> bool:
+        return bool(self._by_permission["list"][0])
+
     def lists_whole_subtree(self, folder: str, ctx: RequestContext) -> bool:
         """True when every path below `folder` is listable without looking at single paths."""
         denies, allows = self._by_permission["list"]

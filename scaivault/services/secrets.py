@@ -560,20 +560,14 @@ class SecretStore:
             after = rows[-1]["path"]
 
     # ================================================================== listing
-    def _range(self, owner: SecretOwner, prefix: str, after: str, limit: int, filters: dict,
-               *, columns: str = "s.path", skip_folder: bool = False) -> list[dict]:
+    @staticmethod
+    def _where(owner: SecretOwner, prefix: str, filters: dict) -> tuple[list[str], dict[str, Any]]:
+        """WHERE terms and parameters of a listing: owner, prefix range and filters (no position)."""
         where = [owner.where()]
-        params: dict[str, Any] = {**owner.params(), "n": limit}
+        params: dict[str, Any] = dict(owner.params())
         if prefix:
             where.append("s.path >= :lo AND s.path < :hi")
             params.update(lo=prefix, hi=_successor(prefix))
-        if after:
-            if skip_folder:               # jump over the whole folder `after` (ends in '/')
-                where.append("s.path >= :after")
-                params["after"] = _successor(after)
-            else:
-                where.append("s.path > :after")
-                params["after"] = after
         if not filters.get("include_deleted"):
             where.append("s.deleted_at IS NULL")
         if any("\x00" in (filters.get(k) or "") for k in ("tag", "owner", "q")):
@@ -594,20 +588,86 @@ class SecretStore:
             # the caller's list rules, so rows it may not see are skipped inside PostgreSQL
             where.append("s.path ~ CAST(:path_regex AS text)")
             params["path_regex"] = filters["path_regex"]
+        return where, params
+
+    def _range(self, owner: SecretOwner, prefix: str, after: str, limit: int, filters: dict,
+               *, columns: str = "s.path", skip_folder: bool = False) -> list[dict]:
+        where, params = self._where(owner, prefix, filters)
+        params["n"] = limit
+        if after:
+            if skip_folder:               # jump over the whole folder `after` (ends in '/')
+                where.append("s.path >= :after")
+                params["after"] = _successor(after)
+            else:
+                where.append("s.path > :after")
+                params["after"] = after
         with self.db.session("read") as s:
             return s.query(f"SELECT {columns} FROM secrets s WHERE {' AND '.join(where)} ORDER BY s.path LIMIT :n",
                            **params)
 
+    def _walk_level(self, owner: SecretOwner, prefix: str, after: str, size: int, filters: dict,
+                    columns: str) -> tuple[list[dict], list[str], bool, str]:
+        """One level below `prefix` in one statement: a loose index scan that jumps over each folder.
+
+        Returns (secret rows, folders, has_more, last key); only valid when every row the filters keep is
+        visible to the caller (admin, or list rules fully pushed into SQL).
+        """
+        where, params = self._where(owner, prefix, filters)
+        cond = " AND ".join(where)
+        # the key after `k`: past its whole folder when it lies below the level, else just past k
+        nxt = ("CASE WHEN strpos(substr(w.path, :plen + 1), '/') > 0 "
+               "THEN substr(w.path, 1, :plen + strpos(substr(w.path, :plen + 1), '/') - 1) || '0' "
+               "ELSE w.path || chr(1) END")
+        start = (_successor(after) if after.endswith("/") else after + "\x01") if after else prefix
+        sql = f"""WITH RECURSIVE w(path, n) AS (
+                      SELECT (SELECT s.path FROM secrets s WHERE {cond} AND s.path >= :start ORDER BY s.path LIMIT 1), 1
+                    UNION ALL
+                      SELECT (SELECT s.path FROM secrets s WHERE {cond} AND s.path >= {nxt} ORDER BY s.path LIMIT 1),
+                             w.n + 1
+                        FROM w WHERE w.path IS NOT NULL AND w.n <= :size)
+                  SELECT path FROM w WHERE path IS NOT NULL ORDER BY n"""
+        with self.db.session("read") as s:
+            keys = [r["path"] for r in s.query(sql, start=start, plen=len(prefix), size=size, **params)]
+            more = len(keys) > size
+            keys = keys[:size]
+            direct = [k for k in keys if _folder_of(k, prefix) is None]
+            rows = {r["path"]: r for r in s.query(
+                f"SELECT {columns} FROM secrets s WHERE {owner.where()} AND s.path = ANY(:paths)",
+                paths=direct, **owner.params())} if direct else {}
+        items: list[dict] = []
+        folders: list[str] = []
+        last = ""
+        for k in keys:
+            folder = _folder_of(k, prefix)
+            if folder is None:
+                items.append(rows[k])
+                last = k
+            else:
+                folders.append(folder)
+                last = folder
+        return items, folders, more and bool(last), last
+
     def list(self, owner: SecretOwner, *, prefix: str, delimiter: str | None, limit: Any, cursor: str | None,
              filters: dict, visible: Callable[[str], bool] | None, prefixes: list[str] | None,
-             subtree_visible: Callable[[str], bool] | None, audit: AuditFn) -> dict:
-        """Keyset-paginated listing; `visible(path)` filters rows the caller may not list (None: all visible)."""
+             subtree_visible: Callable[[str], bool] | None, audit: AuditFn, exact_visibility: bool = False) -> dict:
+        """Keyset-paginated listing; `visible(path)` filters rows the caller may not list (None: all visible).
+
+        `exact_visibility`: every row the filters keep is visible (no deny rules), so a level
+        listing can be walked in one statement.
+        """
         size = page_limit(limit, LIST_DEFAULT, LIST_MAX)
         after = decode_cursor(cursor) or ""
         if delimiter not in (None, "", "/"):
             raise ScaiVaultError("invalid_request", "delimiter must be '/'")
         columns = ("s.path, s.secret_type, s.current_version, s.metadata, s.created_at, s.updated_at, s.expires_at, "
                    "s.deleted_at, s.recoverable_until")
+        if delimiter and exact_visibility:
+            rows, folders_found, more, last_key = self._walk_level(owner, prefix, after, size, filters, columns)
+            with self.db.session() as s:
+                record(s, audit("list", secret_path=prefix or None,
+                                extra={"prefix": prefix, "returned": len(rows) + len(folders_found), "delimiter": "/"}))
+            return {"secrets": [_list_item(r) for r in rows], "folders": folders_found,
+                    "cursor": encode_cursor(last_key) if more else None, "has_more": more}
         full_chunk = min(max(size * 2, 50), 1000)
         # with a delimiter most rows of a chunk are skipped by the jump over their folder:
         # start small after every jump and grow while rows are consumed one by one
