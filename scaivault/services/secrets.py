@@ -672,6 +672,8 @@ class SecretStore:
         # with a delimiter most rows of a chunk are skipped by the jump over their folder:
         # start small after every jump and grow while rows are consumed one by one
         chunk = 1 if delimiter else full_chunk
+        if visible is None and not delimiter:
+            chunk = full_chunk = size + 1       # every row is shown: fetch the page and one to know there is more
         secrets_out: list[dict] = []
         folders: list[str] = []
         last_key = after
@@ -681,7 +683,8 @@ class SecretStore:
         def full() -> bool:
             return len(secrets_out) + len(folders) >= size
 
-        for lo in _ranges(prefix, prefixes):
+        ranges = _ranges(prefix, prefixes)
+        for range_index, lo in enumerate(ranges):
             if after and ((lo and after >= _successor(lo)) or (after.endswith("/") and lo.startswith(after))):
                 continue                                   # this range lies before the cursor
             position = after if after >= lo else ""
@@ -692,7 +695,9 @@ class SecretStore:
                 skip = False
                 scanned += len(rows)
                 jump = None
+                consumed = 0
                 for r in rows:
+                    consumed += 1
                     path = position = r["path"]
                     folder = _folder_of(path, prefix) if delimiter else None
                     if folder is not None:
@@ -716,7 +721,9 @@ class SecretStore:
                         if full():
                             break
                 if full():
-                    more = True
+                    # certain only when rows are left over; else more unless this was the last range's end
+                    more = (consumed < len(rows) or len(rows) == chunk or jump is not None
+                            or range_index < len(ranges) - 1)
                     break
                 if scanned >= LIST_SCAN_CAP:
                     more, last_key = True, position
