@@ -230,3 +230,31 @@ def test_an_unusable_event_id_is_invalid_request(client, scaikey):
     body = json.dumps({"event_id": "evt\x00x", "event_type": "user.created", "data": {}}).encode()
     resp = client.post(URL, data=body, headers={"X-ScaiKey-Signature": scaikey.sign(body)})
     assert resp.status_code == 400 and resp.get_json()["error"]["code"] == "invalid_request"
+
+
+def test_a_user_suspended_through_one_instance_is_refused_by_another_within_a_second(make_app, scaikey, auth):
+    receiver, other = make_app().test_client(), make_app().test_client()
+    uid = _uid("usr")
+    _deliver(receiver, scaikey, "user.created", {"id": uid, "email": f"{uid}@x.y"}, tenant_id="tnt_wh")
+    token = scaikey.mint(sub=uid, tenant_id="tnt_wh")
+    assert other.get("/v1/auth/whoami", headers=auth(token)).status_code == 200     # cached there now
+    _deliver(receiver, scaikey, "user.deleted", {"id": uid})
+    deadline = time.monotonic() + 1.0
+    while other.get("/v1/auth/whoami", headers=auth(token)).status_code == 200 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    resp = other.get("/v1/auth/whoami", headers=auth(token))
+    assert resp.status_code == 401 and resp.get_json()["error"]["code"] == "token_revoked"
+
+
+def test_concurrent_redeliveries_of_one_event_apply_it_once(app, scaikey, db):
+    from concurrent.futures import ThreadPoolExecutor
+
+    gid = _uid("grp")
+    body, headers = scaikey.build_webhook("group.created", {"id": gid, "name": "race"}, tenant_id="tnt_wh")
+
+    def deliver(_):
+        return app.test_client().post(URL, data=body, headers=headers).get_json()["status"]
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        statuses = sorted(pool.map(deliver, range(4)))
+    assert statuses == ["applied", "duplicate", "duplicate", "duplicate"]
