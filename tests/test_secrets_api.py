@@ -1,12 +1,11 @@
 """The secret store over HTTP: spec/20 sections 3-4 and acceptance scenarios 2, 3, 4, 8, 9, 11."""
 from __future__ import annotations
 
-import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from tests.secrets_support import (ADMIN_SCOPES, HIGH_RATE_LIMITS, Callers, error_code, grant, new_tenant)
+from tests.secrets_support import HIGH_RATE_LIMITS, Callers, error_code, grant, new_tenant
 
 
 @pytest.fixture(scope="module")

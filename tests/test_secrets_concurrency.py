@@ -4,7 +4,6 @@ from __future__ import annotations
 import threading
 import time
 
-import pytest
 
 from tests.secrets_support import HIGH_RATE_LIMITS, Callers, grant, new_tenant
 

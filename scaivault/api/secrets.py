@@ -16,7 +16,7 @@ from .. import ratelimit
 from ..audit import record_now
 from ..config import parse_duration
 from ..errors import ScaiVaultError
-from ..policy.access import request_context, require_secret_scope
+from ..policy.access import request_context
 from ..policy.glob import PathPattern
 from ..policy.paths import validate_path
 from ..services.secrets import MAX_VERSIONS_LIMIT, SecretOwner, WriteRequest

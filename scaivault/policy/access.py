@@ -10,23 +10,9 @@ Partner secrets are written only by partner admins (spec/10 section 4.3).
 from __future__ import annotations
 
 from ..auth.identity import Identity, TenantContext
-from ..errors import ScaiVaultError
 from .cache import PolicyCache
 from .engine import ALLOW_ALL, Decision, PolicySet
 from .rules import RequestContext
-
-SCOPE_FOR_PERMISSION = {
-    "read": "secrets:read", "write": "secrets:write", "delete": "secrets:delete",
-    "list": "secrets:list", "rotate": "secrets:rotate",
-}
-
-
-def require_secret_scope(identity: Identity, permission: str) -> None:
-    scope = SCOPE_FOR_PERMISSION[permission]
-    if not identity.has_scope(scope):
-        raise ScaiVaultError("insufficient_scope", f"the token lacks the scope {scope}",
-                             details={"required_scope": scope})
-
 
 def request_context(identity: Identity, source_ip: str | None) -> RequestContext:
     return RequestContext(source_ip=source_ip, mfa_verified_at=identity.mfa_verified_at)
@@ -66,7 +52,7 @@ class AccessControl:
 
     def decide(self, identity: Identity, tenant: TenantContext, path: str, permission: str,
                ctx: RequestContext, *, partner_secret: bool = False) -> Decision:
-        """The decision for one path; scope is checked separately (require_secret_scope)."""
+        """The decision for one path; the token scope was already checked by the pipeline."""
         if partner_secret:
             if permission not in ("read", "list") and not self.admin_over_partner(identity, tenant.partner_id):
                 return Decision(False, code="access_denied", via="role",
