@@ -51,6 +51,49 @@ class CreateTokenBody(BaseModel):
         return seconds
 
 
+class WhoamiResponse(BaseModel):
+    identity_id: str
+    identity_type: str
+    display_name: str | None
+    tenant_id: str | None
+    partner_id: str | None
+    scopes: list[str]
+    groups: list[str]
+    roles: list[str]
+    mfa_verified_at: str | None
+    token_expires_at: str | None
+
+
+class IntrospectResponse(BaseModel):
+    active: bool
+    identity_id: str | None = None
+    identity_type: str | None = None
+    tenant_id: str | None = None
+    scopes: list[str] | None = None
+    expires_at: str | None = None
+    issued_at: str | None = None
+
+
+class TokenView(BaseModel):
+    id: str
+    name: str
+    scopes: list[str]
+    status: str
+    created_at: str
+    expires_at: str
+    revoked_at: str | None
+    last_used_at: str | None
+
+
+class CreatedToken(TokenView):
+    token: str = Field(description="the skt_ value; shown only in this response")
+
+
+class TokenList(BaseModel):
+    tokens: list[TokenView]
+    total: int
+
+
 def whoami_view(identity: Identity) -> dict:
     return {
         "identity_id": identity.identity_id,
@@ -67,14 +110,14 @@ def whoami_view(identity: Identity) -> dict:
 
 
 @bp.get("/v1/auth/whoami")
-@endpoint("auth", tenant=False)
+@endpoint("auth", tenant=False, response=WhoamiResponse)
 def whoami():
     """The caller's identity as derived from its token."""
     return jsonify(whoami_view(g.identity))
 
 
 @bp.post("/v1/auth/introspect")
-@endpoint("auth", scope="admin", tenant=False, body=IntrospectBody)
+@endpoint("auth", scope="admin", tenant=False, body=IntrospectBody, response=IntrospectResponse)
 def introspect():
     """Whether a token is active, and whose it is; {"active": false} otherwise (HTTP 200)."""
     identity = runtime().authenticator.peek(g.body.token)
@@ -92,7 +135,7 @@ def introspect():
 
 
 @bp.post("/v1/auth/tokens")
-@endpoint("auth", tenant=False, body=CreateTokenBody)
+@endpoint("auth", tenant=False, body=CreateTokenBody, response=CreatedToken, status=201)
 def create_token():
     """Create a personal access token for the caller; the `token` value is shown only here."""
     rt = runtime()
@@ -104,7 +147,7 @@ def create_token():
 
 
 @bp.get("/v1/auth/tokens")
-@endpoint("auth", tenant=False)
+@endpoint("auth", tenant=False, response=TokenList)
 def list_tokens():
     """The caller's personal access tokens (never their values)."""
     with runtime().db.session() as s:
@@ -113,7 +156,7 @@ def list_tokens():
 
 
 @bp.delete("/v1/auth/tokens/<token_id>")
-@endpoint("auth", tenant=False)
+@endpoint("auth", tenant=False, response=TokenView)
 def revoke_token(token_id: str):
     """Revoke one of the caller's personal access tokens; every instance refuses it within a second."""
     rt = runtime()

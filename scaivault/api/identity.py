@@ -22,6 +22,7 @@ bp = Blueprint("identity", __name__)
 log = logging.getLogger("scaivault.identity.webhooks")
 
 MAX_PAGE_SIZE = 500
+PAGING = {"page": "page number, from 1", "page_size": f"1-{MAX_PAGE_SIZE}, default 50"}
 IDENTITY_TYPES = ("user", "group", "service_account")
 
 
@@ -99,7 +100,7 @@ def _user_views(s, rows: list[dict]) -> list[dict]:
 
 # ----------------------------------------------------------------------------- cache listings
 @bp.get("/v1/identity/partners")
-@endpoint("identity:read", scope="identity:read", tenant=False)
+@endpoint("identity:read", scope="identity:read", tenant=False, query={**PAGING, "status": "e.g. ACTIVE"})
 def list_partners():
     """Cached partners: all for platform admins, otherwise the caller's own partner."""
     page, size, offset = _paging()
@@ -116,7 +117,8 @@ def list_partners():
 
 
 @bp.get("/v1/identity/tenants")
-@endpoint("identity:read", scope="identity:read", tenant=False)
+@endpoint("identity:read", scope="identity:read", tenant=False,
+          query={**PAGING, "partner_id": "only this partner", "status": "e.g. ACTIVE"})
 def list_tenants():
     """Cached tenants within the caller's reach (platform, partner, or its own tenant)."""
     page, size, offset = _paging()
@@ -135,7 +137,8 @@ def list_tenants():
 
 
 @bp.get("/v1/identity/tenants/<tenant_id>/users")
-@endpoint("identity:read", scope="identity:read", tenant=False)
+@endpoint("identity:read", scope="identity:read", tenant=False,
+          query={**PAGING, "status": "e.g. ACTIVE", "q": "search in email and name"})
 def list_users(tenant_id: str):
     """Cached users of one tenant; `q` searches email and name."""
     _require_tenant_reach(tenant_id)
@@ -148,7 +151,7 @@ def list_users(tenant_id: str):
 
 
 @bp.get("/v1/identity/tenants/<tenant_id>/groups")
-@endpoint("identity:read", scope="identity:read", tenant=False)
+@endpoint("identity:read", scope="identity:read", tenant=False, query=PAGING)
 def list_groups(tenant_id: str):
     """Cached groups of one tenant."""
     _require_tenant_reach(tenant_id)
@@ -162,7 +165,7 @@ def list_groups(tenant_id: str):
 
 
 @bp.get("/v1/identity/groups/<group_id>/members")
-@endpoint("identity:read", scope="identity:read", tenant=False)
+@endpoint("identity:read", scope="identity:read", tenant=False, query=PAGING)
 def group_members(group_id: str):
     """Direct members of a cached group (users and nested groups)."""
     page, size, offset = _paging()
@@ -231,7 +234,8 @@ def _run_view(row: dict) -> dict:
 
 
 @bp.post("/v1/identity/sync")
-@endpoint("identity:sync", scope="identity:admin", tenant=False)
+@endpoint("identity:sync", scope="identity:admin", tenant=False, status=202,
+          query={"partner_id": "sync only this partner", "tenant_id": "sync only this tenant"})
 def trigger_sync():
     """Start a full (or partner/tenant-limited) sync from ScaiKey; answers 202 at once."""
     partner_id, tenant_id = _text_arg("partner_id", 64), _text_arg("tenant_id", 64)
@@ -257,7 +261,7 @@ def trigger_sync():
 
 
 @bp.get("/v1/identity/sync/history")
-@endpoint("identity:read", scope="identity:read", tenant=False)
+@endpoint("identity:read", scope="identity:read", tenant=False, query=PAGING)
 def sync_history():
     """Past and running sync runs, newest first."""
     page, size, offset = _paging()
