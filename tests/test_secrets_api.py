@@ -489,3 +489,14 @@ def test_level_listings_page_through_many_folders_and_secrets(callers, admin, te
             cursor = doc["cursor"]
         expected = {f"lvl/f{i:02d}/" for i in range(12)} | {f"lvl/s{i:02d}" for i in range(7)}
         assert sorted(seen) == sorted(expected - hidden) and len(seen) == len(set(seen))
+
+
+def test_a_batch_costs_one_batch_unit_plus_one_read_unit_per_authorised_path(make_app, scaikey, tenant):
+    limits = "secrets:read: {rate: 5, window: 1m}\nsecrets:batch: {rate: 50, window: 1m}\nsecrets:write: {rate: 50, window: 1m}"
+    admin = Callers(scaikey, make_app(RATE_LIMITS=limits).test_client()).admin(tenant)
+    for p in ("rb/a", "rb/b", "rb/c"):
+        admin.put(f"/v1/secrets/{p}", json={"data": {"k": 1}})
+    first = admin.post("/v1/secrets/batch", json={"paths": ["rb/a", "rb/b", "rb/c"]})
+    assert first.status_code == 200 and first.headers["X-RateLimit-Remaining"] == "2"
+    second = admin.post("/v1/secrets/batch", json={"paths": ["rb/a", "rb/b", "rb/c"]})
+    assert second.status_code == 429 and error_code(second) == "rate_limited"
