@@ -136,3 +136,18 @@ def test_a_malformed_tenant_header_is_invalid_request(probe_client, scaikey, aut
     resp = _probe(probe_client, {**auth(token), "X-Tenant-ID": "tnt/../x"})
     assert resp.status_code == 400
     assert resp.get_json()["error"]["code"] == "invalid_request"
+
+
+def test_a_partner_scoped_service_token_reaches_the_tenants_of_its_partner_only(probe_client, scaikey, auth):
+    token = scaikey.mint_service("svc_partner", app_scope="PARTNER", partner_id="ptn_ten_a")
+    assert _probe(probe_client, {**auth(token), "X-Tenant-ID": "tnt_ten_a2"}).status_code == 200
+    assert _probe(probe_client, {**auth(token), "X-Tenant-ID": "tnt_ten_b1"}).status_code == 403
+
+
+def test_a_personal_token_of_a_partner_admin_keeps_the_partner_reach(probe_client, scaikey, auth):
+    creator = scaikey.mint(sub="usr_pa_pat", tenant_id="tnt_ten_a1", partner_id="ptn_ten_a", role="partner_admin",
+                           scopes=("identity:read",))
+    pat = probe_client.post("/v1/auth/tokens", json={"name": "pa", "scopes": ["identity:read"]},
+                            headers=auth(creator)).get_json()["token"]
+    assert _probe(probe_client, {**auth(pat), "X-Tenant-ID": "tnt_ten_a2"}).status_code == 200
+    assert _probe(probe_client, {**auth(pat), "X-Tenant-ID": "tnt_ten_b1"}).status_code == 403
