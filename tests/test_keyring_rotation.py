@@ -218,3 +218,24 @@ def test_another_instance_picks_up_a_rotation_within_the_cache_ttl(base_env, db_
     assert stale.db.scalar("SELECT root_version FROM partner_keys WHERE partner_id = 'ptn_new'") == 2
     stale.db.close()
     rotator.db.close()
+
+
+def test_tenant_rotation_rewraps_detached_envelopes_and_leaves_object_bodies(base_env, db_url, keys):
+    from scaivault.runtime import Runtime
+
+    rt = Runtime(settings_for(base_env, db_url, KMS_LOCAL_KEY_FILE=keys["a"]))
+    ctx = SealContext("ptn_det", "tnt_det", "artifact", "crl/1", 1)
+    rt.db.execute("CREATE TABLE probe (id serial PRIMARY KEY, partner_id text, tenant_id text, envelope bytea)")
+    register_sealed_column("probe", "envelope")
+    try:
+        envelope = rt.storage.put_detached(ctx, "crl/1", b"revocations")
+        rt.db.execute("INSERT INTO probe (partner_id, tenant_id, envelope) VALUES ('ptn_det', 'tnt_det', :e)", e=envelope)
+        body = rt.storage.get("crl/1")
+        assert rotate_tenant_key(rt.keyring, "ptn_det", "tnt_det").rewrapped == 1
+        new_envelope = bytes(rt.db.scalar("SELECT envelope FROM probe"))
+        assert new_envelope != envelope and new_envelope[4:8] == (2).to_bytes(4, "big")
+        assert rt.storage.get("crl/1") == body
+        assert rt.storage.get_detached(ctx, "crl/1", new_envelope) == b"revocations"
+    finally:
+        _REGISTRY.pop(("probe", "envelope"), None)
+        rt.close()

@@ -32,6 +32,10 @@ def test_large_objects_stream(runtime):
     conformance.check_large_objects_stream(runtime.storage, runtime.keyring)
 
 
+def test_detached_values_keep_the_envelope_in_the_row(runtime):
+    conformance.check_detached_values_keep_the_envelope_in_the_row(runtime.storage, runtime.keyring)
+
+
 def test_only_sealed_values_are_accepted(runtime):
     conformance.check_only_sealed_values_are_accepted(runtime.storage)
 

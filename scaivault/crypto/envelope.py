@@ -28,6 +28,7 @@ KEY_BYTES = 32
 TAG_BYTES = 16
 WRAPPED_DK_BYTES = NONCE_BYTES + KEY_BYTES + TAG_BYTES
 OVERHEAD = HEADER.size + WRAPPED_DK_BYTES + NONCE_BYTES + TAG_BYTES
+ENVELOPE_BYTES = HEADER.size + WRAPPED_DK_BYTES      # the part a detached value keeps in its row
 _PREFIX = MAGIC + bytes((FORMAT_V1, ALG_AES256GCM))
 
 
@@ -53,7 +54,7 @@ def gcm_decrypt(aead: AESGCM, blob: bytes, aad: bytes) -> bytes:
 
 def tenant_key_version_of(sealed: bytes) -> int:
     """The tenant key version named in a sealed value's header (SealError if malformed)."""
-    if not isinstance(sealed, (bytes, bytearray, memoryview)) or len(sealed) < OVERHEAD:
+    if not isinstance(sealed, (bytes, bytearray, memoryview)) or len(sealed) < ENVELOPE_BYTES:
         raise SealError("not a sealed value (too short)")
     magic, fmt, alg, version = HEADER.unpack_from(sealed, 0)
     if magic != MAGIC:
@@ -70,6 +71,11 @@ def seal_with(tenant_aead: AESGCM, key_version: int, ctx: SealContext, plaintext
     wrapped = gcm_encrypt(tenant_aead, data_key, data_key_aad(header, ctx.partner_id, ctx.tenant_id))
     body = gcm_encrypt(AESGCM(data_key), bytes(plaintext), payload_aad(_PREFIX, ctx))
     return header + wrapped + body
+
+
+def split(sealed: bytes) -> tuple[bytes, bytes]:
+    """(envelope, body): the envelope stays in the database row, the body may go to object storage."""
+    return sealed[:ENVELOPE_BYTES], sealed[ENVELOPE_BYTES:]
 
 
 def open_with(tenant_aead: AESGCM, ctx: SealContext, sealed: bytes) -> bytes:

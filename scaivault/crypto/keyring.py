@@ -323,6 +323,16 @@ class Keyring:
         aead = self.tenant_key(ctx.partner_id, ctx.key_scope, version)
         return envelope.open_with(aead, ctx, sealed)
 
+    def seal_detached(self, ctx: SealContext, plaintext: bytes) -> tuple[bytes, bytes]:
+        """(envelope, body): a 68-byte envelope for the database row and the ciphertext body for
+        object storage. A tenant-key rotation re-wraps the envelope alone; the body never changes."""
+        return envelope.split(self.seal(ctx, plaintext))
+
+    def open_detached(self, ctx: SealContext, envelope_bytes: bytes, body: bytes) -> bytes:
+        if len(envelope_bytes) != envelope.ENVELOPE_BYTES:
+            raise SealError("not a detached envelope")
+        return self.open(ctx, bytes(envelope_bytes) + bytes(body))
+
     def rewrap(self, partner_id: str, tenant_id: str | None, sealed: bytes) -> bytes:
         """The value with its data key re-wrapped under the tenant's active key (payload untouched)."""
         scope = tenant_id if tenant_id is not None else PARTNER_SCOPE

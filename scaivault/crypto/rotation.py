@@ -155,8 +155,8 @@ def rotate_tenant_key(keyring: Keyring, partner_id: str, tenant_id: str | None, 
         result = RotationResult("tenant", target, 0, resumed=running is not None)
         if running is None:
             with db.transaction() as tx:
-                current = tx.scalar("SELECT max(version) FROM tenant_keys WHERE partner_id = :p AND tenant_id = :t "
-                                    "", p=partner_id, t=scope)
+                current = tx.scalar("SELECT max(version) FROM tenant_keys WHERE partner_id = :p AND tenant_id = :t",
+                                    p=partner_id, t=scope)
                 version = current + 1
                 wrapped = envelope.gcm_encrypt(partner, envelope.new_key(), tenant_key_aad(partner_id, scope, version))
                 tx.execute("UPDATE tenant_keys SET status = 'retired', retired_at = now() "
@@ -192,7 +192,7 @@ def _rewrap_column(keyring: Keyring, column, partner_id: str, tenant_id: str | N
         return 0
     # the header's tenant key version is bytes 4..7 (big-endian u32); skip rows already moved
     sql = (f"SELECT {column.key_column} AS k, {column.column} AS v FROM {column.table} WHERE {where} "
-           f"AND octet_length({column.column}) >= 96 AND get_byte({column.column}, 4) * 16777216 + get_byte({column.column}, 5) * 65536 "
+           f"AND octet_length({column.column}) >= 68 AND get_byte({column.column}, 4) * 16777216 + get_byte({column.column}, 5) * 65536 "
            f"+ get_byte({column.column}, 6) * 256 + get_byte({column.column}, 7) <> :version "
            f"ORDER BY {column.key_column} LIMIT {BATCH}")
     done = 0

@@ -132,6 +132,20 @@ class SealedObjectStore:
     def get_opened(self, ctx, key: str) -> bytes:
         return self.keyring.open(ctx, self.get(key))
 
+    def put_detached(self, ctx, key: str, plaintext: bytes) -> bytes:
+        """Seal `plaintext`, store the ciphertext body under `key`, return the envelope for the row.
+
+        The row keeps the object reference and the envelope (spec/10 section 5.1); the object
+        store holds only ciphertext, which opens only with that envelope and context.
+        """
+        check_key(key)
+        envelope_bytes, body = self.keyring.seal_detached(ctx, plaintext)
+        self.backend.put(key, body)
+        return envelope_bytes
+
+    def get_detached(self, ctx, key: str, envelope_bytes: bytes) -> bytes:
+        return self.keyring.open_detached(ctx, envelope_bytes, self.get(key))
+
     def health(self) -> dict:
         return self.backend.health()
 

@@ -56,3 +56,17 @@ def check_bad_keys_are_refused(store: SealedObjectStore, keyring) -> None:
         with pytest.raises(ScaiVaultError) as info:
             store.put(bad, keyring.seal(CTX, b"v"))
         assert info.value.code == "invalid_request"
+
+
+def check_detached_values_keep_the_envelope_in_the_row(store: SealedObjectStore, keyring) -> None:
+    envelope = store.put_detached(CTX, "certs/chain.pem", b"-----BEGIN CERTIFICATE-----")
+    assert len(envelope) == 68
+    body = store.get("certs/chain.pem")
+    assert b"BEGIN CERTIFICATE" not in body
+    assert store.get_detached(CTX, "certs/chain.pem", envelope) == b"-----BEGIN CERTIFICATE-----"
+    other = SealContext("ptn_store", "tnt_store", "artifact", "certs/other.pem", 1)
+    from scaivault.crypto import SealError
+
+    with pytest.raises(SealError):
+        store.get_detached(other, "certs/chain.pem", envelope)
+    store.delete("certs/chain.pem")
