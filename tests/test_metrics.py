@@ -148,3 +148,12 @@ def test_secret_reads_and_writes_are_counted_per_tenant(client, scaikey, auth):
     assert sum(v for (name, labels), v in samples(text).items()
                if name == "scaivault_secret_reads_total" and ("tenant", tenant) in labels) == 2
     assert value(text, "scaivault_audit_entries_total", action="read", success="true") >= 2
+
+
+def test_requests_refused_before_routing_are_counted_too(client):
+    before = client.get("/v1/metrics").get_data(as_text=True)
+    refused = client.get("/v1/t/bad$tenant/health")
+    assert refused.status_code == 400
+    after = client.get("/v1/metrics").get_data(as_text=True)
+    key = dict(method="GET", path_category="probe", status="400")
+    assert value(after, "scaivault_requests_total", **key) - value(before, "scaivault_requests_total", **key) == 1

@@ -72,9 +72,11 @@ def install_request_metrics(app: Flask) -> None:
 
     @app.after_request
     def _metrics_finish(response: Response) -> Response:
-        category = g.get("metrics_category")
-        if category is not None:
-            elapsed = time.perf_counter() - g.metrics_started
+        # requests refused by an earlier before_request hook (413, malformed tenant) count too
+        category = g.get("metrics_category") or path_category()
+        started = g.get("metrics_started") or g.get("started")
+        if started is not None:
+            elapsed = time.perf_counter() - started
             metrics.REQUESTS.labels(method=_method(), path_category=category,
                                     status=str(response.status_code)).inc()
             metrics.REQUEST_DURATION.labels(method=_method(), path_category=category).observe(elapsed)
