@@ -370,3 +370,13 @@ def test_no_query_string_makes_the_audit_endpoints_fail_with_a_500(client, admin
         assert response.is_json
 
     check()
+
+
+def test_the_platform_chain_is_verified_by_super_admins_only(client, runtime, scaikey, auth, admin_headers, tenant_id):
+    record_now(runtime, AuditEntry(action="identity_sync", identity_type="system", identity_id="system:sync"))
+    assert client.get("/v1/audit/verify?chain=platform", headers=admin_headers).status_code == 403
+    root = scaikey.mint(sub="usr_root_" + tenant_id, email=f"root@{tenant_id}.example", tenant_id=tenant_id,
+                        partner_id="ptn_aud", scopes=("audit:read",), role="super_admin")
+    body = client.get("/v1/audit/verify?chain=platform", headers=auth(root)).get_json()
+    assert body["tenant_id"] is None and body["valid"] is True and body["entries_checked"] >= 1
+    assert client.get("/v1/audit/verify?chain=moon", headers=auth(root)).status_code == 422

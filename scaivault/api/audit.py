@@ -163,14 +163,23 @@ def summary():
 @bp.get("/v1/audit/verify")
 @endpoint("audit:read", scope="audit:read")
 def verify():
-    """Walk this tenant's hash chains (optionally a from/to window) and report the first break."""
+    """Walk this tenant's hash chains (optionally a from/to window) and report the first break.
+
+    `?chain=platform` (super_admin) walks the chain of platform-level entries (no tenant).
+    """
     require_audit_admin()
     fields: dict[str, str] = {}
     since = parse_timestamp("from", request.args.get("from"), fields)
     until = parse_timestamp("to", request.args.get("to"), fields)
+    chain = request.args.get("chain", "tenant")
+    if chain not in ("tenant", "platform"):
+        fields["chain"] = "must be tenant or platform"
     if fields:
         raise ValidationFailed(fields)
-    report = verify_chain(runtime().db, g.tenant.tenant_id, since=since, until=until)
+    if chain == "platform" and not g.identity.is_super_admin:
+        raise ScaiVaultError("access_denied", "the platform chain is verified by super admins only")
+    tenant_id = g.tenant.tenant_id if chain == "tenant" else None
+    report = verify_chain(runtime().db, tenant_id, since=since, until=until)
     audited_query("verify", {"valid": report.valid, "entries_checked": report.checked})
     return jsonify(report.as_dict())
 
