@@ -239,3 +239,35 @@ def test_tenant_rotation_rewraps_detached_envelopes_and_leaves_object_bodies(bas
     finally:
         _REGISTRY.pop(("probe", "envelope"), None)
         rt.close()
+
+
+def test_tenant_rotation_rewraps_stored_secret_versions(base_env, db_url, keys):
+    from scaivault.audit import AuditEntry
+    from scaivault.runtime import Runtime
+    from scaivault.services.secrets import SecretOwner, WriteRequest
+
+    rt = Runtime(settings_for(base_env, db_url, KMS_LOCAL_KEY_FILE=keys["a"]))
+    owner = SecretOwner("ptn_sec", "tnt_sec")
+
+    def audit(action, secret_path=None, success=True, extra=None):
+        return AuditEntry(action=action, tenant_id=owner.tenant_id, partner_id=owner.partner_id,
+                          identity_type="system", identity_id="system:test", secret_path=secret_path,
+                          success=success, extra_data=dict(extra or {}))
+
+    try:
+        store = rt.secret_store
+        for n in range(3):
+            store.write(owner, "db/password", WriteRequest(data={"password": f"pw-{n}"}), "system:test", audit)
+        before = {r["version"]: bytes(r["sealed_data"]) for r in
+                  rt.db.query("SELECT version, sealed_data FROM secret_versions WHERE tenant_id = 'tnt_sec'")}
+        result = rotate_tenant_key(rt.keyring, "ptn_sec", "tnt_sec")
+        assert result.details["columns"]["secret_versions.sealed_data"] == 3
+        after = {r["version"]: bytes(r["sealed_data"]) for r in
+                 rt.db.query("SELECT version, sealed_data FROM secret_versions WHERE tenant_id = 'tnt_sec'")}
+        for version, sealed in after.items():
+            assert sealed[4:8] == (2).to_bytes(4, "big") and sealed[68:] == before[version][68:]
+        rt.keyring.clear_cache()
+        assert store.read(owner, "db/password", 1, audit)["data"] == {"password": "pw-0"}
+        assert store.read(owner, "db/password", None, audit)["data"] == {"password": "pw-2"}
+    finally:
+        rt.close()
