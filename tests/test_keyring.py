@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 import threading
 
 import pytest
@@ -244,3 +245,16 @@ def test_no_plaintext_appears_in_a_database_dump(settings, keyring, db_url):
     assert marker not in dump
     assert marker.hex().encode() not in dump
     assert root_key.hex().encode() not in dump
+
+
+def test_scaivault_serve_refuses_to_start_with_a_wrong_key(settings, base_env, keyring, db_url):
+    keyring.ensure_root()
+    key_file = settings.kms_options["KMS_LOCAL_KEY_FILE"]
+    with open(key_file, "wb") as handle:
+        handle.write(os.urandom(32))
+    env = {**os.environ, **base_env, "DATABASE_URL": db_url, "KMS_LOCAL_KEY_FILE": key_file,
+           "BIND_ADDRESS": "127.0.0.1:9"}
+    done = subprocess.run([sys.executable, "-m", "scaivault.cli", "serve", "--no-migrate"], env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert "KMS_LOCAL_KEY_FILE" in done.stderr and "cannot open the stored encryption root" in done.stderr
