@@ -55,7 +55,8 @@ class Authenticator:
                                              tenant_slug=self._tenant_slug)
         self.epoch = AuthEpoch(lambda: runtime.redis)
         self._claims: dict[bytes, tuple[dict, float]] = {}
-        self._identities: dict[bytes, tuple[Identity, float, float]] = {}   # identity, valid_until, cached_at
+        # identity, valid_until, cached_at, the epoch it was derived under
+        self._identities: dict[bytes, tuple[Identity, float, float, object]] = {}
         self._tenants: dict[str, tuple[dict | None, float]] = {}
         self._seen_epoch: object = None
         self._bootstrapped: set[str] = set()
@@ -89,11 +90,12 @@ class Authenticator:
         the result nor counts as that identity's own request (no bootstrap promotion)."""
         key = hashlib.sha256(token.encode()).digest()
         self._sync_epoch()
+        epoch = self._seen_epoch
         now = time.time()
         hit = self._identities.get(key)
         if hit is not None:
-            identity, valid_until, cached_at = hit
-            if now < valid_until and now - cached_at < MAX_IDENTITY_AGE_SECONDS:
+            identity, valid_until, cached_at, derived_under = hit
+            if now < valid_until and now - cached_at < MAX_IDENTITY_AGE_SECONDS and derived_under == epoch:
                 return identity
             self._identities.pop(key, None)
             if now >= valid_until:
@@ -107,7 +109,8 @@ class Authenticator:
             raise ScaiVaultError("authentication_required",
                                  "the bearer token is neither a ScaiKey JWT nor a personal access token (skt_)")
         if not introspection:
-            self._bounded_put(self._identities, key, (identity, valid_until, now))
+            # tagged with the epoch seen before deriving: a change committed meanwhile makes it a miss
+            self._bounded_put(self._identities, key, (identity, valid_until, now, epoch))
         return identity
 
     def peek(self, token: str) -> Identity | None:
