@@ -154,3 +154,15 @@ def test_without_scaikey_jwts_are_token_invalid_and_personal_tokens_work(base_en
         assert client.get("/v1/auth/whoami", headers=auth(token)).status_code == 200
     finally:
         app.extensions["scaivault"].close()
+
+
+def test_with_redis_down_tokens_still_authenticate_and_revocation_still_holds(make_app, auth, alice):
+    app = make_app(REDIS_URL="redis://127.0.0.1:1/0")     # nothing listens there
+    client = app.test_client()
+    created = _create(client, auth(alice)).get_json()
+    assert client.get("/v1/auth/whoami", headers=auth(created["token"])).status_code == 200
+    app.extensions["scaivault"].db.execute("UPDATE personal_tokens SET revoked_at = now() WHERE id = :id",
+                                           id=created["id"])
+    time.sleep(0.6)   # one epoch check interval: without Redis the cache lives at most that long
+    resp = client.get("/v1/auth/whoami", headers=auth(created["token"]))
+    assert resp.status_code == 401 and resp.get_json()["error"]["code"] == "token_revoked"

@@ -26,8 +26,10 @@ class AuthEpoch:
     def current(self) -> object:
         """The last seen epoch value; re-read from Redis when older than EPOCH_CHECK_SECONDS.
 
-        When Redis cannot be read a fresh object is returned, which never equals a
-        previous value: callers then drop their caches rather than trust stale ones.
+        When Redis cannot be read a fresh object stands in for the value (for one check
+        interval, so a dead Redis is not asked on every request): it never equals a previous
+        value, so callers re-derive from the database every interval rather than trust a cache
+        that a revocation elsewhere could not reach.
         """
         now = time.monotonic()
         if now - self._checked_at < EPOCH_CHECK_SECONDS:
@@ -40,7 +42,8 @@ class AuthEpoch:
                 self._checked_at = time.monotonic()
             except Exception as exc:  # Redis down: no cached identity may outlive a revocation
                 log.warning("auth epoch unreadable", extra={"error": type(exc).__name__})
-                return object()
+                self._value = object()  # type: ignore[assignment]
+                self._checked_at = time.monotonic()
             return self._value
 
     def bump(self) -> None:
