@@ -34,6 +34,7 @@ MAX_VERSIONS_LIMIT = 1000
 MAX_METADATA_BYTES = 16 * 1024
 MAX_TAGS = 50
 TOUCH_INTERVAL = 60.0          # last_accessed_at is written at most once a minute per secret
+TOUCH_FLUSH_INTERVAL = 5.0     # pending access times are written in one UPDATE this often per process
 LIST_DEFAULT = 100
 LIST_MAX = 1000
 LIST_SCAN_CAP = 20000           # rows examined per listing page before answering with a cursor
@@ -160,6 +161,8 @@ class SecretStore:
         self._touched: dict[int, float] = {}
         self._rotation_table: bool | None = None
         self._touch_lock = threading.Lock()
+        self._pending_touches: set[int] = set()
+        self._last_flush = time.monotonic()
 
     # ================================================================== reads
     def read(self, owner: SecretOwner, path: str, version: int | None, audit: AuditFn) -> dict:
@@ -212,8 +215,12 @@ class SecretStore:
         view["data"] = json.loads(plaintext)
         return view
 
-    def _touch(self, s: Session, row: dict) -> None:
-        """Record access time at most once a minute per secret, across processes (no write per read)."""
+    def _touch(self, s: Session | None, row: dict) -> None:
+        """Note an access; access times reach the database in one batched UPDATE every few seconds.
+
+        A secret is written at most once a minute (checked against the stored time, so across
+        processes too), never once per read; touches of a process that dies unflushed are lost.
+        """
         last = row["last_accessed_at"]
         if last is not None and _now() - last < timedelta(seconds=TOUCH_INTERVAL):
             return
@@ -224,11 +231,38 @@ class SecretStore:
             if len(self._touched) > 100_000:
                 self._touched.clear()
             self._touched[row["id"]] = now
+            self._pending_touches.add(row["id"])
+            if now - self._last_flush < TOUCH_FLUSH_INTERVAL:
+                return
+            ids, self._pending_touches, self._last_flush = list(self._pending_touches), set(), now
+        if s is not None:
+            self._write_touches(s, ids)
+            return
+        with self.db.session() as own:
+            self._write_touches(own, ids)
+
+    def flush_touches(self) -> None:
+        """Write pending access times now (tests, shutdown)."""
+        with self._touch_lock:
+            ids, self._pending_touches, self._last_flush = list(self._pending_touches), set(), time.monotonic()
+        if ids:
+            with self.db.session() as s:
+                self._write_touches(s, ids)
+
+    @staticmethod
+    def _write_touches(s: Session, ids: list[int]) -> None:
         try:
-            s.execute("""UPDATE secrets SET last_accessed_at = now() WHERE id = :id
+            s.execute("BEGIN")
+            s.execute("SET LOCAL synchronous_commit = off")    # access times may be lost in a crash
+            s.execute("""UPDATE secrets SET last_accessed_at = now() WHERE id = ANY(:ids)
                          AND (last_accessed_at IS NULL OR last_accessed_at < now() - interval '60 seconds')""",
-                      id=row["id"])
+                      ids=ids)
+            s.execute("COMMIT")
         except Exception as exc:   # access tracking must never fail a read that was audited
+            try:
+                s.execute("ROLLBACK")
+            except Exception:
+                pass
             log.warning("last_accessed_at not updated", extra={"error": type(exc).__name__})
 
     def read_metadata(self, owner: SecretOwner, path: str, audit: AuditFn) -> dict:
@@ -512,16 +546,10 @@ class SecretStore:
             for entry in entries:
                 record(s, entry)
         for path in found:
-            self._touch_after(rows[path])
+            self._touch(None, rows[path])
             _count_read(owner, rows[path]["secret_type"])
         return found, errors
 
-    def _touch_after(self, row: dict) -> None:
-        last = row["last_accessed_at"]
-        if last is not None and _now() - last < timedelta(seconds=TOUCH_INTERVAL):
-            return
-        with self.db.session() as s:
-            self._touch(s, row)
 
     def metadata_many(self, owner: SecretOwner, paths: Iterable[str], audit: AuditFn) -> dict[str, dict]:
         """Metadata of existing, live paths (missing ones are simply absent)."""
