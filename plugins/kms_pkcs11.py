@@ -50,6 +50,17 @@ class _Token:
 _LIBS: dict[str, object] = {}
 _TOKENS: dict[tuple[str, int], _Token] = {}
 _REGISTRY_LOCK = threading.Lock()
+_REGISTRY_PID = os.getpid()
+
+
+def _forget_after_fork() -> None:
+    # PKCS#11 sessions do not survive fork (gunicorn forks workers after first boot opened
+    # one): a child starts its own module instance and session
+    global _REGISTRY_PID
+    if os.getpid() != _REGISTRY_PID:
+        _LIBS.clear()
+        _TOKENS.clear()
+        _REGISTRY_PID = os.getpid()
 
 
 class Pkcs11Key(KmsProvider):
@@ -61,6 +72,7 @@ class Pkcs11Key(KmsProvider):
 
         self._p = PyKCS11
         with _REGISTRY_LOCK:
+            _forget_after_fork()
             self._lib = _LIBS.get(library)
             if self._lib is None:
                 lib = PyKCS11.PyKCS11Lib()

@@ -135,3 +135,25 @@ def test_secondary_hsm_key_takes_over(softhsm, base_env, db_url, pin_file):
     assert other.open(ctx, sealed) == b"v"
     assert other.health()["status"] == "degraded"
     other.db.close()
+
+
+def test_a_forked_worker_opens_its_own_hsm_session(settings):
+    """gunicorn forks workers after first boot used the HSM in the master process."""
+    kms = conformance.provider(settings)
+    wrapped = kms.wrap(b"k" * 32, b"aad")
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:                                            # the worker
+        try:
+            child = conformance.provider(settings)
+            ok = child.unwrap(wrapped, b"aad") == b"k" * 32 and child.unwrap(child.wrap(b"x" * 32, b"a"), b"a") == b"x" * 32
+            os.write(write, b"ok" if ok else b"bad")
+        except BaseException as exc:                        # report, never raise into pytest's copy
+            os.write(write, repr(exc).encode()[:200])
+        finally:
+            os._exit(0)
+    os.close(write)
+    os.waitpid(pid, 0)
+    assert os.read(read, 300) == b"ok"
+    os.close(read)
+    assert kms.unwrap(wrapped, b"aad") == b"k" * 32           # the parent's session still works
