@@ -258,3 +258,18 @@ def test_scaivault_serve_refuses_to_start_with_a_wrong_key(settings, base_env, k
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 2
     assert "KMS_LOCAL_KEY_FILE" in done.stderr and "cannot open the stored encryption root" in done.stderr
+
+
+def test_kms_calls_are_timed_in_the_kms_latency_metric(keyring):
+    from scaivault import metrics
+
+    def count(operation):
+        return next(sample.value for family in metrics.KMS_LATENCY.collect() for sample in family.samples
+                    if sample.name.endswith("_count") and sample.labels.get("operation") == operation)
+
+    keyring.ensure_root()
+    before = count("decrypt")
+    keyring.seal(CTX, b"x")
+    keyring.clear_cache()
+    keyring.open(CTX, keyring.seal(CTX, b"y"))
+    assert count("decrypt") > before
