@@ -110,6 +110,13 @@ def cmd_keys(args, env) -> int:
     return run_keys_command(args, load_settings(env, require_services=False))
 
 
+def cmd_identity(args, env) -> int:
+    from .config import load_settings
+    from .identity.cli import run_identity_command
+
+    return run_identity_command(args, load_settings(env))
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
@@ -138,6 +145,12 @@ def build_parser() -> argparse.ArgumentParser:
     keys_status = keys_sub.add_parser("status", help="print key versions and rotations as JSON (never material)")
     keys_status.add_argument("--partner", help="only this partner's keys")
     keys.set_defaults(func=cmd_keys)
+    identity = sub.add_parser("identity", help="identity cache: sync from ScaiKey now")
+    identity_sub = identity.add_subparsers(dest="identity_command", required=True)
+    identity_sync = identity_sub.add_parser("sync", help="run one full (or partner/tenant) sync and print it as JSON")
+    identity_sync.add_argument("--partner", help="only this partner")
+    identity_sync.add_argument("--tenant", help="only this tenant")
+    identity.set_defaults(func=cmd_identity)
     return parser
 
 

@@ -239,3 +239,19 @@ def test_a_failure_while_applying_rolls_the_whole_sync_back(sync_app, directory_
     run = _run(sync_app)
     assert run["status"] == "failed"
     assert db.query("SELECT id, email, deleted_at FROM identity_users ORDER BY id") == before
+
+
+def test_the_cli_runs_one_sync_and_prints_it(base_env, fresh_database_url, directory_standin):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    MigrationRunner(DatabaseURL.parse("DATABASE_URL", fresh_database_url)).apply()
+    env = {**os.environ, **base_env, "DATABASE_URL": fresh_database_url, "SCAIKEY_URL": directory_standin.url,
+           "SCAIKEY_CLIENT_ID": "sync-client", "SCAIKEY_CLIENT_SECRET_FILE": directory_standin.secret_path}
+    done = subprocess.run([sys.executable, "-m", "scaivault.cli", "identity", "sync", "--tenant", "tnt_s1"],
+                          env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    run = json.loads(done.stdout.strip().splitlines()[-1])
+    assert run["status"] == "succeeded" and run["kind"] == "tenant" and run["counts"]["users"] == 5
