@@ -271,3 +271,17 @@ def test_tenant_rotation_rewraps_stored_secret_versions(base_env, db_url, keys):
         assert store.read(owner, "db/password", None, audit)["data"] == {"password": "pw-2"}
     finally:
         rt.close()
+
+
+def test_a_secondary_key_added_later_is_applied_by_a_rotation(base_env, db_url, keys, caplog):
+    ring, _ = ring_for(base_env, db_url, keys["a"])
+    seal_into_probe(ring)
+    with_secondary, _ = ring_for(base_env, db_url, keys["a"], KMS_KEY_ID_SECONDARY=keys["c"])
+    with caplog.at_level("WARNING", logger="scaivault.crypto"):
+        with_secondary.ensure_root()
+    assert "KMS_KEY_ID_SECONDARY differs" in caplog.text
+    rotate_root(with_secondary)
+    assert with_secondary.db.scalar("SELECT count(*) FROM partner_keys WHERE wrapped_secondary IS NULL") == 0
+    assert with_secondary.root.secondary_key_ref == os.path.abspath(keys["c"])
+    ring.db.close()
+    with_secondary.db.close()

@@ -190,11 +190,21 @@ class Keyring:
             if self._configured_ref() != root.key_ref:
                 log.warning("KMS key differs from the one wrapping the partner keys; run `scaivault keys rotate` "
                             "to re-wrap them under it", extra={"configured": self._configured_ref(), "active": root.key_ref})
+            if self._configured_secondary_ref() != root.secondary_key_ref:
+                log.warning("KMS_KEY_ID_SECONDARY differs from the secondary key the partner keys are wrapped "
+                            "under; run `scaivault keys rotate` to wrap them under it",
+                            extra={"configured": self.settings.kms_key_id_secondary, "active": root.secondary_key_ref})
             return
         raise ConfigError(_key_variable(self.settings),
                           f"the configured KMS key cannot open the stored encryption root (root version "
                           f"{root.version}, {root.provider} key {root.key_ref}): {'; '.join(problems)}. "
                           f"Refusing to start with a wrong or unreachable key.")
+
+    def _configured_secondary_ref(self) -> str | None:
+        try:
+            return self.secondary.key_ref if self.secondary else None
+        except (KmsError, ConfigError):
+            return self.settings.kms_key_id_secondary
 
     def _configured_ref(self) -> str | None:
         try:
