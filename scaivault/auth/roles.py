@@ -67,7 +67,8 @@ def replace_roles(s: Session, caller: Identity, target: RoleTarget, roles: list[
         raise ScaiVaultError("forbidden", "only super_admin or partner_admin may change role assignments")
     if not caller_super and (target.partner_id is None or target.partner_id not in caller_partners):
         raise ScaiVaultError("forbidden", "the user is outside your partner")
-    current = {r["role"] for r in stored_assignments(s, target.identity_id)}
+    # assignments synced from ScaiKey are ScaiKey's to change; the PUT replaces ScaiVault's own
+    current = {r["role"] for r in stored_assignments(s, target.identity_id) if r["source"] != "scaikey"}
     if "super_admin" in set(wanted) ^ current and not caller_super:
         raise ScaiVaultError("forbidden", "only a super_admin may grant or remove super_admin")
     if target.identity_id == caller.identity_id:
@@ -79,11 +80,12 @@ def replace_roles(s: Session, caller: Identity, target: RoleTarget, roles: list[
         raise ScaiVaultError("invalid_role", "tenant_admin needs a user who belongs to a tenant")
     if "partner_admin" in wanted and not target.partner_id:
         raise ScaiVaultError("invalid_role", "partner_admin needs a user whose tenant belongs to a partner")
-    s.execute("DELETE FROM identity_role_assignments WHERE identity_id = :i", i=target.identity_id)
+    s.execute("DELETE FROM identity_role_assignments WHERE identity_id = :i AND source <> 'scaikey'",
+              i=target.identity_id)
     for role in wanted:
         s.execute(
             """INSERT INTO identity_role_assignments (identity_id, role, partner_id, tenant_id, source, granted_by)
-               VALUES (:i, :r, :p, :t, 'store', :by)""",
+               VALUES (:i, :r, :p, :t, 'store', :by) ON CONFLICT (identity_id, role) DO NOTHING""",
             i=target.identity_id, r=role,
             p=target.partner_id if role in ("partner_admin", "tenant_admin") else None,
             t=target.tenant_id if role == "tenant_admin" else None, by=caller.identity_id)
