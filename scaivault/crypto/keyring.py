@@ -157,8 +157,9 @@ class Keyring:
             try:
                 record = self.new_root_record(1, "active")
             except KmsError as exc:
-                raise ConfigError("KMS_PROVIDER", f"cannot create the encryption root with the {self.primary.name} "
-                                                  f"key {self.primary.key_ref}: {exc.message}") from None
+                raise ConfigError(_key_variable(self.settings),
+                                  f"cannot create the encryption root with the {self.settings.kms_provider} key "
+                                  f"{self._configured_ref() or '(unreachable)'}: {exc.message}") from None
             with self.db.session() as s:
                 if self.insert_root(s, record):
                     log.info("created the encryption root", extra={"kms_provider": record.provider, "key_ref": record.key_ref})
