@@ -12,6 +12,9 @@ import pytest
 
 from scaivault.audit import AuditEntry, record_now
 from tests.test_audit_writer import no_audit_insert_url  # noqa: F401  (fixture)
+from tests.test_storage_azure_blob import API_VERSION as AZURE_API_VERSION
+from tests.test_storage_azure_blob import azurite  # noqa: F401  (fixture)
+from tests.test_storage_gcs import emulator  # noqa: F401  (fixture)
 
 
 @pytest.fixture(scope="module")
@@ -305,39 +308,80 @@ def s3_server():
     server.stop()
 
 
+def exporter_headers(scaikey, auth, tenant_id):
+    token = scaikey.mint(sub="usr_exporter_" + tenant_id, email=f"exporter@{tenant_id}.example", tenant_id=tenant_id,
+                         partner_id="ptn_aud", role="tenant_admin",
+                         scopes=("audit:read", "audit:export", "secrets:write", "secrets:read"))
+    return auth(token)
+
+
+def export_to(client, runtime, headers, tenant_id, destination_type, bucket, credentials):
+    """Store `credentials` as a secret, export the seeded entries there; returns (job, entries)."""
+    written = client.put("/v1/secrets/exports/creds", headers=headers, json={"data": credentials})
+    assert written.status_code in (200, 201), written.get_json()
+    entries = seed(runtime, tenant_id)
+    response = client.post("/v1/audit/export", headers=headers, json={
+        "from": BASE.isoformat(), "to": (BASE + timedelta(minutes=30)).isoformat(), "format": "jsonl",
+        "destination": {"type": destination_type, "bucket": bucket, "prefix": "scaivault/",
+                        "credentials_path": "exports/creds"}})
+    assert response.status_code == 202, response.get_json()
+    job = wait_for_export(client, headers, response.get_json()["export_id"])
+    assert job["status"] == "completed", job
+    return job, entries
+
+
+def object_key(job, scheme, bucket):
+    uri = job["manifest"][0]["uri"]
+    assert uri.startswith(f"{scheme}://{bucket}/scaivault/{job['export_id']}/part-00001.jsonl")
+    return uri.split("/", 3)[3]
+
+
 @pytest.mark.slow
-def test_an_export_to_s3_uploads_with_credentials_read_from_a_secret(app, client, runtime, scaikey, auth, tenant_id,
+def test_an_export_to_s3_uploads_with_credentials_read_from_a_secret(client, runtime, scaikey, auth, tenant_id,
                                                                       s3_server):
     import boto3
 
     s3 = boto3.client("s3", endpoint_url=s3_server, region_name="us-east-1", aws_access_key_id="testing",
                       aws_secret_access_key="testing")
     s3.create_bucket(Bucket="audit-archive")
-    token = scaikey.mint(sub="usr_exporter_" + tenant_id, email=f"exporter@{tenant_id}.example", tenant_id=tenant_id,
-                         partner_id="ptn_aud", role="tenant_admin",
-                         scopes=("audit:read", "audit:export", "secrets:write", "secrets:read"))
-    headers = auth(token)
-    written = client.put("/v1/secrets/exports/s3-creds", headers=headers, json={"data": {
-        "access_key_id": "testing", "secret_access_key": "testing", "endpoint_url": s3_server}})
-    assert written.status_code in (200, 201), written.get_json()
-    entries = seed(runtime, tenant_id)
-    response = client.post("/v1/audit/export", headers=headers, json={
-        "from": BASE.isoformat(), "to": (BASE + timedelta(minutes=30)).isoformat(), "format": "jsonl",
-        "destination": {"type": "s3", "bucket": "audit-archive", "prefix": "scaivault/",
-                        "credentials_path": "exports/s3-creds"}})
-    assert response.status_code == 202, response.get_json()
-    job = wait_for_export(client, headers, response.get_json()["export_id"])
-    assert job["status"] == "completed", job
-    uri = job["manifest"][0]["uri"]
-    assert uri.startswith(f"s3://audit-archive/scaivault/{job['export_id']}/")
-    body = s3.get_object(Bucket="audit-archive", Key=uri.split("/", 3)[3])["Body"].read().decode()
+    headers = exporter_headers(scaikey, auth, tenant_id)
+    job, entries = export_to(client, runtime, headers, tenant_id, "s3", "audit-archive", {
+        "access_key_id": "testing", "secret_access_key": "testing", "endpoint_url": s3_server})
+    body = s3.get_object(Bucket="audit-archive", Key=object_key(job, "s3", "audit-archive"))["Body"].read().decode()
     assert [json.loads(line)["id"] for line in body.splitlines()] == [e.id for e in entries]
     # the credentials were read under audit, as the requester, for this export
     read = runtime.db.one("SELECT identity_id, extra_data FROM audit_log WHERE tenant_id = :t AND action = 'read' "
-                          "AND secret_path = 'exports/s3-creds'", t=tenant_id)
+                          "AND secret_path = 'exports/creds'", t=tenant_id)
     assert read["identity_id"] == f"user:exporter@{tenant_id}.example"
     assert read["extra_data"]["export_id"] == job["export_id"]
     assert "testing" not in json.dumps(job)
+
+
+@pytest.mark.slow
+def test_an_export_to_gcs_uploads_to_the_bucket(client, runtime, scaikey, auth, tenant_id, emulator):
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import storage
+
+    headers = exporter_headers(scaikey, auth, tenant_id)
+    job, entries = export_to(client, runtime, headers, tenant_id, "gcs", "scaivault-test",
+                             {"endpoint": emulator.url, "project": "test"})
+    gcs = storage.Client(project="test", credentials=AnonymousCredentials(),
+                         client_options={"api_endpoint": emulator.url})
+    body = gcs.bucket("scaivault-test").blob(object_key(job, "gs", "scaivault-test")).download_as_bytes().decode()
+    assert [json.loads(line)["id"] for line in body.splitlines()] == [e.id for e in entries]
+
+
+@pytest.mark.slow
+def test_an_export_to_azure_blob_uploads_to_the_container(client, runtime, scaikey, auth, tenant_id, azurite):
+    from azure.storage.blob import BlobServiceClient
+
+    headers = exporter_headers(scaikey, auth, tenant_id)
+    job, entries = export_to(client, runtime, headers, tenant_id, "azure_blob", "scaivault-test",
+                             {"connection_string": azurite.connection_string, "api_version": AZURE_API_VERSION})
+    service = BlobServiceClient.from_connection_string(azurite.connection_string, api_version=AZURE_API_VERSION)
+    body = service.get_container_client("scaivault-test").download_blob(
+        object_key(job, "azure", "scaivault-test")).readall().decode()
+    assert [json.loads(line)["id"] for line in body.splitlines()] == [e.id for e in entries]
 
 
 def test_an_s3_export_needs_a_bucket_and_a_readable_credentials_secret(client, scaikey, auth, tenant_id):

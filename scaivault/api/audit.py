@@ -225,10 +225,8 @@ def create_export():
     if unknown:
         raise ValidationFailed({f"filters.{unknown[0]}": f"unknown filter; use {', '.join(FILTER_KEYS)}"})
     destination = body.destination
-    if destination.type in ("gcs", "azure_blob"):
-        raise ValidationFailed({"destination.type": "this release exports to the storage backend or to s3"})
-    if destination.type == "s3":
-        missing = {f"destination.{name}": "required for an s3 destination"
+    if destination.type != "storage":
+        missing = {f"destination.{name}": f"required for a {destination.type} destination"
                    for name in ("bucket", "credentials_path") if not getattr(destination, name)}
         if missing:
             raise ValidationFailed(missing)

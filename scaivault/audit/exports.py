@@ -143,8 +143,9 @@ def seal_context(job: dict[str, Any], number: int):
 
 def _write_parts(runtime, job: dict[str, Any]) -> tuple[list[dict[str, Any]], int]:
     destination = job["destination"] or {}
-    if destination.get("type", "storage") == "s3":
-        put = _s3_writer(runtime, job)
+    kind = destination.get("type", "storage")
+    if kind != "storage":
+        put = _DESTINATION_WRITERS[kind](job, _upload_credentials(runtime, job))
     else:
         storage = runtime.storage
 
@@ -167,34 +168,123 @@ def _write_parts(runtime, job: dict[str, Any]) -> tuple[list[dict[str, Any]], in
     return manifest, written
 
 
-def _s3_writer(runtime, job: dict[str, Any]):
-    """A part writer uploading to the job's S3 bucket with the credentials held in a secret."""
-    destination = job["destination"]
-    credentials = _upload_credentials(runtime, job)
-    try:
-        import boto3
-    except ImportError:
-        raise ScaiVaultError("invalid_config", "S3 export destinations need boto3: pip install 'scaivault[s3]'") from None
+def _object_key(job: dict[str, Any], number: int) -> str:
+    prefix = (job["destination"].get("prefix") or "").strip("/")
+    return "/".join(p for p in (prefix, job["id"], f"part-{number:05d}.{job['format']}") if p)
+
+
+def _content_type(job: dict[str, Any]) -> str:
+    return "application/x-ndjson" if job["format"] == "jsonl" else "text/csv"
+
+
+def _upload_failed(where: str, exc: Exception) -> ScaiVaultError:
+    # SDK messages may quote request details; name the destination and the error type only
+    code = None
+    response = getattr(exc, "response", None)
+    if isinstance(response, dict):
+        code = response.get("Error", {}).get("Code")
+    return ScaiVaultError("service_unavailable", f"upload to {where} failed ({code or type(exc).__name__})")
+
+
+def _s3_writer(job: dict[str, Any], credentials: dict[str, Any]):
+    """Parts to s3://bucket/prefix/{export_id}/ with access_key_id/secret_access_key from the secret."""
+    _require_fields(credentials, "access_key_id", "secret_access_key")
+    boto3 = _sdk("boto3", "s3")
     client = boto3.client(
-        "s3", aws_access_key_id=credentials.get("access_key_id"),
-        aws_secret_access_key=credentials.get("secret_access_key"),
-        aws_session_token=credentials.get("session_token"),
-        region_name=credentials.get("region") or "us-east-1",
+        "s3", aws_access_key_id=credentials["access_key_id"], aws_secret_access_key=credentials["secret_access_key"],
+        aws_session_token=credentials.get("session_token"), region_name=credentials.get("region") or "us-east-1",
         endpoint_url=credentials.get("endpoint_url") or None)
-    bucket = destination["bucket"]
-    prefix = (destination.get("prefix") or "").strip("/")
+    bucket = job["destination"]["bucket"]
 
     def put(number: int, data: bytes) -> dict[str, Any]:
-        key = "/".join(p for p in (prefix, job["id"], f"part-{number:05d}.{job['format']}") if p)
+        key = _object_key(job, number)
         try:
-            client.put_object(Bucket=bucket, Key=key, Body=data,
-                              ContentType="application/x-ndjson" if job["format"] == "jsonl" else "text/csv")
-        except Exception as exc:  # botocore errors name the bucket problem, never the credentials
-            code = getattr(exc, "response", {}).get("Error", {}).get("Code") if hasattr(exc, "response") else None
-            raise ScaiVaultError("service_unavailable", f"upload to s3://{bucket} failed ({code or type(exc).__name__})") from None
+            client.put_object(Bucket=bucket, Key=key, Body=data, ContentType=_content_type(job))
+        except Exception as exc:
+            raise _upload_failed(f"s3://{bucket}", exc) from None
         return {"uri": f"s3://{bucket}/{key}"}
 
     return put
+
+
+def _gcs_writer(job: dict[str, Any], credentials: dict[str, Any]):
+    """Parts to gs://bucket/...: `service_account` (the key JSON, object or text) from the secret;
+    an `endpoint` without a service account talks to an emulator anonymously."""
+    storage = _sdk("google.cloud.storage", "gcs")
+    info = credentials.get("service_account")
+    if isinstance(info, str):
+        info = json.loads(info)
+    if info:
+        from google.oauth2 import service_account
+
+        creds = service_account.Credentials.from_service_account_info(info)
+    elif credentials.get("endpoint"):
+        from google.auth.credentials import AnonymousCredentials
+
+        creds = AnonymousCredentials()
+    else:
+        raise ScaiVaultError("invalid_config", "the GCS credentials secret needs service_account (or endpoint)")
+    endpoint = credentials.get("endpoint")
+    client = storage.Client(project=credentials.get("project") or (info or {}).get("project_id") or "scaivault",
+                            credentials=creds, client_options={"api_endpoint": endpoint} if endpoint else None)
+    bucket_name = job["destination"]["bucket"]
+    bucket = client.bucket(bucket_name)
+
+    def put(number: int, data: bytes) -> dict[str, Any]:
+        key = _object_key(job, number)
+        try:
+            bucket.blob(key).upload_from_string(data, content_type=_content_type(job))
+        except Exception as exc:
+            raise _upload_failed(f"gs://{bucket_name}", exc) from None
+        return {"uri": f"gs://{bucket_name}/{key}"}
+
+    return put
+
+
+def _azure_blob_writer(job: dict[str, Any], credentials: dict[str, Any]):
+    """Parts to an Azure Blob container (destination.bucket): `connection_string`, or
+    `account_url` with `account_key` or `sas_token`, from the secret."""
+    blob = _sdk("azure.storage.blob", "azure_blob")
+    kwargs = {"api_version": credentials["api_version"]} if credentials.get("api_version") else {}
+    if credentials.get("connection_string"):
+        service = blob.BlobServiceClient.from_connection_string(credentials["connection_string"], **kwargs)
+    elif credentials.get("account_url") and (credentials.get("account_key") or credentials.get("sas_token")):
+        service = blob.BlobServiceClient(credentials["account_url"],
+                                         credential=credentials.get("account_key") or credentials["sas_token"], **kwargs)
+    else:
+        raise ScaiVaultError("invalid_config", "the Azure credentials secret needs connection_string, or account_url "
+                                               "with account_key or sas_token")
+    container_name = job["destination"]["bucket"]
+    container = service.get_container_client(container_name)
+
+    def put(number: int, data: bytes) -> dict[str, Any]:
+        key = _object_key(job, number)
+        try:
+            container.upload_blob(key, data, overwrite=True,
+                                  content_settings=blob.ContentSettings(content_type=_content_type(job)))
+        except Exception as exc:
+            raise _upload_failed(f"azure container {container_name}", exc) from None
+        return {"uri": f"azure://{container_name}/{key}"}
+
+    return put
+
+
+_DESTINATION_WRITERS = {"s3": _s3_writer, "gcs": _gcs_writer, "azure_blob": _azure_blob_writer}
+
+
+def _sdk(module: str, extra: str):
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise ScaiVaultError("invalid_config", f"{extra} export destinations need pip install 'scaivault[{extra}]'") from None
+
+
+def _require_fields(credentials: dict[str, Any], *names: str) -> None:
+    missing = [n for n in names if not credentials.get(n)]
+    if missing:
+        raise ScaiVaultError("invalid_config", f"the credentials secret lacks {', '.join(missing)}")
 
 
 def _upload_credentials(runtime, job: dict[str, Any]) -> dict[str, Any]:
@@ -212,8 +302,8 @@ def _upload_credentials(runtime, job: dict[str, Any]) -> dict[str, Any]:
                                                        "export_id": job["id"]})
 
     data = runtime.secret_store.read(owner, path, None, audit)["data"]
-    if not isinstance(data, dict) or not data.get("access_key_id") or not data.get("secret_access_key"):
-        raise ScaiVaultError("invalid_config", f"the secret {path} needs access_key_id and secret_access_key")
+    if not isinstance(data, dict):
+        raise ScaiVaultError("invalid_config", f"the secret {path} must hold a JSON object of credentials")
     return data
 
 
