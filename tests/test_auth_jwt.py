@@ -293,3 +293,8 @@ def test_mfa_verified_at_comes_from_amr_and_auth_time(client, scaikey, auth):
     assert body["mfa_verified_at"].startswith(time.strftime("%Y-%m-%dT%H:%M", time.gmtime(at)))
     without = scaikey.mint(sub="usr_mfa", tenant_id="tnt_jwt_a", amr=["pwd"], auth_time=at)
     assert _whoami(client, auth(without)).get_json()["mfa_verified_at"] is None
+
+
+def test_user_identity_ids_are_lower_cased_emails(client, scaikey, auth):
+    token = scaikey.mint(sub="usr_case", email="Mixed.Case@Acme.Example", tenant_id="tnt_jwt_a")
+    assert _whoami(client, auth(token)).get_json()["identity_id"] == "user:mixed.case@acme.example"

@@ -11,7 +11,7 @@ from pydantic import BaseModel, Field
 from .. import audit
 from ..auth import roles as role_store
 from ..auth import tenancy
-from ..auth.identity import ADMIN_ROLES, Identity
+from ..auth.identity import ADMIN_ROLES, Identity, user_identity_id
 from ..errors import ScaiVaultError
 from ..identity import store, sync, webhooks
 from .auditing import entry_for_request
@@ -87,14 +87,14 @@ def _user_views(s, rows: list[dict]) -> list[dict]:
     groups = {r["member_id"]: r["groups"] for r in s.query(
         """SELECT member_id, array_agg(group_id ORDER BY group_id) AS groups FROM identity_group_members
            WHERE member_type = 'user' AND member_id = ANY(CAST(:ids AS text[])) GROUP BY member_id""", ids=ids)}
-    identity_ids = ["user:" + r["email"] for r in rows if r["email"]]
+    identity_ids = [user_identity_id(r["email"]) for r in rows if r["email"]]
     roles: dict[str, list[str]] = {}
     for r in s.query("""SELECT identity_id, role FROM identity_role_assignments
                         WHERE identity_id = ANY(CAST(:ids AS text[])) ORDER BY role""", ids=identity_ids):
         roles.setdefault(r["identity_id"], []).append(r["role"])
     return [{"id": r["id"], "tenant_id": r["tenant_id"], "email": r["email"], "display_name": r["display_name"],
              "status": r["status"], "mfa_enabled": r["mfa_enabled"], "groups": list(groups.get(r["id"], [])),
-             "roles": roles.get("user:" + (r["email"] or ""), []), "last_synced_at": _iso(r["last_synced_at"])}
+             "roles": roles.get(user_identity_id(r["email"]) if r["email"] else "", []), "last_synced_at": _iso(r["last_synced_at"])}
             for r in rows]
 
 
@@ -203,7 +203,7 @@ def resolve_identity(identity_type: str, identity_id: str):
             if row is None or row["deleted_at"] is not None:
                 raise ScaiVaultError("identity_not_found", "no such user in the identity cache")
             body = _user_views(s, [row])[0]
-            body.update(type="user", identity_id="user:" + (row["email"] or row["id"]),
+            body.update(type="user", identity_id=user_identity_id(row["email"]) if row["email"] else "user:" + row["id"],
                         group_names=["group:" + gr["name"] for gr in store.groups_of_user(s, row["id"])])
         elif identity_type == "group":
             row = store.group(s, key) or store.group_by_name(s, g.identity.tenant_id, key)
@@ -302,7 +302,7 @@ def _role_target(user_id: str) -> role_store.RoleTarget:
         tenant_row = store.tenant(s, tenant_id) if tenant_id else None
     if not email or len(email) > 320:
         raise ScaiVaultError("identity_not_found", "no such user")
-    return role_store.RoleTarget(identity_id="user:" + email, tenant_id=tenant_id,
+    return role_store.RoleTarget(identity_id=user_identity_id(email), tenant_id=tenant_id,
                                  partner_id=tenant_row["partner_id"] if tenant_row else None)
 
 

@@ -17,7 +17,7 @@ from ..errors import ScaiVaultError
 from ..identity import store
 from . import personal_tokens, roles
 from .epoch import AuthEpoch
-from .identity import Identity, RoleGrant
+from .identity import Identity, RoleGrant, user_identity_id
 from .jwks import JwksCache
 from .scaikey_tokens import CLOCK_SKEW_SECONDS, ScaiKeyTokenVerifier
 from .scopes import parse_scope_claim
@@ -178,7 +178,7 @@ class Authenticator:
                 if email is not None and not _printable(email, 320):
                     raise ScaiVaultError("token_invalid", "the token's email claim is malformed")
                 email = email or (user and user["email"])
-                identity_id = "user:" + (email or sub)
+                identity_id = user_identity_id(email) if email else "user:" + sub
                 identity_type = "user"
                 display = claims.get("name") if isinstance(claims.get("name"), str) and _printable(claims["name"], 256) else None
                 display = display or (user and user["display_name"]) or email or sub
@@ -208,7 +208,7 @@ class Authenticator:
     def _maybe_bootstrap(self, s, identity_id: str) -> bool:
         """Promote the BOOTSTRAP_SUPER_ADMIN identity on its first authenticated request, once ever."""
         target = self.runtime.settings.bootstrap_super_admin
-        if not target or identity_id in self._bootstrapped or identity_id.lower() != target.lower():
+        if not target or identity_id in self._bootstrapped or identity_id != target.lower():
             return False
         promoted = roles.promote_bootstrap_admin(s, identity_id)
         self._bootstrapped.add(identity_id)

@@ -7,6 +7,11 @@ from datetime import datetime
 ADMIN_ROLES = ("super_admin", "partner_admin", "tenant_admin")
 
 
+def user_identity_id(email: str) -> str:
+    """`user:<email>`, lower-cased: email addresses are compared case-insensitively everywhere."""
+    return "user:" + email.strip().lower()
+
+
 @dataclass(frozen=True)
 class RoleGrant:
     """One admin role and its reach: partner_id for partner_admin, tenant_id for tenant_admin."""

@@ -13,6 +13,7 @@ import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
+from ..auth.identity import user_identity_id
 from ..errors import ScaiVaultError
 from . import store
 from .scaikey_admin import ScaiKeyAdminClient
@@ -138,7 +139,7 @@ def _apply_admin_roles(s, snap: Snapshot) -> None:
                                                             granted_by, expires_at)
                      VALUES (:i, :r, :p, :t, 'scaikey', 'scaikey', CAST(:e AS timestamptz))
                      ON CONFLICT (identity_id, role) DO NOTHING""",
-                  i="user:" + email, r=role, p=r.get("partner_id"), t=r.get("tenant_id"), e=r.get("expires_at"))
+                  i=user_identity_id(email), r=role, p=r.get("partner_id"), t=r.get("tenant_id"), e=r.get("expires_at"))
 
 
 def run_sync(runtime, run: dict) -> dict:
