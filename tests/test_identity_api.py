@@ -127,3 +127,10 @@ def test_identity_endpoints_need_the_identity_read_scope(client, scaikey, auth, 
     token = scaikey.mint(sub="usr_noscope", tenant_id=world["t1"], scopes=("secrets:read",))
     resp = client.get(f"/v1/identity/tenants/{world['t1']}/users", headers=auth(token))
     assert resp.status_code == 403 and resp.get_json()["error"]["code"] == "insufficient_scope"
+
+
+def test_group_identities_of_an_identity_id_include_nested_groups(app, world):
+    with app.extensions["scaivault"].db.session() as s:
+        assert store.group_identities_of(s, f"user:alice{world['tag']}@acme.example") == ("group:platform", "group:sre")
+        assert store.group_identities_of(s, "user:nobody@x.y") == ()
+        assert store.group_identities_of(s, "sa:reporting") == ()

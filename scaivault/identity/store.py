@@ -270,3 +270,14 @@ def soft_delete(s: Session, kind: str, object_id: str) -> int:
     if kind == "user":
         s.execute("DELETE FROM identity_group_members WHERE member_type = 'user' AND member_id = :id", id=object_id)
     return n
+
+
+def group_identities_of(s: Session, identity_id: str) -> tuple[str, ...]:
+    """`group:<name>` of every cached group (nested included) an identity id such as
+    `user:alice@acme.example` belongs to; () for service accounts and unknown users."""
+    if not identity_id.startswith("user:"):
+        return ()
+    row = user_by_email(s, identity_id[5:])
+    if row is None:
+        return ()
+    return tuple(dict.fromkeys("group:" + g["name"] for g in groups_of_user(s, row["id"])))
