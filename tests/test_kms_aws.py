@@ -68,6 +68,7 @@ def test_a_different_key_refuses_to_start(base_env, db_url, moto, settings):
     fresh.db.close()
 
 
+@pytest.mark.slow
 def test_unreachable_kms_is_a_clear_error(base_env, db_url, key_id, moto):
     down = settings_for(base_env, db_url, **aws_env(moto, key_id, KMS_ENDPOINT=closed_port_url()))
     conformance.check_unreachable_kms_is_a_clear_error(down)
