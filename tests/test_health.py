@@ -163,3 +163,47 @@ def test_a_hung_database_does_not_hang_the_readiness_probe(make_app):
     assert response.status_code == 503
     assert response.get_json()["checks"]["database"] == "error"
     assert elapsed < 4.0
+
+
+def test_detailed_health_checks_object_storage_when_one_is_configured(base_env):
+    from scaivault.config import load_settings
+    from scaivault.health import HealthChecker
+    from scaivault.runtime import Runtime
+
+    env = {**base_env, "STORAGE_PROVIDER": "s3", "STORAGE_BUCKET": "scaivault", "STORAGE_REGION": "us-east-1",
+           "STORAGE_ENDPOINT": f"http://127.0.0.1:{free_port()}", "STORAGE_ACCESS_KEY_ID": "testing",
+           "STORAGE_SECRET_ACCESS_KEY": "testing"}
+    runtime = Runtime(load_settings(env))
+    try:
+        checker = HealthChecker(runtime)
+        ready_results, ready_errors = checker.run()
+        assert "s3" not in ready_results and not ready_errors      # readiness: database, Redis, encryption
+        started = time.monotonic()
+        results, errors = checker.run(detailed=True)
+        assert results["s3"]["status"] == "error" and "s3" in errors
+        assert time.monotonic() - started < 4.0
+    finally:
+        runtime.close()
+
+
+def test_detailed_health_reports_a_reachable_object_store_as_ok(base_env):
+    from scaivault.config import load_settings
+    from scaivault.health import HealthChecker
+    from scaivault.runtime import Runtime
+    from tests.fakes.servers import MotoServer
+
+    moto = MotoServer().start()
+    try:
+        moto.client("s3").create_bucket(Bucket="scaivault")
+        env = {**base_env, "STORAGE_PROVIDER": "s3", "STORAGE_BUCKET": "scaivault", "STORAGE_REGION": "us-east-1",
+               "STORAGE_ENDPOINT": moto.url, "STORAGE_ACCESS_KEY_ID": "testing",
+               "STORAGE_SECRET_ACCESS_KEY": "testing"}
+        runtime = Runtime(load_settings(env))
+        try:
+            results, errors = HealthChecker(runtime).run(detailed=True)
+        finally:
+            runtime.close()
+    finally:
+        moto.stop()
+    assert "s3" not in errors, errors
+    assert results["s3"]["status"] == "ok" and isinstance(results["s3"]["latency_ms"], int)

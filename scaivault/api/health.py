@@ -47,7 +47,7 @@ def readiness():
 @bp.get("/v1/health/detailed")
 @endpoint(None, scope="admin", tenant=False)
 def detailed():
-    results, errors = _checker().run()
+    results, errors = _checker().run(detailed=True)
     return jsonify({
         "status": "healthy" if not errors else "unhealthy",
         "version": __version__,
