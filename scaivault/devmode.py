@@ -157,6 +157,8 @@ def run_dev(args, env: dict) -> int:
     except SystemExit as exc:
         # gunicorn exits the master with SystemExit on SIGINT/SIGTERM: a normal stop
         return exc.code if isinstance(exc.code, int) else 0
+    except KeyboardInterrupt:  # Ctrl-C before gunicorn took over the signal
+        return 130
     finally:
         postgres.stop()
     return 0
