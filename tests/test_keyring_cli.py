@@ -32,3 +32,21 @@ def test_keys_rotate_command_rewraps_partner_keys_and_is_audited(databases, base
     assert json.loads(capsys.readouterr().out)["version"] == 2
     ring.db.close()
     fresh.db.close()
+
+
+def test_keys_rotate_reports_a_running_rotation_and_exits_1(databases, base_env, tmp_path, capsys):
+    from scaivault.crypto.rotation import ROTATION_LOCK_KEY
+
+    db_url = migrated_database(databases)
+    env = {**base_env, "DATABASE_URL": db_url, "KMS_LOCAL_KEY_FILE": str(tmp_path / "a.key")}
+    ring, _ = counting_keyring(settings_for(base_env, db_url, KMS_LOCAL_KEY_FILE=env["KMS_LOCAL_KEY_FILE"]))
+    ring.ensure_root()
+    with ring.db.session() as s:
+        s.scalar("SELECT pg_advisory_lock(:k)", k=ROTATION_LOCK_KEY)
+        try:
+            assert main(["keys", "rotate"], env) == 1
+        finally:
+            s.scalar("SELECT pg_advisory_unlock(:k)", k=ROTATION_LOCK_KEY)
+    assert "rotation_in_progress" in capsys.readouterr().err
+    assert main(["keys", "rotate", "--tenant", "t"], env) == 2
+    ring.db.close()

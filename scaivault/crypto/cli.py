@@ -5,6 +5,7 @@ import json
 import sys
 
 from ..config import Settings
+from ..errors import ScaiVaultError
 from ..runtime import Runtime
 from .rotation import rotate_root, rotate_tenant_key
 from .status import key_status
@@ -19,13 +20,18 @@ def run_keys_command(args, settings: Settings) -> int:
             sys.stdout.write(json.dumps(report, indent=2, default=str) + "\n")
             return 0
         actor = "system:cli"
-        if args.tenant or args.partner:
-            if not args.partner:
-                sys.stderr.write("scaivault: --tenant needs --partner\n")
-                return 2
-            result = rotate_tenant_key(runtime.keyring, args.partner, args.tenant, actor=actor)
-        else:
-            result = rotate_root(runtime.keyring, actor=actor)
+        if args.tenant and not args.partner:
+            sys.stderr.write("scaivault: --tenant needs --partner\n")
+            return 2
+        try:
+            if args.partner:
+                result = rotate_tenant_key(runtime.keyring, args.partner, args.tenant, actor=actor)
+            else:
+                result = rotate_root(runtime.keyring, actor=actor)
+        except ScaiVaultError as exc:
+            # an interrupted root rotation resumes when the command runs again
+            sys.stderr.write(f"scaivault: key rotation failed ({exc.code}): {exc.message}; run it again to resume\n")
+            return 1
         _audit(runtime, result, args)
         sys.stdout.write(json.dumps(result.as_dict()) + "\n")
         return 0
