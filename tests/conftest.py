@@ -88,11 +88,9 @@ def scaikey(tmp_path_factory):
     """A running ScaiKey stand-in (tests/scaikey_standin.py): mint(...), directory, webhooks."""
     from tests.scaikey_standin import ScaiKeyStandin
 
+    # no sync client in base_env: a server started by a test must not run a full sync of this
+    # (empty) directory over the shared session database; sync tests use their own stand-in
     standin = ScaiKeyStandin().start()
-    standin.add_client("scaivault-sync", "sync-secret-" + secrets.token_hex(8), scopes=("admin:read",))
-    secret_file = tmp_path_factory.mktemp("scaikey") / "client_secret"
-    secret_file.write_text(standin.clients["scaivault-sync"]["secret"] + "\n")
-    standin.client_secret_file = str(secret_file)
     yield standin
     standin.stop()
 
@@ -111,8 +109,6 @@ def base_env(database_url, redis_url, tmp_path_factory, scaikey) -> dict[str, st
         "DATABASE_URL": database_url,
         "REDIS_URL": redis_url,
         "SCAIKEY_URL": scaikey.url,
-        "SCAIKEY_CLIENT_ID": "scaivault-sync",
-        "SCAIKEY_CLIENT_SECRET_FILE": scaikey.client_secret_file,
         "IDENTITY_SYNC_WEBHOOK_SECRET": scaikey.webhook_secret,
         "BASE_URL": "http://127.0.0.1:8443",
         "KMS_PROVIDER": "local",

@@ -255,3 +255,13 @@ def test_the_cli_runs_one_sync_and_prints_it(base_env, fresh_database_url, direc
     assert done.returncode == 0, done.stderr
     run = json.loads(done.stdout.strip().splitlines()[-1])
     assert run["status"] == "succeeded" and run["kind"] == "tenant" and run["counts"]["users"] == 5
+
+
+def test_a_directory_that_suddenly_lists_nothing_does_not_wipe_the_cache(sync_app, directory_standin):
+    _run(sync_app)
+    d = directory_standin.directory
+    d.partners.clear(), d.tenants.clear(), d.users.clear(), d.groups.clear()
+    run = _run(sync_app)
+    assert run["status"] == "failed" and "refusing" in run["error"]
+    db = sync_app.extensions["scaivault"].db
+    assert db.scalar("SELECT count(*) FROM identity_users WHERE deleted_at IS NULL") == 6

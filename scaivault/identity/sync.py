@@ -87,6 +87,14 @@ def _mark_missing(s, table: str, seen: list[str], scope_sql: str = "", **params)
 
 def apply(s, snap: Snapshot, partner_id: str | None, tenant_id: str | None) -> dict[str, int]:
     """Upsert the snapshot and retire what it no longer contains, within the sync's scope."""
+    if partner_id is None and tenant_id is None and not snap.tenants:
+        known = s.scalar("SELECT count(*) FROM identity_tenants WHERE synced AND deleted_at IS NULL")
+        if known:
+            # an empty directory is far likelier a misconfigured or broken admin API than a
+            # platform without tenants: retiring the whole cache would lock everyone out
+            raise ScaiVaultError("service_unavailable", f"ScaiKey listed no tenants while {known} are cached; "
+                                 "refusing to retire them all (delete tenants in ScaiKey one by one, "
+                                 "or through tenant.deleted events)")
     for p in snap.partners:
         store.upsert_partner(s, p)
     for t in snap.tenants:
