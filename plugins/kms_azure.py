@@ -128,7 +128,7 @@ class AzureKeyVault(KmsProvider):
 
 def create(settings, key_ref: str | None) -> AzureKeyVault:
     try:
-        import azure.keyvault.keys  # noqa: F401
+        import azure.keyvault.keys  # noqa: F401  (only to name the extra when missing)
     except ImportError:
         raise missing_sdk("azure", "azure-keyvault-keys", "azure") from None
     opts = settings.kms_options

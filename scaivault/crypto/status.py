@@ -17,8 +17,8 @@ def key_status(db, *, partner_id: str | None = None, limit: int = 100) -> dict[s
     where, params = ("WHERE partner_id = :p", {"p": partner_id}) if partner_id else ("", {})
     partners = db.query(f"SELECT partner_id, root_version, wrapped_secondary IS NOT NULL AS has_secondary, created_at, "
                         f"rewrapped_at FROM partner_keys {where} ORDER BY partner_id LIMIT :n", n=limit, **params)
-    tenant_rows = db.query(f"SELECT partner_id, tenant_id, version, status, created_at, retired_at FROM tenant_keys "
-                           f"WHERE partner_id = ANY(CAST(:ids AS text[])) ORDER BY partner_id, tenant_id, version",
+    tenant_rows = db.query("SELECT partner_id, tenant_id, version, status, created_at, retired_at FROM tenant_keys "
+                           "WHERE partner_id = ANY(CAST(:ids AS text[])) ORDER BY partner_id, tenant_id, version",
                            ids=[p["partner_id"] for p in partners])
     tenants: dict[str, list] = {}
     for row in tenant_rows:

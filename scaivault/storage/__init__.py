@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import io
 import re
-from typing import BinaryIO, Iterable, Iterator
+from typing import BinaryIO, Iterator
 
 from ..errors import ScaiVaultError
 
@@ -32,9 +32,6 @@ def check_key(key: str) -> str:
     if not isinstance(key, str) or len(key) > 512 or not KEY_RE.match(key) or ".." in key.split("/"):
         raise ScaiVaultError("invalid_request", "object key must be 1-512 characters of A-Z a-z 0-9 _ . = - and /")
     return key
-
-
-Data = "bytes | BinaryIO | Iterable[bytes]"
 
 
 def as_stream(data) -> BinaryIO:
