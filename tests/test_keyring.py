@@ -273,3 +273,40 @@ def test_kms_calls_are_timed_in_the_kms_latency_metric(keyring):
     keyring.clear_cache()
     keyring.open(CTX, keyring.seal(CTX, b"y"))
     assert count("decrypt") > before
+
+
+def test_a_stored_secret_copied_to_another_tenant_or_version_fails_to_open(settings, keyring):
+    from scaivault.audit import AuditEntry
+    from scaivault.runtime import Runtime
+    from scaivault.services.secrets import SecretOwner, WriteRequest
+
+    rt = Runtime(settings)
+    blue, green = SecretOwner("ptn_acme", "tnt_blue"), SecretOwner("ptn_acme", "tnt_green")
+
+    def audit_for(owner):
+        return lambda action, secret_path=None, success=True, extra=None: AuditEntry(
+            action=action, tenant_id=owner.tenant_id, partner_id=owner.partner_id, identity_type="system",
+            identity_id="system:test", secret_path=secret_path, success=success, extra_data=dict(extra or {}))
+
+    try:
+        for owner in (blue, green):
+            for n in (1, 2):
+                rt.secret_store.write(owner, "db/password", WriteRequest(data={"pw": f"{owner.tenant_id}-{n}"}),
+                                      "system:test", audit_for(owner))
+        rows = rt.db.query("SELECT v.id, v.tenant_id, v.version, v.sealed_data FROM secret_versions v "
+                           "JOIN secrets s ON s.id = v.secret_id WHERE s.path = 'db/password' AND v.tenant_id IN "
+                           "('tnt_blue', 'tnt_green')")
+        by = {(r["tenant_id"], r["version"]): r for r in rows}
+        # another tenant's ciphertext pasted into green's row
+        rt.db.execute("UPDATE secret_versions SET sealed_data = :s WHERE id = :i",
+                      s=by[("tnt_blue", 2)]["sealed_data"], i=by[("tnt_green", 2)]["id"])
+        with pytest.raises(SealError):
+            rt.secret_store.read(green, "db/password", 2, audit_for(green))
+        # an older version's ciphertext pasted into a newer version of the same secret
+        rt.db.execute("UPDATE secret_versions SET sealed_data = :s WHERE id = :i",
+                      s=by[("tnt_blue", 1)]["sealed_data"], i=by[("tnt_blue", 2)]["id"])
+        with pytest.raises(SealError):
+            rt.secret_store.read(blue, "db/password", 2, audit_for(blue))
+        assert rt.secret_store.read(blue, "db/password", 1, audit_for(blue))["data"] == {"pw": "tnt_blue-1"}
+    finally:
+        rt.close()
