@@ -151,6 +151,21 @@ _READ_COLUMNS = """s.id, s.secret_type, s.current_version, s.metadata, s.created
        v.version AS v_version, v.sealed_data, v.destroyed_at, v.created_at AS v_created_at"""
 
 
+def _prepared(s: Session, sql: str, **params: Any) -> list[dict]:
+    """Run a hot statement as a per-connection prepared statement (parsed and planned once)."""
+    statements = getattr(s.conn, "_scaivault_secret_statements", None)
+    if statements is None:
+        statements = s.conn._scaivault_secret_statements = {}
+    statement = statements.get(sql)
+    if statement is None:
+        statement = statements[sql] = s.conn.prepare(sql)
+    rows = statement.run(**params)
+    if not rows:
+        return []
+    names = [c["name"] for c in statement.columns]
+    return [dict(zip(names, row)) for row in rows]
+
+
 class SecretStore:
     """Domain operations on secrets; callers pass the owner, the actor and an audit entry builder."""
 
@@ -172,12 +187,13 @@ class SecretStore:
         opening may need the pool itself (a tenant key not yet in the cache).
         """
         with self.db.session() as s:
-            row = s.one(
-                f"""SELECT {_READ_COLUMNS} FROM secrets s
-                      LEFT JOIN secret_versions v ON v.secret_id = s.id
-                           AND v.version = COALESCE(CAST(:version AS integer), s.current_version)
-                     WHERE {owner.where()} AND s.path = :path""",
+            rows = _prepared(
+                s, f"""SELECT {_READ_COLUMNS} FROM secrets s
+                         LEFT JOIN secret_versions v ON v.secret_id = s.id
+                              AND v.version = COALESCE(CAST(:version AS integer), s.current_version)
+                        WHERE {owner.where()} AND s.path = :path""",
                 path=path, version=version, **owner.params())
+            row = rows[0] if rows else None
         try:
             result = self._open_row(owner, path, version, row)
         except ScaiVaultError as exc:
@@ -332,8 +348,9 @@ class SecretStore:
         return _now() + timedelta(seconds=seconds)
 
     def _lock_row(self, s: Session, owner: SecretOwner, path: str) -> dict | None:
-        return s.one(f"SELECT s.* FROM secrets s WHERE {owner.where()} AND s.path = :path FOR UPDATE",
-                     path=path, **owner.params())
+        rows = _prepared(s, f"SELECT s.* FROM secrets s WHERE {owner.where()} AND s.path = :path FOR UPDATE",
+                         path=path, **owner.params())
+        return rows[0] if rows else None
 
     def _lock_or_create(self, s: Session, owner: SecretOwner, path: str, secret_type: str, actor: str) -> dict:
         row = self._lock_row(s, owner, path)
@@ -381,8 +398,8 @@ class SecretStore:
             sealed = self.keyring.seal(owner.seal_context(path, version), plaintext)
             max_versions = req.max_versions or row["max_versions"]
             metadata = req.metadata if req.metadata is not None else row["metadata"]
-            updated = s.one(
-                """WITH ins AS (
+            updated = _prepared(
+                s, """WITH ins AS (
                        INSERT INTO secret_versions (secret_id, version, partner_id, tenant_id, sealed_data, size_bytes, created_by)
                        VALUES (:id, :version, :partner, :tenant, :sealed, :size, :actor)
                    ), pruned AS (
@@ -398,7 +415,7 @@ class SecretStore:
                 size=len(plaintext), actor=actor, maxv=max_versions,
                 type=req.secret_type or (DEFAULT_SECRET_TYPE if created else row["secret_type"]),
                 metadata=json.dumps(metadata), expires_at=expires_at,
-                rotation=req.rotation_policy_id if req.rotation_policy_id is not None else row["rotation_policy_id"])
+                rotation=req.rotation_policy_id if req.rotation_policy_id is not None else row["rotation_policy_id"])[0]
             record(s, audit("write", secret_path=path,
                             extra={"version": version, "created": created, "pruned_versions": updated["pruned"],
                                    **({"cas": req.cas} if req.cas is not None else {})}))
