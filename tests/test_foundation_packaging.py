@@ -77,3 +77,13 @@ def test_the_readme_documents_every_variable_config_reads():
 
 def test_ci_runs_the_readme_test_command():
     assert "bash tests/run.sh" in (ROOT / ".ci" / "run").read_text()
+
+
+def test_importing_the_cli_leaves_ssl_unimported_so_gevent_can_patch_it_first():
+    import subprocess
+    import sys
+
+    probe = "import sys, scaivault.cli; print(sorted(m for m in ('ssl', 'pg8000', 'flask') if m in sys.modules))"
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
