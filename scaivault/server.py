@@ -31,6 +31,8 @@ class ServerLogger(GunicornLogger):
 
     def setup(self, cfg) -> None:
         super().setup(cfg)
+        # "gunicorn.error" carries every gunicorn message, errors or not; log them as "gunicorn"
+        self.error_log = logging.getLogger("gunicorn")
         self.error_log.handlers = []
         self.error_log.propagate = True
         self.error_log.setLevel(logging.getLogger().level)
