@@ -4,15 +4,18 @@ CATEGORIES is the one list of category keys: every endpoint names one of them (o
 health and metrics probes), and RATE_LIMITS may override any of them by the same key.
 
 Each app gets a flask-limiter `Limiter` whose storage (Redis at REDIS_URL, `memory://` in dev
-mode without Redis) holds the counters, so limits hold across instances. `enforce()` spends one
-storage round trip per request: an atomic INCR+EXPIRE on a counter of a clock-aligned window,
-from which limit, remaining and reset follow without a second call. When Redis fails, the
-process counts in memory (per instance), logs a warning once, shows it in health and metrics,
-and probes Redis again with a back-off.
+mode without Redis) holds the buckets, so limits hold across instances. The algorithm is the
+spec's token bucket per (category, identity): capacity = the category's rate, refilled
+continuously at rate/window per second; a request takes one token. `enforce()` spends one
+storage round trip per request (an atomic Lua script that refills, takes and returns the level,
+timed by the Redis server's clock so that instances agree). When Redis fails, the process keeps
+buckets in memory (per instance), logs a warning once, shows it in health and metrics, and
+probes Redis again with a back-off.
 """
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from dataclasses import dataclass
@@ -74,14 +77,61 @@ class Decision:
     """One request's outcome for its category bucket."""
 
     category: str
-    limit: int
-    remaining: int
-    reset_at: int          # Unix time the current window ends
+    limit: int             # bucket capacity
+    remaining: int         # whole tokens left after this request
+    reset_at: int          # Unix time the bucket is full again
     allowed: bool
+    retry_after: int = 0   # seconds until a refused request could pass
 
-    @property
-    def retry_after(self) -> int:
-        return max(1, self.reset_at - int(time.time()))
+
+# Refill, take `cost`, store; returns {allowed, tokens}. Tokens travel as strings (Lua numbers
+# would be truncated to integers on the way back). TIME is the Redis server's clock.
+TOKEN_BUCKET_LUA = """
+local capacity = tonumber(ARGV[1])
+local per_second = tonumber(ARGV[2])
+local cost = tonumber(ARGV[3])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local state = redis.call('HMGET', KEYS[1], 'tokens', 'at')
+local tokens = tonumber(state[1])
+local at = tonumber(state[2])
+if tokens == nil or at == nil then
+  tokens = capacity
+elseif now > at then
+  tokens = math.min(capacity, tokens + (now - at) * per_second)
+end
+local allowed = 0
+if tokens >= cost then
+  tokens = tokens - cost
+  allowed = 1
+end
+redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'at', tostring(now))
+redis.call('PEXPIRE', KEYS[1], math.ceil((capacity - tokens) / per_second * 1000) + 1000)
+return {allowed, tostring(tokens), tostring(now)}
+"""
+
+
+class MemoryBuckets:
+    """The same token buckets in process memory (dev without Redis, or Redis unreachable)."""
+
+    MAX_BUCKETS = 100_000
+
+    def __init__(self) -> None:
+        self._buckets: dict[str, tuple[float, float]] = {}
+        self._lock = threading.Lock()
+
+    def take(self, key: str, capacity: int, per_second: float, cost: int) -> tuple[bool, float, float]:
+        now = time.time()
+        with self._lock:
+            tokens, at = self._buckets.get(key, (float(capacity), now))
+            tokens = min(float(capacity), tokens + max(0.0, now - at) * per_second)
+            allowed = tokens >= cost
+            if allowed:
+                tokens -= cost
+            if len(self._buckets) >= self.MAX_BUCKETS:
+                self._buckets.clear()   # full buckets are the default state; dropping them is safe
+            self._buckets[key] = (tokens, now)
+        return allowed, tokens, now
 
 
 class RateLimits:
@@ -91,7 +141,10 @@ class RateLimits:
         self.limiter = limiter
         self.limits = limits
         self.storage_uri = storage_uri
-        self._fallback = None
+        self._shared = storage_uri.startswith(("redis", "rediss", "unix"))
+        self._script = None
+        self._local = MemoryBuckets()        # memory:// storage, or the fallback while Redis is down
+        self._fallback = False
         self._fallback_since: float | None = None
         self._next_probe = 0.0
         self._failures = 0
@@ -99,28 +152,33 @@ class RateLimits:
 
     # ------------------------------------------------------------------ counting
     def hit(self, category: str, who: str, cost: int = 1) -> Decision:
-        """Count `cost` units of `who` in `category` and decide; one storage round trip."""
-        rate, window = self.limits[category]
-        now = time.time()
-        window_index = int(now // window)
-        reset_at = (window_index + 1) * window
-        key = f"{KEY_PREFIX}:{category}:{who}:{window}:{window_index}"
-        count = self._incr(key, window, cost)
-        return Decision(category, rate, max(0, rate - count), int(reset_at), count <= rate)
+        """Take `cost` tokens from `who`'s bucket in `category` and decide; one storage round trip."""
+        capacity, window = self.limits[category]
+        per_second = capacity / window
+        allowed, tokens, now = self._take(f"{KEY_PREFIX}:{category}:{who}", capacity, per_second, cost)
+        reset_at = math.ceil(now + (capacity - tokens) / per_second)
+        retry_after = 0 if allowed else max(1, math.ceil((cost - tokens) / per_second))
+        return Decision(category, capacity, int(tokens), reset_at, allowed, retry_after)
 
-    def _incr(self, key: str, window: int, cost: int) -> int:
-        if self._fallback is not None and not self._probe_due():
-            return self._fallback.incr(key, window, amount=cost)
+    def _take(self, key: str, capacity: int, per_second: float, cost: int) -> tuple[bool, float, float]:
+        if not self._shared or (self._fallback and not self._probe_due()):
+            return self._local.take(key, capacity, per_second, cost)
         try:
             started = time.perf_counter()
-            count = self.limiter.storage.incr(key, window, amount=cost)
+            allowed, tokens, now = self._bucket_script()(keys=[key], args=[capacity, repr(per_second), cost])
             _observe_redis(time.perf_counter() - started)
         except Exception as exc:  # any storage failure: keep serving, count locally
             self._enter_fallback(exc)
-            return self._fallback.incr(key, window, amount=cost)
-        if self._fallback is not None:
+            return self._local.take(key, capacity, per_second, cost)
+        if self._fallback:
             self._leave_fallback()
-        return count
+        return bool(int(allowed)), float(tokens), float(now)
+
+    def _bucket_script(self):
+        if self._script is None:
+            # flask-limiter's storage owns the Redis connection (URL, timeouts, pool)
+            self._script = self.limiter.storage.get_connection().register_script(TOKEN_BUCKET_LUA)
+        return self._script
 
     def _probe_due(self) -> bool:
         with self._lock:
@@ -131,13 +189,11 @@ class RateLimits:
             return True
 
     def _enter_fallback(self, exc: Exception) -> None:
-        from limits.storage import MemoryStorage
-
         with self._lock:
             self._failures += 1
             self._next_probe = time.monotonic() + RETRY_BACKOFF_SECONDS[min(self._failures - 1, len(RETRY_BACKOFF_SECONDS) - 1)]
-            if self._fallback is None:
-                self._fallback = MemoryStorage()
+            if not self._fallback:
+                self._fallback = True
                 self._fallback_since = time.time()
                 log.warning("rate-limit storage unreachable; counting limits in memory on this instance",
                             extra={"error": type(exc).__name__})
@@ -145,9 +201,9 @@ class RateLimits:
 
     def _leave_fallback(self) -> None:
         with self._lock:
-            if self._fallback is None:
+            if not self._fallback:
                 return
-            self._fallback = None
+            self._fallback = False
             self._fallback_since = None
             self._failures = 0
             log.warning("rate-limit storage reachable again; limits are shared across instances again")
@@ -156,7 +212,7 @@ class RateLimits:
     def status(self) -> dict[str, Any]:
         """For readiness details: which storage counts the limits right now."""
         backend = self.storage_uri.split("://", 1)[0]
-        if self._fallback is not None:
+        if self._fallback:
             return {"status": "degraded", "storage": "memory", "configured_storage": backend,
                     "fallback_since": int(self._fallback_since or 0),
                     "detail": "rate-limit storage unreachable; limits are per instance"}
@@ -181,7 +237,7 @@ def init_rate_limits(app, settings) -> RateLimits:
 
         raise ConfigError("RATE_LIMITS", str(exc)) from None
     limiter = Limiter(_request_key, app=app, storage_uri=storage_uri, storage_options=options,
-                      strategy="fixed-window", headers_enabled=False,
+                      headers_enabled=False,
                       default_limits=[])
     limits = RateLimits(limiter, effective_limits(settings.rate_limits), storage_uri)
     app.extensions["scaivault_rate_limits"] = limits

@@ -184,3 +184,22 @@ def test_the_limiter_returns_to_redis_when_it_comes_back(make_app, own_redis):
     finally:
         restarted.terminate()
         restarted.wait(5)
+
+
+def test_the_bucket_refills_continuously_at_the_category_rate(make_app):
+    app = with_probe_route(make_app(RATE_LIMITS="auth:\n  rate: 4\n  window: 1s\n"))   # 4 tokens, one per 0.25 s
+    ip = client_ip()
+    assert [get(app, ip).status_code for _ in range(4)] == [200] * 4     # a burst up to the bucket size
+    refused = get(app, ip)
+    assert refused.status_code == 429 and refused.headers["Retry-After"] == "1"
+    time.sleep(0.3)                                                     # one token has dripped back
+    assert get(app, ip).status_code == 200
+    assert get(app, ip).status_code == 429
+
+
+def test_the_memory_fallback_is_the_same_token_bucket():
+    buckets = ratelimit.MemoryBuckets()
+    results = [buckets.take("k", 3, 1.0, 1)[0] for _ in range(4)]
+    assert results == [True, True, True, False]
+    allowed, tokens, _ = buckets.take("other", 3, 1.0, 1)
+    assert allowed and tokens == 2.0
