@@ -292,7 +292,7 @@ end""")
             r = results["list first page (admin)"]
             lines.append(f"| first page of 100, admin | {r['rps']:.0f} | {r['p50']:.1f} | {r['p99']:.1f} |")
         print("\n".join(lines), flush=True)
-        out = ROOT / "bench" / f"last-run-{time.strftime('%Y%m%d-%H%M%S')}.md"
+        out = workdir / "results.md"
         out.write_text("\n".join(lines) + "\n")
         print(f"\nwritten to {out}")
     finally:
