@@ -116,6 +116,7 @@ def _valid_pattern(segments: list[str]) -> bool:
 pattern_strategy = st.lists(pattern_segment, min_size=1, max_size=6).filter(_valid_pattern).map("/".join)
 
 
+@pytest.mark.slow
 @settings(max_examples=1500, deadline=None)
 @given(pattern=pattern_strategy, path=path_strategy)
 def test_compiled_matcher_agrees_with_the_reference_matcher(pattern, path):
