@@ -403,7 +403,9 @@ class SecretStore:
                        INSERT INTO secret_versions (secret_id, version, partner_id, tenant_id, sealed_data, size_bytes, created_by)
                        VALUES (:id, :version, :partner, :tenant, :sealed, :size, :actor)
                    ), pruned AS (
-                       DELETE FROM secret_versions WHERE secret_id = :id AND version <= CAST(:version AS integer) - CAST(:maxv AS integer) RETURNING 1
+                       DELETE FROM secret_versions
+                        WHERE secret_id = :id AND version <= CAST(:version AS integer) - CAST(:maxv AS integer)
+                       RETURNING 1
                    ), upd AS (
                        UPDATE secrets SET current_version = :version, secret_type = :type, metadata = CAST(:metadata AS jsonb),
                               max_versions = :maxv, expires_at = :expires_at, rotation_policy_id = :rotation,
@@ -461,7 +463,9 @@ class SecretStore:
             new_max = maxv if "max_versions" in patch else row["max_versions"]
             updated = s.one(
                 """WITH pruned AS (
-                       DELETE FROM secret_versions WHERE secret_id = :id AND version <= CAST(:current AS integer) - CAST(:maxv AS integer) RETURNING 1
+                       DELETE FROM secret_versions
+                        WHERE secret_id = :id AND version <= CAST(:current AS integer) - CAST(:maxv AS integer)
+                       RETURNING 1
                    ), upd AS (
                        UPDATE secrets SET metadata = CAST(:metadata AS jsonb), max_versions = :maxv, expires_at = :expires_at,
                               rotation_policy_id = :rotation, updated_at = now(), updated_by = :actor
