@@ -333,3 +333,19 @@ def test_partner_scope_policies_grant_reads_of_partner_secrets(callers, tenant):
     partner_admin.post(f"/v1/policies/{pid}/bindings", json={"identity_type": "group", "identity_id": "group:all"})
     member = callers.user("member@acme.example", new_tenant(), groups=["all"])
     assert member.get("/v1/partner/secrets/shared/ca").get_json()["data"] == {"pem": "x"}
+
+
+def test_partner_secrets_have_their_own_listing_versions_and_delete(callers, tenant):
+    partner_admin = callers.admin(tenant, role="partner_admin")
+    for i in range(3):
+        partner_admin.put(f"/v1/partner/secrets/shared/cfg-{i}", json={"data": {"i": i}})
+    partner_admin.put("/v1/partner/secrets/shared/cfg-0", json={"data": {"i": 10}})
+    listed = partner_admin.get("/v1/partner/secrets?prefix=shared/").get_json()
+    assert [s["path"] for s in listed["secrets"]] == ["shared/cfg-0", "shared/cfg-1", "shared/cfg-2"]
+    assert partner_admin.get("/v1/secrets?prefix=shared/").get_json()["secrets"] == []
+    versions = partner_admin.get("/v1/partner/secrets/shared/cfg-0:versions").get_json()
+    assert [v["version"] for v in versions["versions"]] == [2, 1]
+    reader = callers.admin(new_tenant())
+    assert reader.delete("/v1/partner/secrets/shared/cfg-1").status_code == 403
+    assert partner_admin.delete("/v1/partner/secrets/shared/cfg-1").status_code == 200
+    assert reader.get("/v1/partner/secrets/shared/cfg-1").status_code == 404
