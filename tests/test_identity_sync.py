@@ -30,6 +30,7 @@ def directory_standin(tmp_path):
     d.add_group("grp_inner", "tnt_s1", "inner", members=("usr_s1", "usr_s2"))
     d.add_group("grp_outer", "tnt_s1", "outer", members=("grp_inner", "usr_s3"))
     d.add_application("app_rep", "cli_reporting", "reporting-service", tenant_id="tnt_s1")
+    d.agents.append({"id": "agt_helper", "client_id": "cli_agent", "name": "helper-agent", "tenant_id": "tnt_s1"})
     d.admin_roles.append({"user_id": "usr_s0", "role": "TENANT_ADMIN", "tenant_id": "tnt_s1", "is_active": True})
     (tmp_path / "secret").write_text("s3cret\n")
     standin.secret_path = str(tmp_path / "secret")
@@ -78,6 +79,8 @@ def test_synced_identities_drive_whoami(sync_app, directory_standin, auth):
     assert admin["roles"] == ["tenant_admin"]
     sa = directory_standin.mint_service("cli_reporting", tenant_id="tnt_s1")
     assert client.get("/v1/auth/whoami", headers=auth(sa)).get_json()["identity_id"] == "sa:reporting-service"
+    agent = directory_standin.mint_service("cli_agent", tenant_id="tnt_s1")
+    assert client.get("/v1/auth/whoami", headers=auth(agent)).get_json()["identity_id"] == "sa:helper-agent"
 
 
 def test_a_removed_user_loses_access_at_the_next_sync(sync_app, directory_standin, auth):

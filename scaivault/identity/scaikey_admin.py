@@ -116,5 +116,8 @@ class ScaiKeyAdminClient:
     def applications(self) -> Iterator[dict]:
         return self.pages("/api/v1/admin/applications/", "applications")
 
+    def agents(self) -> Iterator[dict]:
+        return self.pages("/api/v1/admin/agents/", "agents")
+
     def admin_roles(self) -> Iterator[dict]:
         return self.pages("/api/v1/admin/admin-roles/", "admin_roles")

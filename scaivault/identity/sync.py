@@ -71,6 +71,12 @@ def fetch(client: ScaiKeyAdminClient, partner_id: str | None, tenant_id: str | N
     if partner_id is None and tenant_id is None:
         snap.applications = list(client.applications())
         try:
+            # MCP agents authenticate with client credentials too: they become sa:<agent name>
+            snap.applications += [{**a, "application_type": a.get("agent_type") or "MCP_AGENT"}
+                                  for a in client.agents() if isinstance(a.get("client_id"), str)]
+        except ScaiVaultError:
+            log.info("ScaiKey agents not listable; skipped")
+        try:
             snap.admin_roles = list(client.admin_roles())
         except ScaiVaultError:
             snap.admin_roles = None   # only a super-admin token may list them; keep the stored ones
