@@ -285,3 +285,15 @@ def test_a_secondary_key_added_later_is_applied_by_a_rotation(base_env, db_url, 
     assert with_secondary.root.secondary_key_ref == os.path.abspath(keys["c"])
     ring.db.close()
     with_secondary.db.close()
+
+
+def test_an_unreadable_value_is_reported_and_does_not_block_a_tenant_rotation(base_env, db_url, keys, probe_column):
+    ring, _ = ring_for(base_env, db_url, keys["a"])
+    seal_into_probe(ring)
+    ring.db.execute("INSERT INTO probe (partner_id, tenant_id, kind, path, version, sealed) "
+                    "SELECT partner_id, tenant_id, kind, 'damaged', version, "
+                    "overlay(sealed placing '\\x00000000'::bytea from 20) FROM probe WHERE tenant_id = 'tnt_x1'")
+    result = rotate_tenant_key(ring, "ptn_x", "tnt_x1")
+    assert result.rewrapped == 1 and result.details["unreadable"] == 1
+    assert ring.db.scalar("SELECT status FROM key_rotations WHERE kind = 'tenant'") == "completed"
+    ring.db.close()

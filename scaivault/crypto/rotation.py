@@ -17,6 +17,7 @@ from . import envelope
 from .context import PARTNER_SCOPE, partner_key_aad, tenant_key_aad
 from .keyring import Keyring, RootRecord, commitment
 from .kms import timed
+from .errors import SealError
 from .sealed_columns import sealed_columns
 
 log = logging.getLogger("scaivault.crypto.rotation")
@@ -168,11 +169,14 @@ def rotate_tenant_key(keyring: Keyring, partner_id: str, tenant_id: str | None, 
         result.version = version
         rotation_id = _journal_start(db, "tenant", target, actor)
         try:
-            counts = {}
+            counts, unreadable = {}, 0
             for column in sealed_columns():
-                counts[f"{column.table}.{column.column}"] = _rewrap_column(keyring, column, partner_id, tenant_id, version)
+                done, bad = _rewrap_column(keyring, column, partner_id, tenant_id, version)
+                counts[f"{column.table}.{column.column}"] = done
+                unreadable += bad
             result.rewrapped = sum(counts.values())
             result.details["columns"] = counts
+            result.details["unreadable"] = unreadable
         except Exception as exc:
             _journal_finish(db, rotation_id, "failed", {"rewrapped": result.rewrapped},
                             getattr(exc, "message", None) or type(exc).__name__)
@@ -182,30 +186,40 @@ def rotate_tenant_key(keyring: Keyring, partner_id: str, tenant_id: str | None, 
     return result
 
 
-def _rewrap_column(keyring: Keyring, column, partner_id: str, tenant_id: str | None, version: int) -> int:
+def _rewrap_column(keyring: Keyring, column, partner_id: str, tenant_id: str | None, version: int) -> tuple[int, int]:
+    """(re-wrapped, unreadable) for one registered column; an unreadable row is logged and
+    skipped, so one damaged value cannot block the rotation of all the others."""
     db = keyring.db
     if tenant_id is not None:
         where, params = f"{column.tenant_column} = :owner", {"owner": tenant_id}
     elif column.partner_column:
         where, params = f"{column.tenant_column} IS NULL AND {column.partner_column} = :owner", {"owner": partner_id}
     else:
-        return 0
+        return 0, 0
     # the header's tenant key version is bytes 4..7 (big-endian u32); skip rows already moved
     sql = (f"SELECT {column.key_column} AS k, {column.column} AS v FROM {column.table} WHERE {where} "
            f"AND octet_length({column.column}) >= 68 AND get_byte({column.column}, 4) * 16777216 + get_byte({column.column}, 5) * 65536 "
            f"+ get_byte({column.column}, 6) * 256 + get_byte({column.column}, 7) <> :version "
-           f"ORDER BY {column.key_column} LIMIT {BATCH}")
-    done = 0
+           f"{{after}} ORDER BY {column.key_column} LIMIT {BATCH}")
+    done = unreadable = 0
+    after = None
     while True:
-        rows = db.query(sql, version=version, **params)
+        # keyset pagination: skipped (unreadable) rows are never selected again
+        if after is None:
+            rows = db.query(sql.format(after=""), version=version, **params)
+        else:
+            rows = db.query(sql.format(after=f"AND {column.key_column} > :after"), version=version, after=after, **params)
         if not rows:
-            return done
-        progressed = 0
+            return done, unreadable
         for row in rows:
+            after = row["k"]
             old = bytes(row["v"])
-            new = keyring.rewrap(partner_id, tenant_id, old)
-            progressed += db.execute(f"UPDATE {column.table} SET {column.column} = :new "
-                                     f"WHERE {column.key_column} = :k AND {column.column} = :old", new=new, k=row["k"], old=old)
-        done += progressed
-        if progressed == 0:
-            return done
+            try:
+                new = keyring.rewrap(partner_id, tenant_id, old)
+            except SealError:
+                unreadable += 1
+                log.warning("sealed value cannot be opened; left as it is",
+                            extra={"table": column.table, "column": column.column, "row": str(row["k"])})
+                continue
+            done += db.execute(f"UPDATE {column.table} SET {column.column} = :new "
+                               f"WHERE {column.key_column} = :k AND {column.column} = :old", new=new, k=row["k"], old=old)

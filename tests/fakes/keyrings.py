@@ -5,6 +5,7 @@ from collections import Counter
 
 from scaivault.config import DatabaseURL, Settings, load_settings
 from scaivault.crypto import Keyring, KmsProvider
+from scaivault.crypto.sealed_columns import sealed_columns
 from scaivault.db import Database
 from scaivault.migrate import MigrationRunner
 from scaivault.plugins import select
@@ -26,7 +27,10 @@ def migrated_database(databases) -> str:
         MigrationRunner(DatabaseURL.parse("DATABASE_URL", url)).apply()
     db = Database(DatabaseURL.parse("DATABASE_URL", url), pool_size=1)
     try:
-        db.execute(f"TRUNCATE {KEY_TABLES} CASCADE")
+        # values sealed under the keys being dropped go too: they could never be opened again
+        sealed_tables = {c.table for c in sealed_columns()} | {"secrets"}
+        present = [t for t in sorted(sealed_tables) if db.scalar("SELECT to_regclass(:t) IS NOT NULL", t=t)]
+        db.execute(f"TRUNCATE {', '.join([KEY_TABLES, *present])} CASCADE")
         db.execute("DROP TABLE IF EXISTS probe, dump_probe")
     finally:
         db.close()
