@@ -268,3 +268,14 @@ def test_a_directory_that_suddenly_lists_nothing_does_not_wipe_the_cache(sync_ap
     assert run["status"] == "failed" and "refusing" in run["error"]
     db = sync_app.extensions["scaivault"].db
     assert db.scalar("SELECT count(*) FROM identity_users WHERE deleted_at IS NULL") == 6
+
+
+def test_runs_that_died_are_marked_interrupted_by_the_next_run(sync_app):
+    rt = sync_app.extensions["scaivault"]
+    dead = sync.new_run(rt, trigger="api")
+    rt.db.execute("UPDATE identity_sync_runs SET status = 'running' WHERE id = :id", id=dead["id"])
+    lost = sync.new_run(rt, trigger="api")
+    rt.db.execute("UPDATE identity_sync_runs SET started_at = now() - interval '1 hour' WHERE id = :id", id=lost["id"])
+    assert _run(sync_app)["status"] == "succeeded"
+    rows = {r["id"]: (r["status"], r["error"]) for r in rt.db.query("SELECT id, status, error FROM identity_sync_runs")}
+    assert rows[dead["id"]] == ("failed", "interrupted") and rows[lost["id"]] == ("failed", "interrupted")

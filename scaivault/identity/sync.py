@@ -167,9 +167,12 @@ def run_sync(runtime, run: dict) -> dict:
             _finish(runtime, run["id"], "skipped", error="another identity sync is running")
             return runtime.db.one("SELECT * FROM identity_sync_runs WHERE id = :id", id=run["id"])
         try:
-            # we hold the lock, so any other 'running' row is a run that died mid-way
+            # we hold the lock, so any other 'running' row is a run that died mid-way (and a
+            # long-'queued' one lost its process before it started)
             runtime.db.execute("""UPDATE identity_sync_runs SET status = 'failed', finished_at = now(),
-                                  error = 'interrupted' WHERE status = 'running' AND id <> :id""", id=run["id"])
+                                  error = 'interrupted' WHERE id <> :id AND (status = 'running'
+                                  OR (status = 'queued' AND started_at < now() - interval '10 minutes'))""",
+                               id=run["id"])
             runtime.db.execute("UPDATE identity_sync_runs SET status = 'running', started_at = now() WHERE id = :id",
                                id=run["id"])
             try:
