@@ -66,3 +66,16 @@ def test_unknown_storage_provider_fails_listing_installed_backends(databases, ba
     assert info.value.variable == "STORAGE_PROVIDER"
     assert "floppy" in info.value.problem and "db" in info.value.problem and "s3" in info.value.problem
     rt.close()
+
+
+def test_scaivault_serve_refuses_an_unknown_storage_provider(databases, base_env, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, **base_env, "DATABASE_URL": migrated_database(databases),
+           "KMS_LOCAL_KEY_FILE": str(tmp_path / "k"), "STORAGE_PROVIDER": "floppy", "BIND_ADDRESS": "127.0.0.1:9"}
+    done = subprocess.run([sys.executable, "-m", "scaivault.cli", "serve", "--no-migrate"], env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert "STORAGE_PROVIDER" in done.stderr and "floppy" in done.stderr and "azure_blob" in done.stderr
