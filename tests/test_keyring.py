@@ -310,3 +310,25 @@ def test_a_stored_secret_copied_to_another_tenant_or_version_fails_to_open(setti
         assert rt.secret_store.read(blue, "db/password", 1, audit_for(blue))["data"] == {"pw": "tnt_blue-1"}
     finally:
         rt.close()
+
+
+def test_concurrent_opens_on_a_cold_cache_make_one_kms_call(settings):
+    ring, calls = counting_keyring(settings)
+    sealed = ring.seal(CTX, b"hunter2")
+    ring.clear_cache()
+    ring.ensure_root()
+    before = calls["unwrap"]
+    results, barrier = [], threading.Barrier(8)
+
+    def reader():
+        barrier.wait()
+        results.append(ring.open(CTX, sealed))
+
+    threads = [threading.Thread(target=reader) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results == [b"hunter2"] * 8
+    assert calls["unwrap"] - before == 1
+    ring.db.close()

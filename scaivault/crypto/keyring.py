@@ -74,6 +74,7 @@ class Keyring:
         self._lock = threading.RLock()
         self._root: RootRecord | None = None
         self._root_loaded_at = 0.0
+        self._partner_locks: dict[str, threading.Lock] = {}
         self._degraded_since: float | None = None
         self._health: tuple[float, dict] | None = None
 
@@ -252,6 +253,24 @@ class Keyring:
         cached = self.cache.get(("partner", partner_id))
         if cached is not None:
             return cached
+        # one unwrap per partner at a time: when the cached key expires under load, the
+        # concurrent requests wait for one KMS call instead of each making their own
+        with self._partner_lock(partner_id):
+            cached = self.cache.get(("partner", partner_id))
+            if cached is not None:
+                return cached
+            return self._load_partner_key(partner_id)
+
+    def _partner_lock(self, partner_id: str) -> threading.Lock:
+        with self._lock:
+            lock = self._partner_locks.get(partner_id)
+            if lock is None:
+                if len(self._partner_locks) > 10_000:
+                    self._partner_locks.clear()
+                lock = self._partner_locks[partner_id] = threading.Lock()
+            return lock
+
+    def _load_partner_key(self, partner_id: str) -> AESGCM:
         root = self.root
         row = self.db.one("SELECT root_version, wrapped, wrapped_secondary, commitment FROM partner_keys "
                           "WHERE partner_id = :p", p=partner_id)
