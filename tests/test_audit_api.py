@@ -238,10 +238,12 @@ def test_verify_reports_an_intact_chain_then_the_first_edited_row(client, runtim
 def wait_for_export(client, headers, export_id, timeout=20):
     deadline = time.time() + timeout
     while time.time() < deadline:
-        body = client.get(f"/v1/audit/exports/{export_id}", headers=headers).get_json()
+        response = client.get(f"/v1/audit/exports/{export_id}", headers=headers)
+        body = response.get_json()
+        assert response.status_code == 200, body
         if body["status"] in ("completed", "failed"):
             return body
-        time.sleep(0.1)
+        time.sleep(0.2)
     raise AssertionError(f"export {export_id} did not finish: {body}")
 
 
@@ -284,6 +286,16 @@ def test_an_export_body_is_validated(client, admin_headers):
         assert response.status_code == 422, body
         assert field in response.get_json()["error"]["details"]["fields"]
     assert client.get("/v1/audit/exports/exp_nope", headers=admin_headers).status_code == 404
+
+
+def test_polling_an_export_does_not_spend_the_export_budget(make_app, admin_headers):
+    client = make_app(RATE_LIMITS="audit:export: {rate: 1, window: 1h}").test_client()
+    created = client.post("/v1/audit/export", headers=admin_headers, json={})
+    assert created.status_code == 202
+    for _ in range(5):
+        polled = client.get(f"/v1/audit/exports/{created.get_json()['export_id']}", headers=admin_headers)
+        assert polled.status_code == 200
+    assert client.post("/v1/audit/export", headers=admin_headers, json={}).status_code == 429
 
 
 def test_an_audited_request_returns_503_and_no_data_when_the_audit_insert_fails(

@@ -252,7 +252,7 @@ def create_export():
 
 
 @bp.get("/v1/audit/exports")
-@endpoint("audit:export", scope="audit:export")
+@endpoint("audit:read", scope="audit:export")   # polling must not eat the 5/min export budget
 def list_exports():
     """Export jobs of this tenant, newest first."""
     require_audit_admin()
@@ -260,7 +260,7 @@ def list_exports():
 
 
 @bp.get("/v1/audit/exports/<export_id>")
-@endpoint("audit:export", scope="audit:export")
+@endpoint("audit:read", scope="audit:export")
 def get_export(export_id: str):
     """Status of one export job and, once completed, its manifest."""
     require_audit_admin()
@@ -268,7 +268,7 @@ def get_export(export_id: str):
 
 
 @bp.get("/v1/audit/exports/<export_id>/files/<int:number>")
-@endpoint("audit:export", scope="audit:export")
+@endpoint("audit:read", scope="audit:export")
 def download_export_file(export_id: str, number: int):
     """One file of a completed export (decrypted from the storage backend)."""
     require_audit_admin()
