@@ -187,12 +187,12 @@ def test_the_limiter_returns_to_redis_when_it_comes_back(make_app, own_redis):
 
 
 def test_the_bucket_refills_continuously_at_the_category_rate(make_app):
-    app = with_probe_route(make_app(RATE_LIMITS="auth:\n  rate: 4\n  window: 1s\n"))   # 4 tokens, one per 0.25 s
+    app = with_probe_route(make_app(RATE_LIMITS="auth:\n  rate: 3\n  window: 3s\n"))   # 3 tokens, one per second
     ip = client_ip()
-    assert [get(app, ip).status_code for _ in range(4)] == [200] * 4     # a burst up to the bucket size
+    assert [get(app, ip).status_code for _ in range(3)] == [200] * 3     # a burst up to the bucket size
     refused = get(app, ip)
     assert refused.status_code == 429 and refused.headers["Retry-After"] == "1"
-    time.sleep(0.3)                                                     # one token has dripped back
+    time.sleep(1.05)                                                    # one token has dripped back
     assert get(app, ip).status_code == 200
     assert get(app, ip).status_code == 429
 
