@@ -2,7 +2,8 @@
 
 KMS_KEY_ID (key ARN, id or alias/...), KMS_REGION (else the ARN's region, else the AWS
 default), KMS_ENDPOINT (moto, LocalStack or a KMS-compatible service) and
-KMS_ENDPOINT_SECONDARY (the secondary key's regional endpoint, when overridden).
+KMS_ENDPOINT_SECONDARY (the secondary key's regional endpoint, when overridden), KMS_TIMEOUT
+(seconds, default 10) and KMS_RETRIES (attempts per call, default 2).
 Credentials come from the standard AWS chain; KMS_ACCESS_KEY_ID / KMS_SECRET_ACCESS_KEY only
 when configured.
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 
+from scaivault.config import ConfigError
 from scaivault.crypto.errors import KmsError, KmsUnavailable, KmsWrongKey
 from scaivault.crypto.kms import KmsProvider, missing_sdk, require_option
 from scaivault.plugins import hookimpl
@@ -87,8 +89,14 @@ def create(settings, key_ref: str | None) -> AwsKms:
     endpoint = opts.get("KMS_ENDPOINT")
     if key_ref is not None and key_ref == settings.kms_key_id_secondary:
         endpoint = opts.get("KMS_ENDPOINT_SECONDARY") or endpoint
+    try:
+        timeout = float(opts.get("KMS_TIMEOUT", 10))
+        attempts = int(opts.get("KMS_RETRIES", 2))
+    except ValueError:
+        raise ConfigError("KMS_TIMEOUT", "KMS_TIMEOUT must be seconds and KMS_RETRIES an integer") from None
     kwargs = {"region_name": region or None,
-              "config": Config(connect_timeout=3, read_timeout=10, retries={"max_attempts": 2, "mode": "standard"})}
+              "config": Config(connect_timeout=min(3.0, timeout), read_timeout=timeout,
+                               retries={"max_attempts": max(attempts, 1), "mode": "standard"})}
     if endpoint:
         kwargs["endpoint_url"] = endpoint
     if opts.get("KMS_ACCESS_KEY_ID"):
