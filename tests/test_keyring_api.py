@@ -89,3 +89,20 @@ def test_malformed_json_gets_the_error_envelope(keys_app, scaikey, auth):
                                            headers={**auth(token(scaikey, "super_admin")),
                                                     "Content-Type": "application/json"})
     assert response.status_code == 400 and response.get_json()["error"]["code"] == "invalid_request"
+
+
+def test_a_refused_rotation_is_audited_as_a_failure(keys_app, scaikey, auth):
+    from scaivault.crypto.rotation import ROTATION_LOCK_KEY
+
+    keyring = keys_app.extensions["scaivault"].keyring
+    keyring.ensure_root()
+    with keyring.db.session() as s:
+        s.scalar("SELECT pg_advisory_lock(:k)", k=ROTATION_LOCK_KEY)
+        try:
+            response = keys_app.test_client().post("/v1/system/keys/rotate", json={},
+                                                   headers=auth(token(scaikey, "super_admin")))
+        finally:
+            s.scalar("SELECT pg_advisory_unlock(:k)", k=ROTATION_LOCK_KEY)
+    assert response.status_code == 409 and response.get_json()["error"]["code"] == "rotation_in_progress"
+    audit = keyring.db.one("SELECT success FROM audit_log WHERE action = 'rotate' ORDER BY ts DESC LIMIT 1")
+    assert audit["success"] is False

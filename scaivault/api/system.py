@@ -74,11 +74,11 @@ def rotate_keys():
     body: RotateKeysBody = g.body
     rt = runtime()
     actor = g.identity.identity_id
+    partner = None
     if body.scope == "root":
         _require_role("super_admin")
         if body.tenant_id or body.partner_id:
             raise ScaiVaultError("invalid_request", "a root rotation takes no tenant_id or partner_id")
-        result = rotate_root(rt.keyring, actor=actor)
     else:
         partner = body.partner_id or g.identity.partner_id
         if not partner:
@@ -87,9 +87,21 @@ def rotate_keys():
             _require_role("partner_admin")
             if partner != g.identity.partner_id:
                 raise ScaiVaultError("tenant_access_denied", "a partner admin rotates keys of its own partner only")
-        result = rotate_tenant_key(rt.keyring, partner, body.tenant_id, actor=actor)
-    entry = entry_for_request("rotate", extra={"key_rotation": result.as_dict()})
-    entry.tenant_id = body.tenant_id
-    entry.partner_id = body.partner_id if body.scope == "tenant" else None
-    record_now(rt, entry)
+    try:
+        if body.scope == "root":
+            result = rotate_root(rt.keyring, actor=actor)
+        else:
+            result = rotate_tenant_key(rt.keyring, partner, body.tenant_id, actor=actor)
+    except ScaiVaultError as exc:
+        # a failed (resumable) rotation is on the record too
+        _audit(rt, body, partner, False, {"key_rotation": {"kind": body.scope, "error": exc.code}})
+        raise
+    _audit(rt, body, partner, True, {"key_rotation": result.as_dict()})
     return jsonify(result.as_dict())
+
+
+def _audit(rt, body: RotateKeysBody, partner: str | None, success: bool, extra: dict) -> None:
+    entry = entry_for_request("rotate", success=success, extra=extra)
+    entry.tenant_id = body.tenant_id
+    entry.partner_id = partner
+    record_now(rt, entry)
