@@ -336,7 +336,8 @@ def test_partner_scope_policies_grant_reads_of_partner_secrets(callers, tenant):
 
 
 def test_partner_secrets_have_their_own_listing_versions_and_delete(callers, tenant):
-    partner_admin = callers.admin(tenant, role="partner_admin")
+    partner = "ptn_" + new_tenant()[4:]
+    partner_admin = callers.admin(tenant, role="partner_admin", partner=partner)
     for i in range(3):
         partner_admin.put(f"/v1/partner/secrets/shared/cfg-{i}", json={"data": {"i": i}})
     partner_admin.put("/v1/partner/secrets/shared/cfg-0", json={"data": {"i": 10}})
@@ -345,7 +346,7 @@ def test_partner_secrets_have_their_own_listing_versions_and_delete(callers, ten
     assert partner_admin.get("/v1/secrets?prefix=shared/").get_json()["secrets"] == []
     versions = partner_admin.get("/v1/partner/secrets/shared/cfg-0:versions").get_json()
     assert [v["version"] for v in versions["versions"]] == [2, 1]
-    reader = callers.admin(new_tenant())
+    reader = callers.admin(new_tenant(), partner=partner)
     assert reader.delete("/v1/partner/secrets/shared/cfg-1").status_code == 403
     assert partner_admin.delete("/v1/partner/secrets/shared/cfg-1").status_code == 200
     assert reader.get("/v1/partner/secrets/shared/cfg-1").status_code == 404
