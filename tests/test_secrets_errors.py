@@ -94,3 +94,23 @@ def test_a_wrong_method_is_405_in_the_envelope(callers, method, url):
 def test_an_unknown_custom_method_is_invalid_path(callers):
     resp = callers.admin(new_tenant()).get("/v1/secrets/app/db:bogus")
     assert resp.status_code == 400 and error_code(resp) == "invalid_path"
+
+
+def test_audit_failure_fails_closed_for_writes_and_reads(make_app, scaikey, fresh_database_url):
+    MigrationRunner(DatabaseURL.parse("DATABASE_URL", fresh_database_url)).apply()
+    app = make_app(DATABASE_URL=fresh_database_url, RATE_LIMITS=HIGH_RATE_LIMITS)
+    tenant = new_tenant()
+    admin = Callers(scaikey, app.test_client()).admin(tenant)
+    assert admin.put("/v1/secrets/fc/kept", json={"data": {"value": "readable-before"}}).status_code == 201
+    db = app.extensions["scaivault"].db
+    db.execute("ALTER TABLE audit_log RENAME TO audit_log_away")
+    try:
+        write = admin.put("/v1/secrets/fc/new", json={"data": {"value": "must-not-stay"}})
+        assert write.status_code == 503 and error_code(write) == "audit_unavailable"
+        read = admin.get("/v1/secrets/fc/kept")
+        assert read.status_code == 503 and error_code(read) == "audit_unavailable"
+        assert b"readable-before" not in read.data
+    finally:
+        db.execute("ALTER TABLE audit_log_away RENAME TO audit_log")
+    assert db.scalar("SELECT count(*) FROM secrets WHERE tenant_id = :t AND path = 'fc/new'", t=tenant) == 0
+    assert admin.get("/v1/secrets/fc/kept").get_json()["data"] == {"value": "readable-before"}
