@@ -66,8 +66,8 @@ def lua(workdir: Path, name: str, text: str) -> str:
     return str(path)
 
 
-def wrk(url: str, seconds: int, token: str | None, script: str | None) -> dict:
-    cmd = ["wrk", "-t2", "-c32", f"-d{seconds}s", "--latency"]
+def wrk(url: str, seconds: int, token: str | None, script: str | None, timeout: str = "2s") -> dict:
+    cmd = ["wrk", "-t2", "-c32", f"-d{seconds}s", "--latency", "--timeout", timeout]
     if token:
         cmd += ["-H", f"Authorization: Bearer {token}"]
     if script:
@@ -240,7 +240,7 @@ end""")
                 results[f"{key} (policy-scoped JWT, audit on)"] = wrk(base + "/", seconds, user, script)
                 print(key, results[f"{key} (policy-scoped JWT, audit on)"], flush=True)
         if "batch" in only:
-            results["batch read, 100 paths per request"] = wrk(base + "/v1/secrets/batch", seconds, user, batch_lua)
+            results["batch read, 100 paths per request"] = wrk(base + "/v1/secrets/batch", seconds, user, batch_lua, timeout="10s")
 
         lines.append(f"wrk -t2 -c32 -d{seconds}s --latency; {NSECRETS} secrets of {len(json.dumps(VALUE))} bytes; "
                      f"WEB_CONCURRENCY=2; {os.cpu_count()} CPUs; load average before: {os.getloadavg()[0]:.2f}")
