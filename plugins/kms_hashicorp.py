@@ -16,10 +16,11 @@ from scaivault.plugins import hookimpl
 class VaultTransit(KmsProvider):
     name = "hashicorp"
 
-    def __init__(self, client, key_ref: str, mount: str):
+    def __init__(self, client, key_ref: str, mount: str, token_file: str | None = None):
         super().__init__(key_ref)
         self.client = client
         self.mount = mount
+        self.token_file = token_file
         import hvac.exceptions as hx
         import requests
 
@@ -27,6 +28,24 @@ class VaultTransit(KmsProvider):
         self._net = (requests.ConnectionError, requests.Timeout)
 
     def _call(self, fn, **kwargs):
+        try:
+            return self._call_once(fn, **kwargs)
+        except KmsError as exc:
+            # Vault Agent and similar sidecars replace the token file when the token is renewed
+            if exc.code != "kms_error" or "denied" not in exc.message or not self._reload_token():
+                raise
+            return self._call_once(fn, **kwargs)
+
+    def _reload_token(self) -> bool:
+        if not self.token_file:
+            return False
+        token = read_secret_file("KMS_AUTH_TOKEN_FILE", self.token_file)
+        if token == self.client.token:
+            return False
+        self.client.token = token
+        return True
+
+    def _call_once(self, fn, **kwargs):
         hx = self._hx
         try:
             return fn(name=self.key_ref, mount_point=self.mount, **kwargs)
@@ -81,7 +100,7 @@ def create(settings, key_ref: str | None) -> VaultTransit:
     token = read_secret_file("KMS_AUTH_TOKEN_FILE", opts["KMS_AUTH_TOKEN_FILE"]) if opts.get("KMS_AUTH_TOKEN_FILE") else None
     client = hvac.Client(url=url, token=token, namespace=opts.get("KMS_NAMESPACE"),
                          verify=opts.get("KMS_CA_CERT") or True, timeout=10)
-    return VaultTransit(client, key, opts.get("KMS_TRANSIT_MOUNT", "transit"))
+    return VaultTransit(client, key, opts.get("KMS_TRANSIT_MOUNT", "transit"), opts.get("KMS_AUTH_TOKEN_FILE"))
 
 
 @hookimpl

@@ -117,3 +117,18 @@ def test_root_rotation_rotates_the_transit_key(settings, bao):
     ring.clear_cache()
     assert ring.open(ctx, sealed) == b"v"
     ring.db.close()
+
+
+def test_a_renewed_token_in_the_token_file_is_picked_up(base_env, db_url, bao, tmp_path):
+    key = transit_key(bao, "renewed-token-key")
+    bao.client.sys.create_or_update_policy("transit-user", f'''
+        path "transit/encrypt/{key}" {{ capabilities = ["update"] }}
+        path "transit/decrypt/{key}" {{ capabilities = ["update"] }}''')
+    first = bao.client.auth.token.create(policies=["transit-user"])["auth"]["client_token"]
+    path = tmp_path / "agent-token"
+    path.write_text(first)
+    kms = conformance.provider(settings_for(base_env, db_url, **env(bao, key, str(path))))
+    wrapped = kms.wrap(b"k" * 32, b"aad")
+    bao.client.auth.token.revoke(first)
+    path.write_text(bao.client.auth.token.create(policies=["transit-user"])["auth"]["client_token"])
+    assert kms.unwrap(wrapped, b"aad") == b"k" * 32
