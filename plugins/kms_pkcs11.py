@@ -17,6 +17,7 @@ from scaivault.crypto.kms import KmsProvider, missing_sdk, read_secret_file, req
 from scaivault.plugins import hookimpl
 
 FORMAT = b"P1"
+SESSION_LOST = {"CKR_SESSION_HANDLE_INVALID", "CKR_SESSION_CLOSED", "CKR_USER_NOT_LOGGED_IN"}
 WRONG_KEY = {"CKR_GENERAL_ERROR", "CKR_ENCRYPTED_DATA_INVALID", "CKR_ENCRYPTED_DATA_LEN_RANGE",
              "CKR_DATA_INVALID", "CKR_DATA_LEN_RANGE"}
 
@@ -32,13 +33,21 @@ class _Token:
     and application, so every provider on that token shares it (and its lock)."""
 
     def __init__(self, lib, slot: int, pin: str):
-        import PyKCS11
-
         self.lock = threading.Lock()
         self.pin = pin
+        self.lib = lib
+        self.slot = slot
+        self.generation = 0
+        self.open()
+
+    def open(self) -> None:
+        """A new logged-in session (at start, and after the HSM dropped the previous one)."""
+        import PyKCS11
+
         try:
-            self.session = lib.openSession(slot, PyKCS11.CKF_SERIAL_SESSION | PyKCS11.CKF_RW_SESSION)
-            self.session.login(pin)
+            self.session = self.lib.openSession(self.slot, PyKCS11.CKF_SERIAL_SESSION | PyKCS11.CKF_RW_SESSION)
+            self.generation += 1
+            self.session.login(self.pin)
         except PyKCS11.PyKCS11Error as exc:
             code = _rv(exc)
             if code == "CKR_PIN_INCORRECT":
@@ -88,14 +97,17 @@ class Pkcs11Key(KmsProvider):
             elif not hmac.compare_digest(token.pin.encode(), pin.encode()):
                 raise KmsError("the HSM refused the PIN from KMS_PIN_FILE (CKR_PIN_INCORRECT)")
         self._token = token
-        self._session = token.session
         self._lock = token.lock
         with self._lock:
-            keys = self._session.findObjects([(PyKCS11.CKA_CLASS, PyKCS11.CKO_SECRET_KEY),
-                                              (PyKCS11.CKA_LABEL, key_label)])
+            self._find_key()
+
+    def _find_key(self) -> None:
+        p = self._p
+        keys = self._token.session.findObjects([(p.CKA_CLASS, p.CKO_SECRET_KEY), (p.CKA_LABEL, self.key_ref)])
         if not keys:
-            raise KmsError(f"the HSM token has no secret key labelled {key_label!r}")
+            raise KmsError(f"the HSM token has no secret key labelled {self.key_ref!r}")
         self._key = keys[0]
+        self._generation = self._token.generation
 
     def _find_slot(self, token_label: str | None, slot: int | None) -> int:
         p = self._p
@@ -116,28 +128,37 @@ class Pkcs11Key(KmsProvider):
             raise KmsUnavailable("no HSM token is present")
         return slots[0]
 
-    def _run(self, operation, data: bytes, iv: bytes, aad: bytes) -> bytes:
+    def _run(self, operation: str, data: bytes, iv: bytes, aad: bytes) -> bytes:
         p = self._p
         mechanism = p.AES_GCM_Mechanism(iv, aad, 128)
         with self._lock:
-            try:
-                return bytes(operation(self._key, data, mechanism))
-            except p.PyKCS11Error as exc:
-                code = _rv(exc)
-                if code in WRONG_KEY:
-                    raise KmsWrongKey(f"HSM key {self.key_ref} cannot decrypt this value ({code})") from None
-                if code in ("CKR_DEVICE_REMOVED", "CKR_TOKEN_NOT_PRESENT", "CKR_DEVICE_ERROR", "CKR_SESSION_HANDLE_INVALID"):
-                    raise KmsUnavailable(f"the HSM is unavailable ({code})") from None
-                raise KmsError(f"the HSM refused the operation ({code})") from None
+            for attempt in (1, 2):
+                try:
+                    if self._generation != self._token.generation:
+                        self._find_key()           # another provider re-opened the shared session
+                    return bytes(getattr(self._token.session, operation)(self._key, data, mechanism))
+                except p.PyKCS11Error as exc:
+                    code = _rv(exc)
+                    if code in WRONG_KEY:
+                        raise KmsWrongKey(f"HSM key {self.key_ref} cannot decrypt this value ({code})") from None
+                    if code in SESSION_LOST and attempt == 1:
+                        # the HSM restarted or dropped the session: log in again once
+                        self._token.open()
+                        self._find_key()
+                        continue
+                    if code in SESSION_LOST or code in ("CKR_DEVICE_REMOVED", "CKR_TOKEN_NOT_PRESENT", "CKR_DEVICE_ERROR"):
+                        raise KmsUnavailable(f"the HSM is unavailable ({code})") from None
+                    raise KmsError(f"the HSM refused the operation ({code})") from None
+        raise AssertionError("unreachable")
 
     def wrap(self, plaintext: bytes, aad: bytes) -> bytes:
         iv = os.urandom(12)
-        return FORMAT + iv + self._run(self._session.encrypt, plaintext, iv, aad)
+        return FORMAT + iv + self._run("encrypt", plaintext, iv, aad)
 
     def unwrap(self, wrapped: bytes, aad: bytes) -> bytes:
         if wrapped[:2] != FORMAT or len(wrapped) < 2 + 12 + 16:
             raise KmsWrongKey("not a pkcs11-provider ciphertext")
-        return self._run(self._session.decrypt, wrapped[14:], wrapped[2:14], aad)
+        return self._run("decrypt", wrapped[14:], wrapped[2:14], aad)
 
     def close(self) -> None:
         # the token session is shared by every provider of this process; it lives as long as it

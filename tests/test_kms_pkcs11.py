@@ -157,3 +157,12 @@ def test_a_forked_worker_opens_its_own_hsm_session(settings):
     assert os.read(read, 300) == b"ok"
     os.close(read)
     assert kms.unwrap(wrapped, b"aad") == b"k" * 32           # the parent's session still works
+
+
+def test_a_dropped_hsm_session_is_reopened(settings):
+    kms = conformance.provider(settings)
+    wrapped = kms.wrap(b"k" * 32, b"aad")
+    kms._token.session.closeSession()                       # as after an HSM restart
+    assert kms.unwrap(wrapped, b"aad") == b"k" * 32
+    other = conformance.provider(settings)                  # shares the re-opened session
+    assert other.unwrap(other.wrap(b"x" * 32, b"a"), b"a") == b"x" * 32
