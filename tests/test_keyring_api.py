@@ -106,3 +106,16 @@ def test_a_refused_rotation_is_audited_as_a_failure(keys_app, scaikey, auth):
     assert response.status_code == 409 and response.get_json()["error"]["code"] == "rotation_in_progress"
     audit = keyring.db.one("SELECT success FROM audit_log WHERE action = 'rotate' ORDER BY ts DESC LIMIT 1")
     assert audit["success"] is False
+
+
+def test_a_partner_admin_sees_only_its_own_partner_keys(keys_app, scaikey, auth):
+    keyring = keys_app.extensions["scaivault"].keyring
+    keyring.seal(SealContext("ptn_acme", "tnt_blue", "secret", "x", 1), b"v")
+    keyring.seal(SealContext("ptn_other", "tnt_red", "secret", "x", 1), b"v")
+    response = keys_app.test_client().get("/v1/system/keys", headers=auth(token(scaikey, "partner_admin")))
+    assert response.status_code == 200
+    body = response.get_json()
+    assert [p["partner_id"] for p in body["partners"]] == ["ptn_acme"]
+    assert set(body["roots"][0]) == {"version", "status", "activated_at"}      # no key references
+    everyone = keys_app.test_client().get("/v1/system/keys", headers=auth(token(scaikey, "super_admin")))
+    assert {p["partner_id"] for p in everyone.get_json()["partners"]} == {"ptn_acme", "ptn_other"}
