@@ -572,16 +572,18 @@ class SecretStore:
         return found, errors
 
 
-    def metadata_many(self, owner: SecretOwner, paths: Iterable[str], audit: AuditFn) -> dict[str, dict]:
-        """Metadata of existing, live paths (missing ones are simply absent)."""
+    def metadata_many(self, owner: SecretOwner, paths: Iterable[str], audit: AuditFn,
+                      denied: list[str] | None = None) -> dict[str, dict]:
+        """Metadata of existing, live paths (missing ones are simply absent); one audit entry names the refusals."""
         paths = list(paths)
-        if not paths:
-            return {}
         with self.db.session() as s:
-            rows = s.query(f"""SELECT s.*, (SELECT count(*) FROM secret_versions v WHERE v.secret_id = s.id) AS version_count
+            rows = s.query(f"""SELECT s.*, (SELECT count(*) FROM secret_versions v WHERE v.secret_id = s.id)
+                                      AS version_count
                                  FROM secrets s WHERE {owner.where()} AND s.path = ANY(:paths) AND s.deleted_at IS NULL""",
-                           paths=paths, **owner.params())
-            record(s, audit("list", extra={"operation": "batch_metadata", "paths": len(paths), "found": len(rows)}))
+                           paths=paths, **owner.params()) if paths else []
+            record(s, audit("list", success=not denied or bool(paths),
+                            extra={"operation": "batch_metadata", "paths": len(paths), "found": len(rows),
+                                   **({"denied": denied[:100]} if denied else {})}))
         out = {}
         for r in rows:
             view = secret_view(r, r["path"])
