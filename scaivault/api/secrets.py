@@ -428,7 +428,8 @@ def batch_metadata():
             wanted.append(item)
         except ScaiVaultError as exc:
             errors[item] = _batch_error(exc)
-    denied = [path for path, err in errors.items() if err["code"] in ("access_denied",)]
+    denied = [path for path, err in errors.items()
+              if err["code"] in ("access_denied", "ip_not_allowed", "mfa_required", "time_window_violation")]
     found = rt.secret_store.metadata_many(owner, wanted, entry_for_request, denied)
     for path in wanted:
         if path not in found and path not in errors and path in body.paths:
