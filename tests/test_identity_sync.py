@@ -279,3 +279,21 @@ def test_runs_that_died_are_marked_interrupted_by_the_next_run(sync_app):
     assert _run(sync_app)["status"] == "succeeded"
     rows = {r["id"]: (r["status"], r["error"]) for r in rt.db.query("SELECT id, status, error FROM identity_sync_runs")}
     assert rows[dead["id"]] == ("failed", "interrupted") and rows[lost["id"]] == ("failed", "interrupted")
+
+
+def test_the_gunicorn_worker_hook_starts_the_scheduler_beside_the_app(sync_app, monkeypatch):
+    from types import SimpleNamespace
+
+    from scaivault.jobs import scheduler as worker_jobs
+
+    monkeypatch.setattr(worker_jobs, "WORKER_START_DELAY_SECONDS", (0.0, 0.0))
+    rt = sync_app.extensions["scaivault"]
+    worker_jobs.start_in_worker(SimpleNamespace(wsgi=sync_app))
+    deadline = time.monotonic() + 5
+    while "scheduler" not in rt.__dict__ and time.monotonic() < deadline:
+        time.sleep(0.05)
+    scheduler = rt.__dict__.pop("scheduler")
+    try:
+        assert scheduler.get_job(job.JOB_ID) is not None
+    finally:
+        scheduler.shutdown(wait=False)
