@@ -99,6 +99,7 @@ def main() -> None:
         print("health (no auth):", _wrk(base + "/v1/health", "x", seconds))
         print("whoami, ScaiKey JWT:", _wrk(base + "/v1/auth/whoami", jwt_token, seconds))
         print("whoami, personal token:", _wrk(base + "/v1/auth/whoami", pat, seconds))
+        print("whoami, ScaiKey JWT again (order effects):", _wrk(base + "/v1/auth/whoami", jwt_token, seconds))
     finally:
         if server is not None:
             server.terminate()
