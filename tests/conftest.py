@@ -15,6 +15,7 @@ import pytest
 from scaivault.app import create_app
 from scaivault.config import DatabaseURL, load_settings
 from scaivault.migrate import MigrationRunner
+from scaivault.ratelimit import CATEGORIES
 
 ROOT = Path(__file__).resolve().parent.parent
 PG_HOST = os.environ.get("TEST_PG_HOST", "127.0.0.1")
@@ -115,6 +116,9 @@ def base_env(database_url, redis_url, tmp_path_factory, scaikey) -> dict[str, st
         "KMS_LOCAL_KEY_FILE": str(keydir / "root.key"),
         "LOG_FORMAT": "text",
         "LOG_LEVEL": "warn",
+        # Tests of one session share identities and Redis buckets; limits are tested by tests
+        # that set RATE_LIMITS themselves (RATE_LIMITS="" restores the spec's defaults).
+        "RATE_LIMITS": "\n".join(f"{c}: {{rate: 100000, window: 1m}}" for c in CATEGORIES),
     }
 
 

@@ -86,7 +86,7 @@ def test_a_limit_is_shared_by_two_instances_on_the_same_redis(make_app):
 
 
 def test_defaults_apply_to_categories_not_overridden(make_app):
-    app = with_probe_route(make_app())
+    app = with_probe_route(make_app(RATE_LIMITS=""))
     response = get(app, client_ip())
     assert response.headers["X-RateLimit-Limit"] == str(ratelimit.CATEGORIES["auth"][0])
 
