@@ -18,6 +18,9 @@ from scaivault.migrate import MigrationRunner
 from scaivault.ratelimit import CATEGORIES
 
 ROOT = Path(__file__).resolve().parent.parent
+# subprocesses (the CLI, served instances) run this checkout's code even when the editable
+# install points at another clone (tests/run.sh in a second checkout re-points it)
+os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
 PG_HOST = os.environ.get("TEST_PG_HOST", "127.0.0.1")
 PG_PORT = int(os.environ.get("TEST_PG_PORT", "5432"))
 PG_USER = os.environ.get("TEST_PG_USER", "postgres")

@@ -92,6 +92,8 @@ if [ ! -x tests/tools/node_modules/.bin/azurite-blob ]; then
 fi
 
 # ---------------------------------------------------------------- the tests
+# this checkout's code, also in subprocesses, whichever clone the editable install points at
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 set +e
 "$PYTHON" -m pytest "$@"
 status=$?
