@@ -97,6 +97,8 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> Flask:
     def _finish_request(response: Response) -> Response:
         response.headers["X-Request-ID"] = g.get("request_id") or _new_request_id()
         response.headers.setdefault("Cache-Control", "no-store")
+        if not access_log.isEnabledFor(logging.INFO):
+            return response
         # one line per request, probes included; never headers, query strings or bodies,
         # which may carry tokens or secret values
         elapsed_ms = (time.perf_counter() - g.get("started", time.perf_counter())) * 1000

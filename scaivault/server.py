@@ -101,9 +101,79 @@ def _mark_worker_dead(server, worker) -> None:
     mark_worker_dead(worker.pid)
 
 
+class _HeaderCapture:
+    """Stands in for the client socket while gunicorn formats a header block."""
+
+    def __init__(self) -> None:
+        self.data = b""
+
+    def sendall(self, data: bytes) -> None:
+        self.data += data
+
+
+def _one_send_responses() -> None:
+    """Send a response's header block and its first body piece in one send().
+
+    gunicorn writes them in two; on loopback and in containers each send() also pays for the
+    receiver's side, which made send() the largest self time of a secret read. A JSON
+    answer is one body piece, so it now leaves in one segment. No sendfile (nothing here
+    serves files), so every body goes through write().
+    """
+    from gunicorn import util
+    from gunicorn.http import wsgi
+
+    if getattr(wsgi.Response, "one_send", False):
+        return
+
+    class OneSendResponse(wsgi.Response):
+        one_send = True
+        _head: bytes | None = None
+
+        def send_headers(self):
+            if self.headers_sent:
+                return
+            sock, capture = self.sock, _HeaderCapture()
+            self.sock = capture
+            try:
+                super().send_headers()
+            finally:
+                self.sock = sock
+            self._head = capture.data
+
+        def _flush_head(self) -> None:
+            head, self._head = self._head, None
+            if head:
+                util.write(self.sock, head)
+
+        def _emit_body(self, data):
+            head, self._head = self._head, None
+            if head and not self.chunked:
+                util.write(self.sock, head + data)
+                return
+            if head:
+                util.write(self.sock, head)
+            super()._emit_body(data)
+
+        def write(self, arg):
+            super().write(arg)
+            self._flush_head()      # a body-less answer (HEAD, 204, 304) returns before _emit_body
+
+        def sendfile(self, respiter):
+            return False
+
+        def close(self):
+            if not self.headers_sent:
+                self.send_headers()
+            self._flush_head()
+            super().close()
+
+    wsgi.Response = OneSendResponse
+
+
 def _post_worker_init(worker) -> None:
     """gunicorn post_worker_init hook: TLS handshake noise off, background jobs on."""
     _json_parser_errors(worker)
+    _one_send_responses()
     if worker.cfg.certfile:
         _quiet_failed_handshakes(worker)
     from .jobs.scheduler import start_in_worker

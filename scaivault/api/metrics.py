@@ -57,18 +57,32 @@ _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"
 
 
 def _method() -> str:
-    return request.method if request.method in _METHODS else "OTHER"
+    method = request.method
+    return method if method in _METHODS else "OTHER"
 
 
 def install_request_metrics(app: Flask) -> None:
-    """Count and time every request in one place (before/after/teardown hooks)."""
+    """Count and time every request in one place (before/after/teardown hooks).
+
+    Labelled children are looked up once per label combination (`labels()` costs more than the
+    increment); pool gauges are sampled at scrape time only, not on every request.
+    """
+    active: dict[str, object] = {}
+    counted: dict[tuple[str, str, int], object] = {}
+    timed: dict[tuple[str, str], object] = {}
+
+    def active_gauge(category: str):
+        child = active.get(category)
+        if child is None:
+            child = active[category] = metrics.ACTIVE_REQUESTS.labels(path_category=category)
+        return child
 
     @app.before_request
     def _metrics_start():
         category = path_category()
         g.metrics_category = category
         g.metrics_started = time.perf_counter()
-        metrics.ACTIVE_REQUESTS.labels(path_category=category).inc()
+        active_gauge(category).inc()
 
     @app.after_request
     def _metrics_finish(response: Response) -> Response:
@@ -77,14 +91,21 @@ def install_request_metrics(app: Flask) -> None:
         started = g.get("metrics_started") or g.get("started")
         if started is not None:
             elapsed = time.perf_counter() - started
-            metrics.REQUESTS.labels(method=_method(), path_category=category,
-                                    status=str(response.status_code)).inc()
-            metrics.REQUEST_DURATION.labels(method=_method(), path_category=category).observe(elapsed)
-            _sample_pool_gauges()
+            method, status = _method(), response.status_code
+            counter = counted.get((method, category, status))
+            if counter is None:
+                counter = counted[(method, category, status)] = metrics.REQUESTS.labels(
+                    method=method, path_category=category, status=str(status))
+            histogram = timed.get((method, category))
+            if histogram is None:
+                histogram = timed[(method, category)] = metrics.REQUEST_DURATION.labels(
+                    method=method, path_category=category)
+            counter.inc()
+            histogram.observe(elapsed)
         return response
 
     @app.teardown_request
     def _metrics_teardown(_exc=None):
         category = g.pop("metrics_category", None)
         if category is not None:
-            metrics.ACTIVE_REQUESTS.labels(path_category=category).dec()
+            active_gauge(category).dec()

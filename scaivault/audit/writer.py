@@ -66,6 +66,89 @@ def record(session: Session, entry: AuditEntry) -> None:
     _count_write(values["action"], values["success"], time.perf_counter() - started)
 
 
+# A read and its audit entry in one statement (design.md section 3: one round trip per read).
+# `subject` is the caller's SELECT of at most one row with two extra columns: `audit_ok` (the
+# entry is appended only when true) and `audit_version` (becomes extra_data.version). The
+# entry's canonical bytes are passed as the halves around that version number, so the chain
+# covers exactly the bytes a verifier recomputes from the stored row.
+_READ_APPEND_SQL = """
+WITH subject AS ({subject}),
+canon AS (
+    SELECT :canon_head || convert_to(audit_version::text, 'UTF8') || :canon_tail AS bytes, audit_version
+      FROM subject WHERE audit_ok
+),
+head AS (
+    INSERT INTO audit_chain_heads AS h (chain_key, lane, seq, prev_hash, hash)
+    SELECT :chain_key, (pg_backend_pid() % :lanes)::smallint, 1, :genesis,
+           sha256(:genesis || int2send((pg_backend_pid() % :lanes)::smallint) || int8send(1::bigint) || canon.bytes)
+      FROM canon
+    ON CONFLICT (chain_key, lane) DO UPDATE
+       SET seq = h.seq + 1,
+           prev_hash = h.hash,
+           hash = sha256(h.hash || int2send(h.lane) || int8send(h.seq + 1) || (SELECT bytes FROM canon))
+    RETURNING lane, seq, prev_hash, hash
+),
+appended AS (
+    INSERT INTO audit_log (id, ts, tenant_id, partner_id, action, identity_type, identity_id,
+                           secret_path, source_ip, user_agent, success, duration_ms, request_id,
+                           extra_data, chain_lane, chain_seq, prev_hash, entry_hash)
+    SELECT :id, :ts, :tenant_id, :partner_id, :action, :identity_type, :identity_id,
+           :secret_path, :source_ip, :user_agent, :success, :duration_ms, :request_id,
+           CAST(:extra_data AS jsonb) || jsonb_build_object('version', canon.audit_version),
+           head.lane, head.seq, head.prev_hash, head.hash
+      FROM head, canon
+    RETURNING 1
+)
+SELECT subject.*, EXISTS (SELECT 1 FROM appended) AS audited FROM subject
+"""
+
+_VERSION_MARK = -7_301_955_442_917   # stands in for extra_data.version in the canonical bytes
+
+
+def read_and_record(session: Session, entry: AuditEntry, subject: str, **params) -> dict | None:
+    """Run `subject` and append `entry` (with extra_data.version) in one autocommitted statement.
+
+    Returns the subject's row plus `audited` (whether the entry was appended), or None when the
+    subject found no row. The entry is committed when this returns, before the caller can send
+    anything; a failed append fails the whole statement with audit_unavailable (503).
+    """
+    values = entry.stored_values()
+    marked = canonical_bytes({**values, "extra_data": {**values["extra_data"], "version": _VERSION_MARK}})
+    # the key with its unescaped quotes can only be the real key: quotes inside strings are escaped
+    head, key, tail = marked.partition(b'"version":' + str(_VERSION_MARK).encode())
+    head += b'"version":'
+    assert key and key not in tail
+    values["extra_data"].pop("version", None)
+    started = time.perf_counter()
+    try:
+        statement = _prepared(session.conn, _READ_APPEND_SQL.format(subject=subject))
+        rows = statement.run(chain_key=values["tenant_id"] or "", lanes=CHAIN_LANES, genesis=GENESIS_HASH,
+                             canon_head=head, canon_tail=tail, **values, **params)
+    except (DatabaseError, InterfaceError, OSError) as exc:
+        log.warning("audit insert failed", extra={"action": values["action"],
+                                                  "request_id": values["request_id"],
+                                                  "error": type(exc).__name__,
+                                                  "sqlstate": _sqlstate(exc)})
+        _count_failure()
+        raise ScaiVaultError("audit_unavailable", "the audit log cannot be written; the request was not performed") from None
+    if not rows:
+        return None
+    row = dict(zip([c["name"] for c in statement.columns], rows[0]))
+    if row["audited"]:
+        _count_write(values["action"], values["success"], time.perf_counter() - started)
+    return row
+
+
+def _prepared(conn, sql: str):
+    statements = getattr(conn, "_scaivault_audit_reads", None)
+    if statements is None:
+        statements = conn._scaivault_audit_reads = {}
+    statement = statements.get(sql)
+    if statement is None:
+        statement = statements[sql] = conn.prepare(sql)
+    return statement
+
+
 def _append_statement(conn):
     """The append statement prepared once per connection: parse and plan cost 1.6 ms, a run 0.3 ms."""
     statement = getattr(conn, "_scaivault_audit_append", None)

@@ -17,6 +17,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Iterable
 
 from ..audit import AuditEntry, record
+from ..audit.writer import read_and_record
 from ..config import Settings, parse_duration
 from ..crypto import SealContext, register_sealed_column
 from ..db import Database, Session
@@ -183,17 +184,21 @@ class SecretStore:
     def read(self, owner: SecretOwner, path: str, version: int | None, audit: AuditFn) -> dict:
         """The secret with its data; the audit entry (success or not) is durable before return.
 
-        The value is opened between two short checkouts, never while holding a connection:
-        opening may need the pool itself (a tenant key not yet in the cache).
+        One statement selects the row and, when it is readable, appends the success entry
+        (committed on return). The value is opened after the connection is back in the pool:
+        opening may need the pool itself (a tenant key not yet in the cache). A read that
+        fails records its own entry with success=false (a second statement; rare).
         """
         with self.db.session() as s:
-            rows = _prepared(
-                s, f"""SELECT {_READ_COLUMNS} FROM secrets s
-                         LEFT JOIN secret_versions v ON v.secret_id = s.id
-                              AND v.version = COALESCE(CAST(:version AS integer), s.current_version)
-                        WHERE {owner.where()} AND s.path = :path""",
+            row = read_and_record(s, audit("read", secret_path=path), f"""
+                SELECT {_READ_COLUMNS}, now() AS checked_at, v.version AS audit_version,
+                       (s.deleted_at IS NULL AND (s.expires_at IS NULL OR s.expires_at > now())
+                        AND v.version IS NOT NULL AND v.sealed_data IS NOT NULL) AS audit_ok
+                  FROM secrets s
+                  LEFT JOIN secret_versions v ON v.secret_id = s.id
+                       AND v.version = COALESCE(CAST(:version AS integer), s.current_version)
+                 WHERE {owner.where()} AND s.path = :path""",
                 path=path, version=version, **owner.params())
-            row = rows[0] if rows else None
         try:
             result = self._open_row(owner, path, version, row)
         except ScaiVaultError as exc:
@@ -201,9 +206,10 @@ class SecretStore:
                 record(s, audit("read", secret_path=path, success=False,
                                 extra={"error": exc.code, **({"version": version} if version else {})}))
             raise
-        with self.db.session() as s:
-            record(s, audit("read", secret_path=path, extra={"version": result["version"]}))
-            self._touch(s, row)
+        if not row["audited"]:   # cannot happen while _open_row and audit_ok agree; never skip the entry
+            with self.db.session() as s:
+                record(s, audit("read", secret_path=path, extra={"version": result["version"]}))
+        self._touch(None, row)
         _count_read(owner, row["secret_type"])
         return result
 
@@ -213,7 +219,7 @@ class SecretStore:
             if row is not None and row["recoverable_until"] and row["recoverable_until"] > _now():
                 details.update(deleted=True, recoverable_until=iso(row["recoverable_until"]))
             raise ScaiVaultError("secret_not_found", "no secret at this path", details=details)
-        if row["expires_at"] is not None and row["expires_at"] <= _now():
+        if row["expires_at"] is not None and row["expires_at"] <= (row.get("checked_at") or _now()):
             raise ScaiVaultError("secret_expired", "the secret expired; write a new version to renew it",
                                  details={"path": path, "expires_at": iso(row["expires_at"])})
         if row["v_version"] is None:
