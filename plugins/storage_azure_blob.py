@@ -13,7 +13,7 @@ from typing import Iterator
 from scaivault.config import ConfigError
 from scaivault.crypto.kms import read_secret_file
 from scaivault.plugins import hookimpl
-from scaivault.storage import CHUNK_BYTES, ObjectNotFound, StorageBackend, StorageUnavailable, as_stream
+from scaivault.storage import CHUNK_BYTES, CountingReader, ObjectNotFound, StorageBackend, StorageUnavailable, as_stream
 
 
 class AzureBlobStorage(StorageBackend):
@@ -32,7 +32,7 @@ class AzureBlobStorage(StorageBackend):
         return StorageUnavailable(message=f"object store azure_blob failed ({type(exc).__name__})")
 
     def put(self, key: str, data) -> int:
-        stream = _Counting(as_stream(data))
+        stream = CountingReader(as_stream(data))
         try:
             # upload_blob with a stream and no length uploads it block by block
             self.container.upload_blob(self.prefix + key, stream, overwrite=True, max_concurrency=2)
@@ -64,17 +64,6 @@ class AzureBlobStorage(StorageBackend):
 
     def close(self) -> None:
         self.container.close()
-
-
-class _Counting:
-    def __init__(self, stream):
-        self.stream = stream
-        self.count = 0
-
-    def read(self, size=-1):
-        chunk = self.stream.read(size)
-        self.count += len(chunk)
-        return chunk
 
 
 def create(settings, runtime) -> AzureBlobStorage:

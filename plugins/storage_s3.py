@@ -10,7 +10,7 @@ from typing import Iterator
 
 from scaivault.config import ConfigError
 from scaivault.plugins import hookimpl
-from scaivault.storage import CHUNK_BYTES, ObjectNotFound, StorageBackend, StorageUnavailable, as_stream
+from scaivault.storage import CHUNK_BYTES, CountingReader, ObjectNotFound, StorageBackend, StorageUnavailable, as_stream
 
 
 class S3Storage(StorageBackend):
@@ -33,7 +33,7 @@ class S3Storage(StorageBackend):
         return StorageUnavailable(message=f"object store {self.name} failed ({code})")
 
     def put(self, key: str, data) -> int:
-        stream = _Counting(as_stream(data))
+        stream = CountingReader(as_stream(data))
         try:
             # upload_fileobj switches to a multipart upload for large streams
             self.client.upload_fileobj(stream, self.bucket, self._key(key))
@@ -66,17 +66,6 @@ class S3Storage(StorageBackend):
             if getattr(exc, "response", {}).get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
                 return False
             raise self._unavailable(exc) from None
-
-
-class _Counting:
-    def __init__(self, stream):
-        self.stream = stream
-        self.count = 0
-
-    def read(self, size=-1):
-        chunk = self.stream.read(size)
-        self.count += len(chunk)
-        return chunk
 
 
 def _factory(name: str):

@@ -43,6 +43,19 @@ def as_stream(data) -> BinaryIO:
     return _IterStream(iter(data))
 
 
+class CountingReader:
+    """Wraps a stream and counts the bytes read through it (for backends that report sizes)."""
+
+    def __init__(self, stream):
+        self.stream = stream
+        self.count = 0
+
+    def read(self, size=-1):
+        chunk = self.stream.read(size)
+        self.count += len(chunk)
+        return chunk
+
+
 class _IterStream(io.RawIOBase):
     def __init__(self, chunks: Iterator[bytes]):
         self._chunks = chunks
@@ -168,5 +181,5 @@ def build_storage(settings, runtime) -> SealedObjectStore:
     return SealedObjectStore(backend, runtime.keyring)
 
 
-__all__ = ["StorageBackend", "SealedObjectStore", "ObjectNotFound", "StorageUnavailable", "ObjectTooLarge",
+__all__ = ["CountingReader", "StorageBackend", "SealedObjectStore", "ObjectNotFound", "StorageUnavailable", "ObjectTooLarge",
            "build_storage", "as_stream", "check_key", "CHUNK_BYTES"]
