@@ -7,6 +7,8 @@ the `rotating` record and continues with the partner keys not yet moved.
 """
 from __future__ import annotations
 
+import hmac
+
 import json
 import logging
 from dataclasses import dataclass, field
@@ -131,7 +133,7 @@ def _rewrap_partner_keys(keyring: Keyring, new_root: RootRecord, rotation_id: in
             key = keyring._unwrap_with_failover(
                 old_root, bytes(row["wrapped"]),
                 bytes(row["wrapped_secondary"]) if row["wrapped_secondary"] is not None else None, aad)
-            if commitment(key, aad) != bytes(row["commitment"]):
+            if not hmac.compare_digest(commitment(key, aad), bytes(row["commitment"])):
                 raise ScaiVaultError("decryption_failed", f"partner key of {row['partner_id']} fails its commitment")
             wrapped = timed("encrypt", lambda: primary.wrap(key, aad))
             wrapped_2 = timed("encrypt", lambda: secondary.wrap(key, aad)) if secondary else None
