@@ -169,6 +169,23 @@ class Session:
         self._run(sql, params)
         return self.conn.row_count
 
+    def prepared(self, sql: str):
+        """`sql` as a statement prepared once per connection (parsed and planned once), for hot paths."""
+        statements = self.conn.__dict__.setdefault("_scaivault_prepared", {})
+        statement = statements.get(sql)
+        if statement is None:
+            statement = statements[sql] = self.conn.prepare(sql)
+        return statement
+
+    def run_prepared(self, sql: str, **params: Any) -> list[dict[str, Any]]:
+        """Run a hot statement through `prepared`; rows as dicts."""
+        statement = self.prepared(sql)
+        rows = statement.run(**params)
+        if not rows:
+            return []
+        names = [c["name"] for c in statement.columns]
+        return [dict(zip(names, row)) for row in rows]
+
 
 def _observe_latency(seconds: float) -> None:
     """scaivault_db_latency_seconds; imported late so that `serve` sets up multiprocess metrics first."""

@@ -53,7 +53,7 @@ def record(session: Session, entry: AuditEntry) -> None:
     values = entry.stored_values()
     started = time.perf_counter()
     try:
-        _append_statement(session.conn).run(
+        session.prepared(_APPEND_SQL).run(
             chain_key=values["tenant_id"] or "", lanes=CHAIN_LANES, genesis=GENESIS_HASH,
             canon=canonical_bytes(values), **values)
     except (DatabaseError, InterfaceError, OSError) as exc:
@@ -121,7 +121,7 @@ def read_and_record(session: Session, entry: AuditEntry, subject: str, **params)
     values["extra_data"].pop("version", None)
     started = time.perf_counter()
     try:
-        statement = _prepared(session.conn, _READ_APPEND_SQL.format(subject=subject))
+        statement = session.prepared(_READ_APPEND_SQL.format(subject=subject))
         rows = statement.run(chain_key=values["tenant_id"] or "", lanes=CHAIN_LANES, genesis=GENESIS_HASH,
                              canon_head=head, canon_tail=tail, **values, **params)
     except (DatabaseError, InterfaceError, OSError) as exc:
@@ -137,26 +137,6 @@ def read_and_record(session: Session, entry: AuditEntry, subject: str, **params)
     if row["audited"]:
         _count_write(values["action"], values["success"], time.perf_counter() - started)
     return row
-
-
-def _prepared(conn, sql: str):
-    statements = getattr(conn, "_scaivault_audit_reads", None)
-    if statements is None:
-        statements = conn._scaivault_audit_reads = {}
-    statement = statements.get(sql)
-    if statement is None:
-        statement = statements[sql] = conn.prepare(sql)
-    return statement
-
-
-def _append_statement(conn):
-    """The append statement prepared once per connection: parse and plan cost 1.6 ms, a run 0.3 ms."""
-    statement = getattr(conn, "_scaivault_audit_append", None)
-    if statement is None:
-        # extra_data is bound as jsonb (pg8000 serialises the dict), so no CAST is needed
-        statement = conn.prepare(_APPEND_SQL)
-        conn._scaivault_audit_append = statement
-    return statement
 
 
 def record_now(runtime, entry: AuditEntry) -> None:

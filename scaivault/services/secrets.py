@@ -152,21 +152,6 @@ _READ_COLUMNS = """s.id, s.secret_type, s.current_version, s.metadata, s.created
        v.version AS v_version, v.sealed_data, v.destroyed_at, v.created_at AS v_created_at"""
 
 
-def _prepared(s: Session, sql: str, **params: Any) -> list[dict]:
-    """Run a hot statement as a per-connection prepared statement (parsed and planned once)."""
-    statements = getattr(s.conn, "_scaivault_secret_statements", None)
-    if statements is None:
-        statements = s.conn._scaivault_secret_statements = {}
-    statement = statements.get(sql)
-    if statement is None:
-        statement = statements[sql] = s.conn.prepare(sql)
-    rows = statement.run(**params)
-    if not rows:
-        return []
-    names = [c["name"] for c in statement.columns]
-    return [dict(zip(names, row)) for row in rows]
-
-
 class SecretStore:
     """Domain operations on secrets; callers pass the owner, the actor and an audit entry builder."""
 
@@ -354,7 +339,7 @@ class SecretStore:
         return _now() + timedelta(seconds=seconds)
 
     def _lock_row(self, s: Session, owner: SecretOwner, path: str) -> dict | None:
-        rows = _prepared(s, f"SELECT s.* FROM secrets s WHERE {owner.where()} AND s.path = :path FOR UPDATE",
+        rows = s.run_prepared(f"SELECT s.* FROM secrets s WHERE {owner.where()} AND s.path = :path FOR UPDATE",
                          path=path, **owner.params())
         return rows[0] if rows else None
 
@@ -404,8 +389,8 @@ class SecretStore:
             sealed = self.keyring.seal(owner.seal_context(path, version), plaintext)
             max_versions = req.max_versions or row["max_versions"]
             metadata = req.metadata if req.metadata is not None else row["metadata"]
-            updated = _prepared(
-                s, """WITH ins AS (
+            updated = s.run_prepared(
+                """WITH ins AS (
                        INSERT INTO secret_versions (secret_id, version, partner_id, tenant_id, sealed_data, size_bytes, created_by)
                        VALUES (:id, :version, :partner, :tenant, :sealed, :size, :actor)
                    ), pruned AS (
