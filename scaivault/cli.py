@@ -8,13 +8,14 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from typing import NoReturn
 
 EXIT_FAILURE = 1        # a dependency (database) unreachable, or another start-up failure
 EXIT_CONFIG = 2         # a configuration variable is missing or malformed
 EXIT_SCHEMA = 3         # the schema is ahead of the code, changed, or has pending migrations
 
 
-def _fail(code: int, message: str) -> "NoReturn":  # type: ignore[name-defined]
+def _fail(code: int, message: str) -> NoReturn:
     sys.stderr.write(f"scaivault: {message}\n")
     sys.stderr.flush()
     sys.exit(code)

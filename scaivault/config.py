@@ -35,7 +35,7 @@ def parse_duration(text: str) -> int:
         raise ValueError("duration must be a string such as 30s, 15m, 48h or 90d")
     m = _DURATION_RE.match(text)
     if not m:
-        raise ValueError(f"not a duration (use forms such as 30s, 15m, 48h, 90d)")
+        raise ValueError("not a duration (use forms such as 30s, 15m, 48h, 90d)")
     return int(m.group(1)) * _UNIT_SECONDS[m.group(2)]
 
 
