@@ -77,6 +77,13 @@ class Runtime:
 
         return SecretStore(self.db, self.keyring, self.settings)
 
+    @cached_property
+    def dynamic(self):
+        """Dynamic database credentials: engines, roles, leases, the sweeper (scaivault.services.dynamic)."""
+        from .services.dynamic import DynamicService
+
+        return DynamicService(self)
+
     def close(self) -> None:
         if "keyring" in self.__dict__:
             self.keyring.close()
