@@ -372,3 +372,29 @@ def test_lease_metrics_are_exported(env, pg_target, pg_engine):
     assert 'scaivault_engine_health{engine="pg"} 1.0' in text
     assert creds["data"]["password"] not in text
     env.admin.post(f"/v1/leases/{creds['lease_id']}/revoke")
+
+
+def test_only_one_sweeper_runs_across_instances(env, pg_target, pg_engine):
+    from scaivault.services.dynamic import SWEEP_ADVISORY_LOCK
+
+    creds = _creds(env, "pg", "readonly", pg_target, ttl="1m")
+    with env.runtime.db.session() as other_instance:
+        assert other_instance.scalar("SELECT pg_try_advisory_lock(:k)", k=SWEEP_ADVISORY_LOCK)
+        try:
+            assert env.runtime.dynamic.sweep(now=utcnow() + timedelta(minutes=2))["skipped"] is True
+            assert pg_target.role_exists(creds["data"]["username"])
+        finally:
+            other_instance.scalar("SELECT pg_advisory_unlock(:k)", k=SWEEP_ADVISORY_LOCK)
+    assert env.runtime.dynamic.sweep(now=utcnow() + timedelta(minutes=2))["revoked"] >= 1
+
+
+def test_the_sweeper_is_a_scheduled_job(env):
+    from apscheduler.schedulers.background import BackgroundScheduler
+
+    from scaivault.jobs import lease_expiry
+
+    scheduler = BackgroundScheduler(timezone="UTC")
+    lease_expiry.register(scheduler, env.runtime)
+    job = scheduler.get_job(lease_expiry.JOB_ID)
+    assert job is not None and job.trigger.interval.total_seconds() == env.runtime.settings.lease_sweep_interval
+    assert lease_expiry.run_sweep(env.runtime)["skipped"] is False
