@@ -84,6 +84,19 @@ class Runtime:
 
         return DynamicService(self)
 
+    @cached_property
+    def token_exchange(self):
+        """Foreign workload tokens -> short-lived svx_ tokens (scaivault.auth.exchange)."""
+        from .auth.exchange import TokenExchange
+
+        return TokenExchange(self)
+
+    @cached_property
+    def trust_rules(self):
+        from .services.trust_rules import TrustRuleService
+
+        return TrustRuleService(self)
+
     def close(self) -> None:
         if "keyring" in self.__dict__:
             self.keyring.close()
