@@ -12,7 +12,7 @@ from tests.dynamic_support import (MYSQL_CREATION, MYSQL_REVOCATION, PG_CREATION
                                    PostgresTarget, pg_admin)
 from tests.secrets_support import Callers, error_code, grant, new_tenant
 
-DYNAMIC_SCOPES = ("secrets:read", "secrets:write", "secrets:list", "secrets:rotate", "policies:read", "policies:write",
+DYNAMIC_SCOPES = ("admin", "secrets:read", "secrets:write", "secrets:list", "secrets:rotate", "policies:read", "policies:write",
                   "dynamic:read", "dynamic:manage")
 
 
@@ -249,6 +249,8 @@ def test_a_failed_revocation_is_retried_with_backoff_and_shown_in_health(env, pg
     assert pg_target.role_exists(creds["data"]["username"])
     health = env.admin.get("/v1/dynamic/engines/pg/health").get_json()
     assert creds["lease_id"] in [f["lease_id"] for f in health["failed_revocations"]]
+    detailed = env.admin.get("/v1/health/detailed").get_json()["checks"]["dynamic_leases"]
+    assert detailed["status"] == "degraded" and detailed["revoke_failed"] >= 1
     # not retried before its back-off; retried after it, and still failing: the attempt count grows
     env.runtime.dynamic.sweep(now=later + timedelta(seconds=5))
     assert env.admin.get(f"/v1/leases/{creds['lease_id']}").get_json()["revoke_attempts"] == 1

@@ -256,3 +256,10 @@ def test_a_slow_issuer_does_not_hold_up_keys_of_another(github):
         worker.join(10)
     finally:
         slow.stop()
+
+
+def test_an_exchanged_token_cannot_mint_a_longer_lived_personal_token(env, github):
+    token = _exchange(env, github.github("acme/billing", environment=None)).get_json()["access_token"]
+    resp = env.client.post("/v1/auth/tokens", json={"name": "escape", "scopes": ["secrets:read"]},
+                           headers=_bearer(env, token))
+    assert resp.status_code == 403 and error_code(resp) == "forbidden"

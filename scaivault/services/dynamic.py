@@ -319,7 +319,13 @@ class DynamicService:
             s.execute("DELETE FROM dynamic_engines WHERE id = :id", id=row["id"])
             record(s, audit("dynamic_config", extra={"operation": "engine_delete", "engine": name, "force": force,
                                                      "revoked_leases": revoked.get("revoked", 0)}))
-        self._update_active_gauge(row)
+        from ..metrics import ENGINE_HEALTH, LEASES_ACTIVE
+
+        for gauge in (LEASES_ACTIVE, ENGINE_HEALTH):
+            try:
+                gauge.remove(name)
+            except KeyError:
+                pass
         return {"name": name, "deleted": True, "revoked_leases": revoked.get("revoked", 0)}
 
     def health(self, tenant_id: str, name: str) -> dict:
@@ -507,7 +513,6 @@ class DynamicService:
         finally:
             conn.close()
         _count_generated(engine_name, role)
-        self._update_active_gauge(engine_row)
         return {"lease_id": lease_id, "lease_duration": lease_ttl, "renewable": True,
                 "expires_at": iso(expires_at), "data": {"username": username, "password": password}}
 
@@ -666,7 +671,6 @@ class DynamicService:
         finally:
             if own_conn and conn is not None:
                 conn.close()
-        self._update_active_gauge(engine_row)
         return result
 
     def _finish_revocation(self, engine_row: dict, lease: dict, error: str | None, reason: str, now: datetime,
@@ -730,19 +734,13 @@ class DynamicService:
         return self.db.scalar("SELECT count(*) FROM dynamic_leases WHERE state = 'revoke_failed'") or 0
 
     def refresh_gauges(self) -> None:
+        """scaivault_leases_active from PostgreSQL (each sweeper tick): one indexed count, not one per request."""
         from ..metrics import LEASES_ACTIVE
 
         for row in self.db.query("""SELECT e.name, count(l.id) AS n FROM dynamic_engines e
                                       LEFT JOIN dynamic_leases l ON l.engine_id = e.id AND l.state <> 'revoked'
                                      GROUP BY e.name"""):
             LEASES_ACTIVE.labels(engine=row["name"]).set(row["n"])
-
-    def _update_active_gauge(self, engine_row: dict) -> None:
-        from ..metrics import LEASES_ACTIVE
-
-        n = self.db.scalar("""SELECT count(*) FROM dynamic_leases l JOIN dynamic_engines e ON e.id = l.engine_id
-                               WHERE e.name = :n AND l.state <> 'revoked'""", n=engine_row["name"])
-        LEASES_ACTIVE.labels(engine=engine_row["name"]).set(n or 0)
 
 
 # ---------------------------------------------------------------------- module helpers
