@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from scaivault.dynamic import MYSQL, EngineError
+from scaivault.dynamic import MYSQL, DriverConnection, EngineError
 from scaivault.plugins import hookimpl
 
 CONNECT_TIMEOUT_SECONDS = 10
@@ -24,10 +24,7 @@ def _reason(exc: BaseException) -> str:
     return type(exc).__name__
 
 
-class MySqlConnection:
-    def __init__(self, conn):
-        self.conn = conn
-
+class MySqlConnection(DriverConnection):
     def execute(self, statements: list[str]) -> None:
         import pymysql
 
@@ -38,12 +35,6 @@ class MySqlConnection:
             self.conn.commit()
         except (pymysql.MySQLError, OSError) as exc:
             raise EngineError(_reason(exc)) from None
-
-    def close(self) -> None:
-        try:
-            self.conn.close()
-        except Exception:
-            pass
 
 
 class MySqlEngine:

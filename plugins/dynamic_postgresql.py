@@ -11,16 +11,13 @@ from pg8000.exceptions import DatabaseError, InterfaceError
 
 from scaivault.config import ConfigError, DatabaseURL
 from scaivault.db import DatabaseUnavailable, _reason, connect
-from scaivault.dynamic import POSTGRES, EngineError
+from scaivault.dynamic import POSTGRES, DriverConnection, EngineError
 from scaivault.plugins import hookimpl
 
 CONNECT_TIMEOUT_SECONDS = 10.0
 
 
-class PostgresConnection:
-    def __init__(self, conn):
-        self.conn = conn
-
+class PostgresConnection(DriverConnection):
     def execute(self, statements: list[str]) -> None:
         try:
             self.conn.run("BEGIN")
@@ -33,12 +30,6 @@ class PostgresConnection:
             except Exception:
                 pass
             raise EngineError(_reason(exc)) from None
-
-    def close(self) -> None:
-        try:
-            self.conn.close()
-        except Exception:
-            pass
 
 
 class PostgresEngine:

@@ -114,6 +114,20 @@ def scram_password_matches(role: str, password: str) -> bool:
     return hmac.compare_digest(hashlib.sha256(client_key).digest(), base64.b64decode(stored_key))
 
 
+class TenantEnv:
+    """An app, a fresh tenant and its admin caller (tenant_admin with `scopes`), for one test module."""
+
+    def __init__(self, app, scaikey, scopes):
+        from tests.secrets_support import Callers, new_tenant
+
+        self.app = app
+        self.client = app.test_client()
+        self.callers = Callers(scaikey, self.client)
+        self.tenant = new_tenant()
+        self.admin = self.callers.user(f"admin@{self.tenant}.example", self.tenant, scopes=scopes, role="tenant_admin")
+        self.runtime = app.extensions["scaivault"]
+
+
 class MariaDBServer:
     """A private mariadbd (own datadir, free port, root with an empty password until set)."""
 

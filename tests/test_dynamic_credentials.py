@@ -9,8 +9,8 @@ import pytest
 from scaivault.dynamic.templates import MYSQL, POSTGRES
 from scaivault.services.dynamic import utcnow
 from tests.dynamic_support import (MYSQL_CREATION, MYSQL_REVOCATION, PG_CREATION, PG_REVOCATION, MariaDBServer,
-                                   PostgresTarget, pg_admin)
-from tests.secrets_support import Callers, error_code, grant, new_tenant
+                                   PostgresTarget, TenantEnv, pg_admin)
+from tests.secrets_support import error_code, grant
 
 DYNAMIC_SCOPES = ("admin", "secrets:read", "secrets:write", "secrets:list", "secrets:rotate", "policies:read", "policies:write",
                   "dynamic:read", "dynamic:manage")
@@ -39,18 +39,7 @@ def module_app(make_app):
 @pytest.fixture(scope="module")
 def env(module_app, scaikey):
     """A tenant with an admin caller (every dynamic scope) and the runtime."""
-    client = module_app.test_client()
-    callers = Callers(scaikey, client)
-    tenant = new_tenant()
-    admin = callers.user(f"admin@{tenant}.example", tenant, scopes=DYNAMIC_SCOPES, role="tenant_admin")
-
-    class Env:
-        pass
-
-    e = Env()
-    e.app, e.client, e.callers, e.tenant, e.admin = module_app, client, callers, tenant, admin
-    e.runtime = module_app.extensions["scaivault"]
-    return e
+    return TenantEnv(module_app, scaikey, DYNAMIC_SCOPES)
 
 
 def _engine(env, name, plugin, url, root_path, user, password, **extra):

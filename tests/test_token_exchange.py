@@ -11,7 +11,8 @@ import pytest
 from scaivault.auth.foreign_jwks import ForeignKeys, fetch_json
 from scaivault.errors import ScaiVaultError
 from tests.oidc_issuer import OidcIssuer
-from tests.secrets_support import Callers, error_code, grant, new_tenant
+from tests.dynamic_support import TenantEnv
+from tests.secrets_support import error_code, grant
 
 JWT_TYPE = "urn:ietf:params:oauth:token-type:jwt"
 ADMIN_SCOPES = ("admin", "secrets:read", "secrets:write", "secrets:list", "policies:read", "policies:write",
@@ -34,18 +35,8 @@ def kubernetes():
 
 @pytest.fixture(scope="module")
 def env(make_app, scaikey, github, kubernetes):
-    app = make_app()
-    client = app.test_client()
-    callers = Callers(scaikey, client)
-    tenant = new_tenant()
-    admin = callers.user(f"admin@{tenant}.example", tenant, scopes=ADMIN_SCOPES, role="tenant_admin")
-
-    class Env:
-        pass
-
-    e = Env()
-    e.app, e.client, e.callers, e.tenant, e.admin = app, client, callers, tenant, admin
-    e.runtime = app.extensions["scaivault"]
+    e = TenantEnv(make_app(), scaikey, ADMIN_SCOPES)
+    admin = e.admin
     resp = admin.post("/v1/auth/trust", json={
         "name": "billing-deploy", "issuer": github.url, "audience": "scaivault",
         "conditions": {"repository": "acme/billing", "ref": "refs/heads/*"},

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ..errors import ScaiVaultError
 from ..policy.access import request_context
 from .auditing import entry_for_request, record_denial
-from .http import runtime
+from .http import bool_arg, runtime
 from .pipeline import endpoint, parse_body
 
 bp = Blueprint("dynamic", __name__)
@@ -104,15 +104,6 @@ def _lease_access(lease: dict, permission: str, owner_permission: str | None) ->
     _authorize(path, permission, "leases")
 
 
-def _bool_arg(name: str) -> bool:
-    raw = (request.args.get(name) or "").lower()
-    if raw in ("", "false", "0", "no"):
-        return False
-    if raw in ("true", "1", "yes"):
-        return True
-    raise ScaiVaultError("invalid_request", f"{name} must be true or false")
-
-
 def _body() -> dict[str, Any]:
     return g.body.model_dump(exclude_unset=True)
 
@@ -169,7 +160,7 @@ def update_engine(name: str):
 @endpoint("dynamic:admin", scope="dynamic:manage", query={"force": "true: revoke the live leases first"},
           summary="Delete an engine (409 while leases are live unless ?force=true)")
 def delete_engine(name: str):
-    force = _bool_arg("force")
+    force = bool_arg("force")
     _authorize(f"dynamic/{name}", "delete", "dynamic:admin")
     return jsonify(runtime().dynamic.delete_engine(g.tenant.tenant_id, name, force, entry_for_request))
 

@@ -30,6 +30,19 @@ class EngineConnection(Protocol):
     def close(self) -> None: ...
 
 
+class DriverConnection:
+    """A convenient base for plugins' connections: wraps the driver's, closes without raising."""
+
+    def __init__(self, conn):
+        self.conn = conn
+
+    def close(self) -> None:
+        try:
+            self.conn.close()
+        except Exception:
+            pass      # closing a broken connection must not hide the error being reported
+
+
 class DatabaseEngine(Protocol):
     dialect: Dialect
     default_revocation_statements: list[str]
@@ -53,5 +66,5 @@ def installed_plugins(runtime=None) -> list[str]:
     return sorted(registrations(HOOK, getattr(runtime, "plugins", None)))
 
 
-__all__ = ["EngineError", "EngineConnection", "DatabaseEngine", "Dialect", "POSTGRES", "MYSQL",
+__all__ = ["EngineError", "EngineConnection", "DriverConnection", "DatabaseEngine", "Dialect", "POSTGRES", "MYSQL",
            "build_engine", "installed_plugins"]
