@@ -131,6 +131,9 @@ def test_identity_endpoints_need_the_identity_read_scope(client, scaikey, auth, 
 
 def test_group_identities_of_an_identity_id_include_nested_groups(app, world):
     with app.extensions["scaivault"].db.session() as s:
-        assert store.group_identities_of(s, f"user:alice{world['tag']}@acme.example") == ("group:platform", "group:sre")
-        assert store.group_identities_of(s, "user:nobody@x.y") == ()
-        assert store.group_identities_of(s, "sa:reporting") == ()
+        alice = f"user:alice{world['tag']}@acme.example"
+        assert store.group_identities_of(s, world["t1"], alice) == ("group:platform", "group:sre")
+        # an email names a user within its own tenant only
+        assert store.group_identities_of(s, world["tx"], alice) == ()
+        assert store.group_identities_of(s, world["t1"], "user:nobody@x.y") == ()
+        assert store.group_identities_of(s, world["t1"], "sa:reporting") == ()

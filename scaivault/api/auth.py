@@ -151,7 +151,7 @@ def create_token():
 def list_tokens():
     """The caller's personal access tokens (never their values)."""
     with runtime().db.session() as s:
-        rows = personal_tokens.list_for(s, g.identity.identity_id)
+        rows = personal_tokens.list_for(s, g.identity)
     return jsonify({"tokens": [personal_tokens.public_view(r) for r in rows], "total": len(rows)})
 
 

@@ -11,7 +11,7 @@ from pydantic import BaseModel, Field
 from .. import audit
 from ..auth import roles as role_store
 from ..auth import tenancy
-from ..auth.identity import ADMIN_ROLES, Identity, user_identity_id
+from ..auth.identity import ADMIN_ROLES, Identity, principal_key, user_identity_id
 from ..errors import ScaiVaultError
 from ..identity import store, sync, webhooks
 from .auditing import entry_for_request
@@ -87,15 +87,21 @@ def _user_views(s, rows: list[dict]) -> list[dict]:
     groups = {r["member_id"]: r["groups"] for r in s.query(
         """SELECT member_id, array_agg(group_id ORDER BY group_id) AS groups FROM identity_group_members
            WHERE member_type = 'user' AND member_id = ANY(CAST(:ids AS text[])) GROUP BY member_id""", ids=ids)}
-    identity_ids = [user_identity_id(r["email"]) for r in rows if r["email"]]
+    principals = [principal_key(r["id"], r["tenant_id"]) for r in rows]
     roles: dict[str, list[str]] = {}
-    for r in s.query("""SELECT identity_id, role FROM identity_role_assignments
-                        WHERE identity_id = ANY(CAST(:ids AS text[])) ORDER BY role""", ids=identity_ids):
-        roles.setdefault(r["identity_id"], []).append(r["role"])
+    for r in s.query("""SELECT principal, role FROM identity_role_assignments
+                        WHERE principal = ANY(CAST(:ps AS text[])) ORDER BY role""", ps=principals):
+        roles.setdefault(r["principal"], []).append(r["role"])
     return [{"id": r["id"], "tenant_id": r["tenant_id"], "email": r["email"], "display_name": r["display_name"],
              "status": r["status"], "mfa_enabled": r["mfa_enabled"], "groups": list(groups.get(r["id"], [])),
-             "roles": roles.get(user_identity_id(r["email"]) if r["email"] else "", []), "last_synced_at": _iso(r["last_synced_at"])}
+             "roles": roles.get(principal_key(r["id"], r["tenant_id"]), []), "last_synced_at": _iso(r["last_synced_at"])}
             for r in rows]
+
+
+def _name_tenant() -> str | None:
+    """The tenant a name (`user:<email>`, `group:<name>`) is resolved in: the one the request names, else home."""
+    named, _ = tenancy.requested_tenant(request.environ.get("scaivault.path_tenant"), request.headers.get("X-Tenant-ID"))
+    return named or g.identity.tenant_id
 
 
 # ----------------------------------------------------------------------------- cache listings
@@ -199,20 +205,21 @@ def resolve_identity(identity_type: str, identity_id: str):
     rt = runtime()
     with rt.db.session() as s:
         if identity_type == "user":
-            row = store.user(s, key) or (store.user_by_email(s, key) if "@" in key else None)
+            row = store.user(s, key) or (store.user_by_email(s, _name_tenant(), key) if "@" in key else None)
             if row is None or row["deleted_at"] is not None:
                 raise ScaiVaultError("identity_not_found", "no such user in the identity cache")
             body = _user_views(s, [row])[0]
             body.update(type="user", identity_id=user_identity_id(row["email"]) if row["email"] else "user:" + row["id"],
                         group_names=["group:" + gr["name"] for gr in store.groups_of_user(s, row["id"])])
         elif identity_type == "group":
-            row = store.group(s, key) or store.group_by_name(s, g.identity.tenant_id, key)
+            row = store.group(s, key) or store.group_by_name(s, _name_tenant(), key)
             if row is None or row["deleted_at"] is not None:
                 raise ScaiVaultError("identity_not_found", "no such group in the identity cache")
             body = {"id": row["id"], "type": "group", "identity_id": "group:" + row["name"], "tenant_id": row["tenant_id"],
                     "name": row["name"], "description": row["description"], "last_synced_at": _iso(row["last_synced_at"])}
         else:
-            row = store.application_by_client_id(s, key) or store.application_by_name(s, key)
+            row = store.application_by_client_id(s, key) or store.application_by_name(s, _name_tenant(),
+                                                                                      g.identity.partner_id, key)
             if row is None:
                 raise ScaiVaultError("identity_not_found", "no such service account in the identity cache")
             body = {"id": row["id"], "type": "service_account",
@@ -287,28 +294,25 @@ def list_roles():
 
 
 def _role_target(user_id: str) -> role_store.RoleTarget:
-    """user_id is a cached usr_ id or a `user:<email>` identity (which need not be cached)."""
+    """user_id is a cached usr_ id, or `user:<email>` of a cached user of the tenant the request names
+    (else the caller's own): roles are stored under the user's sub and tenant, so the user must be known."""
     rt = runtime()
     with rt.db.session() as s:
         if user_id.startswith("user:"):
-            email = user_id[5:]
-            row = store.user_by_email(s, email)
+            row = store.user_by_email(s, _name_tenant(), user_id[5:]) if len(user_id) <= 325 else None
         else:
             row = store.user(s, user_id)
-            if row is None or row["deleted_at"] is not None or not row["email"]:
-                raise ScaiVaultError("identity_not_found", "no such user in the identity cache")
-            email = row["email"]
-        tenant_id = row["tenant_id"] if row else None
-        tenant_row = store.tenant(s, tenant_id) if tenant_id else None
-    if not email or len(email) > 320:
-        raise ScaiVaultError("identity_not_found", "no such user")
-    return role_store.RoleTarget(identity_id=user_identity_id(email), tenant_id=tenant_id,
+        if row is None or row["deleted_at"] is not None:
+            raise ScaiVaultError("identity_not_found", "no such user in the identity cache")
+        tenant_row = store.tenant(s, row["tenant_id"]) if row["tenant_id"] else None
+    return role_store.RoleTarget(identity_id=user_identity_id(row["email"]) if row["email"] else "user:" + row["id"],
+                                 subject=row["id"], tenant_id=row["tenant_id"],
                                  partner_id=tenant_row["partner_id"] if tenant_row else None)
 
 
 def _may_view_roles(target: role_store.RoleTarget) -> bool:
     identity: Identity = g.identity
-    return (identity.identity_id == target.identity_id or _platform(identity)
+    return (identity.principal == target.principal or _platform(identity)
             or identity.admin_over(target.tenant_id, target.partner_id)
             or (target.tenant_id is not None and target.tenant_id == identity.tenant_id))
 
@@ -321,7 +325,7 @@ def get_user_roles(user_id: str):
     if not _may_view_roles(target):
         raise ScaiVaultError("identity_not_found", "no such user")
     with runtime().db.session() as s:
-        rows = role_store.stored_assignments(s, target.identity_id)
+        rows = role_store.stored_assignments(s, target.principal)
     return jsonify({"identity_id": target.identity_id, "roles": [r["role"] for r in rows],
                     "assignments": [{k: _iso(v) for k, v in r.items()} for r in rows]})
 
@@ -339,6 +343,7 @@ def put_user_roles(user_id: str):
     with rt.db.transaction() as s:
         rows = role_store.replace_roles(s, g.identity, target, g.body.roles)
         audit.record(s, entry_for_request("role_assign", extra={"target": target.identity_id,
+                                                                "target_principal": target.principal,
                                                                 "roles": [r["role"] for r in rows]}))
     rt.authenticator.invalidate()
     return jsonify({"identity_id": target.identity_id, "roles": [r["role"] for r in rows]})
