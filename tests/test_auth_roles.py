@@ -150,7 +150,7 @@ def test_introspecting_the_bootstrap_admins_token_does_not_promote_it(make_app, 
     app = make_app(BOOTSTRAP_SUPER_ADMIN=f"user:{email}")
     client, db = app.test_client(), app.extensions["scaivault"].db
     theirs = scaikey.mint(sub=f"usr_{secrets.token_hex(3)}", email=email, tenant_id="tnt_boot")
-    admin = scaikey.mint(sub="usr_introspector", tenant_id="tnt_boot", scopes=("admin",))
+    admin = scaikey.mint(sub="usr_introspector", tenant_id="tnt_boot", scopes=("admin",), role="tenant_admin")
     assert client.post("/v1/auth/introspect", json={"token": theirs}, headers=auth(admin)).get_json()["active"]
     assert db.scalar("SELECT count(*) FROM identity_role_assignments WHERE identity_id = :i", i=f"user:{email}") == 0
     assert client.get("/v1/auth/whoami", headers=auth(theirs)).get_json()["roles"] == ["super_admin"]

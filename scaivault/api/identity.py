@@ -16,6 +16,7 @@ from ..errors import ScaiVaultError
 from ..identity import store, sync, webhooks
 from .auditing import entry_for_request
 from .http import runtime
+from .authorization import identity_only, reach, require_reach, role
 from .pipeline import endpoint
 
 bp = Blueprint("identity", __name__)
@@ -60,16 +61,14 @@ def _platform(identity: Identity) -> bool:
     return tenancy.platform_reach(identity)
 
 
-def _require_tenant_reach(tenant_id: str) -> dict:
-    """The cached tenant if the caller may look into it (same rules as acting in it)."""
-    if not tenancy.TENANT_ID_RE.match(tenant_id):
-        raise ScaiVaultError("invalid_request", "malformed tenant id")
-    rt = runtime()
-    tenancy.resolve(g.identity, rt.authenticator.tenant, None, tenant_id)
-    row = rt.authenticator.tenant(tenant_id)
-    if row is None:
-        raise ScaiVaultError("tenant_not_found", "no such tenant", details={"tenant_id": tenant_id})
-    return row
+def _reachable_or_missing(tenant_id: str, what: str) -> None:
+    """An object of a tenant outside the caller's reach answers exactly like one that does not exist (F6)."""
+    try:
+        require_reach(tenant_id)
+    except ScaiVaultError as exc:
+        if exc.code == "tenant_not_found":
+            raise ScaiVaultError("identity_not_found", f"no such {what} in the identity cache") from None
+        raise
 
 
 def _partner_view(row: dict) -> dict:
@@ -106,7 +105,8 @@ def _name_tenant() -> str | None:
 
 # ----------------------------------------------------------------------------- cache listings
 @bp.get("/v1/identity/partners")
-@endpoint("identity:read", scope="identity:read", tenant=False, query={**PAGING, "status": "e.g. ACTIVE"})
+@endpoint("identity:read", scope="identity:read", tenant=False, query={**PAGING, "status": "e.g. ACTIVE"},
+          authorize=identity_only())
 def list_partners():
     """Cached partners: all for platform admins, otherwise the caller's own partner."""
     page, size, offset = _paging()
@@ -124,7 +124,7 @@ def list_partners():
 
 @bp.get("/v1/identity/tenants")
 @endpoint("identity:read", scope="identity:read", tenant=False,
-          query={**PAGING, "partner_id": "only this partner", "status": "e.g. ACTIVE"})
+          query={**PAGING, "partner_id": "only this partner", "status": "e.g. ACTIVE"}, authorize=identity_only())
 def list_tenants():
     """Cached tenants within the caller's reach (platform, partner, or its own tenant)."""
     page, size, offset = _paging()
@@ -144,10 +144,9 @@ def list_tenants():
 
 @bp.get("/v1/identity/tenants/<tenant_id>/users")
 @endpoint("identity:read", scope="identity:read", tenant=False,
-          query={**PAGING, "status": "e.g. ACTIVE", "q": "search in email and name"})
+          query={**PAGING, "status": "e.g. ACTIVE", "q": "search in email and name"}, authorize=reach("tenant_id"))
 def list_users(tenant_id: str):
     """Cached users of one tenant; `q` searches email and name."""
-    _require_tenant_reach(tenant_id)
     page, size, offset = _paging()
     with runtime().db.session() as s:
         rows, total = store.list_users(s, tenant_id, status=_text_arg("status"), q=_text_arg("q"),
@@ -157,10 +156,9 @@ def list_users(tenant_id: str):
 
 
 @bp.get("/v1/identity/tenants/<tenant_id>/groups")
-@endpoint("identity:read", scope="identity:read", tenant=False, query=PAGING)
+@endpoint("identity:read", scope="identity:read", tenant=False, query=PAGING, authorize=reach("tenant_id"))
 def list_groups(tenant_id: str):
     """Cached groups of one tenant."""
-    _require_tenant_reach(tenant_id)
     page, size, offset = _paging()
     with runtime().db.session() as s:
         rows, total = store.list_groups(s, tenant_id, limit=size, offset=offset)
@@ -171,7 +169,7 @@ def list_groups(tenant_id: str):
 
 
 @bp.get("/v1/identity/groups/<group_id>/members")
-@endpoint("identity:read", scope="identity:read", tenant=False, query=PAGING)
+@endpoint("identity:read", scope="identity:read", tenant=False, query=PAGING, authorize=reach(None))
 def group_members(group_id: str):
     """Direct members of a cached group (users and nested groups)."""
     page, size, offset = _paging()
@@ -179,7 +177,7 @@ def group_members(group_id: str):
         group = store.group(s, group_id[:128])
     if group is None or group["deleted_at"] is not None or not group["tenant_id"]:
         raise ScaiVaultError("identity_not_found", "no such group in the identity cache")
-    _require_tenant_reach(group["tenant_id"])
+    _reachable_or_missing(group["tenant_id"], "group")
     with runtime().db.session() as s:
         rows, total = store.group_members(s, group_id, limit=size, offset=offset)
     members = []
@@ -194,7 +192,7 @@ def group_members(group_id: str):
 
 
 @bp.get("/v1/identity/resolve/<identity_type>/<path:identity_id>")
-@endpoint("identity:read", scope="identity:read", tenant=False)
+@endpoint("identity:read", scope="identity:read", tenant=False, authorize=reach(None))
 def resolve_identity(identity_type: str, identity_id: str):
     """One cached identity with its group memberships: a user (usr_ id or email), group or service account."""
     if identity_type not in IDENTITY_TYPES:
@@ -227,7 +225,7 @@ def resolve_identity(identity_type: str, identity_id: str):
                     "client_id": row["client_id"], "name": row["name"], "tenant_id": row["tenant_id"],
                     "partner_id": row["partner_id"], "scope": row["scope"], "last_synced_at": _iso(row["last_synced_at"])}
     if body.get("tenant_id"):
-        _require_tenant_reach(body["tenant_id"])
+        _reachable_or_missing(body["tenant_id"], identity_type.replace("_", " "))
     elif not _platform(g.identity):
         raise ScaiVaultError("identity_not_found", "no such identity in the identity cache")
     return jsonify(body)
@@ -242,13 +240,13 @@ def _run_view(row: dict) -> dict:
 
 @bp.post("/v1/identity/sync")
 @endpoint("identity:sync", scope="identity:admin", tenant=False, status=202,
-          query={"partner_id": "sync only this partner", "tenant_id": "sync only this tenant"})
+          query={"partner_id": "sync only this partner", "tenant_id": "sync only this tenant"}, authorize=reach(None))
 def trigger_sync():
     """Start a full (or partner/tenant-limited) sync from ScaiKey; answers 202 at once."""
     partner_id, tenant_id = _text_arg("partner_id", 64), _text_arg("tenant_id", 64)
     identity: Identity = g.identity
     if tenant_id is not None:
-        _require_tenant_reach(tenant_id)
+        require_reach(tenant_id)
     elif partner_id is not None:
         if not _platform(identity) and partner_id not in tenancy.partner_reach(identity):
             raise ScaiVaultError("access_denied", "you may not sync this partner",
@@ -268,7 +266,7 @@ def trigger_sync():
 
 
 @bp.get("/v1/identity/sync/history")
-@endpoint("identity:read", scope="identity:read", tenant=False, query=PAGING)
+@endpoint("identity:read", scope="identity:read", tenant=False, query=PAGING, authorize=identity_only())
 def sync_history():
     """Past and running sync runs, newest first."""
     page, size, offset = _paging()
@@ -286,7 +284,7 @@ def sync_history():
 
 # ----------------------------------------------------------------------------- roles
 @bp.get("/v1/identity/roles")
-@endpoint("identity:read", tenant=False)
+@endpoint("identity:read", tenant=False, authorize=identity_only())
 def list_roles():
     """The admin roles ScaiVault assigns and their reach."""
     return jsonify({"roles": [{"name": name, "level": level, "description": text}
@@ -318,7 +316,7 @@ def _may_view_roles(target: role_store.RoleTarget) -> bool:
 
 
 @bp.get("/v1/identity/users/<path:user_id>/roles")
-@endpoint("identity:read", scope="identity:read", tenant=False)
+@endpoint("identity:read", scope="identity:read", tenant=False, authorize=identity_only())
 def get_user_roles(user_id: str):
     """The stored admin roles of one user (ScaiKey-synced and ScaiVault-assigned)."""
     target = _role_target(user_id[:330])
@@ -335,7 +333,8 @@ class RolesBody(BaseModel):
 
 
 @bp.put("/v1/identity/users/<path:user_id>/roles")
-@endpoint("identity:read", scope="identity:admin", tenant=False, body=RolesBody)
+@endpoint("identity:read", scope="identity:admin", tenant=False, body=RolesBody,
+          authorize=role("super_admin", "partner_admin"))
 def put_user_roles(user_id: str):
     """Replace a user's stored roles (only super/partner admins; only super_admin grants super_admin)."""
     target = _role_target(user_id[:330])
