@@ -105,9 +105,9 @@ def main(bulk: int = 100_000) -> None:
         engine_id = rt.db.scalar("SELECT id FROM dynamic_engines WHERE name = 'pg'")
         started = time.perf_counter()
         rt.db.execute(f"""INSERT INTO dynamic_leases (id, tenant_id, partner_id, engine_id, engine_name, role_name,
-                              identity_id, username, issued_at, expires_at, max_expires_at, due_at)
+                              identity_id, owner_principal, username, issued_at, expires_at, max_expires_at, due_at)
                           SELECT 'pg/ro/bulk' || g, 'tnt_bench', 'ptn_test', :e, 'pg', 'ro', 'user:bulk@acme.example',
-                                 'v_bulk_' || g, now(), now() + (1 + g % 24) * interval '1 hour',
+                                 'tnt_bench/usr_bulk', 'v_bulk_' || g, now(), now() + (1 + g % 24) * interval '1 hour',
                                  now() + interval '24 hours', now() + (1 + g % 24) * interval '1 hour'
                             FROM generate_series(1, {bulk}) g""", e=engine_id)
         rt.db.execute("ANALYZE dynamic_leases")

@@ -53,7 +53,8 @@ CREATE TABLE dynamic_leases (
     engine_id        text NOT NULL REFERENCES dynamic_engines (id) ON DELETE CASCADE,
     engine_name      text NOT NULL,
     role_name        text NOT NULL,
-    identity_id      text NOT NULL,
+    identity_id      text NOT NULL,                -- the caller's policy name (user:<email> / sa:<name>)
+    owner_principal  text NOT NULL,                -- who owns it: <tenant>/<sub>, immutable (design invariant 10)
     username         text NOT NULL,
     state            text NOT NULL DEFAULT 'active' CHECK (state IN ('active', 'revoke_failed', 'revoked')),
     renewable        boolean NOT NULL DEFAULT true,
@@ -71,4 +72,5 @@ CREATE TABLE dynamic_leases (
 );
 CREATE INDEX dynamic_leases_due ON dynamic_leases (due_at) WHERE due_at IS NOT NULL;
 CREATE INDEX dynamic_leases_tenant ON dynamic_leases (tenant_id, id);
+CREATE INDEX dynamic_leases_owner ON dynamic_leases (owner_principal, id);
 CREATE INDEX dynamic_leases_engine_live ON dynamic_leases (engine_id) WHERE state <> 'revoked';

@@ -3,7 +3,8 @@
 Policies govern dynamic credentials on the path `dynamic/{engine}/{role}` (credentials: read;
 roles: read/list/write/delete) and `dynamic/{engine}` (engines: read/list/write/delete,
 rotate-root: rotate), with the scopes dynamic:read (read, generate, leases) and
-dynamic:manage (configuration). Authorisation is one function, `_authorize`.
+dynamic:manage (configuration). The paths are composed from several view arguments, so each
+view declares `permission(..., each=True)` and checks its path in one function, `_authorize`.
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ..errors import ScaiVaultError
 from ..policy.access import request_context
 from .auditing import entry_for_request, record_denial
+from .authorization import permission
 from .http import bool_arg, runtime
 from .pipeline import endpoint, parse_body
 
@@ -94,14 +96,17 @@ def _allows(path: str, permission: str) -> bool:
                             request_context(g.identity, request.remote_addr)).allowed
 
 
-def _lease_access(lease: dict, permission: str, owner_permission: str | None) -> None:
-    """The lease's own identity needs `owner_permission` on the role (None: nothing); others `permission`."""
+def _lease_access(tenant_id: str, lease_id: str, permission: str, owner_permission: str | None) -> dict:
+    """The lease, if the caller may act on it: its owner (by principal) needs `owner_permission` on
+    the role (None: nothing more), anyone else `permission`."""
+    lease, owner = runtime().dynamic.lease(tenant_id, lease_id)
     path = f"dynamic/{lease['engine']}/{lease['role']}"
-    if lease["identity_id"] == g.identity.identity_id:
+    if owner == g.identity.principal:
         if owner_permission:
             _authorize(path, owner_permission, "leases")
-        return
+        return lease
     _authorize(path, permission, "leases")
+    return lease
 
 
 def _body() -> dict[str, Any]:
@@ -122,7 +127,8 @@ def _actor() -> str:
 # ------------------------------------------------------------------ engines
 @bp.post("/v1/dynamic/engines")
 @endpoint("dynamic:admin", scope="dynamic:manage", body=EngineBody, status=201,
-          summary="Create an engine: reads the root credentials secret (caller needs read) and tests the connection")
+          summary="Create an engine: reads the root credentials secret (caller needs read) and tests the connection",
+          authorize=permission("write", each=True))
 def create_engine():
     body = _body()
     name = body.get("name")
@@ -135,13 +141,15 @@ def create_engine():
 
 
 @bp.get("/v1/dynamic/engines")
-@endpoint("dynamic:admin", scope="dynamic:read", summary="List the engines the caller may list")
+@endpoint("dynamic:admin", scope="dynamic:read", summary="List the engines the caller may list",
+          authorize=permission("list", each=True))
 def list_engines():
     return jsonify(runtime().dynamic.list_engines(g.tenant.tenant_id, lambda name: _allows(f"dynamic/{name}", "list")))
 
 
 @bp.get("/v1/dynamic/engines/<name>")
-@endpoint("dynamic:admin", scope="dynamic:read", summary="Read an engine (never its root credentials)")
+@endpoint("dynamic:admin", scope="dynamic:read", summary="Read an engine (never its root credentials)",
+          authorize=permission("read", each=True))
 def get_engine(name: str):
     _authorize(f"dynamic/{name}", "read", "dynamic:admin")
     return jsonify(runtime().dynamic.engine_view(runtime().dynamic.engine(g.tenant.tenant_id, name)))
@@ -149,7 +157,8 @@ def get_engine(name: str):
 
 @bp.patch("/v1/dynamic/engines/<name>")
 @endpoint("dynamic:admin", scope="dynamic:manage", body=EngineBody,
-          summary="Update an engine; a changed connection is tested again")
+          summary="Update an engine; a changed connection is tested again",
+          authorize=permission("write", each=True))
 def update_engine(name: str):
     _authorize(f"dynamic/{name}", "write", "dynamic:admin")
     return jsonify(runtime().dynamic.update_engine(g.tenant.tenant_id, name, _body(), _actor(), entry_for_request,
@@ -158,7 +167,8 @@ def update_engine(name: str):
 
 @bp.delete("/v1/dynamic/engines/<name>")
 @endpoint("dynamic:admin", scope="dynamic:manage", query={"force": "true: revoke the live leases first"},
-          summary="Delete an engine (409 while leases are live unless ?force=true)")
+          summary="Delete an engine (409 while leases are live unless ?force=true)",
+          authorize=permission("delete", each=True))
 def delete_engine(name: str):
     force = bool_arg("force")
     _authorize(f"dynamic/{name}", "delete", "dynamic:admin")
@@ -166,7 +176,8 @@ def delete_engine(name: str):
 
 
 @bp.get("/v1/dynamic/engines/<name>/health")
-@endpoint("dynamic:admin", scope="dynamic:read", summary="Test the engine's connection; lease counts and failed revocations")
+@endpoint("dynamic:admin", scope="dynamic:read", summary="Test the engine's connection; lease counts and failed revocations",
+          authorize=permission("read", each=True))
 def engine_health(name: str):
     _authorize(f"dynamic/{name}", "read", "dynamic:admin")
     return jsonify(runtime().dynamic.health(g.tenant.tenant_id, name))
@@ -174,7 +185,8 @@ def engine_health(name: str):
 
 @bp.post("/v1/dynamic/engines/<name>/rotate-root")
 @endpoint("dynamic:admin", scope="dynamic:manage",
-          summary="Set a new root password in the database and store it as the next version of the root secret")
+          summary="Set a new root password in the database and store it as the next version of the root secret",
+          authorize=permission("rotate", each=True))
 def rotate_root(name: str):
     _authorize(f"dynamic/{name}", "rotate", "dynamic:admin")
     return jsonify(runtime().dynamic.rotate_root(g.tenant.tenant_id, name, _actor(), entry_for_request,
@@ -183,14 +195,16 @@ def rotate_root(name: str):
 
 # ------------------------------------------------------------------ roles
 @bp.get("/v1/dynamic/engines/<name>/roles")
-@endpoint("dynamic:admin", scope="dynamic:read", summary="List the roles of an engine the caller may list")
+@endpoint("dynamic:admin", scope="dynamic:read", summary="List the roles of an engine the caller may list",
+          authorize=permission("list", each=True))
 def list_roles(name: str):
     return jsonify(runtime().dynamic.list_roles(g.tenant.tenant_id, name,
                                                 lambda role: _allows(f"dynamic/{name}/{role}", "list")))
 
 
 @bp.post("/v1/dynamic/engines/<name>/roles")
-@endpoint("dynamic:admin", scope="dynamic:manage", body=RoleBody, status=201, summary="Create or replace a role (name in the body)")
+@endpoint("dynamic:admin", scope="dynamic:manage", body=RoleBody, status=201, summary="Create or replace a role (name in the body)",
+          authorize=permission("write", each=True))
 def create_role(name: str):
     body = _body()
     role = body.pop("name", None)
@@ -200,7 +214,8 @@ def create_role(name: str):
 
 
 @bp.put("/v1/dynamic/engines/<name>/roles/<role>")
-@endpoint("dynamic:admin", scope="dynamic:manage", body=RoleBody, status=201, summary="Create (201) or replace (200) a role")
+@endpoint("dynamic:admin", scope="dynamic:manage", body=RoleBody, status=201, summary="Create (201) or replace (200) a role",
+          authorize=permission("write", each=True))
 def put_role(name: str, role: str):
     body = _body()
     if body.pop("name", role) != role:
@@ -215,14 +230,16 @@ def _put_role(name: str, role: str, body: dict):
 
 
 @bp.get("/v1/dynamic/engines/<name>/roles/<role>")
-@endpoint("dynamic:admin", scope="dynamic:read", summary="Read a role")
+@endpoint("dynamic:admin", scope="dynamic:read", summary="Read a role",
+          authorize=permission("read", each=True))
 def get_role(name: str, role: str):
     _authorize(f"dynamic/{name}/{role}", "read", "dynamic:admin")
     return jsonify(runtime().dynamic.get_role(g.tenant.tenant_id, name, role))
 
 
 @bp.delete("/v1/dynamic/engines/<name>/roles/<role>")
-@endpoint("dynamic:admin", scope="dynamic:manage", summary="Delete a role (409 while it has live leases)")
+@endpoint("dynamic:admin", scope="dynamic:manage", summary="Delete a role (409 while it has live leases)",
+          authorize=permission("delete", each=True))
 def delete_role(name: str, role: str):
     _authorize(f"dynamic/{name}/{role}", "delete", "dynamic:admin")
     return jsonify(runtime().dynamic.delete_role(g.tenant.tenant_id, name, role, entry_for_request))
@@ -231,12 +248,13 @@ def delete_role(name: str, role: str):
 # ------------------------------------------------------------------ credentials
 @bp.post("/v1/dynamic/engines/<name>/creds/<role>")
 @endpoint("dynamic:generate", scope="dynamic:read", response=CredsView,
-          summary="Generate a credential: a new database user under a lease")
+          summary="Generate a credential: a new database user under a lease",
+          authorize=permission("read", each=True))
 def generate_creds(name: str, role: str):
     _authorize(f"dynamic/{name}/{role}", "read", "dynamic:generate")
     body = _optional_body(CredsBody)
     return jsonify(runtime().dynamic.generate(g.tenant.tenant_id, name, role, body.get("ttl"), _actor(),
-                                              entry_for_request))
+                                              g.identity.principal, entry_for_request))
 
 
 # ------------------------------------------------------------------ leases
@@ -244,7 +262,8 @@ def generate_creds(name: str, role: str):
 @endpoint("leases", scope="dynamic:read", summary="List leases: the caller's own and those of roles it may list",
           query={"engine": "engine name", "role": "role name", "identity": "identity that generated it",
                  "state": "active | revoke_failed | revoked | live", "limit": "1..1000 (default 100)",
-                 "cursor": "from the previous page"})
+                 "cursor": "from the previous page"},
+          authorize=permission("list", each=True))
 def list_leases():
     args = request.args
     rt = runtime()
@@ -253,40 +272,42 @@ def list_leases():
     return jsonify(rt.dynamic.list_leases(g.tenant.tenant_id, engine=args.get("engine"), role=args.get("role"),
                                           identity=args.get("identity"), state=args.get("state"),
                                           limit=args.get("limit"), cursor=args.get("cursor"),
-                                          visible_roles=visible, caller=_actor()))
+                                          visible_roles=visible, caller=g.identity.principal))
 
 
 @bp.get("/v1/leases/<path:lease_id>")
-@endpoint("leases", scope="dynamic:read", summary="Read a lease (never its password)")
+@endpoint("leases", scope="dynamic:read", summary="Read a lease (never its password)",
+          authorize=permission("list", each=True))
 def get_lease(lease_id: str):
-    lease = runtime().dynamic.lease(g.tenant.tenant_id, lease_id)
-    _lease_access(lease, "list", None)
-    return jsonify(lease)
+    return jsonify(_lease_access(g.tenant.tenant_id, lease_id, "list", None))
 
 
 @bp.post("/v1/leases/<path:lease_id>/renew")
 @endpoint("leases", scope="dynamic:read",
-          summary="Renew a lease by `increment`, capped by its max TTL")
+          summary="Renew a lease by `increment`, capped by its max TTL",
+          authorize=permission("write", each=True))
 def renew_lease(lease_id: str):
     rt = runtime()
-    _lease_access(rt.dynamic.lease(g.tenant.tenant_id, lease_id), "write", "read")
+    _lease_access(g.tenant.tenant_id, lease_id, "write", "read")
     body = _optional_body(RenewBody)
     return jsonify(rt.dynamic.renew(g.tenant.tenant_id, lease_id, body.get("increment"), entry_for_request))
 
 
 @bp.post("/v1/leases/<path:lease_id>/revoke")
 @endpoint("leases", scope="dynamic:read",
-          summary="Revoke a lease now (200 revoked; 202 when the database refused and a retry is queued)")
+          summary="Revoke a lease now (200 revoked; 202 when the database refused and a retry is queued)",
+          authorize=permission("delete", each=True))
 def revoke_lease(lease_id: str):
     rt = runtime()
-    _lease_access(rt.dynamic.lease(g.tenant.tenant_id, lease_id), "delete", None)
+    _lease_access(g.tenant.tenant_id, lease_id, "delete", None)
     view = rt.dynamic.revoke(g.tenant.tenant_id, lease_id, entry_for_request)
     return jsonify(view), (200 if view["state"] == "revoked" else 202)
 
 
 @bp.post("/v1/leases/revoke-prefix")
 @endpoint("leases", scope="dynamic:manage", body=RevokePrefixBody,
-          summary="Revoke every live lease whose id starts with the prefix (admin on that part of dynamic/)")
+          summary="Revoke every live lease whose id starts with the prefix (admin on that part of dynamic/)",
+          authorize=permission("admin", each=True))
 def revoke_prefix():
     prefix = g.body.prefix
     _authorize("dynamic/" + prefix.strip("/"), "admin", "leases")

@@ -1,8 +1,7 @@
 """/v1/auth/exchange (RFC 8693 token exchange) and /v1/auth/trust (the trust rules behind it).
 
 The exchange endpoint is unauthenticated: the foreign subject token is the credential. Trust
-rules are tenant objects managed by the tenant's admins (scope `admin` and an admin role over
-the tenant), checked in one function, `_require_tenant_admin`.
+rules are tenant objects managed by the tenant's admins (scope `admin` and `authorize=admin()`).
 """
 from __future__ import annotations
 
@@ -12,7 +11,8 @@ from flask import Blueprint, g, jsonify, request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..errors import ScaiVaultError, ValidationFailed
-from .auditing import entry_for_request, record_denial
+from .auditing import entry_for_request
+from .authorization import admin
 from .http import json_body, runtime
 from .pipeline import endpoint
 
@@ -77,29 +77,19 @@ def exchange():
 
 
 # ------------------------------------------------------------------ trust rules
-def _require_tenant_admin() -> None:
-    rt = runtime()
-    if not rt.access.admin_over_tenant(g.identity, g.tenant):
-        error = ScaiVaultError("access_denied", "trust rules are managed by the tenant's admins")
-        record_denial(rt, "auth", error)
-        raise error
-
-
 def _body() -> dict[str, Any]:
     return g.body.model_dump(exclude_unset=True)
 
 
 @bp.get("/v1/auth/trust")
-@endpoint("auth", scope="admin", summary="List the tenant's trust rules")
+@endpoint("auth", scope="admin", authorize=admin(), summary="List the tenant's trust rules")
 def list_rules():
-    _require_tenant_admin()
     return jsonify(runtime().trust_rules.list(g.tenant.tenant_id))
 
 
 @bp.post("/v1/auth/trust")
-@endpoint("auth", scope="admin", body=TrustRuleBody, status=201, summary="Create a trust rule")
+@endpoint("auth", scope="admin", authorize=admin(), body=TrustRuleBody, status=201, summary="Create a trust rule")
 def create_rule():
-    _require_tenant_admin()
     t = g.tenant
     view = runtime().trust_rules.create(t.tenant_id, t.partner_id, _body(), g.identity.scopes,
                                         g.identity.identity_id, entry_for_request)
@@ -107,23 +97,20 @@ def create_rule():
 
 
 @bp.get("/v1/auth/trust/<rule_id>")
-@endpoint("auth", scope="admin", summary="Read a trust rule (by id or name)")
+@endpoint("auth", scope="admin", authorize=admin(), summary="Read a trust rule (by id or name)")
 def get_rule(rule_id: str):
-    _require_tenant_admin()
     return jsonify(runtime().trust_rules.get(g.tenant.tenant_id, rule_id))
 
 
 @bp.patch("/v1/auth/trust/<rule_id>")
-@endpoint("auth", scope="admin", body=TrustRuleBody,
+@endpoint("auth", scope="admin", authorize=admin(), body=TrustRuleBody,
           summary="Update a trust rule; tokens minted under changed terms stop working")
 def update_rule(rule_id: str):
-    _require_tenant_admin()
     return jsonify(runtime().trust_rules.update(g.tenant.tenant_id, rule_id, _body(), g.identity.scopes,
                                                 g.identity.identity_id, entry_for_request))
 
 
 @bp.delete("/v1/auth/trust/<rule_id>")
-@endpoint("auth", scope="admin", summary="Delete a trust rule and every token minted under it")
+@endpoint("auth", scope="admin", authorize=admin(), summary="Delete a trust rule and every token minted under it")
 def delete_rule(rule_id: str):
-    _require_tenant_admin()
     return jsonify(runtime().trust_rules.delete(g.tenant.tenant_id, rule_id, entry_for_request))

@@ -475,7 +475,8 @@ class DynamicService:
         return {"engine": engine_name, "name": role, "deleted": True}
 
     # ================================================================== credentials
-    def generate(self, tenant_id: str, engine_name: str, role: str, ttl: Any, identity_id: str, audit: AuditFn) -> dict:
+    def generate(self, tenant_id: str, engine_name: str, role: str, ttl: Any, identity_id: str, owner: str,
+                 audit: AuditFn) -> dict:
         """A new database user: lease row first (durable, audited), then the creation statements."""
         check_role_name(role)
         requested = _duration(ttl, "ttl")
@@ -495,10 +496,10 @@ class DynamicService:
                           for t in role_row["creation_statements"]]
             with self.db.transaction() as s:
                 s.execute("""INSERT INTO dynamic_leases (id, tenant_id, partner_id, engine_id, engine_name, role_name,
-                                 identity_id, username, issued_at, expires_at, max_expires_at, due_at)
-                             VALUES (:id, :t, :p, :e, :en, :r, :who, :u, :now, :exp, :maxexp, :exp)""",
+                                 identity_id, owner_principal, username, issued_at, expires_at, max_expires_at, due_at)
+                             VALUES (:id, :t, :p, :e, :en, :r, :who, :owner, :u, :now, :exp, :maxexp, :exp)""",
                           id=lease_id, t=tenant_id, p=engine_row["partner_id"], e=engine_row["id"], en=engine_name,
-                          r=role, who=identity_id, u=username, now=now, exp=expires_at,
+                          r=role, who=identity_id, owner=owner, u=username, now=now, exp=expires_at,
                           maxexp=now + timedelta(seconds=max_ttl))
                 record(s, audit("dynamic_generate", secret_path=f"dynamic/{engine_name}/{role}",
                                 extra={"lease_id": lease_id, "username": username, "ttl": lease_ttl}))
@@ -524,8 +525,10 @@ class DynamicService:
             raise ScaiVaultError("lease_not_found", "no lease with this id", details={"lease_id": lease_id[:256]})
         return row
 
-    def lease(self, tenant_id: str, lease_id: str) -> dict:
-        return lease_view(self._lease_row(lease_id, tenant_id), self.clock())
+    def lease(self, tenant_id: str, lease_id: str) -> tuple[dict, str]:
+        """(the lease's view, its owner's principal)."""
+        row = self._lease_row(lease_id, tenant_id)
+        return lease_view(row, self.clock()), row["owner_principal"]
 
     def list_leases(self, tenant_id: str, *, engine: str | None, role: str | None, identity: str | None,
                     state: str | None, limit: Any, cursor: str | None,
@@ -549,7 +552,7 @@ class DynamicService:
                 pairs = s.query("""SELECT e.name AS engine, r.name AS role FROM dynamic_roles r
                                      JOIN dynamic_engines e ON e.id = r.engine_id WHERE e.tenant_id = :t""", t=tenant_id)
             allowed = [f"{p['engine']}/{p['role']}" for p in pairs if visible_roles(p["engine"], p["role"])]
-            where.append("(identity_id = :caller OR (engine_name || '/' || role_name) = ANY(CAST(:allowed AS text[])))")
+            where.append("(owner_principal = :caller OR (engine_name || '/' || role_name) = ANY(CAST(:allowed AS text[])))")
             params.update(caller=caller, allowed=allowed)
         rows = self.db.query(f"SELECT * FROM dynamic_leases WHERE {' AND '.join(where)} ORDER BY id LIMIT :lim", **params)
         more = len(rows) > size
