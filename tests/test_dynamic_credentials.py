@@ -389,3 +389,30 @@ def test_the_sweeper_is_a_scheduled_job(env):
     job = scheduler.get_job(lease_expiry.JOB_ID)
     assert job is not None and job.trigger.interval.total_seconds() == env.runtime.settings.lease_sweep_interval
     assert lease_expiry.run_sweep(env.runtime)["skipped"] is False
+
+
+def test_a_creation_that_fails_half_way_on_mariadb_is_cleaned_up(env, mariadb, maria_engine):
+    resp = env.admin.put("/v1/dynamic/engines/maria/roles/halfway", json={
+        "creation_statements": [MYSQL_CREATION[0], "SELECT * FROM app.no_such_table"],
+        "revocation_statements": MYSQL_REVOCATION})
+    assert resp.status_code == 201
+    resp = env.admin.post("/v1/dynamic/engines/maria/creds/halfway")
+    assert resp.status_code == 503 and error_code(resp) == "service_unavailable"
+    leases = env.admin.get("/v1/leases?engine=maria&role=halfway").get_json()["leases"]
+    assert len(leases) == 1 and leases[0]["state"] == "revoked"
+    assert not mariadb.user_exists(leases[0]["username"])       # the user CREATE USER made is gone again
+
+
+def test_rotate_root_on_postgres_changes_the_root_password(env, pg_target, pg_engine):
+    from tests.dynamic_support import scram_password_matches
+
+    before = env.admin.get("/v1/secrets/infra/pg/root").get_json()["data"]["password"]
+    assert scram_password_matches(pg_target.root_user, before)
+    resp = env.admin.post("/v1/dynamic/engines/pg/rotate-root")
+    assert resp.status_code == 200, resp.get_json()
+    after = env.admin.get("/v1/secrets/infra/pg/root").get_json()["data"]["password"]
+    assert after != before and scram_password_matches(pg_target.root_user, after)
+    assert not scram_password_matches(pg_target.root_user, before)
+    creds = _creds(env, "pg", "readonly", pg_target)
+    assert pg_target.login_works(creds["data"]["username"], creds["data"]["password"])
+    env.admin.post(f"/v1/leases/{creds['lease_id']}/revoke")
