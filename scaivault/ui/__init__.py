@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 from flask import (Blueprint, Response, current_app, g, make_response, redirect, render_template, request,
                    url_for)
 
+from ..api.pipeline import endpoint
 from ..errors import ScaiVaultError
 from .oidc import OidcClient
 from .sessions import UiSessionStore, csrf_matches, csrf_token
@@ -106,6 +107,7 @@ def _security_headers(response: Response) -> Response:
 
 # ------------------------------------------------------------------ pages
 @bp.get("/")
+@endpoint(None, authenticated=False, tenant=False)
 def shell():
     session = _store().find(request.cookies.get(SESSION_COOKIE))
     if session is None:
@@ -114,6 +116,7 @@ def shell():
 
 
 @bp.get("/login")
+@endpoint("auth", authenticated=False, tenant=False)
 def login():
     """Start ScaiKey's sign-in; in `scaivault dev` without UI_CLIENT_ID, offer the token form."""
     client = _oidc()
@@ -134,6 +137,7 @@ def login():
 
 
 @bp.get("/callback")
+@endpoint("auth", authenticated=False, tenant=False)
 def callback():
     """ScaiKey sends the browser back here with `code` and `state`."""
     client = _oidc()
@@ -155,6 +159,7 @@ def callback():
 
 
 @bp.post("/login/token")
+@endpoint("auth", authenticated=False, tenant=False)
 def login_with_token():
     """`scaivault dev` only: sign in by pasting a token (a personal token or a JWT)."""
     if not _runtime().settings.dev_mode:
@@ -179,6 +184,7 @@ def _signed_in(token: str) -> Response:
 
 
 @bp.post("/logout")
+@endpoint(None, authenticated=False, tenant=False)
 def logout():
     secret = request.cookies.get(SESSION_COOKIE)
     session = _store().find(secret)
@@ -194,6 +200,8 @@ def logout():
 
 # ------------------------------------------------------------------ the API, through the session
 @bp.route("/api/<path:rest>", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
+# the session stands in for the bearer token here; the /v1 call it makes runs the whole pipeline
+@endpoint(None, authenticated=False, tenant=False)
 def api(rest: str):
     session = _store().find(request.cookies.get(SESSION_COOKIE))
     if session is None:
