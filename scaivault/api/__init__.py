@@ -18,6 +18,7 @@ BLUEPRINT_MODULES = [
     "scaivault.api.openapi",
     "scaivault.api.dynamic",
     "scaivault.api.token_exchange",
+    "scaivault.ui",
 ]
 
 
