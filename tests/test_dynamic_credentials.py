@@ -416,3 +416,43 @@ def test_rotate_root_on_postgres_changes_the_root_password(env, pg_target, pg_en
     creds = _creds(env, "pg", "readonly", pg_target)
     assert pg_target.login_works(creds["data"]["username"], creds["data"]["password"])
     env.admin.post(f"/v1/leases/{creds['lease_id']}/revoke")
+
+
+def test_a_patch_to_an_unreachable_url_is_refused_and_changes_nothing(env, pg_engine):
+    from tests.fakes.servers import free_port
+
+    before = env.admin.get("/v1/dynamic/engines/pg").get_json()
+    bad = f"postgresql://{{{{username}}}}:{{{{password}}}}@127.0.0.1:{free_port()}/x?sslmode=disable"
+    resp = env.admin.patch("/v1/dynamic/engines/pg", json={"config": {"connection_url": bad}})
+    assert resp.status_code == 400 and error_code(resp) == "invalid_config"
+    assert env.admin.get("/v1/dynamic/engines/pg").get_json()["config"] == before["config"]
+    assert env.admin.patch("/v1/dynamic/engines/pg", json={"name": "renamed"}).status_code == 400
+
+
+def test_lease_pages_follow_the_cursor(env, pg_target, pg_engine):
+    issued = [_creds(env, "pg", "readonly", pg_target)["lease_id"] for _ in range(3)]
+    seen, cursor = [], None
+    while True:
+        page = env.admin.get("/v1/leases?engine=pg&state=active&limit=2" + (f"&cursor={cursor}" if cursor else "")).get_json()
+        seen += [lease["lease_id"] for lease in page["leases"]]
+        if not page["has_more"]:
+            break
+        cursor = page["cursor"]
+    assert set(issued) <= set(seen) and len(seen) == len(set(seen))
+    assert error_code(env.admin.get("/v1/leases?cursor=garbage!")) == "invalid_cursor"
+    assert env.admin.post("/v1/leases/revoke-prefix", json={"prefix": "pg/readonly/"}).get_json()["revoked"] >= 3
+
+
+def test_revoke_prefix_needs_admin_on_that_part_of_dynamic(env, pg_target, pg_engine):
+    user = env.callers.user(f"rp-{secrets.token_hex(3)}@{env.tenant}.example", env.tenant,
+                            scopes=("dynamic:read", "dynamic:manage"))
+    grant(env.admin, user.identity_id, [{"path_pattern": "dynamic/pg/readonly", "permissions": ["read", "write"]}])
+    creds = _creds(env, "pg", "readonly", pg_target)
+    resp = user.post("/v1/leases/revoke-prefix", json={"prefix": "pg/"})
+    assert resp.status_code == 403
+    assert env.admin.get(f"/v1/leases/{creds['lease_id']}").get_json()["state"] == "active"
+    # a non-owner with write on the role may renew it, but not revoke it without delete
+    assert user.post(f"/v1/leases/{creds['lease_id']}/renew").status_code == 200
+    assert user.post(f"/v1/leases/{creds['lease_id']}/revoke").status_code == 403
+    assert env.admin.post("/v1/leases/revoke-prefix", json={"prefix": "pg/"}).status_code == 200
+    assert not pg_target.role_exists(creds["data"]["username"])
