@@ -456,3 +456,26 @@ def test_revoke_prefix_needs_admin_on_that_part_of_dynamic(env, pg_target, pg_en
     assert user.post(f"/v1/leases/{creds['lease_id']}/revoke").status_code == 403
     assert env.admin.post("/v1/leases/revoke-prefix", json={"prefix": "pg/"}).status_code == 200
     assert not pg_target.role_exists(creds["data"]["username"])
+
+
+def test_a_lease_expires_in_real_time_under_the_scheduled_sweeper(make_app, env, pg_target, pg_engine):
+    import time as clock
+
+    from apscheduler.schedulers.background import BackgroundScheduler
+
+    from scaivault.jobs import lease_expiry
+
+    creds = _creds(env, "pg", "readonly", pg_target, ttl="2s")
+    assert pg_target.login_works(creds["data"]["username"], creds["data"]["password"])
+    instance = make_app(LEASE_SWEEP_INTERVAL="1s")          # another instance, sweeping every second
+    scheduler = BackgroundScheduler(timezone="UTC")
+    lease_expiry.register(scheduler, instance.extensions["scaivault"])
+    scheduler.start()
+    try:
+        deadline = clock.monotonic() + 15
+        while pg_target.role_exists(creds["data"]["username"]) and clock.monotonic() < deadline:
+            clock.sleep(0.25)
+    finally:
+        scheduler.shutdown(wait=True)
+    assert not pg_target.login_works(creds["data"]["username"], creds["data"]["password"])
+    assert env.admin.get(f"/v1/leases/{creds['lease_id']}").get_json()["state"] == "revoked"
