@@ -479,3 +479,32 @@ def test_a_lease_expires_in_real_time_under_the_scheduled_sweeper(make_app, env,
         scheduler.shutdown(wait=True)
     assert not pg_target.login_works(creds["data"]["username"], creds["data"]["password"])
     assert env.admin.get(f"/v1/leases/{creds['lease_id']}").get_json()["state"] == "revoked"
+
+
+@pytest.mark.parametrize("method, url, body", [
+    ("POST", "/v1/dynamic/engines", {"name": "x", "config": "not-an-object"}),
+    ("POST", "/v1/dynamic/engines", {"name": "UPPER", "type": "database", "config": {}}),
+    ("POST", "/v1/dynamic/engines", {"name": "x", "type": "ldap", "config": {}}),
+    ("POST", "/v1/dynamic/engines", {"name": "x", "type": "database", "default_ttl": -5, "config": {}}),
+    ("PATCH", "/v1/dynamic/engines/pg", {"max_ttl": "forever"}),
+    ("PATCH", "/v1/dynamic/engines/pg", {"default_ttl": "48h"}),
+    ("PUT", "/v1/dynamic/engines/pg/roles/r1", {"creation_statements": [""]}),
+    ("PUT", "/v1/dynamic/engines/pg/roles/r1", {"creation_statements": "CREATE ROLE x"}),
+    ("PUT", "/v1/dynamic/engines/pg/roles/r1", {"creation_statements": ["x"], "default_ttl": "2h", "max_ttl": "1h"}),
+    ("PUT", "/v1/dynamic/engines/pg/roles/r1", {"creation_statements": ["x\u0000"]}),
+    ("POST", "/v1/dynamic/engines/pg/creds/readonly", {"ttl": "soon"}),
+    ("POST", "/v1/dynamic/engines/pg/creds/readonly", {"ttl": True}),
+    ("POST", "/v1/dynamic/engines/pg/creds/no-such-role", None),
+    ("POST", "/v1/dynamic/engines/..%2F..%2Fx/creds/r", None),
+    ("GET", "/v1/leases/" + "x" * 3000, None),
+    ("GET", "/v1/leases?state=sideways", None),
+    ("GET", "/v1/leases?limit=0", None),
+    ("POST", "/v1/leases/pg/readonly/nope/renew", {"increment": "1h"}),
+    ("POST", "/v1/leases/pg/readonly/nope/renew", {"increment": "lots"}),
+    ("POST", "/v1/leases/revoke-prefix", {"prefix": ""}),
+    ("DELETE", "/v1/dynamic/engines/pg?force=maybe", None),
+])
+def test_bad_input_gets_a_precise_envelope_never_a_500(env, pg_engine, method, url, body):
+    resp = env.admin.call(method, url, json=body) if body is not None else env.admin.call(method, url)
+    assert 400 <= resp.status_code < 500, (resp.status_code, resp.get_data(as_text=True)[:300])
+    assert error_code(resp)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Blueprint, g, jsonify, request
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 
 from ..errors import ScaiVaultError
 from ..policy.access import request_context
@@ -22,7 +22,7 @@ from .pipeline import endpoint, parse_body
 
 bp = Blueprint("dynamic", __name__)
 
-Duration = str | int | None
+Duration = StrictStr | StrictInt | None     # a bool is not a duration
 
 
 class EngineConfig(BaseModel):

@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Blueprint, g, jsonify, request
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
 
 from ..errors import ScaiVaultError, ValidationFailed
 from .auditing import entry_for_request
@@ -47,7 +47,7 @@ class TrustRuleBody(BaseModel):
     conditions: dict[str, str] | None = Field(default=None, description="claim -> required value (glob allowed)")
     identity: str | None = Field(default=None, description="sa:<name> in this tenant")
     max_scopes: list[str] | None = None
-    ttl: str | int | None = Field(default=None, description="lifetime of the minted token (default 1h, at most 12h)")
+    ttl: StrictStr | StrictInt | None = Field(default=None, description="lifetime of the minted token (default 1h, at most 12h)")
 
 
 def _exchange_body() -> ExchangeBody:
