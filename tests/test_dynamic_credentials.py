@@ -508,3 +508,20 @@ def test_bad_input_gets_a_precise_envelope_never_a_500(env, pg_engine, method, u
     resp = env.admin.call(method, url, json=body) if body is not None else env.admin.call(method, url)
     assert 400 <= resp.status_code < 500, (resp.status_code, resp.get_data(as_text=True)[:300])
     assert error_code(resp)
+
+
+def test_another_tenant_sees_no_engine_role_or_lease(env, pg_target, pg_engine):
+    from tests.secrets_support import new_tenant
+
+    creds = _creds(env, "pg", "readonly", pg_target)
+    other_tenant = new_tenant()
+    other = env.callers.user(f"admin@{other_tenant}.example", other_tenant, scopes=DYNAMIC_SCOPES, role="tenant_admin")
+    assert error_code(other.get("/v1/dynamic/engines/pg")) == "engine_not_found"
+    assert error_code(other.post("/v1/dynamic/engines/pg/creds/readonly")) == "engine_not_found"
+    assert other.get("/v1/dynamic/engines").get_json()["engines"] == []
+    assert error_code(other.get(f"/v1/leases/{creds['lease_id']}")) == "lease_not_found"
+    assert error_code(other.post(f"/v1/leases/{creds['lease_id']}/revoke")) == "lease_not_found"
+    assert other.post("/v1/leases/revoke-prefix", json={"prefix": "pg/"}).get_json()["matched"] == 0
+    assert other.get("/v1/leases").get_json()["leases"] == []
+    assert env.admin.get(f"/v1/leases/{creds['lease_id']}").get_json()["state"] == "active"
+    env.admin.post(f"/v1/leases/{creds['lease_id']}/revoke")
