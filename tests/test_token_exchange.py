@@ -254,3 +254,14 @@ def test_an_exchanged_token_cannot_mint_a_longer_lived_personal_token(env, githu
     resp = env.client.post("/v1/auth/tokens", json={"name": "escape", "scopes": ["secrets:read"]},
                            headers=_bearer(env, token))
     assert resp.status_code == 403 and error_code(resp) == "forbidden"
+
+
+def test_another_tenant_sees_none_of_the_trust_rules(env):
+    from tests.secrets_support import new_tenant
+
+    other_tenant = new_tenant()
+    other = env.callers.user(f"admin@{other_tenant}.example", other_tenant, scopes=ADMIN_SCOPES, role="tenant_admin")
+    assert other.get("/v1/auth/trust").get_json()["rules"] == []
+    assert error_code(other.get("/v1/auth/trust/billing-deploy")) == "trust_rule_not_found"
+    assert error_code(other.delete("/v1/auth/trust/billing-deploy")) == "trust_rule_not_found"
+    assert env.admin.get("/v1/auth/trust/billing-deploy").status_code == 200
