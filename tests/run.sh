@@ -33,6 +33,7 @@ need redis-cli redis-tools
 need softhsm2-util softhsm2
 need npm npm                 # Azurite (Azure Blob) for tests/test_storage_azure_blob.py
 need chromium chromium       # the admin UI's browser tests (tests/test_ui_browser.py, Playwright)
+need mariadb-install-db mariadb-server-core   # a private mariadbd for tests/test_dynamic_credentials.py
 if [ "${#need_apt[@]}" -gt 0 ]; then
   say "installing ${need_apt[*]}"
   $SUDO apt-get update -qq
