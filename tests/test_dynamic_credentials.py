@@ -525,3 +525,13 @@ def test_another_tenant_sees_no_engine_role_or_lease(env, pg_target, pg_engine):
     assert other.get("/v1/leases").get_json()["leases"] == []
     assert env.admin.get(f"/v1/leases/{creds['lease_id']}").get_json()["state"] == "active"
     env.admin.post(f"/v1/leases/{creds['lease_id']}/revoke")
+
+
+def test_the_engines_register_through_the_entry_point_group_like_any_plugin():
+    from scaivault.plugins import describe_plugins, registrations
+
+    assert {"postgresql", "mysql", "mariadb"} <= set(registrations("scaivault_dynamic_engines"))
+    plugins = {p["name"]: p for p in describe_plugins()}
+    assert plugins["dynamic_postgresql"]["provides"] == {"dynamic_engines": ["postgresql"]}
+    assert plugins["dynamic_mysql"]["provides"] == {"dynamic_engines": ["mariadb", "mysql"]}
+    assert plugins["dynamic_mysql"]["distribution"] == "scaivault"
