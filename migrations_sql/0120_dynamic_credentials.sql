@@ -74,3 +74,4 @@ CREATE INDEX dynamic_leases_due ON dynamic_leases (due_at) WHERE due_at IS NOT N
 CREATE INDEX dynamic_leases_tenant ON dynamic_leases (tenant_id, id);
 CREATE INDEX dynamic_leases_owner ON dynamic_leases (owner_principal, id);
 CREATE INDEX dynamic_leases_engine_live ON dynamic_leases (engine_id) WHERE state <> 'revoked';
+CREATE INDEX dynamic_leases_revoked ON dynamic_leases (revoked_at) WHERE state = 'revoked';

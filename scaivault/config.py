@@ -152,6 +152,7 @@ class Settings:
     trusted_proxies: tuple = ()             # TRUSTED_PROXIES: ip_network objects whose X-Forwarded-For counts
     metrics_dir: str | None = None          # PROMETHEUS_MULTIPROC_DIR for `serve` (a temp dir when unset)
     lease_sweep_interval: int = 30          # LEASE_SWEEP_INTERVAL: how often expired leases are revoked
+    lease_history_retention: int = 30 * 86400   # LEASE_HISTORY_RETENTION: revoked lease rows kept this long
     ui_client_id: str | None = None         # UI_CLIENT_ID: the admin UI's ScaiKey application (public client)
 
     def replace(self, **changes: Any) -> "Settings":
@@ -380,6 +381,7 @@ def load_settings(env: Mapping[str, str], *, dev_mode: bool = False, require_ser
         dev_mode=dev_mode,
         metrics_dir=r.string("PROMETHEUS_MULTIPROC_DIR"),
         lease_sweep_interval=r.duration("LEASE_SWEEP_INTERVAL", "30s"),
+        lease_history_retention=r.duration("LEASE_HISTORY_RETENTION", "30d"),
         ui_client_id=r.string("UI_CLIENT_ID"),
     )
     if bool(settings.tls_cert_file) != bool(settings.tls_key_file):

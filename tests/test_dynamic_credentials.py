@@ -535,3 +535,12 @@ def test_the_engines_register_through_the_entry_point_group_like_any_plugin():
     assert plugins["dynamic_postgresql"]["provides"] == {"dynamic_engines": ["postgresql"]}
     assert plugins["dynamic_mysql"]["provides"] == {"dynamic_engines": ["mariadb", "mysql"]}
     assert plugins["dynamic_mysql"]["distribution"] == "scaivault"
+
+
+def test_revoked_lease_records_are_purged_after_the_history_retention(env, pg_target, pg_engine):
+    creds = _creds(env, "pg", "readonly", pg_target)
+    env.admin.post(f"/v1/leases/{creds['lease_id']}/revoke")
+    assert env.runtime.dynamic.sweep(now=utcnow() + timedelta(days=29))["purged"] == 0
+    assert env.admin.get(f"/v1/leases/{creds['lease_id']}").status_code == 200
+    assert env.runtime.dynamic.sweep(now=utcnow() + timedelta(days=31))["purged"] >= 1
+    assert error_code(env.admin.get(f"/v1/leases/{creds['lease_id']}")) == "lease_not_found"

@@ -39,6 +39,7 @@ DEFAULT_MAX_TTL = "24h"
 MAX_TTL_CEILING = 366 * 86400
 SWEEP_ADVISORY_LOCK = 0x5CA1_0013          # one lease sweeper across every instance
 SWEEP_BATCH = 500
+PURGE_BATCH = 5000                          # revoked rows deleted per sweep, past LEASE_HISTORY_RETENTION
 RETRY_BACKOFF_SECONDS = (30, 60, 120, 300, 600, 1800, 3600)   # then hourly, never given up
 SYSTEM_SWEEPER = "system:lease-sweeper"
 
@@ -701,7 +702,8 @@ class DynamicService:
     def sweep(self, now: datetime | None = None, batch: int = SWEEP_BATCH) -> dict:
         """Revoke expired leases and retry failed revocations; one runner across instances.
 
-        Touches only rows with due_at <= now (partial index), in batches, oldest first.
+        Touches only rows with due_at <= now (partial index), in batches, oldest first; then
+        deletes revoked rows older than LEASE_HISTORY_RETENTION (a bounded batch per sweep).
         """
         now = now or self.clock()
         totals = {"revoked": 0, "failed": 0, "skipped": False}
@@ -729,6 +731,11 @@ class DynamicService:
                                                    else "retry", now=now)
                         totals["revoked"] += result["revoked"]
                         totals["failed"] += result["failed"]
+                totals["purged"] = self.db.execute(
+                    """DELETE FROM dynamic_leases WHERE id IN (
+                           SELECT id FROM dynamic_leases WHERE state = 'revoked' AND revoked_at < :cutoff
+                            ORDER BY revoked_at LIMIT :lim)""",
+                    cutoff=now - timedelta(seconds=self.runtime.settings.lease_history_retention), lim=PURGE_BATCH)
             finally:
                 lock_session.scalar("SELECT pg_advisory_unlock(:k)", k=SWEEP_ADVISORY_LOCK)
         return totals
