@@ -544,3 +544,27 @@ def test_revoked_lease_records_are_purged_after_the_history_retention(env, pg_ta
     assert env.admin.get(f"/v1/leases/{creds['lease_id']}").status_code == 200
     assert env.runtime.dynamic.sweep(now=utcnow() + timedelta(days=31))["purged"] >= 1
     assert error_code(env.admin.get(f"/v1/leases/{creds['lease_id']}")) == "lease_not_found"
+
+
+@pytest.mark.slow
+def test_served_instances_issue_mariadb_credentials_and_their_workers_sweep_them(base_env, env, mariadb, maria_engine):
+    """`scaivault serve` (gunicorn + gevent, two workers): HTTP in, the scheduled sweeper revokes."""
+    import time as clock
+
+    import requests
+
+    from tests.foundation_support import ServedInstance
+
+    with ServedInstance({**base_env, "WEB_CONCURRENCY": "2", "LEASE_SWEEP_INTERVAL": "1s"}) as instance:
+        headers = {"Authorization": f"Bearer {env.admin.token}"}
+        resp = requests.post(f"{instance.url}/v1/dynamic/engines/maria/creds/reader", json={"ttl": "3s"},
+                             headers=headers, timeout=30)
+        assert resp.status_code == 200, resp.text
+        creds = resp.json()
+        assert mariadb.login_works(creds["data"]["username"], creds["data"]["password"])
+        deadline = clock.monotonic() + 40        # workers start their schedulers 5-15 s after boot
+        while mariadb.user_exists(creds["data"]["username"]) and clock.monotonic() < deadline:
+            clock.sleep(0.5)
+        assert not mariadb.login_works(creds["data"]["username"], creds["data"]["password"])
+        lease = requests.get(f"{instance.url}/v1/leases/{creds['lease_id']}", headers=headers, timeout=30).json()
+        assert lease["state"] == "revoked"
