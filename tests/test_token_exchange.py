@@ -265,3 +265,12 @@ def test_another_tenant_sees_none_of_the_trust_rules(env):
     assert error_code(other.get("/v1/auth/trust/billing-deploy")) == "trust_rule_not_found"
     assert error_code(other.delete("/v1/auth/trust/billing-deploy")) == "trust_rule_not_found"
     assert env.admin.get("/v1/auth/trust/billing-deploy").status_code == 200
+
+
+def test_a_refused_exchange_from_a_trusted_issuer_is_audited_in_the_rules_tenant(env, github):
+    assert _exchange(env, github.github("acme/intruder", environment=None)).status_code == 401
+    rows = env.runtime.db.query("""SELECT * FROM audit_log WHERE tenant_id = :t AND action = 'token_exchange'
+                                      AND success = false ORDER BY ts DESC LIMIT 1""", t=env.tenant)
+    assert rows and rows[0]["identity_type"] == "anonymous" and rows[0]["identity_id"] is None
+    assert rows[0]["extra_data"]["foreign_subject"] == "repo:acme/intruder:ref:refs/heads/main"
+    assert rows[0]["extra_data"]["error"] == "conditions_not_met"

@@ -154,8 +154,10 @@ class TokenExchange:
 
     @staticmethod
     def _entry(rule: dict, claims: dict, success: bool, meta: dict, extra: dict) -> AuditEntry:
+        # a refused caller never became the rule's identity: it is recorded as anonymous
         return AuditEntry(action="token_exchange", tenant_id=rule["tenant_id"], partner_id=rule["partner_id"],
-                          identity_type="service_account", identity_id=rule["identity"], success=success,
+                          identity_type="service_account" if success else "anonymous",
+                          identity_id=rule["identity"] if success else None, success=success,
                           source_ip=meta.get("source_ip"), user_agent=meta.get("user_agent"),
                           request_id=meta.get("request_id"),
                           extra_data={"rule": rule["name"], "rule_id": rule["id"], "foreign_issuer": rule["issuer"],
