@@ -568,3 +568,19 @@ def test_served_instances_issue_mariadb_credentials_and_their_workers_sweep_them
         assert not mariadb.login_works(creds["data"]["username"], creds["data"]["password"])
         lease = requests.get(f"{instance.url}/v1/leases/{creds['lease_id']}", headers=headers, timeout=30).json()
         assert lease["state"] == "revoked"
+
+
+def test_a_second_root_rotation_of_the_same_engine_waits_its_turn(env, mariadb, maria_engine):
+    engine_id = env.runtime.db.scalar("SELECT id FROM dynamic_engines WHERE name = 'maria' AND tenant_id = :t",
+                                      t=env.tenant)
+    with env.runtime.db.session() as running:
+        assert running.scalar("SELECT pg_try_advisory_lock(hashtext(:k))", k="rotate-root:" + engine_id)
+        try:
+            resp = env.admin.post("/v1/dynamic/engines/maria/rotate-root")
+            assert resp.status_code == 409 and error_code(resp) == "rotation_in_progress"
+        finally:
+            running.scalar("SELECT pg_advisory_unlock(hashtext(:k))", k="rotate-root:" + engine_id)
+    assert env.admin.post("/v1/dynamic/engines/maria/rotate-root").status_code == 200
+    creds = _creds(env, "maria", "reader")
+    assert mariadb.login_works(creds["data"]["username"], creds["data"]["password"])
+    env.admin.post(f"/v1/leases/{creds['lease_id']}/revoke")

@@ -140,6 +140,10 @@ class DynamicService:
                 raise ScaiVaultError("invalid_config", f"the root credentials secret cannot be read: {exc.message}",
                                      details={"root_credentials_path": path}) from None
             raise
+        return self._credentials_from(view, path)
+
+    @staticmethod
+    def _credentials_from(view: dict, path: str) -> tuple[str, str, int]:
         data = view["data"]
         username, password = data.get("username"), data.get("password")
         if not isinstance(username, str) or not isinstance(password, str) or not username:
@@ -361,36 +365,50 @@ class DynamicService:
 
     def rotate_root(self, tenant_id: str, name: str, actor: str, audit: AuditFn,
                     may_rotate_root: Callable[[str], None]) -> dict:
-        """A new root password set in the database, then written as the next version of the root secret."""
+        """A new root password set in the database, then written as the next version of the root secret.
+
+        One rotation per engine at a time (advisory lock): two interleaved rotations could leave the
+        database with one password and the secret with the other.
+        """
         row = self.engine(tenant_id, name)
         may_rotate_root(row["root_credentials_path"])
-        owner = SecretOwner(row["partner_id"] or "", tenant_id)
+        with self.db.session() as lock:
+            if not lock.scalar("SELECT pg_try_advisory_lock(hashtext(:k))", k="rotate-root:" + row["id"]):
+                raise ScaiVaultError("rotation_in_progress", "a root rotation of this engine is running",
+                                     details={"engine": name})
+            try:
+                version = self._rotate_root(row, audit)
+            finally:
+                lock.scalar("SELECT pg_advisory_unlock(hashtext(:k))", k="rotate-root:" + row["id"])
+        return {"engine": name, "root_credentials_path": row["root_credentials_path"], "version": version,
+                "rotated_at": iso(self.clock())}
+
+    def _rotate_root(self, row: dict, audit: AuditFn) -> int:
+        owner = SecretOwner(row["partner_id"] or "", row["tenant_id"])
         engine_audit = self.engine_audit(row)
-        username, old_password, version = self._root_credentials(tenant_id, row["partner_id"], row["root_credentials_path"],
-                                                                 engine_audit)
+        path = row["root_credentials_path"]
+        current = self.runtime.secret_store.read(owner, path, None, engine_audit)
+        username, old_password, version = self._credentials_from(current, path)
         engine = self._build(row["plugin"], row["connection_url"], username, old_password)
         fresh = new_password()
-        statements = [engine.dialect.render(t, {"name": username, "password": fresh, "expiration": ""})
-                      for t in engine.root_rotation_statements]
-        self._run(engine, statements, old_password, row)
-        current = self.runtime.secret_store.read(owner, row["root_credentials_path"], None, engine_audit)["data"]
+        self._run(engine, [engine.dialect.render(t, {"name": username, "password": fresh, "expiration": ""})
+                           for t in engine.root_rotation_statements], old_password, row)
         try:
-            self.runtime.secret_store.write(owner, row["root_credentials_path"],
-                                            WriteRequest(data={**current, "password": fresh}, cas=version),
-                                            "dynamic:" + name, engine_audit)
+            self.runtime.secret_store.write(owner, path, WriteRequest(data={**current["data"], "password": fresh},
+                                                                      cas=version),
+                                            "dynamic:" + row["name"], engine_audit)
         except ScaiVaultError:
             # the database already has the new password: put the old one back, or it is lost
-            back = [engine.dialect.render(t, {"name": username, "password": old_password, "expiration": ""})
-                    for t in engine.root_rotation_statements]
             reset_engine = self._build(row["plugin"], row["connection_url"], username, fresh)
-            self._run(reset_engine, back, fresh, row)
+            self._run(reset_engine, [engine.dialect.render(t, {"name": username, "password": old_password,
+                                                                "expiration": ""})
+                                     for t in engine.root_rotation_statements], fresh, row)
             raise
         with self.db.transaction() as s:
             s.execute("UPDATE dynamic_engines SET root_rotated_at = now() WHERE id = :id", id=row["id"])
-            record(s, audit("rotate", secret_path=row["root_credentials_path"],
-                            extra={"engine": name, "operation": "rotate_root", "version": version + 1}))
-        return {"engine": name, "root_credentials_path": row["root_credentials_path"], "version": version + 1,
-                "rotated_at": iso(self.clock())}
+            record(s, audit("rotate", secret_path=path,
+                            extra={"engine": row["name"], "operation": "rotate_root", "version": version + 1}))
+        return version + 1
 
     def _run(self, engine, statements: list[str], password: str, row: dict) -> None:
         try:
