@@ -584,3 +584,13 @@ def test_a_second_root_rotation_of_the_same_engine_waits_its_turn(env, mariadb, 
     creds = _creds(env, "maria", "reader")
     assert mariadb.login_works(creds["data"]["username"], creds["data"]["password"])
     env.admin.post(f"/v1/leases/{creds['lease_id']}/revoke")
+
+
+def test_dynamic_allowed_hosts_limits_where_engines_may_connect(make_app, scaikey, pg_target):
+    for allowed, expected in (("db-*.internal, 10.0.0.0/8", 400), ("127.0.0.0/8", 201), ("127.0.0.1", 201)):
+        env = TenantEnv(make_app(DYNAMIC_ALLOWED_HOSTS=allowed), scaikey, DYNAMIC_SCOPES)
+        resp = _engine(env, "pgx", "postgresql", pg_target.connection_url, "infra/pgx/root", pg_target.root_user,
+                       pg_target.root_password)
+        assert resp.status_code == expected, (allowed, resp.get_json())
+        if expected == 400:
+            assert error_code(resp) == "invalid_config" and "DYNAMIC_ALLOWED_HOSTS" in resp.get_json()["error"]["message"]

@@ -89,6 +89,27 @@ def check_connection_url(url: Any) -> str:
     return url
 
 
+def check_allowed_host(connection_url: str, allowed: tuple) -> None:
+    """Refuse a target host outside DYNAMIC_ALLOWED_HOSTS (globs, or CIDRs for IP-literal hosts)."""
+    if not allowed:
+        return
+    import fnmatch
+    import ipaddress
+
+    host = (urlsplit(render_connection_url(connection_url, "u", "p")).hostname or "").lower()
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        address = None
+    for entry in allowed:
+        if isinstance(entry, str) and fnmatch.fnmatchcase(host, entry):
+            return
+        if address is not None and not isinstance(entry, str) and address in entry:
+            return
+    raise ScaiVaultError("invalid_config", "config.connection_url names a host engines may not reach "
+                         "(DYNAMIC_ALLOWED_HOSTS)", details={"host": host[:255]})
+
+
 def new_username(role: str) -> str:
     """v_<role>_<random>: at most 28 characters (MySQL 5.7 allows 32), only [a-z0-9_]."""
     stem = re.sub(r"[^a-z0-9]", "", role.lower())[:12] or "role"
@@ -152,6 +173,7 @@ class DynamicService:
         return username, password, view["version"]
 
     def _build(self, plugin: str, connection_url: str, username: str, password: str):
+        check_allowed_host(connection_url, self.runtime.settings.dynamic_allowed_hosts)
         try:
             return build_engine(self.runtime, plugin, {"connection_url": render_connection_url(connection_url, username, password),
                                                        "username": username, "password": password})
