@@ -72,6 +72,9 @@ def test_a_github_token_from_an_allowed_repository_gets_a_scoped_scaivault_token
     me = env.client.get("/v1/auth/whoami", headers=_bearer(env, token)).get_json()
     assert me["identity_id"] == "sa:github-deployer-billing" and me["tenant_id"] == env.tenant
     assert set(me["scopes"]) == {"secrets:read", "secrets:list"} and me["roles"] == []
+    identity = env.runtime.authenticator.authenticate(token)
+    assert identity.principal == (f"{env.tenant}/exchange:{env.github_rule['id']}:"
+                                  f"{github.url}#repo:acme/billing:ref:refs/heads/main")
     read = env.client.get("/v1/secrets/environments/production/billing/db", headers=_bearer(env, token))
     assert read.status_code == 200 and read.get_json()["data"]["password"] == "s3cret-billing"
     # never more than the rule allows: no write scope, and policies still apply
