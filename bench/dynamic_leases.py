@@ -115,6 +115,15 @@ def main(bulk: int = 100_000) -> None:
         after = measure(f"{bulk:,} live leases")
         plan = rt.db.query("""EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) SELECT * FROM dynamic_leases
                                WHERE due_at IS NOT NULL AND due_at <= now() ORDER BY due_at LIMIT 500""")
+        sample = "pg/ro/bulk50000"
+        lookup = rt.db.query("EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) SELECT * FROM dynamic_leases WHERE id = :id",
+                             id=sample)
+        with rt.db.transaction() as s:
+            renew_plan = s.query("""EXPLAIN (ANALYZE, BUFFERS, COSTS OFF)
+                                    UPDATE dynamic_leases SET expires_at = now(), due_at = now(), renewed_at = now()
+                                     WHERE id = :id AND state = 'active'""", id=sample)
+            s.execute("ROLLBACK")
+            s.execute("BEGIN")
         # the same again without the bulk: separates the leases' effect from the machine's noise
         rt.db.execute("DELETE FROM dynamic_leases WHERE id LIKE 'pg/ro/bulk%'")
         rt.db.execute("VACUUM ANALYZE dynamic_leases")
@@ -125,9 +134,11 @@ def main(bulk: int = 100_000) -> None:
         for key in ("start_up_ms", "generate_ms", "renew_ms", "lease_get_ms", "list_first_page_ms",
                     "sweep_nothing_due_ms", "sweep_200_due_ms", "refresh_gauges_ms"):
             print(f"| {key} | " + " | ".join(str(r[key]) for r in runs) + " |")
-        print("\nsweeper query plan with", f"{bulk:,}", "live leases, none due:")
-        for row in plan:
-            print("   ", row["QUERY PLAN"])
+        for title, rows in (("sweeper query", plan), ("lease lookup (get, renew, revoke)", lookup),
+                            ("renew's update", renew_plan)):
+            print(f"\n{title}, {bulk:,} live leases:")
+            for row in rows:
+                print("   ", row["QUERY PLAN"])
         app.extensions["scaivault"].close()
     finally:
         standin.stop()

@@ -183,6 +183,7 @@ def test_malformed_exchange_requests_get_the_envelope(env):
 def test_an_exchanged_token_expires_and_dies_with_its_rule(env, github, make_app):
     resp = env.admin.post("/v1/auth/trust", json={
         "name": "short", "issuer": github.url, "audience": "short-lived", "identity": "sa:short",
+        "conditions": {"repository": "acme/*"},
         "max_scopes": ["secrets:read"], "ttl": "1m"})
     assert resp.status_code == 201
     token = _exchange(env, github.github("acme/x", environment=None, aud="short-lived")).get_json()["access_token"]
@@ -215,10 +216,11 @@ def test_trust_rules_are_managed_by_tenant_admins_only(env, github):
     ({"max_scopes": ["secrets:delete"]}, "insufficient_scope"),
     ({"identity": "user:alice@example.com"}, "invalid_config"),
     ({"ttl": "2d"}, "invalid_duration"),
+    ({"conditions": {}}, "invalid_config"),
 ])
 def test_a_bad_trust_rule_is_refused(env, github, change, code):
     body = {"name": "bad-" + secrets.token_hex(3), "issuer": github.url, "audience": "a", "identity": "sa:x",
-            "max_scopes": ["secrets:read"], **change}
+            "conditions": {"repository": "acme/x"}, "max_scopes": ["secrets:read"], **change}
     resp = env.admin.post("/v1/auth/trust", json=body)
     assert error_code(resp) == code, resp.get_json()
 

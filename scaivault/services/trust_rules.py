@@ -72,6 +72,9 @@ class TrustRuleService:
                     or not all(isinstance(k, str) and CLAIM_RE.match(k) for k in conditions)
                     or not all(isinstance(v, str) and 0 < len(v) <= 256 for v in conditions.values())):
                 raise _bad(f"conditions must map up to {MAX_CONDITIONS} claim names to required values (globs allowed)")
+            if not conditions:
+                # without one, every token of the issuer qualifies: for GitHub, every repository on GitHub
+                raise _bad("conditions needs at least one claim (e.g. repository, or sub for Kubernetes)")
             out["conditions"] = conditions
         if not partial or "identity" in body:
             if not isinstance(body.get("identity"), str) or not IDENTITY_RE.match(body["identity"]):
