@@ -780,17 +780,20 @@ class DynamicService:
                 lock_session.scalar("SELECT pg_advisory_unlock(:k)", k=SWEEP_ADVISORY_LOCK)
         return totals
 
-    def pending_failures(self) -> int:
-        return self.db.scalar("SELECT count(*) FROM dynamic_leases WHERE state = 'revoke_failed'") or 0
-
     def refresh_gauges(self) -> None:
-        """scaivault_leases_active from PostgreSQL (each sweeper tick): one indexed count, not one per request."""
-        from ..metrics import LEASES_ACTIVE
+        """The lease and engine gauges from PostgreSQL (each sweeper tick), so every worker reports
+        what any instance last saw: one indexed count, not one per request."""
+        from ..metrics import ENGINE_HEALTH, LEASES_ACTIVE
 
-        for row in self.db.query("""SELECT e.name, count(l.id) AS n FROM dynamic_engines e
+        for row in self.db.query("""SELECT e.name, count(l.id) AS n,
+                                           bool_and(e.health_status <> 'unreachable') AS healthy,
+                                           bool_and(e.health_status = 'unknown') AS unknown
+                                      FROM dynamic_engines e
                                       LEFT JOIN dynamic_leases l ON l.engine_id = e.id AND l.state <> 'revoked'
                                      GROUP BY e.name"""):
             LEASES_ACTIVE.labels(engine=row["name"]).set(row["n"])
+            if not row["unknown"]:
+                ENGINE_HEALTH.labels(engine=row["name"]).set(1 if row["healthy"] else 0)
 
 
 # ---------------------------------------------------------------------- module helpers
