@@ -17,7 +17,7 @@ from urllib.parse import quote
 
 import httpx
 
-from .errors import (AuthenticationError, ConfigurationError, ScaiVaultConnectionError, error_for,
+from .errors import (AuthenticationError, ConfigurationError, ScaiVaultConnectionError, ValidationError, error_for,
                      parse_retry_after)
 
 T = TypeVar("T")
@@ -66,7 +66,17 @@ class Call(Generic[T]):
 def secret_url(path: str, suffix: str = "", *, partner: bool = False) -> str:
     """/v1/secrets/<path>[:suffix], each segment percent-encoded (':' can never reach the server raw)."""
     base = "/v1/partner/secrets/" if partner else "/v1/secrets/"
-    return base + quote(path.strip("/"), safe="/") + suffix
+    return base + quote(checked_path(path), safe="/") + suffix
+
+
+def checked_path(path: str) -> str:
+    """`path` without outer slashes; '.'/'..'/empty segments are refused here, since an HTTP client
+    would resolve them and address a different URL than the one the caller named."""
+    trimmed = path.strip("/")
+    if not trimmed or any(seg in ("", ".", "..") for seg in trimmed.split("/")):
+        raise ValidationError(f"invalid secret path {path[:200]!r}: empty, '.' or '..' segment", code="invalid_path",
+                              status=400)
+    return trimmed
 
 
 def drop_none(values: dict[str, Any]) -> dict[str, Any]:

@@ -32,7 +32,7 @@ class SecretInfo(Model):
     """A secret's state without its value (the answer to writes, metadata updates and restores)."""
 
     path: str
-    secret_type: SecretType | str
+    secret_type: SecretType | str = Field(union_mode="left_to_right")   # a newer server's type stays a str
     version: int
     metadata: SecretMetadata = Field(default_factory=SecretMetadata)
     created_at: str | None = None
@@ -67,7 +67,7 @@ class SecretSummary(Model):
     """One item of a listing."""
 
     path: str
-    secret_type: SecretType | str
+    secret_type: SecretType | str = Field(union_mode="left_to_right")   # a newer server's type stays a str
     version: int
     metadata: SecretMetadata = Field(default_factory=SecretMetadata)
     created_at: str | None = None

@@ -23,6 +23,12 @@ def _json(response) -> Any:
     return response.json()
 
 
+def _batch_result(response) -> m.BatchReadResult:
+    body = response.json()
+    secrets = {path: {"path": path, **item} for path, item in body.get("secrets", {}).items()}
+    return m.BatchReadResult.model_validate({**body, "secrets": secrets})
+
+
 def _bytes(response) -> bytes:
     return response.content
 
@@ -121,7 +127,7 @@ class SecretsAPI(Namespace):
                    fail_fast: bool = False) -> Call[m.BatchReadResult]:
         options = drop_none({"version": version, "include_metadata": include_metadata or None,
                              "fail_fast": fail_fast or None})
-        return Call("POST", "/v1/secrets/batch", parser(m.BatchReadResult),
+        return Call("POST", "/v1/secrets/batch", _batch_result,
                     json={"paths": list(paths), "options": options}, idempotent=True)
 
     @operation
