@@ -224,7 +224,7 @@ def build_cli() -> click.Group:
 
 def main(argv: list[str] | None = None, env: dict | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    if argv[:1] in (["serve"], ["dev"]):
+    if argv[:1] in (["serve"], ["dev"]) and not {"-h", "--help"} & set(argv):
         # gevent must patch the standard library before ssl, sockets or threads are imported
         try:
             from gevent import monkey

@@ -257,4 +257,4 @@ class AuditExport(Model):
     started_at: str | None = None
     completed_at: str | None = None
     error: str | None = None
-    manifest: dict[str, Any] | None = None
+    manifest: list[dict[str, Any]] | None = Field(default=None, description="the files, once completed")

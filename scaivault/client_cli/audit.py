@@ -71,8 +71,8 @@ def export(ctx: click.Context, since, until, actions, identity_id, path_prefix, 
             job = client.audit.get_export(job.export_id)
         if job.status == "failed":
             fail(f"export {job.export_id} failed: {job.error}", 1)
-        files = (job.manifest or {}).get("files") or []
-        chunks = [client.audit.download_export_file(job.export_id, n + 1) for n in range(len(files))]
+        files = job.manifest or []
+        chunks = [client.audit.download_export_file(job.export_id, part["file"]) for part in files]
         if output:
             with open(output, "wb") as handle:
                 for chunk in chunks:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from enum import Enum
 from typing import Any, Callable, Iterable, Sequence
 
 import click
@@ -39,6 +40,8 @@ def to_plain(value: Any) -> Any:
     """Pydantic models and lists of them as JSON-ready data."""
     if hasattr(value, "model_dump"):
         return value.model_dump(mode="json", exclude_none=False)
+    if isinstance(value, Enum):
+        return value.value
     if isinstance(value, dict):
         return {k: to_plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
