@@ -102,6 +102,25 @@ class RetryPolicy:
         return retry_after + random.uniform(0, self.backoff_base)
 
 
+class PageWalk:
+    """Keyset pagination state shared by both clients: the next cursor, and items up to `limit`."""
+
+    def __init__(self, key: str, limit: int | None):
+        self.key = key
+        self.remaining = limit
+        self.cursor: str | None = None
+        self.done = limit is not None and limit <= 0
+
+    def take(self, page: Any) -> list[Any]:
+        items = list(getattr(page, self.key))
+        if self.remaining is not None:
+            items = items[:self.remaining]
+            self.remaining -= len(items)
+        self.cursor = page.cursor
+        self.done = not page.has_more or not page.cursor or self.remaining == 0
+        return items
+
+
 RetryHook = Callable[[int, float, "httpx.Response | None", "Exception | None"], None]
 
 

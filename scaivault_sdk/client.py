@@ -8,7 +8,8 @@ from typing import Any, AsyncIterator, Callable, Iterator
 import httpx
 
 from . import __version__
-from .calls import Call, CallPlan, ClientCredentials, Plan, RetryHook, RetryPolicy, Send, Sleep, StaticToken
+from .calls import (Call, CallPlan, ClientCredentials, PageWalk, Plan, RetryHook, RetryPolicy, Send, Sleep,
+                    StaticToken)
 from .errors import ConfigurationError
 from .resources import AuditAPI, AuthAPI, PoliciesAPI, SecretsAPI, SystemAPI, TokensAPI
 
@@ -79,17 +80,9 @@ class SyncScaiVaultClient(_ClientBase):
         return self._drive(self._plan.run(call))
 
     def _paginate(self, page_call: Callable[[str | None], Call], key: str, limit: int | None) -> Iterator[Any]:
-        cursor, seen = None, 0
-        while True:
-            page = self._execute(page_call(cursor))
-            for item in getattr(page, key):
-                if limit is not None and seen >= limit:
-                    return
-                seen += 1
-                yield item
-            cursor = page.cursor
-            if not page.has_more or not cursor:
-                return
+        walk = PageWalk(key, limit)
+        while not walk.done:
+            yield from walk.take(self._execute(page_call(walk.cursor)))
 
     def close(self) -> None:
         self._http.close()
@@ -130,17 +123,10 @@ class ScaiVaultClient(_ClientBase):
 
     async def _paginate(self, page_call: Callable[[str | None], Call], key: str,
                         limit: int | None) -> AsyncIterator[Any]:
-        cursor, seen = None, 0
-        while True:
-            page = await self._execute(page_call(cursor))
-            for item in getattr(page, key):
-                if limit is not None and seen >= limit:
-                    return
-                seen += 1
+        walk = PageWalk(key, limit)
+        while not walk.done:
+            for item in walk.take(await self._execute(page_call(walk.cursor))):
                 yield item
-            cursor = page.cursor
-            if not page.has_more or not cursor:
-                return
 
     async def aclose(self) -> None:
         await self._http.aclose()

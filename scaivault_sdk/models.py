@@ -28,8 +28,8 @@ class SecretMetadata(Model):
     owner: str | None = None
 
 
-class SecretInfo(Model):
-    """A secret's state without its value (the answer to writes, metadata updates and restores)."""
+class SecretSummary(Model):
+    """One item of a listing."""
 
     path: str
     secret_type: SecretType | str = Field(union_mode="left_to_right")   # a newer server's type stays a str
@@ -38,6 +38,11 @@ class SecretInfo(Model):
     created_at: str | None = None
     updated_at: str | None = None
     expires_at: str | None = None
+
+
+class SecretInfo(SecretSummary):
+    """A secret's state without its value (the answer to writes, metadata updates and restores)."""
+
     rotation_policy_id: str | None = None
     max_versions: int | None = None
     last_accessed_at: str | None = None
@@ -61,18 +66,6 @@ class SecretDetail(SecretInfo):
     rotation: dict[str, Any] = Field(default_factory=dict)
     expired: bool = False
     deleted: bool = False
-
-
-class SecretSummary(Model):
-    """One item of a listing."""
-
-    path: str
-    secret_type: SecretType | str = Field(union_mode="left_to_right")   # a newer server's type stays a str
-    version: int
-    metadata: SecretMetadata = Field(default_factory=SecretMetadata)
-    created_at: str | None = None
-    updated_at: str | None = None
-    expires_at: str | None = None
 
 
 class SecretPage(Model):

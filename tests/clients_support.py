@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import secrets as pyrandom
 
+import pytest
+
 from tests.foundation_support import ServedInstance, get_ready
 from tests.secrets_support import ADMIN_SCOPES
 
@@ -13,6 +15,14 @@ def serve(base_env: dict, **overrides: str) -> ServedInstance:
     instance = ServedInstance({**base_env, **overrides}).start()
     assert get_ready(instance.url).status_code == 200, "served instance never became ready"
     return instance
+
+
+@pytest.fixture(scope="module")
+def vault(base_env):
+    """One served instance per test module (import this fixture into the module)."""
+    instance = serve(base_env)
+    yield instance
+    instance.stop()
 
 
 def new_tenant() -> str:

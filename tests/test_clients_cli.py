@@ -18,7 +18,7 @@ import pytest
 from click.testing import CliRunner
 
 from scaivault.cli import build_cli, main
-from tests.clients_support import admin_token, new_tenant, serve, user_token
+from tests.clients_support import admin_token, new_tenant, user_token, vault  # noqa: F401
 from tests.foundation_support import CLI, child_env, free_port
 
 pytestmark = pytest.mark.slow
@@ -42,13 +42,6 @@ def run(args: list[str], env: dict, input: str | None = None) -> Ran:
         except SystemExit as exc:
             code = exc.code if isinstance(exc.code, int) else 1
     return Ran(code, out.getvalue().decode(), err.getvalue().decode())
-
-
-@pytest.fixture(scope="module")
-def vault(base_env):
-    instance = serve(base_env)
-    yield instance
-    instance.stop()
 
 
 @pytest.fixture(scope="module")
@@ -176,7 +169,7 @@ def test_policies_group_in_human_and_json_forms(env):
     created = ok(["policies", "create", "--name", "cli-readers", "--rule", "cli/app/*:read,list", "--json"], env).json()
     pid = created["id"]
     assert created["rules"][0] == {**created["rules"][0], "path_pattern": "cli/app/*", "permissions": ["read", "list"]}
-    assert f"created policy" in ok(["policies", "create", "--name", "cli-deny", "--rule", "cli/app/db:read:deny"],
+    assert "created policy" in ok(["policies", "create", "--name", "cli-deny", "--rule", "cli/app/db:read:deny"],
                                    env).out
     listed = ok(["policies", "list", "--json"], env).json()
     assert {"cli-readers", "cli-deny"} <= {p["name"] for p in listed["policies"]}

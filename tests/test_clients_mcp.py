@@ -11,17 +11,10 @@ from mcp import ClientSession, StdioServerParameters, stdio_client
 
 from scaivault_mcp.controls import MASK, Refused, SafetyControls
 from scaivault_sdk import SyncScaiVaultClient
-from tests.clients_support import admin_token, new_tenant, serve
+from tests.clients_support import admin_token, new_tenant, vault  # noqa: F401
 from tests.foundation_support import child_env
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def vault(base_env):
-    instance = serve(base_env)
-    yield instance
-    instance.stop()
 
 
 @pytest.fixture(scope="module")

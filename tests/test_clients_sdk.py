@@ -14,19 +14,12 @@ from scaivault_sdk import (AuthenticationError, AuthorizationError, ConflictErro
                            RetryPolicy, ScaiVaultClient, ScaiVaultConnectionError, ServiceUnavailableError,
                            SyncScaiVaultClient, ValidationError)
 from scaivault_sdk.models import Secret, SecretType
-from tests.clients_support import admin_token, new_tenant, serve, user_token
+from tests.clients_support import admin_token, new_tenant, serve, user_token, vault  # noqa: F401
 from tests.foundation_support import free_port
 
 pytestmark = pytest.mark.slow
 
 FAST = RetryPolicy(max_retries=3, backoff_base=0.05, backoff_max=0.2, max_wait=5)
-
-
-@pytest.fixture(scope="module")
-def vault(base_env):
-    instance = serve(base_env)
-    yield instance
-    instance.stop()
 
 
 class Both:

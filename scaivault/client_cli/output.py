@@ -53,6 +53,14 @@ def print_json(value: Any) -> None:
     click.echo(json.dumps(to_plain(value), indent=2, sort_keys=True, ensure_ascii=False))
 
 
+def respond(as_json: bool, value: Any, human: str) -> None:
+    """The result object as JSON with --json, else the one-line human answer."""
+    if as_json:
+        print_json(value)
+    else:
+        click.echo(human)
+
+
 def cell(value: Any) -> str:
     if value is None:
         return "-"

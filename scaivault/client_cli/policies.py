@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from . import ClientGroup, sdk
-from .output import EXIT_VALIDATION, fail, json_option, print_fields, print_json, print_table
+from .output import respond, EXIT_VALIDATION, fail, json_option, print_fields, print_json, print_table
 
 
 @click.group("policies", cls=ClientGroup, help="Access policies (path globs) and their bindings.")
@@ -96,10 +96,7 @@ def create(ctx: click.Context, name: str | None, description: str | None, rule_s
         fail("a policy needs --name and at least one --rule (or both in --file)", EXIT_VALIDATION)
     policy = sdk(ctx).policies.create(name, rules, description=description or body.get("description"),
                                       scope=body.get("scope"), is_active=body.get("is_active"))
-    if as_json:
-        print_json(policy)
-    else:
-        click.echo(f"created policy {policy.id} ({policy.name})")
+    respond(as_json, policy, f"created policy {policy.id} ({policy.name})")
 
 
 @policies_group.command("update", help="Change a policy's name, description, rules (replaced) or state.")
@@ -114,10 +111,7 @@ def update(ctx: click.Context, policy_id: str, name: str | None, description: st
            rule_specs: tuple[str, ...], active: bool | None, as_json: bool) -> None:
     policy = sdk(ctx).policies.update(policy_id, name=name, description=description,
                                       rules=_rules(rule_specs) or None, is_active=active)
-    if as_json:
-        print_json(policy)
-    else:
-        click.echo(f"updated policy {policy.id}")
+    respond(as_json, policy, f"updated policy {policy.id}")
 
 
 @policies_group.command("delete", help="Delete a policy (refused while bound unless --force).")
@@ -127,10 +121,7 @@ def update(ctx: click.Context, policy_id: str, name: str | None, description: st
 @click.pass_context
 def delete(ctx: click.Context, policy_id: str, force: bool, as_json: bool) -> None:
     result = sdk(ctx).policies.delete(policy_id, force=force)
-    if as_json:
-        print_json(result)
-    else:
-        click.echo(f"deleted policy {result.id}")
+    respond(as_json, result, f"deleted policy {result.id}")
 
 
 @policies_group.command("bindings", help="Who a policy is bound to.")
@@ -161,10 +152,7 @@ def bind(ctx: click.Context, policy_id: str, identity_id: str, identity_type: st
     if kind is None:
         fail("give --type, or an identity starting with user:, sa: or group:", EXIT_VALIDATION)
     binding = sdk(ctx).policies.bind(policy_id, kind, identity_id, expires_at=expires_at)
-    if as_json:
-        print_json(binding)
-    else:
-        click.echo(f"bound {policy_id} to {binding.identity_id} ({binding.id})")
+    respond(as_json, binding, f"bound {policy_id} to {binding.identity_id} ({binding.id})")
 
 
 @policies_group.command("unbind", help="Remove one binding of a policy.")
@@ -174,10 +162,7 @@ def bind(ctx: click.Context, policy_id: str, identity_id: str, identity_type: st
 @click.pass_context
 def unbind(ctx: click.Context, policy_id: str, binding_id: str, as_json: bool) -> None:
     result = sdk(ctx).policies.unbind(policy_id, binding_id)
-    if as_json:
-        print_json(result)
-    else:
-        click.echo(f"removed binding {result.id}")
+    respond(as_json, result, f"removed binding {result.id}")
 
 
 @policies_group.command("test", help="Dry run: would IDENTITY (default: you) get PERMISSION on PATH, and why.")

@@ -12,7 +12,7 @@ from typing import Any
 import click
 
 from . import ClientGroup, sdk
-from .output import (EXIT_NOT_FOUND, EXIT_VALIDATION, fail, json_option, print_fields, print_json, print_table,
+from .output import (respond, EXIT_NOT_FOUND, EXIT_VALIDATION, fail, json_option, print_fields, print_json, print_table,
                      to_plain)
 
 PARTNER = click.option("--partner", is_flag=True, help="Act on the partner's shared secrets (/v1/partner/secrets).")
@@ -123,10 +123,7 @@ def write(ctx: click.Context, path: str, assignments: tuple[str, ...], json_file
                 if v is not None} or None
     info = sdk(ctx).secrets.write(path, data, secret_type=secret_type, metadata=metadata, max_versions=max_versions,
                                   expires_in=expires_in, cas=cas, partner=partner)
-    if as_json:
-        print_json(info)
-    else:
-        click.echo(f"wrote {info.path} version {info.version}")
+    respond(as_json, info, f"wrote {info.path} version {info.version}")
 
 
 # ------------------------------------------------------------------ list
@@ -207,10 +204,7 @@ def delete(ctx: click.Context, path: str, hard: bool, partner: bool, as_json: bo
 @click.pass_context
 def restore(ctx: click.Context, path: str, partner: bool, as_json: bool) -> None:
     info = sdk(ctx).secrets.restore(path, partner=partner)
-    if as_json:
-        print_json(info)
-    else:
-        click.echo(f"restored {info.path} at version {info.version}")
+    respond(as_json, info, f"restored {info.path} at version {info.version}")
 
 
 @secrets_group.command("destroy", help="Erase the given versions' values for good (reads then answer 410).")

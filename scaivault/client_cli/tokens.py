@@ -4,7 +4,7 @@ from __future__ import annotations
 import click
 
 from . import ClientGroup, sdk
-from .output import json_option, print_json, print_table
+from .output import respond, json_option, print_json, print_table
 
 
 @click.group("tokens", cls=ClientGroup, help="Your personal access tokens (skt_...).")
@@ -47,7 +47,4 @@ def list_tokens(ctx: click.Context, as_json: bool) -> None:
 @click.pass_context
 def revoke(ctx: click.Context, token_id: str, as_json: bool) -> None:
     token = sdk(ctx).tokens.revoke(token_id)
-    if as_json:
-        print_json(token)
-    else:
-        click.echo(f"revoked {token.id} ({token.name})")
+    respond(as_json, token, f"revoked {token.id} ({token.name})")
