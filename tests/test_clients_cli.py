@@ -280,6 +280,15 @@ def _readable(path: Path) -> bool:
         return False
 
 
+def test_debug_output_names_requests_but_never_the_token_or_the_value(env):
+    ok(["secrets", "write", "cli/debug/one", "password=-"], env, input="debug-value-5\n")
+    done = subprocess.run(CLI + ["secrets", "read", "cli/debug/one", "--json"], env=child_env({**env, "SCAIVAULT_DEBUG": "1"}),
+                          capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0 and "debug-value-5" in done.stdout
+    assert "/v1/secrets/cli/debug/one" in done.stderr
+    assert env["SCAIVAULT_TOKEN"] not in done.stderr and "debug-value-5" not in done.stderr
+
+
 def test_shell_completion_script_and_protocol(env):
     script = ok(["completion", "bash"], env).out
     assert "_SCAIVAULT_COMPLETE" in script and "complete" in script

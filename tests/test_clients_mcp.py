@@ -146,3 +146,14 @@ def test_the_controls_only_narrow_and_match_whole_segments():
             controls.check_pattern(pattern)
     assert SafetyControls.from_env({"SCAIVAULT_READ_ONLY": "TRUE", "SCAIVAULT_ALLOWED_PATHS": " a/, b "}) == \
         SafetyControls(read_only=True, allowed=("a", "b"))
+
+
+def test_the_tenant_is_pinned_by_the_environment_and_no_tool_takes_one(vault, tenant_setup):
+    tenant, token = tenant_setup
+    tools, results = run_mcp(vault, token, [("scaivault_read_secret", {"path": "apps/web/db"}),
+                                            ("scaivault_read_secret", {"path": "apps/web/db", "tenant_id": tenant})],
+                             SCAIVAULT_TENANT_ID=new_tenant())
+    assert not any("tenant" in name for t in tools.values() for name in t.input_schema.get("properties", {}))
+    pinned, smuggled = results
+    assert pinned[0] is True and pinned[1]["error"]["status"] == 403      # the other tenant, not the token's
+    assert smuggled[1]["error"]["code"] == "invalid_arguments"

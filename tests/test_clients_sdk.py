@@ -235,3 +235,52 @@ def test_client_credentials_are_fetched_from_scaikey_and_refreshed_before_expiry
         SyncScaiVaultClient(vault.url, client_id=client_id, client_secret="wrong", scaikey_url=scaikey.url,
                             retry=FAST).auth.whoami()
     assert refused.value.code == "invalid_client"
+
+
+class SilentServer:
+    """Accepts connections, reads the request, closes without answering: 'the write may have landed'."""
+
+    def __init__(self):
+        import socket
+        import threading
+
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.requests = 0
+        self.running = True
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        while self.running:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with conn:
+                if conn.recv(65536):
+                    self.requests += 1
+
+    def close(self):
+        self.running = False
+        self.sock.close()
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_a_broken_connection_repeats_reads_but_never_a_plain_write(kind):
+    server = SilentServer()
+    try:
+        client = Both(kind, server.url, "t")
+        with pytest.raises(ScaiVaultConnectionError) as write:
+            client.run(lambda v: v.secrets.write("a/b", {"k": "v"}))
+        assert write.value.maybe_applied is True and server.requests == 1
+        with pytest.raises(ScaiVaultConnectionError) as read:
+            client.run(lambda v: v.secrets.read("a/b"))
+        assert read.value.maybe_applied is False and server.requests == 1 + 1 + FAST.max_retries
+        with pytest.raises(ScaiVaultConnectionError) as cas:
+            client.run(lambda v: v.secrets.write("a/b", {"k": "v"}, cas=3))
+        assert cas.value.maybe_applied is False and server.requests == 2 * (1 + FAST.max_retries) + 1
+        client.close()
+    finally:
+        server.close()
