@@ -82,11 +82,15 @@ def test_config_set_and_auth_login_keep_a_0600_file_that_the_environment_overrid
     overridden = run(["auth", "whoami"], {**home, "SCAIVAULT_URL": dead})
     assert overridden.code == 1 and "connection_error" in overridden.err
     assert run(["auth", "login", "--token", "not-a-token"], home).code == 2
+    assert "logged in" in ok(["auth", "login", "--token", token], home).out        # spec/50's form works too
     assert json.loads(path.read_text())["token"] == token           # a refused token is not saved
     ok(["auth", "logout"], home)
     assert "token" not in json.loads(path.read_text())
     assert run(["auth", "whoami"], home).code == 2                  # not logged in: authentication
     assert run(["config", "set", "colour", "blue"], home).code == 5
+    ok(["config", "set", "tenant_id", tenant], home)
+    ok(["config", "unset", "tenant_id"], home)
+    assert json.loads(path.read_text()) == {"base_url": vault.url}
 
 
 # ------------------------------------------------------------------ secrets
@@ -128,6 +132,9 @@ def test_secrets_list_versions_metadata_delete_restore_destroy_expiring(env):
     recursive = ok(["secrets", "list", "--prefix", "cli/list/", "--recursive", "--json"], env).json()
     assert [s["path"] for s in recursive["secrets"]] == ["cli/list/a", "cli/list/b", "cli/list/c", "cli/list/deep/d"]
     assert "folders" not in recursive
+    ok(["secrets", "write", "cli/list/a", "k=v", "--tag", "blue"], env)
+    tagged = ok(["secrets", "list", "--prefix", "cli/list/", "-r", "--tag", "blue", "--json"], env).json()
+    assert [s["path"] for s in tagged["secrets"]] == ["cli/list/a"]
     limited = ok(["secrets", "list", "--prefix", "cli/list/", "-r", "--limit", "2", "--json"], env).json()
     assert len(limited["secrets"]) == 2
     table = ok(["secrets", "list", "--prefix", "cli/list"], env).out.splitlines()
@@ -137,13 +144,13 @@ def test_secrets_list_versions_metadata_delete_restore_destroy_expiring(env):
 
     ok(["secrets", "write", "cli/list/a", "k=v2"], env)
     versions = ok(["secrets", "versions", "cli/list/a", "--json"], env).json()
-    assert [v["version"] for v in versions["versions"]] == [2, 1]
+    assert [v["version"] for v in versions["versions"]] == [3, 2, 1]
     assert ok(["secrets", "versions", "cli/list/a"], env).out.splitlines()[0].split()[:3] == ["VERSION", "STATE",
                                                                                              "CURRENT"]
     meta = ok(["secrets", "metadata", "cli/list/a", "--description", "list a", "--tag", "t1", "--set", "team=core",
                "--json"], env).json()
     assert meta["metadata"]["description"] == "list a" and meta["metadata"]["team"] == "core"
-    assert meta["version_count"] == 2 and "data" not in meta
+    assert meta["version_count"] == 3 and "data" not in meta
     assert re.search(r"^metadata.team +core$", ok(["secrets", "metadata", "cli/list/a"], env).out, re.M)
 
     expiring = ok(["secrets", "expiring", "--days", "3", "--prefix", "cli/list/", "--json"], env).json()
@@ -165,7 +172,7 @@ def test_secrets_list_versions_metadata_delete_restore_destroy_expiring(env):
 
 
 # ------------------------------------------------------------------ policies, tokens, audit
-def test_policies_group_in_human_and_json_forms(env):
+def test_policies_group_in_human_and_json_forms(env, tmp_path):
     created = ok(["policies", "create", "--name", "cli-readers", "--rule", "cli/app/*:read,list", "--json"], env).json()
     pid = created["id"]
     assert created["rules"][0] == {**created["rules"][0], "path_pattern": "cli/app/*", "permissions": ["read", "list"]}
@@ -195,6 +202,13 @@ def test_policies_group_in_human_and_json_forms(env):
     assert ok(["policies", "delete", pid, "--json"], env).json()["deleted"] is True
     assert run(["policies", "get", pid], env).code == 4
     assert run(["policies", "create", "--name", "x"], env).code == 5
+    policy_file = tmp_path / "policy.json"
+    policy_file.write_text(json.dumps({"name": "from-file", "description": "d",
+                                       "rules": [{"path_pattern": "cli/file/**", "permissions": ["read"]}]}))
+    from_file = ok(["policies", "create", "--file", str(policy_file), "--json"], env).json()
+    assert from_file["name"] == "from-file" and from_file["rules"][0]["path_pattern"] == "cli/file/**"
+    bad_rule = run(["policies", "create", "--name", "bad", "--rule", "cli/**:frobnicate"], env)
+    assert bad_rule.code == 5 and "request req_" in bad_rule.err
 
 
 def test_tokens_group_creates_lists_and_revokes(env):
