@@ -71,6 +71,9 @@ def test_config_set_and_auth_login_keep_a_0600_file_that_the_environment_overrid
     login = ok(["auth", "login"], home, input=token + "\n")            # the token never on the command line
     assert "logged in as user:admin-" in login.out and token not in login.out
     assert stat.S_IMODE(path.stat().st_mode) == 0o600 and stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    path.chmod(0o644)
+    assert "readable by others" in ok(["config", "show"], home).err
+    path.chmod(0o600)
     assert json.loads(path.read_text())["token"] == token
     assert ok(["auth", "whoami", "--json"], home).json()["tenant_id"] == tenant
     human = ok(["auth", "whoami"], home).out

@@ -37,8 +37,13 @@ def client_config(ctx: click.Context):
     root = ctx.find_root()
     cached = root.meta.get("scaivault.client_config")
     if cached is None:
-        cached = ClientConfig.load(env(ctx))
+        from scaivault_sdk.config import config_path
+
+        path = config_path(env(ctx))
+        cached = ClientConfig.load(env(ctx), path)
         root.meta["scaivault.client_config"] = cached
+        if path.exists() and path.stat().st_mode & 0o077:
+            click.echo(f"scaivault: warning: {path} is readable by others; run chmod 600 {path}", err=True)
         if cached.debug:
             logging.basicConfig(level=logging.DEBUG, format="%(name)s: %(message)s")
     return cached
