@@ -144,6 +144,7 @@ def main(bulk: int = 100_000) -> None:
         standin.stop()
         dbs.drop_all()
         target.drop(issued)
+        Path(f"/tmp/svbench-{target.database}.key").unlink(missing_ok=True)
 
 
 if __name__ == "__main__":
