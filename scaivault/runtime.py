@@ -77,6 +77,13 @@ class Runtime:
 
         return SecretStore(self.db, self.keyring, self.settings)
 
+    @cached_property
+    def pki(self):
+        """Internal CAs, roles, issuance, inventory and CRLs (scaivault.services.pki)."""
+        from .services.pki import PkiService
+
+        return PkiService(self.db, self.keyring, self.settings, self.secret_store)
+
     def close(self) -> None:
         if "keyring" in self.__dict__:
             self.keyring.close()

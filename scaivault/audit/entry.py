@@ -19,6 +19,7 @@ ACTIONS: frozenset[str] = frozenset({
     "pki_issue", "pki_sign", "pki_revoke", "pki_ca_create",
     "dynamic_generate", "dynamic_renew", "dynamic_revoke",
     "webhook_delivery", "subscription_event", "federation_sync", "identity_sync", "export_created",
+    "pki_admin", "pki_read", "acme_order",
 })
 
 IDENTITY_TYPES: frozenset[str] = frozenset({"user", "service_account", "group", "anonymous", "system"})
