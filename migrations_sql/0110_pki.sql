@@ -65,6 +65,7 @@ CREATE TABLE pki_certificates (
     auto_renew          boolean NOT NULL DEFAULT false,
     renew_request       jsonb,                    -- what renewal re-issues (names, ttl, csr for sign)
     renewed_by          text,
+    expiring_noted_at   timestamptz,              -- when certificate.expiring was recorded
     revoked_at          timestamptz,
     revocation_reason   text,
     created_at          timestamptz NOT NULL DEFAULT now(),

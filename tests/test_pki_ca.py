@@ -380,3 +380,48 @@ def test_bad_input_gets_envelopes_not_500(admin, anon):
         .status_code == 201
     assert error_code(admin.post("/v1/pki/ca", json={"name": dup, "common_name": "x", "ca_type": "root",
                                                      "key_type": "ec"})) == "conflict"
+
+
+def test_auto_renew_at_two_thirds_writes_a_new_version_of_the_same_secret(app, admin, tenant):
+    from scaivault.jobs import pki as pki_jobs
+
+    h = make_hierarchy(admin, role={"store_private_keys": True})
+    role = h["role"]["name"]
+    refused = admin.post(f"/v1/pki/issue/{make_hierarchy(admin)['role']['name']}",
+                         json={"common_name": "r.internal", "auto_renew": True})
+    assert error_code(refused) == "certificate_not_allowed"
+    first = admin.post(f"/v1/pki/issue/{role}", json={"common_name": "r.internal", "ttl": "3h", "auto_renew": True,
+                                                      "secret_path": f"apps/{tenant}/tls"})
+    assert first.status_code == 201, first.get_json()
+    first = first.get_json()
+    runtime = app.extensions["scaivault"]
+    assert pki_jobs.renew_and_note_expiring(runtime)["renewed"] == 0     # not yet at two thirds
+    db(app).execute("""UPDATE pki_certificates SET not_before = now() - interval '2 hours 1 minute',
+                              not_after = now() + interval '59 minutes' WHERE id = :id""", id=first["id"])
+    result = pki_jobs.renew_and_note_expiring(runtime)
+    assert result["renewed"] == 1
+    old = admin.get(f"/v1/pki/certificates/{first['id']}").get_json()
+    assert old["renewed_by"] and not old["revoked"]
+    new = admin.get(f"/v1/pki/certificates/{old['renewed_by']}").get_json()
+    assert new["source"] == "renew" and new["secret_path"] == f"apps/{tenant}/tls" and new["auto_renew"]
+    secret = admin.get(f"/v1/secrets/apps/{tenant}/tls").get_json()
+    assert secret["version"] == 2 and secret["data"]["cert_pem"] == new["certificate"]
+    key = serialization.load_pem_private_key(secret["data"]["key_pem"].encode(), None)
+    assert key.public_key() == x509.load_pem_x509_certificate(new["certificate"].encode()).public_key()
+    assert pki_jobs.renew_and_note_expiring(runtime)["renewed"] == 0     # renewed once only
+    events = [r["extra_data"].get("event") for r in db(app).query(
+        "SELECT extra_data FROM audit_log WHERE tenant_id = :t AND action = 'pki_issue'", t=tenant)]
+    assert "certificate.renewed" in events and "certificate.issued" in events
+
+
+def test_certificate_expiring_is_recorded_once(app, admin, tenant):
+    from scaivault.jobs import pki as pki_jobs
+
+    h = make_hierarchy(admin)
+    cert = admin.post(f"/v1/pki/issue/{h['role']['name']}", json={"common_name": "e.internal", "ttl": "24h"}).get_json()
+    runtime = app.extensions["scaivault"]
+    pki_jobs.note_expiring(runtime)
+    pki_jobs.note_expiring(runtime)
+    rows = db(app).query("""SELECT extra_data FROM audit_log WHERE tenant_id = :t
+                             AND extra_data->>'event' = 'certificate.expiring'""", t=tenant)
+    assert [r["extra_data"]["certificate_id"] for r in rows] == [cert["id"]]

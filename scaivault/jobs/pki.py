@@ -1,0 +1,64 @@
+"""APScheduler jobs of the PKI: re-sign CRLs before their nextUpdate (or after revocations a
+runner missed), renew auto_renew certificates at two thirds of their lifetime, and record
+certificate.expiring once per certificate. Each job is safe on every instance at once: CRL
+numbers only move forward, renewals take a per-certificate advisory lock.
+"""
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta, timezone
+
+from ..audit import AuditEntry, record
+
+log = logging.getLogger("scaivault.jobs.pki")
+
+CRL_JOB_ID = "pki-crl-refresh"
+RENEW_JOB_ID = "pki-renewals"
+INTERVAL_SECONDS = 300
+EXPIRING_WITHIN = timedelta(days=7)
+
+
+def system_audit(row: dict, identity: str = "system:pki"):
+    """An audit-entry builder for work done by ScaiVault itself on a tenant's behalf."""
+    def build(action: str, *, secret_path: str | None = None, success: bool = True, extra: dict | None = None):
+        return AuditEntry(action=action, tenant_id=row["tenant_id"], partner_id=row["partner_id"] or None,
+                          identity_type="system", identity_id=identity, secret_path=secret_path, success=success,
+                          extra_data=dict(extra or {}))
+    return build
+
+
+def refresh_crls(runtime) -> int:
+    return runtime.pki.refresh_due_crls()
+
+
+def renew_and_note_expiring(runtime) -> dict:
+    renewed = runtime.pki.renew_due(lambda row: system_audit(row, "system:pki-renewal"))
+    noted = note_expiring(runtime)
+    return {"renewed": renewed, "expiring": noted}
+
+
+def note_expiring(runtime, *, now: datetime | None = None) -> int:
+    """certificate.expiring, once per certificate, for unrevoked, unrenewed ones within 7 days of expiry."""
+    now = now or datetime.now(timezone.utc)
+    with runtime.db.transaction() as s:
+        rows = s.query("""UPDATE pki_certificates SET expiring_noted_at = now()
+                           WHERE id IN (SELECT id FROM pki_certificates
+                                         WHERE expiring_noted_at IS NULL AND revoked_at IS NULL AND renewed_by IS NULL
+                                           AND source <> 'ca' AND not_after > :now AND not_after <= :horizon
+                                         LIMIT 500 FOR UPDATE SKIP LOCKED)
+                          RETURNING id, partner_id, tenant_id, secret_path, serial_number, ca_id, not_after""",
+                       now=now, horizon=now + EXPIRING_WITHIN)
+        for row in rows:
+            record(s, system_audit(row)("pki_read", secret_path=row["secret_path"],
+                                        extra={"event": "certificate.expiring", "certificate_id": row["id"],
+                                               "serial_number": row["serial_number"], "ca_id": row["ca_id"],
+                                               "not_after": row["not_after"].isoformat()}))
+    return len(rows)
+
+
+def register(scheduler, runtime) -> None:
+    scheduler.add_job(refresh_crls, "interval", args=[runtime], id=CRL_JOB_ID, replace_existing=True,
+                      seconds=INTERVAL_SECONDS, next_run_time=datetime.now(timezone.utc), max_instances=1,
+                      coalesce=True, misfire_grace_time=INTERVAL_SECONDS)
+    scheduler.add_job(renew_and_note_expiring, "interval", args=[runtime], id=RENEW_JOB_ID, replace_existing=True,
+                      seconds=INTERVAL_SECONDS, max_instances=1, coalesce=True, misfire_grace_time=INTERVAL_SECONDS)
