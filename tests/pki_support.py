@@ -47,3 +47,19 @@ def openssl_verify(tmp: Path, leaf_pem: str, chain: list[str], root_pem: str, *,
         (tmp / "crl.pem").write_text("".join(crl_pems))
         args += ["-crl_check_all", "-CRLfile", str(tmp / "crl.pem")]
     return subprocess.run(args + [str(tmp / "leaf.pem")], capture_output=True, text=True, timeout=30)
+
+
+def crl_listing(anon, ca_id: str, serial_hex: str, timeout: float = 10.0):
+    """The CA's CRL (fetched anonymously) once it lists `serial_hex`; re-signing runs in the background."""
+    import time
+
+    from cryptography import x509
+
+    deadline = time.monotonic() + timeout
+    while True:
+        resp = anon.get(f"/v1/pki/ca/{ca_id}/crl")
+        assert resp.status_code == 200, resp.data[:200]
+        crl = x509.load_der_x509_crl(resp.data)
+        if crl.get_revoked_certificate_by_serial_number(int(serial_hex, 16)) is not None or time.monotonic() > deadline:
+            return crl
+        time.sleep(0.05)

@@ -10,7 +10,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from tests.pki_support import PKI_SCOPES, make_hierarchy, name, openssl_verify, pki_admin
+from tests.pki_support import crl_listing, make_hierarchy, name, openssl_verify, pki_admin
 from tests.secrets_support import HIGH_RATE_LIMITS, Callers, error_code, grant, new_tenant
 
 BASE = "http://127.0.0.1:8443"
@@ -177,9 +177,8 @@ def test_revoked_serial_appears_in_the_anonymous_crl_and_openssl_rejects_it(admi
     resp = admin.post(f"/v1/pki/certificates/{issued['id']}/revoke", json={"reason": "key_compromise"})
     assert resp.status_code == 200, resp.get_json()
     assert resp.get_json()["revoked"] and resp.get_json()["revocation_reason"] == "key_compromise"
-    der = anon.get(f"/v1/pki/ca/{inter['id']}/crl")
-    assert der.status_code == 200 and der.mimetype == "application/pkix-crl"
-    crl = x509.load_der_x509_crl(der.data)
+    crl = crl_listing(anon, inter["id"], issued["serial_number"])
+    assert anon.get(f"/v1/pki/ca/{inter['id']}/crl").mimetype == "application/pkix-crl"
     entry = crl.get_revoked_certificate_by_serial_number(int(issued["serial_number"], 16))
     assert entry is not None
     assert entry.extensions.get_extension_for_class(x509.CRLReason).value.reason == x509.ReasonFlags.key_compromise
@@ -232,10 +231,10 @@ def test_revoking_a_root_cascades_to_intermediates_and_their_leaves(admin, anon)
     assert resp.get_json()["cas_revoked"] == 2 and resp.get_json()["certificates_revoked"] == 2
     assert admin.get(f"/v1/pki/ca/{h['intermediate']['id']}").get_json()["status"] == "revoked"
     assert admin.get(f"/v1/pki/certificates/{leaf['id']}").get_json()["revoked"]
-    root_crl = x509.load_der_x509_crl(anon.get(f"/v1/pki/ca/{h['root']['id']}/crl").data)
+    root_crl = crl_listing(anon, h["root"]["id"], h["intermediate"]["serial_number"])
     inter_serial = int(h["intermediate"]["serial_number"], 16)
     assert root_crl.get_revoked_certificate_by_serial_number(inter_serial) is not None
-    inter_crl = x509.load_der_x509_crl(anon.get(f"/v1/pki/ca/{h['intermediate']['id']}/crl").data)
+    inter_crl = crl_listing(anon, h["intermediate"]["id"], leaf["serial_number"])
     assert inter_crl.get_revoked_certificate_by_serial_number(int(leaf["serial_number"], 16)) is not None
     refused = admin.post(f"/v1/pki/issue/{h['role']['name']}", json={"common_name": "m.internal"})
     assert refused.status_code == 409 and error_code(refused) == "ca_revoked"

@@ -208,9 +208,19 @@ class Revoked:
     reason: str | None
 
 
-def build_crl(issuer: Issuer, revoked: Iterable[Revoked], number: int, this_update: datetime,
+def revoked_entry(item: Revoked) -> x509.RevokedCertificate:
+    entry = (x509.RevokedCertificateBuilder()
+             .serial_number(int(item.serial_number, 16))
+             .revocation_date(item.revoked_at))
+    flag = REASONS.get(item.reason or "")
+    if flag is not None and flag is not x509.ReasonFlags.unspecified:
+        entry = entry.add_extension(x509.CRLReason(flag), critical=False)
+    return entry.build()
+
+
+def build_crl(issuer: Issuer, revoked: Iterable[x509.RevokedCertificate], number: int, this_update: datetime,
               next_update: datetime) -> bytes:
-    """A signed CRL (DER) listing `revoked`, with CRL number and authority key identifier."""
+    """A signed CRL (DER) listing `revoked` entries, with CRL number and authority key identifier."""
     assert issuer.certificate is not None
     builder = (x509.CertificateRevocationListBuilder()
                .issuer_name(issuer.certificate.subject)
@@ -219,14 +229,8 @@ def build_crl(issuer: Issuer, revoked: Iterable[Revoked], number: int, this_upda
                .add_extension(x509.CRLNumber(number), critical=False)
                .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer.key.public_key()),
                               critical=False))
-    for item in revoked:
-        entry = (x509.RevokedCertificateBuilder()
-                 .serial_number(int(item.serial_number, 16))
-                 .revocation_date(item.revoked_at))
-        flag = REASONS.get(item.reason or "")
-        if flag is not None and flag is not x509.ReasonFlags.unspecified:
-            entry = entry.add_extension(x509.CRLReason(flag), critical=False)
-        builder = builder.add_revoked_certificate(entry.build())
+    for entry in revoked:
+        builder = builder.add_revoked_certificate(entry)
     return builder.sign(issuer.key, _signature_hash(issuer.key)).public_bytes(serialization.Encoding.DER)
 
 

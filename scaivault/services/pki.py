@@ -40,9 +40,15 @@ CA_TYPES = ("root", "intermediate")
 DEFAULT_VALIDITY_DAYS = {"root": 3650, "intermediate": 1825}
 CRL_VALIDITY = timedelta(hours=24)        # nextUpdate = thisUpdate + 24h
 CRL_REFRESH_BEFORE = timedelta(hours=12)  # the schedule re-signs a CRL with less than this left
-CRL_WAIT_SECONDS = 3.0                    # a fetch of a stale CRL waits this long for the new one
+REVOCATION_OVERLAP = timedelta(minutes=5)  # incremental CRL passes re-read this much before their last one
+CRL_WAIT_SECONDS = 0.1                    # a fetch of a stale CRL waits at most this long, then gets the last one
 RENEW_AT = 2 / 3                          # auto_renew at two thirds of the lifetime
 RESERVED_CA_NAMES = frozenset({"ca", "roles", "issue", "sign", "certificates", "acme", "dns"})
+# every column but the cached CRL blob (hundreds of KiB with many revocations)
+CA_COLUMNS = ("id, partner_id, tenant_id, name, common_name, ca_type, parent_ca_id, key_type, key_size, status, origin, "
+              "certificate_pem, chain_pem, csr_pem, sealed_key, serial_number, valid_from, valid_until, "
+              "certificates_issued, revoked_at, revocation_reason, revocations, crl_number, crl_revocations, "
+              "crl_this_update, crl_next_update, created_at, created_by")
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 LIST_DEFAULT, LIST_MAX = 100, 1000
 
@@ -140,6 +146,27 @@ class CrlRefresher:
             done.wait(timeout)
 
 
+class _RevokedEntries:
+    """One CA's built CRL entries in this process, by serial, with each certificate's expiry."""
+
+    def __init__(self, watermark: datetime):
+        self.watermark = watermark
+        self.by_serial: dict[str, tuple[datetime, x509.RevokedCertificate]] = {}
+
+    def merge(self, rows: list[dict], now: datetime) -> None:
+        for r in rows:
+            if r["serial_number"] not in self.by_serial:
+                entry = px.revoked_entry(px.Revoked(r["serial_number"], r["revoked_at"], r["revocation_reason"]))
+                self.by_serial[r["serial_number"]] = (r["not_after"], entry)
+        self.watermark = now
+
+    def entries(self, now: datetime) -> list[x509.RevokedCertificate]:
+        expired = [serial for serial, (not_after, _) in self.by_serial.items() if not_after <= now]
+        for serial in expired:
+            del self.by_serial[serial]
+        return [entry for _, entry in self.by_serial.values()]
+
+
 class PkiService:
     """Domain operations of the PKI engine; callers pass the tenant owner, actor and audit builder."""
 
@@ -150,13 +177,14 @@ class PkiService:
         self.secrets = secret_store
         self.refresher = CrlRefresher(self.regenerate_crl)
         self._crl_cache: dict[str, tuple[int, bytes]] = {}
+        self._revoked: dict[str, _RevokedEntries] = {}
 
     # ================================================================== CA rows and keys
     def _seal_ctx(self, row: dict) -> SealContext:
         return SealContext(row["partner_id"], row["tenant_id"], CA_KEY_KIND, row["id"], 0)
 
     def _ca(self, owner: SecretOwner, ca_id: str, *, lock_session=None) -> dict:
-        sql = "SELECT * FROM pki_cas WHERE id = :id AND tenant_id = :tenant" + (" FOR UPDATE" if lock_session else "")
+        sql = f"SELECT {CA_COLUMNS} FROM pki_cas WHERE id = :id AND tenant_id = :tenant" + (" FOR UPDATE" if lock_session else "")
         row = (lock_session or self.db).one(sql, id=str(ca_id)[:64], tenant=owner.tenant_id)
         if row is None:
             raise ScaiVaultError("ca_not_found", "no CA with this id in this tenant", details={"ca_id": str(ca_id)[:64]})
@@ -259,7 +287,7 @@ class PkiService:
                                     key_size, status, origin, certificate_pem, chain_pem, csr_pem, sealed_key,
                                     serial_number, valid_from, valid_until, created_by)
                VALUES (:id, :partner, :tenant, :name, :cn, :type, :parent, :kt, :ks, :status, :origin, :cert,
-                       :chain, :csr, :sealed, :serial, :vf, :vu, :actor) RETURNING *""",
+                       :chain, :csr, :sealed, :serial, :vf, :vu, :actor) RETURNING """ + CA_COLUMNS,
             id=ca_id, partner=owner.partner_id, tenant=owner.tenant_id, name=name, cn=common_name, type=ca_type,
             parent=parent_id, kt=key_type, ks=key_size, status=status, origin=origin,
             cert=px.cert_pem(cert) if cert else None, chain="".join(chain) if chain else None,
@@ -294,7 +322,7 @@ class PkiService:
         with self.db.transaction() as s:
             updated = s.one("""UPDATE pki_cas SET status = 'active', certificate_pem = :cert, chain_pem = :chain,
                                       serial_number = :serial, valid_from = :vf, valid_until = :vu
-                                WHERE id = :id AND status = 'pending' RETURNING *""",
+                                WHERE id = :id AND status = 'pending' RETURNING """ + CA_COLUMNS,
                             id=row["id"], cert=px.cert_pem(cert), chain="".join(chain_pems) or None,
                             serial=px.serial_hex(cert.serial_number), vf=cert.not_valid_before_utc,
                             vu=cert.not_valid_after_utc)
@@ -337,7 +365,8 @@ class PkiService:
         return self.ca_view(self._ca(owner, ca_id))
 
     def list_cas(self, owner: SecretOwner, visible: Callable[[str], bool]) -> list[dict]:
-        rows = self.db.query("SELECT * FROM pki_cas WHERE tenant_id = :t ORDER BY created_at, id", t=owner.tenant_id)
+        rows = self.db.query(f"SELECT {CA_COLUMNS} FROM pki_cas WHERE tenant_id = :t ORDER BY created_at, id",
+                             t=owner.tenant_id)
         return [self.ca_view(r) for r in rows if visible(ca_policy_path(r["name"]))]
 
     def get_ca(self, owner: SecretOwner, ca_id: str) -> dict:
@@ -405,21 +434,33 @@ class PkiService:
                                  headers={"Retry-After": "1"})
         return cached[1]
 
-    def regenerate_crl(self, ca_id: str, *, force: bool = False) -> dict | None:
-        """Sign a new CRL from the revoked, unexpired certificates (outside any row lock)."""
+    def regenerate_crl(self, ca_id: str, *, force: bool = False, full: bool = False) -> dict | None:
+        """Sign a new CRL from the revoked, unexpired certificates (outside any row lock).
+
+        Incremental: the process keeps the CA's built CRL entries and reads only revocations
+        since its last pass (with an overlap for transactions that committed late); `full`
+        (the schedule, and a process's first pass) re-reads them all.
+        """
         now = _now()
+        cache = self._revoked.get(ca_id)
+        full = full or cache is None
         with self.db.transaction(isolation="REPEATABLE READ") as s:
-            row = s.one("SELECT * FROM pki_cas WHERE id = :id", id=ca_id)
+            row = s.one(f"SELECT {CA_COLUMNS} FROM pki_cas WHERE id = :id", id=ca_id)
             if row is None or row["status"] == "pending":
                 return None
             if not force and row["crl_revocations"] >= row["revocations"] and row["crl_next_update"] is not None \
                     and row["crl_next_update"] - now > CRL_REFRESH_BEFORE:
                 return None
-            revoked = [px.Revoked(r["serial_number"], r["revoked_at"], r["revocation_reason"]) for r in s.run_prepared(
-                """SELECT serial_number, revoked_at, revocation_reason FROM pki_certificates
-                    WHERE ca_id = :id AND revoked_at IS NOT NULL AND not_after > now()""", id=ca_id)]
+            since = datetime.min.replace(tzinfo=timezone.utc) if full else cache.watermark - REVOCATION_OVERLAP
+            rows = s.run_prepared(
+                """SELECT serial_number, revoked_at, revocation_reason, not_after FROM pki_certificates
+                    WHERE ca_id = :id AND revoked_at IS NOT NULL AND revoked_at >= :since AND not_after > now()""",
+                id=ca_id, since=since)
+        if full:
+            cache = _RevokedEntries(now)
+        cache.merge(rows, now)
         issuer = self._issuer(row)
-        der = px.build_crl(issuer, revoked, row["crl_number"] + 1, now - px.BACKDATE, now + CRL_VALIDITY)
+        der = px.build_crl(issuer, cache.entries(now), row["crl_number"] + 1, now - px.BACKDATE, now + CRL_VALIDITY)
         with self.db.transaction() as s:
             # a newer CRL (more revocations seen) may have landed meanwhile: never go back
             updated = s.one("""UPDATE pki_cas SET crl_number = crl_number + 1, crl_der = :der, crl_revocations = :seen,
@@ -428,11 +469,12 @@ class PkiService:
                                RETURNING crl_number, crl_next_update""",
                             id=ca_id, der=der, seen=row["revocations"], tu=now, nu=now + CRL_VALIDITY,
                             number=row["crl_number"])
+        self._revoked[ca_id] = cache
         if updated is None:
             return None
         self._crl_cache[ca_id] = (updated["crl_number"], der)
         return {"crl_number": updated["crl_number"], "der": der, "this_update": iso(now),
-                "next_update": iso(updated["crl_next_update"]), "entries": len(revoked)}
+                "next_update": iso(updated["crl_next_update"]), "entries": len(cache.by_serial)}
 
     def regenerate_now(self, owner: SecretOwner, ca_id: str, audit: AuditFn) -> dict:
         row = self._ca(owner, ca_id)
@@ -440,7 +482,7 @@ class PkiService:
             raise ScaiVaultError("ca_not_ready", "the CA has no certificate yet", details={"ca_id": row["id"]})
         result = None
         for _ in range(3):   # lost a race with a concurrent regeneration: sign again on the new number
-            result = self.regenerate_crl(row["id"], force=True)
+            result = self.regenerate_crl(row["id"], force=True, full=True)
             if result is not None:
                 break
         if result is None:
@@ -458,7 +500,7 @@ class PkiService:
                                        OR crl_next_update < :due)""", due=_now() + CRL_REFRESH_BEFORE)
         for row in rows:
             try:
-                self.regenerate_crl(row["id"])
+                self.regenerate_crl(row["id"], full=True)
             except Exception as exc:
                 log.error("scheduled CRL regeneration failed", extra={"ca_id": row["id"], "error": type(exc).__name__})
         return len(rows)
