@@ -24,9 +24,8 @@ from cryptography import x509  # noqa: E402
 
 from scaivault.app import create_app  # noqa: E402
 from scaivault.config import DatabaseURL, load_settings  # noqa: E402
-from scaivault.jobs.pki import system_audit  # noqa: E402
 from scaivault.migrate import MigrationRunner  # noqa: E402
-from scaivault.services.pki import CaRequest, IssueRequest  # noqa: E402
+from scaivault.services.pki import CaRequest, IssueRequest, system_audit  # noqa: E402
 from scaivault.services.secrets import SecretOwner  # noqa: E402
 
 

@@ -8,7 +8,8 @@ from __future__ import annotations
 import logging
 from datetime import datetime, timedelta, timezone
 
-from ..audit import AuditEntry, record
+from ..audit import record
+from ..services.pki import system_audit
 
 log = logging.getLogger("scaivault.jobs.pki")
 
@@ -16,15 +17,6 @@ CRL_JOB_ID = "pki-crl-refresh"
 RENEW_JOB_ID = "pki-renewals"
 INTERVAL_SECONDS = 300
 EXPIRING_WITHIN = timedelta(days=7)
-
-
-def system_audit(row: dict, identity: str = "system:pki"):
-    """An audit-entry builder for work done by ScaiVault itself on a tenant's behalf."""
-    def build(action: str, *, secret_path: str | None = None, success: bool = True, extra: dict | None = None):
-        return AuditEntry(action=action, tenant_id=row["tenant_id"], partner_id=row["partner_id"] or None,
-                          identity_type="system", identity_id=identity, secret_path=secret_path, success=success,
-                          extra_data=dict(extra or {}))
-    return build
 
 
 def refresh_crls(runtime) -> int:
@@ -56,7 +48,19 @@ def note_expiring(runtime, *, now: datetime | None = None) -> int:
     return len(rows)
 
 
+ACME_JOB_ID = "acme-orders"
+ACME_INTERVAL_SECONDS = 30
+
+
+def acme_orders(runtime) -> dict:
+    """Resume orders whose runner is gone, and start renewals of auto_renew ACME certificates."""
+    return {"resumed": runtime.acme.resume_stalled(), "renewals": runtime.acme.renew_due()}
+
+
 def register(scheduler, runtime) -> None:
+    scheduler.add_job(acme_orders, "interval", args=[runtime], id=ACME_JOB_ID, replace_existing=True,
+                      seconds=ACME_INTERVAL_SECONDS, max_instances=1, coalesce=True,
+                      misfire_grace_time=ACME_INTERVAL_SECONDS)
     scheduler.add_job(refresh_crls, "interval", args=[runtime], id=CRL_JOB_ID, replace_existing=True,
                       seconds=INTERVAL_SECONDS, next_run_time=datetime.now(timezone.utc), max_instances=1,
                       coalesce=True, misfire_grace_time=INTERVAL_SECONDS)

@@ -89,6 +89,12 @@ def load_csr(pem: str) -> x509.CertificateSigningRequest:
     return csr
 
 
+def split_pems(text: str) -> list[str]:
+    """The PEM certificates of a concatenated bundle, each normalised to end in a newline."""
+    marker = "-----END CERTIFICATE-----"
+    return [part.strip() + "\n" + marker + "\n" for part in text.split(marker) if part.strip()]
+
+
 def cert_pem(cert: x509.Certificate) -> str:
     return cert.public_bytes(serialization.Encoding.PEM).decode()
 

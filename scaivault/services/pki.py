@@ -55,6 +55,15 @@ LIST_DEFAULT, LIST_MAX = 100, 1000
 AuditFn = Callable[..., AuditEntry]
 
 
+def system_audit(row: dict, identity: str = "system:pki") -> AuditFn:
+    """An audit-entry builder for work ScaiVault does itself on a tenant's behalf (jobs, runners)."""
+    def build(action: str, *, secret_path: str | None = None, success: bool = True, extra: dict | None = None):
+        return AuditEntry(action=action, tenant_id=row["tenant_id"], partner_id=row["partner_id"] or None,
+                          identity_type="system", identity_id=identity, secret_path=secret_path, success=success,
+                          extra_data=dict(extra or {}))
+    return build
+
+
 def _now() -> datetime:
     return datetime.now(timezone.utc)
 
@@ -207,7 +216,7 @@ class PkiService:
         """The CA's certificate then every issuer above it, up to the root when known."""
         chain = [row["certificate_pem"]] if row["certificate_pem"] else []
         if row["chain_pem"]:
-            chain += _split_pems(row["chain_pem"])
+            chain += px.split_pems(row["chain_pem"])
         return chain
 
     @staticmethod
@@ -782,11 +791,6 @@ class PkiService:
 
 
 # ---------------------------------------------------------------------- helpers
-def _split_pems(text: str) -> list[str]:
-    marker = "-----END CERTIFICATE-----"
-    return [part.strip() + "\n" + marker + "\n" for part in text.split(marker) if part.strip()]
-
-
 def _ca_cert_or_400(pem: Any) -> x509.Certificate:
     if not isinstance(pem, str):
         raise ValidationFailed({"certificate": "a PEM certificate is required"})
@@ -814,7 +818,7 @@ def _chain_or_400(chain: Any) -> list[str]:
         raise ValidationFailed({"ca_chain": "a list of at most 10 PEM certificates"})
     out = []
     for pem in chain:
-        for part in _split_pems(pem):
+        for part in px.split_pems(pem):
             try:
                 out.append(px.cert_pem(px.load_certificate(part)))
             except px.X509Problem:
