@@ -173,3 +173,51 @@ def wait_order(caller, order_id: str, timeout: float = 90.0) -> dict:
         if doc["status"] in ("valid", "invalid") or time.monotonic() > deadline:
             return doc
         time.sleep(0.25)
+
+
+class Bind9:
+    """A private named (bind9) on a free port: authoritative for `zone`, accepting TSIG-signed updates."""
+
+    def __init__(self, workdir: Path, zone: str = "example.test"):
+        import base64
+        import secrets
+
+        self.zone = zone
+        self.port = free_tcp_udp_port()
+        self.key_name = "scaivault-acme"
+        self.secret = base64.b64encode(secrets.token_bytes(32)).decode()
+        workdir.mkdir(parents=True, exist_ok=True)
+        (workdir / f"{zone}.zone").write_text(
+            f"$TTL 60\n@ IN SOA ns1.{zone}. admin.{zone}. 1 60 60 600 60\n@ IN NS ns1.{zone}.\n"
+            f"ns1 IN A 127.0.0.1\n@ IN A 127.0.0.1\n* IN A 127.0.0.1\n")
+        (workdir / "named.conf").write_text(f"""
+options {{
+    directory "{workdir}";
+    pid-file "{workdir}/named.pid";
+    listen-on port {self.port} {{ 127.0.0.1; }};
+    listen-on-v6 {{ none; }};
+    recursion no;
+    dnssec-validation no;
+    allow-query {{ any; }};
+    notify no;
+}};
+controls {{ }};
+key "{self.key_name}" {{ algorithm hmac-sha256; secret "{self.secret}"; }};
+zone "{zone}" {{ type primary; file "{workdir}/{zone}.zone"; allow-update {{ key "{self.key_name}"; }}; }};
+""")
+        os.chmod(workdir, 0o777)
+        self.process = Process([need("named"), "-g", "-c", str(workdir / "named.conf"), "-n", "1"],
+                               workdir / "named.log")
+        _wait_tcp(self.port, self.process)
+
+    def txt(self, name: str) -> set[str]:
+        import dns.message
+        import dns.query
+        import dns.rdatatype
+
+        answer = dns.query.udp(dns.message.make_query(name, dns.rdatatype.TXT), "127.0.0.1", port=self.port, timeout=3)
+        return {b"".join(r.strings).decode() for rrset in answer.answer for r in rrset
+                if rrset.rdtype == dns.rdatatype.TXT}
+
+    def stop(self) -> None:
+        self.process.stop()
