@@ -221,3 +221,11 @@ zone "{zone}" {{ type primary; file "{workdir}/{zone}.zone"; allow-update {{ key
 
     def stop(self) -> None:
         self.process.stop()
+
+
+def need_dns_plugin(name: str) -> None:
+    """Skip unless the DNS provider plugin's entry point is installed (the worktree venv or `pip install -e .`)."""
+    from scaivault.plugins import registrations
+
+    if name not in registrations("scaivault_dns_providers"):
+        pytest.skip(f"DNS provider plugin {name} not installed: pip install -e . (entry points)")

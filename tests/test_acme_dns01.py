@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from cryptography import x509
 
-from tests.acme_support import Bind9, Pebble, free_port, wait_order
+from tests.acme_support import Bind9, Pebble, free_port, need_dns_plugin, wait_order
 from tests.pki_support import openssl_verify, pki_admin
 from tests.secrets_support import HIGH_RATE_LIMITS, Callers, error_code, new_tenant
 
@@ -14,6 +14,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def stack(make_app, tmp_path_factory):
+    need_dns_plugin("rfc2136")
     bind = Bind9(tmp_path_factory.mktemp("bind"))
     pebble = Pebble(tmp_path_factory.mktemp("pebble-dns"), http_port=free_port(), dns_server=f"127.0.0.1:{bind.port}")
     app = make_app(RATE_LIMITS=HIGH_RATE_LIMITS, ACME_CA_BUNDLE=str(pebble.cert))
