@@ -212,7 +212,7 @@ def _wants_der() -> bool:
 
 
 @bp.get("/v1/pki/ca/<ca_id>/certificate")
-@endpoint(None, authenticated=False, tenant=False,
+@endpoint("pki:public", authenticated=False, tenant=False,
           summary="The CA certificate, anonymously: PEM, or DER with Accept: application/pkix-cert")
 def ca_certificate(ca_id: str):
     row = runtime().pki.public_ca(ca_id)
@@ -224,7 +224,7 @@ def ca_certificate(ca_id: str):
 
 
 @bp.get("/v1/pki/ca/<ca_id>/crl")
-@endpoint(None, authenticated=False, tenant=False,
+@endpoint("pki:public", authenticated=False, tenant=False,
           summary="The CA's current CRL, anonymously: DER, or PEM with ?format=pem",
           query={"format": "pem for PEM; DER otherwise"})
 def ca_crl(ca_id: str):

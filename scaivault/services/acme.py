@@ -166,7 +166,7 @@ class AcmeService:
             if directory_url is None:
                 problems["environment"] = f"{provider} publishes no {environment} directory"
         eab_kid, eab_hmac = body.get("eab_kid"), body.get("eab_hmac_key")
-        if bool(eab_kid) != bool(eab_hmac):
+        if not eab_kid and eab_hmac or eab_kid and not eab_hmac:
             problems["eab_hmac_key"] = "eab_kid and eab_hmac_key go together"
         elif provider in EAB_REQUIRED and not eab_kid:
             problems["eab_kid"] = f"{provider} requires external account binding (eab_kid, eab_hmac_key)"
