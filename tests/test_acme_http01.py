@@ -153,3 +153,26 @@ def test_acme_account_key_is_sealed(stack, admin):
     raw = bytes(stack["app"].extensions["scaivault"].db.scalar("SELECT sealed_key FROM acme_accounts WHERE id = :id",
                                                                id=account["id"]))
     assert raw[:2] == b"SV" and b"PRIVATE KEY" not in raw
+
+
+def test_auto_renew_orders_again_at_two_thirds_and_writes_a_new_version(stack, admin):
+    account = _account(admin, stack["pebble"])
+    rt = stack["app"].extensions["scaivault"]
+    domain = f"renew-{pyrandom.token_hex(3)}.example.com"
+    first = admin.post("/v1/pki/acme/orders", json={"account_id": account["id"], "domains": [domain],
+                                                    "secret_path": "tls/renewing", "auto_renew": True}).get_json()
+    assert wait_order(admin, first["id"])["status"] == "valid"
+    assert rt.acme.renew_due() == 0                     # fresh certificate: nothing due
+    rt.db.execute("""UPDATE acme_orders SET not_before = now() - interval '61 days',
+                            not_after = now() + interval '29 days' WHERE id = :id""", id=first["id"])
+    assert rt.acme.renew_due() == 1
+    assert rt.acme.renew_due() == 0                     # one renewal per certificate
+    renewed_id = admin.get(f"/v1/pki/acme/orders/{first['id']}").get_json()["renewed_by"]
+    renewed = wait_order(admin, renewed_id)
+    assert renewed["status"] == "valid" and renewed["renewed_from"] == first["id"] and renewed["auto_renew"]
+    secret = admin.get("/v1/secrets/tls/renewing").get_json()
+    assert secret["version"] == 2 and secret["metadata"]["acme_order_id"] == renewed_id
+    events = [r["extra_data"].get("event") for r in rt.db.query(
+        "SELECT extra_data FROM audit_log WHERE action = 'acme_order' AND secret_path = 'tls/renewing' "
+        "AND tenant_id = (SELECT tenant_id FROM acme_orders WHERE id = :id)", id=first["id"])]
+    assert "certificate.issued" in events and "certificate.renewed" in events
