@@ -17,7 +17,7 @@ ALGORITHMS = ("hmac-sha256", "hmac-sha384", "hmac-sha512", "hmac-sha224", "hmac-
 class Rfc2136Provider:
     def __init__(self, config: dict[str, Any]):
         try:
-            import dns.tsigkeyring  # noqa: F401
+            import dns.tsigkeyring
         except ImportError:  # pragma: no cover - dnspython is in the acme extra
             raise DnsProviderError("dnspython is missing: pip install 'scaivault[acme]'") from None
         self.server = str(config["server"])
@@ -29,8 +29,6 @@ class Rfc2136Provider:
         self.keyring = None
         self.key_name = config.get("tsig_key_name")
         if self.key_name:
-            import dns.tsigkeyring
-
             self.keyring = dns.tsigkeyring.from_text({self.key_name: str(config["tsig_secret"])})
         self.algorithm = algorithm
 

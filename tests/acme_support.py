@@ -11,7 +11,6 @@ import os
 import shutil
 import socket
 import ssl
-import subprocess
 import threading
 import time
 import urllib.request
@@ -24,11 +23,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-
-def free_port(kind: int = socket.SOCK_STREAM) -> int:
-    with socket.socket(socket.AF_INET, kind) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from tests.fakes.servers import Subprocess, free_port
 
 
 def free_tcp_udp_port() -> int:
@@ -71,21 +66,8 @@ def tls_cert(directory: Path) -> tuple[Path, Path]:
     return cert_path, key_path
 
 
-class Process:
-    def __init__(self, args: list[str], log: Path, env: dict | None = None):
-        self.log = log
-        self.handle = open(log, "wb")
-        self.proc = subprocess.Popen(args, stdout=self.handle, stderr=subprocess.STDOUT,
-                                     env={**os.environ, **(env or {})})
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-        self.handle.close()
+def _start(argv: list[str], log: Path, env: dict | None = None) -> Subprocess:
+    return Subprocess(argv, env=env, log=log).start()
 
 
 class ChallTestSrv:
@@ -94,7 +76,7 @@ class ChallTestSrv:
     def __init__(self, workdir: Path):
         self.dns_port = free_tcp_udp_port()
         self.management_port = free_port()
-        self.process = Process([need("pebble-challtestsrv"), "-http01", "", "-https01", "", "-tlsalpn01", "",
+        self.process = _start([need("pebble-challtestsrv"), "-http01", "", "-https01", "", "-tlsalpn01", "",
                                 "-dns01", f"127.0.0.1:{self.dns_port}", "-management",
                                 f"127.0.0.1:{self.management_port}", "-defaultIPv4", "127.0.0.1",
                                 "-defaultIPv6", ""], workdir / "challtestsrv.log")
@@ -114,7 +96,7 @@ class Pebble:
                              "certificate": str(self.cert), "privateKey": str(key), "httpPort": http_port,
                              "tlsPort": free_port(), "ocspResponderURL": "", "externalAccountBindingRequired": False}}
         (workdir / "pebble.json").write_text(json.dumps(config))
-        self.process = Process([need("pebble"), "-config", str(workdir / "pebble.json"), "-dnsserver", dns_server],
+        self.process = _start([need("pebble"), "-config", str(workdir / "pebble.json"), "-dnsserver", dns_server],
                                workdir / "pebble.log",
                                env={"PEBBLE_VA_NOSLEEP": "1", "PEBBLE_WFE_NONCEREJECT": "0",
                                     "PEBBLE_AUTHZREUSE": "0", **(env or {})})
@@ -132,23 +114,23 @@ class Pebble:
             return resp.read().decode()
 
     def log_tail(self) -> str:
-        return self.process.log.read_text(errors="replace")[-3000:]
+        return Path(self.process.log).read_text(errors="replace")[-3000:]
 
     def stop(self) -> None:
         self.process.stop()
 
 
-def _wait_tcp(port: int, process: Process, timeout: float = 20.0) -> None:
+def _wait_tcp(port: int, process: Subprocess, timeout: float = 20.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.proc.poll() is not None:
-            raise RuntimeError(f"{process.log.name} exited: {process.log.read_text(errors='replace')[-1500:]}")
+            raise RuntimeError(f"{Path(process.log).name} exited: {Path(process.log).read_text(errors='replace')[-1500:]}")
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.5):
                 return
         except OSError:
             time.sleep(0.1)
-    raise RuntimeError(f"nothing listens on {port}: {process.log.read_text(errors='replace')[-1500:]}")
+    raise RuntimeError(f"nothing listens on {port}: {Path(process.log).read_text(errors='replace')[-1500:]}")
 
 
 class ServedApp:
@@ -206,7 +188,7 @@ key "{self.key_name}" {{ algorithm hmac-sha256; secret "{self.secret}"; }};
 zone "{zone}" {{ type primary; file "{workdir}/{zone}.zone"; allow-update {{ key "{self.key_name}"; }}; }};
 """)
         os.chmod(workdir, 0o777)
-        self.process = Process([need("named"), "-g", "-c", str(workdir / "named.conf"), "-n", "1"],
+        self.process = _start([need("named"), "-g", "-c", str(workdir / "named.conf"), "-n", "1"],
                                workdir / "named.log")
         _wait_tcp(self.port, self.process)
 

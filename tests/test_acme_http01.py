@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import secrets as pyrandom
-from datetime import datetime, timedelta, timezone
 
 import pytest
 from cryptography import x509

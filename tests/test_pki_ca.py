@@ -1,7 +1,6 @@
 """Internal CAs, roles, issue and sign, inventory, revocation and CRL over HTTP (spec/40, issue 12)."""
 from __future__ import annotations
 
-import time
 from datetime import datetime, timezone
 
 import pytest
