@@ -8,24 +8,18 @@ CRL answer anonymously: relying parties fetch them without a token.
 """
 from __future__ import annotations
 
-from typing import Any
-
-from flask import Response, g, jsonify, request
-from flask import Blueprint
+from flask import Blueprint, Response, g, jsonify, request
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..audit import record_now
-from ..auth import require_scope
 from ..config import parse_duration
 from ..errors import ScaiVaultError, ValidationFailed
 from ..pki import x509 as px
-from ..policy.access import request_context
 from ..services.pki import (CaRequest, IssueRequest, ca_policy_path, certificate_policy_path,
                             role_policy_path)
-from ..services.secrets import SecretOwner
-from .auditing import entry_for_request, record_denial
-from .http import runtime
+from .auditing import entry_for_request
+from .http import bool_arg, runtime
 from .pipeline import endpoint
+from .pki_access import actor, audit_read, authorize, owner, require_any_scope, visible
 
 bp = Blueprint("pki", __name__)
 
@@ -99,53 +93,16 @@ class SignBody(IssueBody):
     csr: str = Field(max_length=PEM_MAX, description="PEM PKCS#10 request")
 
 
-# ------------------------------------------------------------------ guard (one place per module)
-def _owner() -> SecretOwner:
-    return SecretOwner(g.tenant.partner_id or "", g.tenant.tenant_id)
-
-
-def _authorize(path: str, permission: str, category: str) -> None:
-    """The caller's role or policies must grant `permission` on the PKI path; refusals are audited."""
-    rt = runtime()
-    decision = rt.access.decide(g.identity, g.tenant, path, permission, request_context(g.identity, request.remote_addr))
-    if not decision.allowed:
-        error = decision.error(path)
-        record_denial(rt, category, error, secret_path=path)
-        raise error
-
-
-def _require_any_scope(*scopes: str) -> None:
-    if not any(g.identity.has_scope(s) for s in scopes):
-        require_scope(g.identity, scopes[0])
-
-
-def _visible(permission: str):
-    rt = runtime()
-    policies = rt.access.tenant_policies(g.identity, g.tenant)
-    if policies is None:
-        return lambda path: True
-    ctx = request_context(g.identity, request.remote_addr)
-    return lambda path: policies.allows(path, permission, ctx)
-
-
-def _audit_read(path: str | None, **extra: Any) -> None:
-    record_now(runtime(), entry_for_request("pki_read", secret_path=path, extra=extra))
-
-
-def _actor() -> str:
-    return g.identity.identity_id
-
-
 # ------------------------------------------------------------------ CAs
 @bp.post("/v1/pki/ca")
 @endpoint("pki:admin", scope="pki:admin", body=CaBody, summary="Create a root or intermediate CA", status=201)
 def create_ca():
     body: CaBody = g.body
-    _authorize(ca_policy_path(body.name), "write", "pki:admin")
+    authorize(ca_policy_path(body.name), "write", "pki:admin")
     req = CaRequest(name=body.name, common_name=body.common_name, ca_type=body.ca_type, parent_ca_id=body.parent_ca_id,
                     key_type=body.key_type, key_size=body.key_size or body.key_bits, ttl=body.ttl,
                     validity_days=body.validity_days)
-    return jsonify(runtime().pki.create_ca(_owner(), req, _actor(), entry_for_request)), 201
+    return jsonify(runtime().pki.create_ca(owner(), req, actor(), entry_for_request)), 201
 
 
 @bp.post("/v1/pki/ca/import")
@@ -153,22 +110,22 @@ def create_ca():
           status=201)
 def import_ca():
     body: CaImportBody = g.body
-    _authorize(ca_policy_path(body.name), "write", "pki:admin")
-    return jsonify(runtime().pki.import_ca(_owner(), body.name, body.certificate, body.private_key, body.ca_chain,
-                                           _actor(), entry_for_request)), 201
+    authorize(ca_policy_path(body.name), "write", "pki:admin")
+    return jsonify(runtime().pki.import_ca(owner(), body.name, body.certificate, body.private_key, body.ca_chain,
+                                           actor(), entry_for_request)), 201
 
 
 @bp.get("/v1/pki/ca")
 @endpoint("pki:admin", scope="pki:admin", summary="List the tenant's CAs")
 def list_cas():
-    cas = runtime().pki.list_cas(_owner(), _visible("list"))
-    _audit_read("pki/ca", listed=len(cas))
+    cas = runtime().pki.list_cas(owner(), visible("list"))
+    audit_read("pki/ca", listed=len(cas))
     return jsonify({"cas": cas})
 
 
 def _ca_for(ca_id: str, permission: str) -> dict:
-    row = runtime().pki.get_ca(_owner(), ca_id)
-    _authorize(ca_policy_path(row["name"]), permission, "pki:admin")
+    row = runtime().pki.get_ca(owner(), ca_id)
+    authorize(ca_policy_path(row["name"]), permission, "pki:admin")
     return row
 
 
@@ -176,7 +133,7 @@ def _ca_for(ca_id: str, permission: str) -> dict:
 @endpoint("pki:admin", scope="pki:admin", summary="One CA (a pending intermediate shows its CSR)")
 def get_ca(ca_id: str):
     row = _ca_for(ca_id, "read")
-    _audit_read(ca_policy_path(row["name"]), ca_id=row["id"])
+    audit_read(ca_policy_path(row["name"]), ca_id=row["id"])
     return jsonify(runtime().pki.ca_view(row))
 
 
@@ -186,8 +143,8 @@ def get_ca(ca_id: str):
 def install_ca_certificate(ca_id: str):
     row = _ca_for(ca_id, "write")
     body: CaCertificateBody = g.body
-    return jsonify(runtime().pki.install_ca_certificate(_owner(), row["id"], body.certificate, body.ca_chain,
-                                                        _actor(), entry_for_request))
+    return jsonify(runtime().pki.install_ca_certificate(owner(), row["id"], body.certificate, body.ca_chain,
+                                                        actor(), entry_for_request))
 
 
 @bp.post("/v1/pki/ca/<ca_id>/revoke")
@@ -195,14 +152,14 @@ def install_ca_certificate(ca_id: str):
           summary="Revoke a CA, the CAs below it and every certificate they issued")
 def revoke_ca(ca_id: str):
     row = _ca_for(ca_id, "write")
-    return jsonify(runtime().pki.revoke_ca(_owner(), row["id"], g.body.reason, _actor(), entry_for_request))
+    return jsonify(runtime().pki.revoke_ca(owner(), row["id"], g.body.reason, actor(), entry_for_request))
 
 
 @bp.post("/v1/pki/ca/<ca_id>/crl")
 @endpoint("pki:admin", scope="pki:admin", summary="Regenerate the CA's CRL now")
 def regenerate_crl(ca_id: str):
     row = _ca_for(ca_id, "write")
-    return jsonify(runtime().pki.regenerate_now(_owner(), row["id"], entry_for_request))
+    return jsonify(runtime().pki.regenerate_now(owner(), row["id"], entry_for_request))
 
 
 def _wants_der() -> bool:
@@ -244,48 +201,48 @@ def create_role():
     body = g.body.model_dump(exclude_none=True)
     if not body.get("name"):
         raise ValidationFailed({"name": "required"})
-    _authorize(role_policy_path(body["name"]), "write", "pki:admin")
-    return jsonify(runtime().pki.create_role(_owner(), body, entry_for_request)), 201
+    authorize(role_policy_path(body["name"]), "write", "pki:admin")
+    return jsonify(runtime().pki.create_role(owner(), body, entry_for_request)), 201
 
 
 @bp.get("/v1/pki/roles")
 @endpoint("pki:admin", scope="pki:admin", summary="List PKI roles")
 def list_roles():
-    roles = runtime().pki.list_roles(_owner(), _visible("list"))
-    _audit_read("pki/roles", listed=len(roles))
+    roles = runtime().pki.list_roles(owner(), visible("list"))
+    audit_read("pki/roles", listed=len(roles))
     return jsonify({"roles": roles})
 
 
 @bp.get("/v1/pki/roles/<name>")
 @endpoint("pki:admin", scope="pki:admin", summary="One PKI role")
 def get_role(name: str):
-    _authorize(role_policy_path(name[:64]), "read", "pki:admin")
-    view = runtime().pki.get_role(_owner(), name)
-    _audit_read(role_policy_path(view["name"]))
+    authorize(role_policy_path(name[:64]), "read", "pki:admin")
+    view = runtime().pki.get_role(owner(), name)
+    audit_read(role_policy_path(view["name"]))
     return jsonify(view)
 
 
 @bp.patch("/v1/pki/roles/<name>")
 @endpoint("pki:admin", scope="pki:admin", body=RoleBody, summary="Update a PKI role (fields given only)")
 def update_role(name: str):
-    _authorize(role_policy_path(name[:64]), "write", "pki:admin")
+    authorize(role_policy_path(name[:64]), "write", "pki:admin")
     patch = g.body.model_dump(exclude_unset=True)
     patch.pop("name", None)
-    return jsonify(runtime().pki.update_role(_owner(), name, patch, entry_for_request))
+    return jsonify(runtime().pki.update_role(owner(), name, patch, entry_for_request))
 
 
 @bp.delete("/v1/pki/roles/<name>")
 @endpoint("pki:admin", scope="pki:admin", summary="Delete a PKI role (issued certificates stay valid)", status=204)
 def delete_role(name: str):
-    _authorize(role_policy_path(name[:64]), "delete", "pki:admin")
-    runtime().pki.delete_role(_owner(), name, entry_for_request)
+    authorize(role_policy_path(name[:64]), "delete", "pki:admin")
+    runtime().pki.delete_role(owner(), name, entry_for_request)
     return Response(status=204)
 
 
 # ------------------------------------------------------------------ issue and sign
 def _issue_request(body: IssueBody) -> IssueRequest:
     if body.secret_path:
-        _authorize(body.secret_path, "write", "pki:issue")
+        authorize(body.secret_path, "write", "pki:issue")
     return IssueRequest(common_name=body.common_name, alt_names=body.alt_names, ip_sans=body.ip_sans, ttl=body.ttl,
                         secret_path=body.secret_path, auto_renew=body.auto_renew)
 
@@ -294,72 +251,63 @@ def _issue_request(body: IssueBody) -> IssueRequest:
 @endpoint("pki:issue", scope="pki:issue", body=IssueBody, status=201,
           summary="Issue a certificate and key under a role (the private key is returned once)")
 def issue(role: str):
-    _authorize(f"pki/issue/{role[:64]}", "write", "pki:issue")
+    authorize(f"pki/issue/{role[:64]}", "write", "pki:issue")
     req = _issue_request(g.body)
-    return jsonify(runtime().pki.issue(_owner(), role, req, _actor(), entry_for_request)), 201
+    return jsonify(runtime().pki.issue(owner(), role, req, actor(), entry_for_request)), 201
 
 
 @bp.post("/v1/pki/sign/<role>")
 @endpoint("pki:issue", scope="pki:issue", body=SignBody, status=201,
           summary="Sign a CSR under a role (the CSR's names get the role's checks)")
 def sign(role: str):
-    _authorize(f"pki/sign/{role[:64]}", "write", "pki:issue")
+    authorize(f"pki/sign/{role[:64]}", "write", "pki:issue")
     req = _issue_request(g.body)
     req.csr = g.body.csr
-    return jsonify(runtime().pki.sign(_owner(), role, req, _actor(), entry_for_request)), 201
+    return jsonify(runtime().pki.sign(owner(), role, req, actor(), entry_for_request)), 201
 
 
 # ------------------------------------------------------------------ inventory and revocation
-def _bool_arg(name: str) -> bool:
-    raw = (request.args.get(name) or "").lower()
-    if raw in ("", "false", "0", "no"):
-        return False
-    if raw in ("true", "1", "yes"):
-        return True
-    raise ScaiVaultError("invalid_request", f"{name} must be true or false")
-
-
 @bp.get("/v1/pki/certificates")
 @endpoint("pki:issue", summary="Issued certificates the caller may list (cursor pagination)",
           query={"ca_id": "only this CA's", "expiring_within": "duration, e.g. 7d",
                  "include_revoked": "true: revoked ones too", "limit": "1..1000", "cursor": "from the previous page"})
 def list_certificates():
-    _require_any_scope("pki:admin", "pki:issue")
+    require_any_scope("pki:admin", "pki:issue")
     within = None
     if request.args.get("expiring_within"):
         try:
             within = parse_duration(request.args["expiring_within"])
         except ValueError:
             raise ScaiVaultError("invalid_duration", "expiring_within must be a duration such as 7d") from None
-    page = runtime().pki.list_certificates(_owner(), ca_id=request.args.get("ca_id"), expiring_within=within,
-                                           include_revoked=_bool_arg("include_revoked"),
+    page = runtime().pki.list_certificates(owner(), ca_id=request.args.get("ca_id"), expiring_within=within,
+                                           include_revoked=bool_arg("include_revoked"),
                                            limit=request.args.get("limit"), cursor=request.args.get("cursor"),
-                                           visible=_visible("list"))
-    _audit_read("pki/certificates", listed=len(page["certificates"]))
+                                           visible=visible("list"))
+    audit_read("pki/certificates", listed=len(page["certificates"]))
     return jsonify(page)
 
 
 def _certificate_for(cert_id: str, permission: str) -> dict:
-    row = runtime().pki.certificate_row(_owner(), cert_id)
-    _authorize(certificate_policy_path(row["ca_name"], row["serial_number"]), permission, "pki:issue")
+    row = runtime().pki.certificate_row(owner(), cert_id)
+    authorize(certificate_policy_path(row["ca_name"], row["serial_number"]), permission, "pki:issue")
     return row
 
 
 @bp.get("/v1/pki/certificates/<cert_id>")
 @endpoint("pki:issue", summary="One issued certificate's record (with its PEM)")
 def get_certificate(cert_id: str):
-    _require_any_scope("pki:admin", "pki:issue")
+    require_any_scope("pki:admin", "pki:issue")
     row = _certificate_for(cert_id, "read")
-    _audit_read(certificate_policy_path(row["ca_name"], row["serial_number"]), certificate_id=row["id"])
+    audit_read(certificate_policy_path(row["ca_name"], row["serial_number"]), certificate_id=row["id"])
     return jsonify({**runtime().pki.certificate_view(row), "certificate": row["certificate_pem"]})
 
 
 @bp.get("/v1/pki/certificates/<cert_id>/pem")
 @endpoint("pki:issue", summary="Just the certificate, PEM")
 def certificate_pem(cert_id: str):
-    _require_any_scope("pki:admin", "pki:issue")
+    require_any_scope("pki:admin", "pki:issue")
     row = _certificate_for(cert_id, "read")
-    _audit_read(certificate_policy_path(row["ca_name"], row["serial_number"]), certificate_id=row["id"])
+    audit_read(certificate_policy_path(row["ca_name"], row["serial_number"]), certificate_id=row["id"])
     return Response(row["certificate_pem"], mimetype="application/x-pem-file")
 
 
@@ -368,4 +316,4 @@ def certificate_pem(cert_id: str):
           summary="Revoke a certificate (RFC 5280 reason); its CA's CRL is regenerated at once")
 def revoke_certificate(cert_id: str):
     row = _certificate_for(cert_id, "write")
-    return jsonify(runtime().pki.revoke_certificate(_owner(), row["id"], g.body.reason, entry_for_request))
+    return jsonify(runtime().pki.revoke_certificate(owner(), row["id"], g.body.reason, entry_for_request))

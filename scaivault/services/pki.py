@@ -28,7 +28,7 @@ from ..errors import ScaiVaultError, ValidationFailed
 from ..pki import roles as role_rules
 from ..pki import x509 as px
 from ..policy.paths import validate_path
-from .policies import decode_cursor, encode_cursor, iso
+from .policies import decode_cursor, encode_cursor, iso, page_limit
 from .secrets import SecretOwner, SecretStore, WriteRequest
 
 log = logging.getLogger("scaivault.pki")
@@ -703,7 +703,7 @@ class PkiService:
     def list_certificates(self, owner: SecretOwner, *, ca_id: str | None, expiring_within: int | None,
                           include_revoked: bool, limit: Any, cursor: str | None,
                           visible: Callable[[str], bool]) -> dict:
-        size = _page_size(limit)
+        size = page_limit(limit, LIST_DEFAULT, LIST_MAX)
         after = decode_cursor(cursor) or ""
         where = ["c.tenant_id = :t", "c.id > :after"]
         params: dict[str, Any] = {"t": owner.tenant_id, "after": after}
@@ -870,15 +870,3 @@ def _ca_lifetime(req: CaRequest) -> timedelta:
     if not isinstance(days, int) or not 1 <= days <= 36500:
         raise ValidationFailed({"validity_days": "1..36500"})
     return timedelta(days=days)
-
-
-def _page_size(limit: Any) -> int:
-    if limit is None or limit == "":
-        return LIST_DEFAULT
-    try:
-        value = int(limit)
-    except (TypeError, ValueError):
-        raise ScaiVaultError("invalid_request", f"limit must be an integer 1..{LIST_MAX}") from None
-    if not 1 <= value <= LIST_MAX:
-        raise ScaiVaultError("invalid_request", f"limit must be an integer 1..{LIST_MAX}")
-    return value
