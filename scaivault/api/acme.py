@@ -16,6 +16,7 @@ from ..policy.paths import validate_path
 from ..services.policies import page_limit
 from .auditing import entry_for_request
 from .http import runtime
+from .authorization import permission
 from .pipeline import endpoint
 from .pki_access import actor, audit_read, authorize, owner, require_any_scope, visible
 
@@ -57,7 +58,8 @@ class DnsProviderBody(BaseModel):
 # ------------------------------------------------------------------ accounts
 @bp.post("/v1/pki/acme/accounts")
 @endpoint("pki:admin", scope="pki:admin", body=AccountBody, status=201,
-          summary="Register an ACME account (the key is generated, sealed, never returned)")
+          summary="Register an ACME account (the key is generated, sealed, never returned)",
+          authorize=permission("write", each=True))
 def register_account():
     body: AccountBody = g.body
     authorize(f"pki/acme/accounts/{body.name[:64]}", "write", "pki:admin")
@@ -66,7 +68,7 @@ def register_account():
 
 
 @bp.get("/v1/pki/acme/accounts")
-@endpoint("pki:admin", scope="pki:admin", summary="List ACME accounts")
+@endpoint("pki:admin", scope="pki:admin", summary="List ACME accounts", authorize=permission("list", each=True))
 def list_accounts():
     accounts = runtime().acme.list_accounts(owner())
     audit_read("pki/acme/accounts", listed=len(accounts))
@@ -74,7 +76,7 @@ def list_accounts():
 
 
 @bp.get("/v1/pki/acme/accounts/<account_id>")
-@endpoint("pki:admin", scope="pki:admin", summary="One ACME account")
+@endpoint("pki:admin", scope="pki:admin", summary="One ACME account", authorize=permission("read", each=True))
 def get_account(account_id: str):
     row = runtime().acme.account(owner(), account_id)
     authorize(f"pki/acme/accounts/{row['name']}", "read", "pki:admin")
@@ -85,7 +87,8 @@ def get_account(account_id: str):
 # ------------------------------------------------------------------ orders
 @bp.post("/v1/pki/acme/orders")
 @endpoint("acme:order", scope="pki:issue", body=OrderBody, status=202,
-          summary="Order a certificate; the work runs in the background (poll the order)")
+          summary="Order a certificate; the work runs in the background (poll the order)",
+          authorize=permission("write", each=True))
 def create_order():
     body: OrderBody = g.body
     validate_path(body.secret_path)
@@ -95,7 +98,8 @@ def create_order():
 
 
 @bp.get("/v1/pki/acme/orders/<order_id>")
-@endpoint("acme:order", summary="One ACME order: pending, processing, valid or invalid (with the reason)")
+@endpoint("acme:order", summary="One ACME order: pending, processing, valid or invalid (with the reason)",
+          authorize=permission("read", each=True))
 def get_order(order_id: str):
     require_any_scope("pki:issue", "pki:admin")
     row = runtime().acme.order(owner(), order_id)
@@ -106,7 +110,7 @@ def get_order(order_id: str):
 
 @bp.get("/v1/pki/acme/orders")
 @endpoint("acme:order", summary="ACME orders whose secret path the caller may list",
-          query={"limit": "1..200", "cursor": "from the previous page"})
+          query={"limit": "1..200", "cursor": "from the previous page"}, authorize=permission("list", each=True))
 def list_orders():
     require_any_scope("pki:issue", "pki:admin")
     limit = page_limit(request.args.get("limit"), 50, 200)
@@ -118,7 +122,8 @@ def list_orders():
 # ------------------------------------------------------------------ DNS providers
 @bp.post("/v1/dns/providers")
 @endpoint("pki:admin", scope="pki:admin", body=DnsProviderBody, status=201,
-          summary="Add a DNS provider for dns-01 (credentials sealed; verify=true checks them first)")
+          summary="Add a DNS provider for dns-01 (credentials sealed; verify=true checks them first)",
+          authorize=permission("write", each=True))
 def create_dns_provider():
     body: DnsProviderBody = g.body
     authorize(f"dns/providers/{body.name[:64]}", "write", "pki:admin")
@@ -127,7 +132,8 @@ def create_dns_provider():
 
 
 @bp.get("/v1/dns/providers")
-@endpoint("pki:admin", scope="pki:admin", summary="List DNS providers (never their credentials)")
+@endpoint("pki:admin", scope="pki:admin", summary="List DNS providers (never their credentials)",
+          authorize=permission("list", each=True))
 def list_dns_providers():
     providers = runtime().dns_providers.list(owner())
     audit_read("dns/providers", listed=len(providers))
@@ -135,7 +141,8 @@ def list_dns_providers():
 
 
 @bp.get("/v1/dns/providers/<provider_id>")
-@endpoint("pki:admin", scope="pki:admin", summary="One DNS provider (never its credentials)")
+@endpoint("pki:admin", scope="pki:admin", summary="One DNS provider (never its credentials)",
+          authorize=permission("read", each=True))
 def get_dns_provider(provider_id: str):
     row = runtime().dns_providers.get(owner(), provider_id)
     authorize(f"dns/providers/{row['name']}", "read", "pki:admin")
@@ -144,7 +151,8 @@ def get_dns_provider(provider_id: str):
 
 
 @bp.delete("/v1/dns/providers/<provider_id>")
-@endpoint("pki:admin", scope="pki:admin", status=204, summary="Delete a DNS provider not used by open orders")
+@endpoint("pki:admin", scope="pki:admin", status=204, summary="Delete a DNS provider not used by open orders",
+          authorize=permission("delete", each=True))
 def delete_dns_provider(provider_id: str):
     row = runtime().dns_providers.get(owner(), provider_id)
     authorize(f"dns/providers/{row['name']}", "delete", "pki:admin")

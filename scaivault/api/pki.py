@@ -18,6 +18,7 @@ from ..services.pki import (CaRequest, IssueRequest, ca_policy_path, certificate
                             role_policy_path)
 from .auditing import entry_for_request
 from .http import bool_arg, runtime
+from .authorization import permission
 from .pipeline import endpoint
 from .pki_access import actor, audit_read, authorize, owner, require_any_scope, visible
 
@@ -95,7 +96,8 @@ class SignBody(IssueBody):
 
 # ------------------------------------------------------------------ CAs
 @bp.post("/v1/pki/ca")
-@endpoint("pki:admin", scope="pki:admin", body=CaBody, summary="Create a root or intermediate CA", status=201)
+@endpoint("pki:admin", scope="pki:admin", body=CaBody, summary="Create a root or intermediate CA", status=201,
+          authorize=permission("write", each=True))
 def create_ca():
     body: CaBody = g.body
     authorize(ca_policy_path(body.name), "write", "pki:admin")
@@ -107,7 +109,7 @@ def create_ca():
 
 @bp.post("/v1/pki/ca/import")
 @endpoint("pki:admin", scope="pki:admin", body=CaImportBody, summary="Import an existing CA certificate and key",
-          status=201)
+          status=201, authorize=permission("write", each=True))
 def import_ca():
     body: CaImportBody = g.body
     authorize(ca_policy_path(body.name), "write", "pki:admin")
@@ -116,7 +118,7 @@ def import_ca():
 
 
 @bp.get("/v1/pki/ca")
-@endpoint("pki:admin", scope="pki:admin", summary="List the tenant's CAs")
+@endpoint("pki:admin", scope="pki:admin", summary="List the tenant's CAs", authorize=permission("list", each=True))
 def list_cas():
     cas = runtime().pki.list_cas(owner(), visible("list"))
     audit_read("pki/ca", listed=len(cas))
@@ -130,7 +132,8 @@ def _ca_for(ca_id: str, permission: str) -> dict:
 
 
 @bp.get("/v1/pki/ca/<ca_id>")
-@endpoint("pki:admin", scope="pki:admin", summary="One CA (a pending intermediate shows its CSR)")
+@endpoint("pki:admin", scope="pki:admin", summary="One CA (a pending intermediate shows its CSR)",
+          authorize=permission("read", each=True))
 def get_ca(ca_id: str):
     row = _ca_for(ca_id, "read")
     audit_read(ca_policy_path(row["name"]), ca_id=row["id"])
@@ -139,7 +142,8 @@ def get_ca(ca_id: str):
 
 @bp.post("/v1/pki/ca/<ca_id>/certificate")
 @endpoint("pki:admin", scope="pki:admin", body=CaCertificateBody,
-          summary="Install the certificate an outside root signed for a pending intermediate")
+          summary="Install the certificate an outside root signed for a pending intermediate",
+          authorize=permission("write", each=True))
 def install_ca_certificate(ca_id: str):
     row = _ca_for(ca_id, "write")
     body: CaCertificateBody = g.body
@@ -149,14 +153,16 @@ def install_ca_certificate(ca_id: str):
 
 @bp.post("/v1/pki/ca/<ca_id>/revoke")
 @endpoint("pki:admin", scope="pki:admin", body=RevokeBody,
-          summary="Revoke a CA, the CAs below it and every certificate they issued")
+          summary="Revoke a CA, the CAs below it and every certificate they issued",
+          authorize=permission("write", each=True))
 def revoke_ca(ca_id: str):
     row = _ca_for(ca_id, "write")
     return jsonify(runtime().pki.revoke_ca(owner(), row["id"], g.body.reason, actor(), entry_for_request))
 
 
 @bp.post("/v1/pki/ca/<ca_id>/crl")
-@endpoint("pki:admin", scope="pki:admin", summary="Regenerate the CA's CRL now")
+@endpoint("pki:admin", scope="pki:admin", summary="Regenerate the CA's CRL now",
+          authorize=permission("write", each=True))
 def regenerate_crl(ca_id: str):
     row = _ca_for(ca_id, "write")
     return jsonify(runtime().pki.regenerate_now(owner(), row["id"], entry_for_request))
@@ -196,7 +202,8 @@ def ca_crl(ca_id: str):
 
 # ------------------------------------------------------------------ roles
 @bp.post("/v1/pki/roles")
-@endpoint("pki:admin", scope="pki:admin", body=RoleBody, summary="Create a PKI role", status=201)
+@endpoint("pki:admin", scope="pki:admin", body=RoleBody, summary="Create a PKI role", status=201,
+          authorize=permission("write", each=True))
 def create_role():
     body = g.body.model_dump(exclude_none=True)
     if not body.get("name"):
@@ -206,7 +213,7 @@ def create_role():
 
 
 @bp.get("/v1/pki/roles")
-@endpoint("pki:admin", scope="pki:admin", summary="List PKI roles")
+@endpoint("pki:admin", scope="pki:admin", summary="List PKI roles", authorize=permission("list", each=True))
 def list_roles():
     roles = runtime().pki.list_roles(owner(), visible("list"))
     audit_read("pki/roles", listed=len(roles))
@@ -214,7 +221,7 @@ def list_roles():
 
 
 @bp.get("/v1/pki/roles/<name>")
-@endpoint("pki:admin", scope="pki:admin", summary="One PKI role")
+@endpoint("pki:admin", scope="pki:admin", summary="One PKI role", authorize=permission("read", each=True))
 def get_role(name: str):
     authorize(role_policy_path(name[:64]), "read", "pki:admin")
     view = runtime().pki.get_role(owner(), name)
@@ -223,7 +230,8 @@ def get_role(name: str):
 
 
 @bp.patch("/v1/pki/roles/<name>")
-@endpoint("pki:admin", scope="pki:admin", body=RoleBody, summary="Update a PKI role (fields given only)")
+@endpoint("pki:admin", scope="pki:admin", body=RoleBody, summary="Update a PKI role (fields given only)",
+          authorize=permission("write", each=True))
 def update_role(name: str):
     authorize(role_policy_path(name[:64]), "write", "pki:admin")
     patch = g.body.model_dump(exclude_unset=True)
@@ -232,7 +240,8 @@ def update_role(name: str):
 
 
 @bp.delete("/v1/pki/roles/<name>")
-@endpoint("pki:admin", scope="pki:admin", summary="Delete a PKI role (issued certificates stay valid)", status=204)
+@endpoint("pki:admin", scope="pki:admin", summary="Delete a PKI role (issued certificates stay valid)", status=204,
+          authorize=permission("delete", each=True))
 def delete_role(name: str):
     authorize(role_policy_path(name[:64]), "delete", "pki:admin")
     runtime().pki.delete_role(owner(), name, entry_for_request)
@@ -249,7 +258,8 @@ def _issue_request(body: IssueBody) -> IssueRequest:
 
 @bp.post("/v1/pki/issue/<role>")
 @endpoint("pki:issue", scope="pki:issue", body=IssueBody, status=201,
-          summary="Issue a certificate and key under a role (the private key is returned once)")
+          summary="Issue a certificate and key under a role (the private key is returned once)",
+          authorize=permission("write", each=True))
 def issue(role: str):
     authorize(f"pki/issue/{role[:64]}", "write", "pki:issue")
     req = _issue_request(g.body)
@@ -258,7 +268,8 @@ def issue(role: str):
 
 @bp.post("/v1/pki/sign/<role>")
 @endpoint("pki:issue", scope="pki:issue", body=SignBody, status=201,
-          summary="Sign a CSR under a role (the CSR's names get the role's checks)")
+          summary="Sign a CSR under a role (the CSR's names get the role's checks)",
+          authorize=permission("write", each=True))
 def sign(role: str):
     authorize(f"pki/sign/{role[:64]}", "write", "pki:issue")
     req = _issue_request(g.body)
@@ -270,7 +281,8 @@ def sign(role: str):
 @bp.get("/v1/pki/certificates")
 @endpoint("pki:issue", summary="Issued certificates the caller may list (cursor pagination)",
           query={"ca_id": "only this CA's", "expiring_within": "duration, e.g. 7d",
-                 "include_revoked": "true: revoked ones too", "limit": "1..1000", "cursor": "from the previous page"})
+                 "include_revoked": "true: revoked ones too", "limit": "1..1000", "cursor": "from the previous page"},
+          authorize=permission("list", each=True))
 def list_certificates():
     require_any_scope("pki:admin", "pki:issue")
     within = None
@@ -294,7 +306,8 @@ def _certificate_for(cert_id: str, permission: str) -> dict:
 
 
 @bp.get("/v1/pki/certificates/<cert_id>")
-@endpoint("pki:issue", summary="One issued certificate's record (with its PEM)")
+@endpoint("pki:issue", summary="One issued certificate's record (with its PEM)",
+          authorize=permission("read", each=True))
 def get_certificate(cert_id: str):
     require_any_scope("pki:admin", "pki:issue")
     row = _certificate_for(cert_id, "read")
@@ -303,7 +316,7 @@ def get_certificate(cert_id: str):
 
 
 @bp.get("/v1/pki/certificates/<cert_id>/pem")
-@endpoint("pki:issue", summary="Just the certificate, PEM")
+@endpoint("pki:issue", summary="Just the certificate, PEM", authorize=permission("read", each=True))
 def certificate_pem(cert_id: str):
     require_any_scope("pki:admin", "pki:issue")
     row = _certificate_for(cert_id, "read")
@@ -313,7 +326,8 @@ def certificate_pem(cert_id: str):
 
 @bp.post("/v1/pki/certificates/<cert_id>/revoke")
 @endpoint("pki:admin", scope="pki:admin", body=RevokeBody,
-          summary="Revoke a certificate (RFC 5280 reason); its CA's CRL is regenerated at once")
+          summary="Revoke a certificate (RFC 5280 reason); its CA's CRL is regenerated at once",
+          authorize=permission("write", each=True))
 def revoke_certificate(cert_id: str):
     row = _certificate_for(cert_id, "write")
     return jsonify(runtime().pki.revoke_certificate(owner(), row["id"], g.body.reason, entry_for_request))
