@@ -229,7 +229,7 @@ class PkiService:
             "valid_until": iso(row["valid_until"]), "certificates_issued": row["certificates_issued"],
             "revoked_at": iso(row["revoked_at"]), "revocation_reason": row["revocation_reason"],
             "crl_number": row["crl_number"], "crl_next_update": iso(row["crl_next_update"]),
-            "created_at": iso(row["created_at"]),
+            "created_at": iso(row["created_at"]), "certificate_pem": row["certificate_pem"],
         }
         if row["status"] == "pending":
             out["csr"] = row["csr_pem"]
