@@ -35,6 +35,7 @@ need npm npm                 # Azurite (Azure Blob) for tests/test_storage_azure
 need pebble pebble           # ACME server for tests/test_acme_*.py (with pebble-challtestsrv)
 need named bind9             # authoritative DNS with TSIG dynamic updates for tests/test_acme_dns01.py
 need openssl openssl         # `openssl verify` of issued chains in tests/test_pki_*.py
+need chromium chromium       # the admin UI's browser tests (tests/test_ui_browser.py, Playwright)
 if [ "${#need_apt[@]}" -gt 0 ]; then
   say "installing ${need_apt[*]}"
   $SUDO apt-get update -qq
