@@ -16,12 +16,9 @@ BLUEPRINT_MODULES = [
     "scaivault.api.secrets",
     "scaivault.api.policies",
     "scaivault.api.openapi",
-<<<<<<< HEAD
     "scaivault.api.pki",
     "scaivault.api.acme",
-=======
     "scaivault.ui",
->>>>>>> main
 ]
 
 
