@@ -7,7 +7,6 @@ The token comes from the client-credentials grant and is reused until shortly be
 """
 from __future__ import annotations
 
-import socket
 import time
 from typing import Any
 from urllib.parse import quote
@@ -15,7 +14,7 @@ from urllib.parse import quote
 import requests
 
 from scaivault.plugins import hookimpl
-from scaivault.services.dns_providers import DnsProviderError
+from scaivault.services.dns_providers import DnsProviderError, resolve_name_servers
 
 API_VERSION = "2018-05-01"
 
@@ -103,13 +102,7 @@ class AzureDnsProvider:
 
     def authoritative_servers(self, zone: str) -> list[tuple[str, int]]:
         found = self._call("GET", self._zone_url(zone)) or {}
-        servers = []
-        for name in (found.get("properties", {}).get("nameServers") or [])[:4]:
-            try:
-                servers.append((socket.gethostbyname(name.rstrip(".")), 53))
-            except OSError:
-                continue
-        return servers
+        return resolve_name_servers(found.get("properties", {}).get("nameServers") or [])
 
 
 @hookimpl

@@ -6,13 +6,12 @@ zone's Cloudflare name servers (or `nameservers`).
 """
 from __future__ import annotations
 
-import socket
 from typing import Any
 
 import requests
 
 from scaivault.plugins import hookimpl
-from scaivault.services.dns_providers import DnsProviderError
+from scaivault.services.dns_providers import DnsProviderError, resolve_name_servers
 
 API_URL = "https://api.cloudflare.com/client/v4"
 
@@ -76,13 +75,7 @@ class CloudflareProvider:
             self._call("DELETE", f"/zones/{zone_id}/dns_records/{record['id']}")
 
     def authoritative_servers(self, zone: str) -> list[tuple[str, int]]:
-        servers = []
-        for name in (self.zone(zone).get("name_servers") or [])[:4]:
-            try:
-                servers.append((socket.gethostbyname(name), 53))
-            except OSError:
-                continue
-        return servers
+        return resolve_name_servers(self.zone(zone).get("name_servers") or [])
 
 
 @hookimpl

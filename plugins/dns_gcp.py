@@ -7,12 +7,11 @@ service-account flow (extra `gcp`). Changes are waited for until `done`.
 from __future__ import annotations
 
 import json
-import socket
 import time
 from typing import Any
 
 from scaivault.plugins import hookimpl
-from scaivault.services.dns_providers import DnsProviderError
+from scaivault.services.dns_providers import DnsProviderError, resolve_name_servers
 
 SCOPE = "https://www.googleapis.com/auth/ndev.clouddns.readwrite"
 
@@ -105,13 +104,7 @@ class CloudDnsProvider:
         self._change(zone_name, additions, [current])
 
     def authoritative_servers(self, zone: str) -> list[tuple[str, int]]:
-        servers = []
-        for name in (self.zone(zone).get("nameServers") or [])[:4]:
-            try:
-                servers.append((socket.gethostbyname(name.rstrip(".")), 53))
-            except OSError:
-                continue
-        return servers
+        return resolve_name_servers(self.zone(zone).get("nameServers") or [])
 
 
 @hookimpl

@@ -11,7 +11,7 @@ import time
 from typing import Any
 
 from scaivault.plugins import hookimpl
-from scaivault.services.dns_providers import DnsProviderError
+from scaivault.services.dns_providers import DnsProviderError, resolve_name_servers
 
 
 class Route53Provider:
@@ -115,16 +115,8 @@ class Route53Provider:
 
     def authoritative_servers(self, zone: str) -> list[tuple[str, int]]:
         """The delegation set's servers, resolved (none when they do not resolve, e.g. a test endpoint)."""
-        import socket
-
         found = self._call(self.client.get_hosted_zone, Id=self.zone_id(zone))
-        servers = []
-        for name in found.get("DelegationSet", {}).get("NameServers", [])[:4]:
-            try:
-                servers.append((socket.gethostbyname(name), 53))
-            except OSError:
-                continue
-        return servers
+        return resolve_name_servers(found.get("DelegationSet", {}).get("NameServers", []))
 
 
 @hookimpl

@@ -67,6 +67,19 @@ def challenge_name(domain: str) -> str:
     return f"_acme-challenge.{base}"
 
 
+def resolve_name_servers(names: list[str], limit: int = 4) -> list[tuple[str, int]]:
+    """(address, 53) of the name servers that resolve; names that do not are left out."""
+    import socket
+
+    servers = []
+    for name in names[:limit]:
+        try:
+            servers.append((socket.gethostbyname(name.rstrip(".")), 53))
+        except OSError:
+            continue
+    return servers
+
+
 def _parse_server(text: str) -> tuple[str, int]:
     host, _, port = str(text).rpartition(":") if ":" in str(text) and not str(text).endswith("]") else (text, "", "53")
     return (host or str(text)).strip("[]"), int(port or 53)

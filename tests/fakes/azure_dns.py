@@ -9,8 +9,10 @@ import json
 import re
 import secrets
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from urllib.parse import parse_qs, unquote, urlsplit
+
+from tests.fakes.json_http import JsonHandler
 
 ZONE_RE = re.compile(r"^/subscriptions/([^/]+)/resourceGroups/([^/]+)/providers/Microsoft\.Network/dnsZones/([^/]+)"
                      r"(?:/TXT/([^/]+))?$")
@@ -26,70 +28,44 @@ class FakeAzureDns:
         self.records: dict[tuple[str, str], dict] = {}
         fake = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def _send(self, status: int, doc: dict | None = None):
-                body = json.dumps(doc).encode() if doc is not None else b""
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def _body(self) -> bytes:
-                return self.rfile.read(int(self.headers.get("Content-Length", 0)))
-
-            def _route(self, method: str):
+        class Handler(JsonHandler):
+            def route(self, method: str):
                 url = urlsplit(self.path)
                 if method == "POST" and url.path.endswith("/oauth2/v2.0/token"):
-                    form = {k: v[0] for k, v in parse_qs(self._body().decode()).items()}
+                    form = {k: v[0] for k, v in parse_qs(self.body().decode()).items()}
                     tenant = url.path.split("/")[1]
                     if (tenant, form.get("client_id"), form.get("client_secret")) != fake.credentials \
                             or form.get("grant_type") != "client_credentials":
-                        return self._send(401, {"error": "invalid_client"})
+                        return self.send_json(401, {"error": "invalid_client"})
                     token = secrets.token_hex(16)
                     fake.tokens.add(token)
-                    return self._send(200, {"access_token": token, "expires_in": 3600, "token_type": "Bearer"})
+                    return self.send_json(200, {"access_token": token, "expires_in": 3600, "token_type": "Bearer"})
                 auth = self.headers.get("Authorization", "")
                 if not auth.startswith("Bearer ") or auth[7:] not in fake.tokens:
-                    return self._send(401, {"error": {"code": "AuthenticationFailed"}})
+                    return self.send_json(401, {"error": {"code": "AuthenticationFailed"}})
                 if parse_qs(url.query).get("api-version") != ["2018-05-01"]:
-                    return self._send(400, {"error": {"code": "MissingApiVersionParameter"}})
+                    return self.send_json(400, {"error": {"code": "MissingApiVersionParameter"}})
                 m = ZONE_RE.match(url.path)
                 if not m or (m.group(1), m.group(2)) != fake.scope or unquote(m.group(3)) not in fake.zones:
-                    return self._send(404, {"error": {"code": "ResourceNotFound"}})
+                    return self.send_json(404, {"error": {"code": "ResourceNotFound"}})
                 zone, relative = unquote(m.group(3)), m.group(4) and unquote(m.group(4))
                 if relative is None:
                     if method == "GET":
-                        return self._send(200, {"name": zone, "properties": {
+                        return self.send_json(200, {"name": zone, "properties": {
                             "nameServers": ["ns1-01.azure-dns.invalid.", "ns2-01.azure-dns.invalid."]}})
-                    return self._send(405, {"error": {"code": "MethodNotAllowed"}})
+                    return self.send_json(405, {"error": {"code": "MethodNotAllowed"}})
                 key = (zone, relative)
                 if method == "GET":
-                    return self._send(200, fake.records[key]) if key in fake.records \
-                        else self._send(404, {"error": {"code": "NotFound"}})
+                    return self.send_json(200, fake.records[key]) if key in fake.records \
+                        else self.send_json(404, {"error": {"code": "NotFound"}})
                 if method == "PUT":
-                    doc = json.loads(self._body())
+                    doc = json.loads(self.body())
                     fake.records[key] = {"name": relative, "type": "Microsoft.Network/dnszones/TXT", **doc}
-                    return self._send(200, fake.records[key])
+                    return self.send_json(200, fake.records[key])
                 if method == "DELETE":
                     fake.records.pop(key, None)
-                    return self._send(200)
-                return self._send(405, {"error": {"code": "MethodNotAllowed"}})
-
-            def do_GET(self):
-                self._route("GET")
-
-            def do_POST(self):
-                self._route("POST")
-
-            def do_PUT(self):
-                self._route("PUT")
-
-            def do_DELETE(self):
-                self._route("DELETE")
+                    return self.send_json(200)
+                return self.send_json(405, {"error": {"code": "MethodNotAllowed"}})
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"

@@ -8,8 +8,10 @@ from __future__ import annotations
 import json
 import secrets
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
+
+from tests.fakes.json_http import JsonHandler
 
 
 class FakeCloudflare:
@@ -21,20 +23,12 @@ class FakeCloudflare:
         self.records: dict[str, dict] = {}
         fake = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
+        class Handler(JsonHandler):
             def _send(self, status: int, result=None, errors=None):
-                body = json.dumps({"success": errors is None, "errors": errors or [], "messages": [],
-                                   "result": result}).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+                self.send_json(status, {"success": errors is None, "errors": errors or [], "messages": [],
+                                        "result": result})
 
-            def _route(self, method: str):
+            def route(self, method: str):
                 if self.headers.get("Authorization") != f"Bearer {fake.token}":
                     return self._send(403, errors=[{"code": 9109, "message": "Invalid access token"}])
                 url = urlsplit(self.path)
@@ -61,15 +55,6 @@ class FakeCloudflare:
                         del fake.records[parts[3]]
                         return self._send(200, {"id": parts[3]})
                 return self._send(404, errors=[{"code": 7000, "message": "No route for that URI"}])
-
-            def do_GET(self):
-                self._route("GET")
-
-            def do_POST(self):
-                self._route("POST")
-
-            def do_DELETE(self):
-                self._route("DELETE")
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/client/v4"

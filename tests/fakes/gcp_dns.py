@@ -9,12 +9,14 @@ from __future__ import annotations
 import json
 import secrets
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
 import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+
+from tests.fakes.json_http import JsonHandler
 
 
 class FakeCloudDns:
@@ -27,74 +29,54 @@ class FakeCloudDns:
         self.changes: dict[str, dict] = {}
         fake = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def _send(self, status: int, doc: dict):
-                body = json.dumps(doc).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def _body(self) -> bytes:
-                return self.rfile.read(int(self.headers.get("Content-Length", 0)))
-
-            def _route(self, method: str):
+        class Handler(JsonHandler):
+            def route(self, method: str):
                 url = urlsplit(self.path)
                 query = {k: v[0] for k, v in parse_qs(url.query).items()}
                 if method == "POST" and url.path == "/token":
-                    form = {k: v[0] for k, v in parse_qs(self._body().decode()).items()}
+                    form = {k: v[0] for k, v in parse_qs(self.body().decode()).items()}
                     try:
                         jwt.decode(form.get("assertion", ""), fake.key.public_key(), algorithms=["RS256"],
                                    audience="https://oauth2.googleapis.com/token")   # google-auth's fixed audience
                     except jwt.PyJWTError:
-                        return self._send(400, {"error": "invalid_grant"})
+                        return self.send_json(400, {"error": "invalid_grant"})
                     token = secrets.token_hex(16)
                     fake.tokens.add(token)
-                    return self._send(200, {"access_token": token, "expires_in": 3600, "token_type": "Bearer"})
+                    return self.send_json(200, {"access_token": token, "expires_in": 3600, "token_type": "Bearer"})
                 if self.headers.get("Authorization", "")[7:] not in fake.tokens:
-                    return self._send(401, {"error": {"code": 401, "message": "Request had invalid credentials"}})
+                    return self.send_json(401, {"error": {"code": 401, "message": "Request had invalid credentials"}})
                 prefix = f"/dns/v1/projects/{fake.project}/managedZones"
                 if not url.path.startswith(prefix):
-                    return self._send(404, {"error": {"code": 404, "message": "project not found"}})
+                    return self.send_json(404, {"error": {"code": 404, "message": "project not found"}})
                 parts = [p for p in url.path[len(prefix):].split("/") if p]
                 if not parts and method == "GET":
                     wanted = query.get("dnsName", "").rstrip(".")
-                    return self._send(200, {"managedZones": [
+                    return self.send_json(200, {"managedZones": [
                         {"name": n, "dnsName": d + ".", "nameServers": ["ns-cloud-a1.googledomains.invalid."]}
                         for n, d in fake.zones.items() if d == wanted]})
                 if not parts or parts[0] not in fake.zones:
-                    return self._send(404, {"error": {"code": 404, "message": "zone not found"}})
+                    return self.send_json(404, {"error": {"code": 404, "message": "zone not found"}})
                 zone = parts[0]
                 if parts[1:] == ["rrsets"] and method == "GET":
                     found = [r for (z, _), r in fake.rrsets.items() if z == zone
                              and r["name"] == query.get("name") and r["type"] == query.get("type")]
-                    return self._send(200, {"rrsets": found})
+                    return self.send_json(200, {"rrsets": found})
                 if parts[1:] == ["changes"] and method == "POST":
-                    doc = json.loads(self._body())
+                    doc = json.loads(self.body())
                     for old in doc.get("deletions", []):
                         if fake.rrsets.get((zone, old["name"])) != old:
-                            return self._send(412, {"error": {"code": 412, "message": "deletion does not match"}})
+                            return self.send_json(412, {"error": {"code": 412, "message": "deletion does not match"}})
                     for old in doc.get("deletions", []):
                         del fake.rrsets[(zone, old["name"])]
                     for new in doc.get("additions", []):
                         fake.rrsets[(zone, new["name"])] = new
                     change = {"id": str(len(fake.changes) + 1), "status": "pending", **doc}
                     fake.changes[change["id"]] = change
-                    return self._send(200, change)
+                    return self.send_json(200, change)
                 if len(parts) == 3 and parts[1] == "changes" and parts[2] in fake.changes:
                     fake.changes[parts[2]]["status"] = "done"
-                    return self._send(200, fake.changes[parts[2]])
-                return self._send(404, {"error": {"code": 404, "message": "not found"}})
-
-            def do_GET(self):
-                self._route("GET")
-
-            def do_POST(self):
-                self._route("POST")
+                    return self.send_json(200, fake.changes[parts[2]])
+                return self.send_json(404, {"error": {"code": 404, "message": "not found"}})
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
