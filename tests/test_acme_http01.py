@@ -175,3 +175,19 @@ def test_auto_renew_orders_again_at_two_thirds_and_writes_a_new_version(stack, a
         "SELECT extra_data FROM audit_log WHERE action = 'acme_order' AND secret_path = 'tls/renewing' "
         "AND tenant_id = (SELECT tenant_id FROM acme_orders WHERE id = :id)", id=first["id"])]
     assert "certificate.issued" in events and "certificate.renewed" in events
+
+
+def test_two_instances_starting_one_order_run_it_once(stack, admin, make_app):
+    account = _account(admin, stack["pebble"])
+    first = stack["app"].extensions["scaivault"]
+    second = make_app(RATE_LIMITS=HIGH_RATE_LIMITS, ACME_CA_BUNDLE=str(stack["pebble"].cert)).extensions["scaivault"]
+    assert first.acme.runner_id != second.acme.runner_id
+    view = _order_row(first, account, f"twice-{pyrandom.token_hex(3)}.example.com", "tls/twice")
+    first.acme.start(view["id"])
+    second.acme.start(view["id"])
+    first.acme.wait(view["id"], 90)
+    second.acme.wait(view["id"], 90)
+    done = wait_order(admin, view["id"])
+    assert done["status"] == "valid", (done, stack["pebble"].log_tail())
+    assert done["attempts"] == 1                        # one claim: the other instance found it taken
+    assert admin.get("/v1/secrets/tls/twice").get_json()["version"] == 1
