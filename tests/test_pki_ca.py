@@ -423,3 +423,18 @@ def test_certificate_expiring_is_recorded_once(app, admin, tenant):
     rows = db(app).query("""SELECT extra_data FROM audit_log WHERE tenant_id = :t
                              AND extra_data->>'event' = 'certificate.expiring'""", t=tenant)
     assert [r["extra_data"]["certificate_id"] for r in rows] == [cert["id"]]
+
+
+def test_certificate_gauges_count_active_and_expiring_certificates(app, admin):
+    from scaivault import metrics
+    from scaivault.jobs import pki as pki_jobs
+
+    h = make_hierarchy(admin)
+    role = h["role"]["name"]
+    for ttl in ("12h", "72h", "600h"):
+        admin.post(f"/v1/pki/issue/{role}", json={"common_name": "g.internal", "ttl": ttl})
+    gone = admin.post(f"/v1/pki/issue/{role}", json={"common_name": "g.internal"}).get_json()
+    admin.post(f"/v1/pki/certificates/{gone['id']}/revoke", json={})
+    pki_jobs.publish_certificate_gauges(app.extensions["scaivault"])
+    assert metrics.CERTIFICATES_ACTIVE.labels(ca_id=h["intermediate"]["id"])._value.get() == 3
+    assert metrics.CERTIFICATES_EXPIRING.labels(within_days="1")._value.get() >= 1

@@ -19,8 +19,29 @@ INTERVAL_SECONDS = 300
 EXPIRING_WITHIN = timedelta(days=7)
 
 
+EXPIRING_GAUGE_DAYS = (1, 7, 30)
+
+
 def refresh_crls(runtime) -> int:
-    return runtime.pki.refresh_due_crls()
+    refreshed = runtime.pki.refresh_due_crls()
+    publish_certificate_gauges(runtime)
+    return refreshed
+
+
+def publish_certificate_gauges(runtime) -> None:
+    """scaivault_certificates_active{ca_id} and scaivault_certificates_expiring_soon{within_days}."""
+    from .. import metrics
+
+    rows = runtime.db.query("""SELECT ca_id, count(*) AS active,
+                                      count(*) FILTER (WHERE not_after <= now() + interval '1 day') AS d1,
+                                      count(*) FILTER (WHERE not_after <= now() + interval '7 days') AS d7,
+                                      count(*) FILTER (WHERE not_after <= now() + interval '30 days') AS d30
+                                 FROM pki_certificates WHERE revoked_at IS NULL AND not_after > now()
+                                GROUP BY ca_id""")
+    for row in rows:
+        metrics.CERTIFICATES_ACTIVE.labels(ca_id=row["ca_id"]).set(row["active"])
+    for days, column in zip(EXPIRING_GAUGE_DAYS, ("d1", "d7", "d30")):
+        metrics.CERTIFICATES_EXPIRING.labels(within_days=str(days)).set(sum(r[column] for r in rows))
 
 
 def renew_and_note_expiring(runtime) -> dict:

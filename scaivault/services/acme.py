@@ -368,6 +368,7 @@ class AcmeService:
             reason = _describe(exc)
             log.warning("ACME order failed", extra={"order_id": order_id, "error": type(exc).__name__})
             self._finish(order_id, "invalid", error=reason)
+            self._count(row, "invalid")
             self._audit(row, audit, success=False, extra={"acme_order_id": order_id, "reason": reason})
             return "invalid"
         finally:
@@ -378,9 +379,16 @@ class AcmeService:
                     log.warning("ACME cleanup failed", extra={"order_id": order_id, "error": type(exc).__name__})
         self._finish(order_id, "valid", stage="issued", serial=result["serial"], not_before=result["not_before"],
                      not_after=result["not_after"], order_url=result["order_url"])
+        self._count(row, "valid")
         event = "certificate.renewed" if row["renewed_from"] else "certificate.issued"
         self._audit(row, audit, extra={"acme_order_id": order_id, "serial_number": result["serial"], "event": event})
         return "valid"
+
+    def _count(self, row: dict, status: str) -> None:
+        from .. import metrics
+
+        provider = self.db.scalar("SELECT provider FROM acme_accounts WHERE id = :id", id=row["account_id"]) or "?"
+        metrics.ACME_ORDERS.labels(provider=provider, status=status).inc()
 
     def _audit(self, row: dict, audit: AuditFn, *, success: bool = True, extra: dict) -> None:
         try:
