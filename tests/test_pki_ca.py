@@ -438,3 +438,14 @@ def test_certificate_gauges_count_active_and_expiring_certificates(app, admin):
     pki_jobs.publish_certificate_gauges(app.extensions["scaivault"])
     assert metrics.CERTIFICATES_ACTIVE.labels(ca_id=h["intermediate"]["id"])._value.get() == 3
     assert metrics.CERTIFICATES_EXPIRING.labels(within_days="1")._value.get() >= 1
+
+
+def test_a_refused_secret_write_leaves_no_certificate_behind(app, admin, tenant):
+    h = make_hierarchy(admin)
+    path = f"apps/{tenant}/occupied"
+    assert admin.put(f"/v1/secrets/{path}", json={"data": {"x": "1"}}).status_code == 201
+    assert admin.delete(f"/v1/secrets/{path}").status_code == 200        # soft-deleted, still restorable
+    resp = admin.post(f"/v1/pki/issue/{h['role']['name']}", json={"common_name": "o.internal", "secret_path": path})
+    assert resp.status_code == 409 and error_code(resp) == "secret_exists"
+    assert db(app).scalar("SELECT count(*) FROM pki_certificates WHERE ca_id = :ca",
+                          ca=h["intermediate"]["id"]) == 0

@@ -644,6 +644,17 @@ class PkiService:
         validate_path(secret_path)
         chain = self.chain_of(ca)
         pem = px.cert_pem(cert)
+        # the secret first: a refused write (e.g. a restorable deleted secret at the path) leaves no
+        # certificate behind that nobody received; the row and its audit entry follow
+        data = {"cert_pem": pem, "chain_pem": "".join(chain)}
+        if key_pem is not None and store_key:
+            data["key_pem"] = key_pem
+        self.secrets.write(owner, secret_path,
+                           WriteRequest(data=data, secret_type="certificate",
+                                        metadata={"description": f"certificate {serial} from CA {ca['name']}",
+                                                  "certificate_id": cert_id, "serial_number": serial,
+                                                  "ca_id": ca["id"], "not_after": iso(cert.not_valid_after_utc)}),
+                           actor, audit)
         with self.db.transaction() as s:
             s.execute("""INSERT INTO pki_certificates (id, partner_id, tenant_id, ca_id, role_name, serial_number,
                                         common_name, dns_names, ip_sans, not_before, not_after, certificate_pem,
@@ -662,15 +673,6 @@ class PkiService:
                             extra={"certificate_id": cert_id, "serial_number": serial, "ca_id": ca["id"],
                                    "role": role["name"], "event": event, "names": dns_names[:20],
                                    **({"renews": renews} if renews else {})}))
-        data = {"cert_pem": pem, "chain_pem": "".join(chain)}
-        if key_pem is not None and store_key:
-            data["key_pem"] = key_pem
-        self.secrets.write(owner, secret_path,
-                           WriteRequest(data=data, secret_type="certificate",
-                                        metadata={"description": f"certificate {serial} from CA {ca['name']}",
-                                                  "certificate_id": cert_id, "serial_number": serial,
-                                                  "ca_id": ca["id"], "not_after": iso(cert.not_valid_after_utc)}),
-                           actor, audit)
         out = {"id": cert_id, "serial_number": serial, "certificate": pem, "ca_chain": chain,
                "issuing_ca": chain[0] if chain else None, "expires_at": iso(cert.not_valid_after_utc),
                "not_after": iso(cert.not_valid_after_utc), "secret_path": secret_path, "auto_renew": req.auto_renew}
