@@ -280,8 +280,10 @@ class AcmeService:
                         id=order_id, p=owner.partner_id, t=owner.tenant_id, acct=account["id"],
                         domains=json.dumps(domains), challenge=challenge, dnsp=provider_id, path=secret_path,
                         kt=key_type, auto=bool(body.get("auto_renew")), renewed_from=renewed_from, actor=actor)
-            if renewed_from:
-                s.execute("UPDATE acme_orders SET renewed_by = :new WHERE id = :old", new=order_id, old=renewed_from)
+            if renewed_from and not s.one("""UPDATE acme_orders SET renewed_by = :new
+                                               WHERE id = :old AND renewed_by IS NULL RETURNING id""",
+                                            new=order_id, old=renewed_from):
+                raise ScaiVaultError("conflict", "the order was renewed already", details={"order_id": renewed_from})
             record(s, audit("acme_order", secret_path=secret_path,
                             extra={"acme_order_id": order_id, "domains": domains[:20], "challenge": challenge,
                                    **({"renews": renewed_from} if renewed_from else {})}))
@@ -500,15 +502,11 @@ class AcmeService:
             body = {"account_id": row["account_id"], "domains": row["domains"], "challenge": row["challenge"],
                     "dns_provider_id": row["dns_provider_id"], "secret_path": row["secret_path"],
                     "key_type": row["key_type"], "auto_renew": True}
-            claimed = self.db.one("""UPDATE acme_orders SET renewed_by = 'pending' WHERE id = :id AND renewed_by IS NULL
-                                     RETURNING id""", id=row["id"])
-            if claimed is None:
-                continue
-            try:
+            try:   # the new order and the link to it commit together; a concurrent renewer gets `conflict`
                 self.create_order(owner, body, "system:acme-renewal", system_audit(row, "system:acme-renewal"),
                                   renewed_from=row["id"])
                 started += 1
             except ScaiVaultError as exc:
-                self.db.execute("UPDATE acme_orders SET renewed_by = NULL WHERE id = :id", id=row["id"])
-                log.warning("ACME renewal not started", extra={"order_id": row["id"], "error": exc.code})
+                if exc.code != "conflict":
+                    log.warning("ACME renewal not started", extra={"order_id": row["id"], "error": exc.code})
         return started

@@ -43,6 +43,7 @@ CRL_REFRESH_BEFORE = timedelta(hours=12)  # the schedule re-signs a CRL with les
 REVOCATION_OVERLAP = timedelta(minutes=5)  # incremental CRL passes re-read this much before their last one
 CRL_WAIT_SECONDS = 0.1                    # a fetch of a stale CRL waits at most this long, then gets the last one
 RENEW_AT = 2 / 3                          # auto_renew at two thirds of the lifetime
+RENEW_LOCK_SPACE = 12012                  # first key of the renewal advisory locks (second: hash of the id)
 RESERVED_CA_NAMES = frozenset({"ca", "roles", "issue", "sign", "certificates", "acme", "dns"})
 # every column but the cached CRL blob (hundreds of KiB with many revocations)
 CA_COLUMNS = ("id, partner_id, tenant_id, name, common_name, ca_type, parent_ca_id, key_type, key_size, status, origin, "
@@ -769,27 +770,32 @@ class PkiService:
             if row["live_role"] is None:
                 continue
             owner = SecretOwner(row["partner_id"], row["tenant_id"])
-            lock = self.db.one("SELECT pg_try_advisory_lock(hashtext(:id)) AS got", id=row["id"])
-            if not lock["got"]:
-                continue
-            try:
-                fresh = self.db.one("SELECT renewed_by FROM pki_certificates WHERE id = :id", id=row["id"])
-                if fresh["renewed_by"]:
+            # a session-level lock lives on one connection: take and release it on the same one
+            with self.db.session() as lock:
+                if not lock.scalar("SELECT pg_try_advisory_lock(:space, hashtext(:id))", space=RENEW_LOCK_SPACE,
+                                   id=row["id"]):
                     continue
-                spec = row["renew_request"] or {}
-                req = IssueRequest(common_name=spec.get("common_name"), alt_names=spec.get("alt_names") or [],
-                                   ip_sans=spec.get("ip_sans") or [],
-                                   ttl=spec.get("ttl") or f"{int((row['not_after'] - row['not_before']).total_seconds())}s",
-                                   secret_path=row["secret_path"], auto_renew=True, csr=spec.get("csr"))
-                action = self.sign if row["source"] == "sign" or spec.get("csr") else self.issue
-                action(owner, row["role_name"], req, "system:pki-renewal", audit_for(row), source="renew",
-                       renews=row["id"])
-                renewed += 1
-            except ScaiVaultError as exc:
-                log.warning("certificate renewal refused", extra={"certificate_id": row["id"], "error": exc.code})
-            finally:
-                self.db.one("SELECT pg_advisory_unlock(hashtext(:id)) AS released", id=row["id"])
+                try:
+                    if self._renew_one(owner, row, audit_for(row)):
+                        renewed += 1
+                except ScaiVaultError as exc:
+                    log.warning("certificate renewal refused", extra={"certificate_id": row["id"], "error": exc.code})
+                finally:
+                    lock.scalar("SELECT pg_advisory_unlock(:space, hashtext(:id))", space=RENEW_LOCK_SPACE, id=row["id"])
         return renewed
+
+
+    def _renew_one(self, owner: SecretOwner, row: dict, audit: AuditFn) -> bool:
+        if self.db.scalar("SELECT renewed_by FROM pki_certificates WHERE id = :id", id=row["id"]):
+            return False      # another runner renewed it between the listing and the lock
+        spec = row["renew_request"] or {}
+        lifetime = f"{int((row['not_after'] - row['not_before']).total_seconds())}s"
+        req = IssueRequest(common_name=spec.get("common_name"), alt_names=spec.get("alt_names") or [],
+                           ip_sans=spec.get("ip_sans") or [], ttl=spec.get("ttl") or lifetime,
+                           secret_path=row["secret_path"], auto_renew=True, csr=spec.get("csr"))
+        action = self.sign if row["source"] == "sign" or spec.get("csr") else self.issue
+        action(owner, row["role_name"], req, "system:pki-renewal", audit, source="renew", renews=row["id"])
+        return True
 
 
 # ---------------------------------------------------------------------- helpers
