@@ -92,3 +92,21 @@ def test_dns01_order_outside_the_managed_zones_is_refused(stack, admin):
     assert resp.status_code == 422 and "managed zones" in resp.get_json()["error"]["details"]["fields"]["domains"]
     assert error_code(admin.delete("/v1/dns/providers/dnsp_nope")) == "dns_provider_not_found"
     assert admin.delete(f"/v1/dns/providers/{provider['id']}").status_code == 204
+
+
+def test_txt_that_never_reaches_the_authoritative_servers_fails_the_order_and_is_removed(stack, admin):
+    from tests.acme_support import free_tcp_udp_port
+
+    bind, pebble = stack["bind"], stack["pebble"]
+    # the update goes to bind, but propagation is checked against a server that never answers
+    provider = _provider(admin, bind, name="silent", config={"server": "127.0.0.1", "port": bind.port,
+                                                             "nameservers": [f"127.0.0.1:{free_tcp_udp_port()}"],
+                                                             "propagation_timeout": 2}).get_json()
+    account = admin.post("/v1/pki/acme/accounts", json={"name": "acct-silent", "provider": "custom",
+                                                        "directory_url": pebble.directory_url}).get_json()
+    resp = admin.post("/v1/pki/acme/orders", json={"account_id": account["id"], "domains": [f"silent.{bind.zone}"],
+                                                   "challenge": "dns-01", "dns_provider_id": provider["id"],
+                                                   "secret_path": "tls/silent"})
+    done = wait_order(admin, resp.get_json()["id"], timeout=60)
+    assert done["status"] == "invalid" and "did not reach the authoritative servers" in done["reason"], done
+    assert bind.txt(f"_acme-challenge.silent.{bind.zone}") == set()
