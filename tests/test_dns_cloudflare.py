@@ -6,6 +6,7 @@ import pytest
 from plugins.dns_cloudflare import CloudflareProvider
 from scaivault.services.dns_providers import DnsProviderError
 from tests.fakes.cloudflare_dns import FakeCloudflare
+from tests.fakes.dns_conformance import check_txt_values_side_by_side
 
 
 @pytest.fixture(scope="module")
@@ -17,17 +18,7 @@ def cloudflare():
 
 def test_txt_values_are_added_beside_each_other_and_removed(cloudflare):
     provider = CloudflareProvider({"api_token": "cf-token-123", "api_url": cloudflare.url})
-    provider.verify(["acme.example"])
-    fqdn = "_acme-challenge.acme.example"
-    provider.add_txt("acme.example", fqdn, "v-wildcard", 60)
-    provider.add_txt("acme.example", fqdn, "v-apex", 60)
-    provider.add_txt("acme.example", fqdn, "v-apex", 60)          # idempotent
-    assert cloudflare.txt(fqdn) == ["v-apex", "v-wildcard"]
-    provider.remove_txt("acme.example", fqdn, "v-wildcard")
-    assert cloudflare.txt(fqdn) == ["v-apex"]
-    provider.remove_txt("acme.example", fqdn, "v-apex")
-    assert cloudflare.txt(fqdn) == []
-
+    check_txt_values_side_by_side(provider, "acme.example", cloudflare.txt)
 
 def test_a_bad_token_and_an_unknown_zone_fail_verification(cloudflare):
     with pytest.raises(DnsProviderError, match="Invalid access token"):

@@ -6,6 +6,7 @@ import pytest
 from plugins.dns_gcp import CloudDnsProvider
 from scaivault.services.dns_providers import DnsProviderError
 from tests.fakes.gcp_dns import FakeCloudDns
+from tests.fakes.dns_conformance import check_txt_values_side_by_side
 
 
 @pytest.fixture(scope="module")
@@ -20,17 +21,8 @@ def _provider(fake, **overrides):
 
 
 def test_txt_values_are_changed_as_whole_rrsets(cloud_dns):
-    provider = _provider(cloud_dns)
-    provider.verify(["acme.example"])
-    fqdn = "_acme-challenge.acme.example"
-    provider.add_txt("acme.example", fqdn, "v-wildcard", 60)
-    provider.add_txt("acme.example", fqdn, "v-apex", 60)
-    assert cloud_dns.txt("acme-zone", fqdn) == ['"v-apex"', '"v-wildcard"']
-    provider.remove_txt("acme.example", fqdn, "v-wildcard")
-    assert cloud_dns.txt("acme-zone", fqdn) == ['"v-apex"']
-    provider.remove_txt("acme.example", fqdn, "v-apex")
-    assert cloud_dns.txt("acme-zone", fqdn) == []
-
+    check_txt_values_side_by_side(_provider(cloud_dns), "acme.example", lambda fqdn: cloud_dns.txt("acme-zone", fqdn),
+                                  lambda v: f'"{v}"')
 
 def test_an_unknown_zone_or_a_foreign_key_fails_verification(cloud_dns):
     with pytest.raises(DnsProviderError, match="no managed zone for other.example"):

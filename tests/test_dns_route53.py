@@ -6,6 +6,7 @@ import pytest
 from plugins.dns_route53 import Route53Provider
 from scaivault.services.dns_providers import DnsProviderError
 from tests.acme_support import need_dns_plugin
+from tests.fakes.dns_conformance import check_txt_values_side_by_side
 from tests.pki_support import pki_admin
 from tests.secrets_support import HIGH_RATE_LIMITS, Callers, error_code, new_tenant
 
@@ -42,17 +43,7 @@ def _txt(provider, zone, fqdn):
 
 def test_txt_values_are_added_side_by_side_and_removed_one_by_one(moto_url, zone):
     provider = Route53Provider(_config(moto_url))
-    provider.verify([zone])
-    fqdn = f"_acme-challenge.{zone}"
-    provider.add_txt(zone, fqdn, "value-wildcard", 60)
-    provider.add_txt(zone, fqdn, "value-apex", 60)
-    assert sorted(_txt(provider, zone, fqdn)) == ['"value-apex"', '"value-wildcard"']
-    provider.remove_txt(zone, fqdn, "value-wildcard")
-    assert _txt(provider, zone, fqdn) == ['"value-apex"']
-    provider.remove_txt(zone, fqdn, "value-apex")
-    assert _txt(provider, zone, fqdn) == []
-    provider.remove_txt(zone, fqdn, "value-apex")      # removing a missing value is no error
-
+    check_txt_values_side_by_side(provider, zone, lambda fqdn: _txt(provider, zone, fqdn), lambda v: f'"{v}"')
 
 def test_an_unknown_zone_fails_verification(moto_url, zone):
     with pytest.raises(DnsProviderError, match="no hosted zone"):

@@ -6,6 +6,7 @@ import pytest
 from plugins.dns_scaidns import ScaiDnsProvider
 from scaivault.services.dns_providers import DnsProviderError
 from tests.fakes.scaidns import FakeScaiDns
+from tests.fakes.dns_conformance import check_txt_values_side_by_side
 
 
 @pytest.fixture(scope="module")
@@ -17,17 +18,7 @@ def scaidns():
 
 def test_txt_records_are_created_quoted_beside_each_other_and_deleted(scaidns):
     provider = ScaiDnsProvider({"api_key": "sdk_test_key", "base_url": scaidns.url})
-    provider.verify(["acme.example"])
-    fqdn = "_acme-challenge.acme.example"
-    provider.add_txt("acme.example", fqdn, "v-wildcard", 60)
-    provider.add_txt("acme.example", fqdn, "v-apex", 60)
-    provider.add_txt("acme.example", fqdn, "v-apex", 60)          # idempotent
-    assert scaidns.txt(fqdn) == ['"v-apex"', '"v-wildcard"']
-    provider.remove_txt("acme.example", fqdn, "v-wildcard")
-    assert scaidns.txt(fqdn) == ['"v-apex"']
-    provider.remove_txt("acme.example", fqdn, "v-apex")
-    assert scaidns.txt(fqdn) == []
-
+    check_txt_values_side_by_side(provider, "acme.example", scaidns.txt, lambda v: f'"{v}"')
 
 def test_a_bad_key_or_an_unknown_zone_fails_verification(scaidns):
     with pytest.raises(DnsProviderError, match="HTTP 401"):
