@@ -240,6 +240,24 @@ def build_crl(issuer: Issuer, revoked: Iterable[x509.RevokedCertificate], number
     return builder.sign(issuer.key, _signature_hash(issuer.key)).public_bytes(serialization.Encoding.DER)
 
 
+def off_the_event_loop(fn, *args):
+    """Run CPU-bound signing in a native thread when gevent patched threading, else here.
+
+    Under gevent every greenlet of a worker shares one thread: a 10,000-entry CRL built in a
+    greenlet would stall the worker's other requests for its whole duration (invariant 12). In a
+    native thread the interpreter's switch interval lets the hub keep serving meanwhile.
+    """
+    try:
+        from gevent import monkey
+    except ImportError:
+        return fn(*args)
+    if not monkey.is_module_patched("threading"):
+        return fn(*args)
+    import gevent
+
+    return gevent.get_hub().threadpool.apply(fn, args)
+
+
 def crl_pem(der: bytes) -> str:
     return x509.load_der_x509_crl(der).public_bytes(serialization.Encoding.PEM).decode()
 

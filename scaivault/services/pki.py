@@ -470,7 +470,8 @@ class PkiService:
             cache = _RevokedEntries(now)
         cache.merge(rows, now)
         issuer = self._issuer(row)
-        der = px.build_crl(issuer, cache.entries(now), row["crl_number"] + 1, now - px.BACKDATE, now + CRL_VALIDITY)
+        der = px.off_the_event_loop(px.build_crl, issuer, cache.entries(now), row["crl_number"] + 1,
+                                    now - px.BACKDATE, now + CRL_VALIDITY)
         with self.db.transaction() as s:
             # a newer CRL (more revocations seen) may have landed meanwhile: never go back
             updated = s.one("""UPDATE pki_cas SET crl_number = crl_number + 1, crl_der = :der, crl_revocations = :seen,
