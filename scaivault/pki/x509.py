@@ -241,7 +241,7 @@ def build_crl(issuer: Issuer, revoked: Iterable[x509.RevokedCertificate], number
 
 
 def off_the_event_loop(fn, *args):
-    """Run CPU-bound signing in a native thread when gevent patched threading, else here.
+    """Run CPU-bound work (RSA key generation, CRL signing) in a native thread under gevent, else here.
 
     Under gevent every greenlet of a worker shares one thread: a 10,000-entry CRL built in a
     greenlet would stall the worker's other requests for its whole duration (invariant 12). In a

@@ -408,7 +408,7 @@ class AcmeService:
         key_pem = self.keyring.open(self._account_ctx(account), bytes(account["sealed_key"]))
         acme_client, net, jwk, _ = self._client(key_pem, account["directory_url"], account["account_url"])
         kind, size = ORDER_KEY_TYPES[row["key_type"]]
-        cert_key_pem = px.private_key_pem(px.generate_key(kind, size))
+        cert_key_pem = px.private_key_pem(px.off_the_event_loop(px.generate_key, kind, size))
         csr = crypto_util.make_csr(cert_key_pem.encode(), row["domains"])
         self._beat(row["id"], stage="ordering")
         orderr = acme_client.new_order(csr)

@@ -256,7 +256,7 @@ class PkiService:
                 raise ScaiVaultError("ca_not_ready" if parent["status"] == "pending" else "ca_revoked",
                                      "the parent CA cannot sign", details={"parent_ca_id": parent["id"]})
             issuer = self._issuer(parent)
-        key = px.generate_key(key_type, key_size)
+        key = px.off_the_event_loop(px.generate_key, key_type, key_size)   # RSA 4096: up to seconds
         now = _now()
         not_after = now + lifetime
         cert = csr = None
@@ -594,7 +594,7 @@ class PkiService:
         ca = self._ca(owner, role["ca_id"])
         key_type = "rsa" if config["key_type"] == "any" else config["key_type"]
         key_bits = config["key_bits"] or px.DEFAULT_KEY_SIZE[key_type]
-        key = px.generate_key(key_type, key_bits)
+        key = px.off_the_event_loop(px.generate_key, key_type, key_bits)
         key_pem = px.private_key_pem(key)
         renew_request = {"common_name": req.common_name, "alt_names": req.alt_names, "ip_sans": req.ip_sans,
                          "ttl": req.ttl}
