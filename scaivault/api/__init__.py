@@ -18,6 +18,8 @@ BLUEPRINT_MODULES = [
     "scaivault.api.openapi",
     "scaivault.api.pki",
     "scaivault.api.acme",
+    "scaivault.api.dynamic",
+    "scaivault.api.token_exchange",
     "scaivault.ui",
 ]
 

@@ -31,6 +31,7 @@ DENIAL_ACTIONS: dict[str, str] = {
     "pki:admin": "pki_ca_create",
     "acme:order": "acme_order",
     "dynamic:generate": "dynamic_generate",
+    "dynamic:admin": "dynamic_config",
     "leases": "dynamic_renew",
     "audit:read": "audit_query",
     "audit:export": "export_created",

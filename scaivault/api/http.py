@@ -33,7 +33,7 @@ def json_body(*, required: bool = True) -> dict[str, Any]:
 
 
 def bool_arg(name: str) -> bool:
-    """A true/false query parameter (absent = false), or 400 invalid_request."""
+    """A true/false query parameter (absent = false), or a precise `invalid_request` error."""
     raw = (request.args.get(name) or "").lower()
     if raw in ("", "false", "0", "no"):
         return False
