@@ -58,5 +58,6 @@ def test_the_openapi_document_shows_each_operations_authorisation(client):
     doc = client.get("/v1/openapi.json").get_json()
     read = doc["paths"]["/v1/secrets/{path}"]["get"]
     assert read["x-authorization"] == {"kind": "permission", "permission": "read", "arg": "path"}
-    assert doc["paths"]["/v1/audit/logs"]["get"]["x-authorization"] == {"kind": "admin", "level": "tenant"}
+    assert doc["paths"]["/v1/audit/logs"]["get"]["x-authorization"] == {"kind": "admin", "level": "tenant",
+                                                                     "sys_path": "sys/audit"}
     assert doc["paths"]["/v1/auth/whoami"]["get"]["x-authorization"] == {"kind": "identity"}

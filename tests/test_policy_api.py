@@ -294,7 +294,7 @@ def test_tenant_a_can_neither_read_list_nor_probe_tenant_b(callers, tenant):
                 admin_a.get(f"/v1/t/{tenant_b}/secrets?prefix=iso/"),
                 admin_a.get(f"/v1/t/{tenant_b}/secrets/iso/nonexistent")]
     for resp in crossing:
-        assert resp.status_code == 403 and error_code(resp) == "access_denied"
+        assert resp.status_code == 403 and error_code(resp) == "tenant_access_denied"
         assert b"tenant-b-only" not in resp.data
     assert admin_a.put("/v1/secrets/iso/secret", json={"data": {"k": "a"}}).get_json()["version"] == 1
     assert admin_b.get("/v1/secrets/iso/secret").get_json()["data"] == {"k": "tenant-b-only"}

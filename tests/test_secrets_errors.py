@@ -57,10 +57,10 @@ def test_an_unknown_tenant_is_404_tenant_not_found_for_a_platform_admin(callers)
     assert resp.status_code == 404 and error_code(resp) == "tenant_not_found"
 
 
-def test_a_foreign_tenant_is_403_access_denied_with_reason_cross_tenant(callers):
+def test_a_foreign_tenant_is_403_tenant_access_denied_with_reason_cross_tenant(callers):
     user = callers.admin(new_tenant())
     resp = user.get(f"/v1/t/{new_tenant()}/secrets/app/db")
-    assert resp.status_code == 403 and error_code(resp) == "access_denied"
+    assert resp.status_code == 403 and error_code(resp) == "tenant_access_denied"
     assert resp.get_json()["error"]["details"]["reason"] == "cross_tenant"
 
 

@@ -57,7 +57,7 @@ def test_a_user_of_tenant_a_naming_tenant_b_is_refused(probe_client, scaikey, au
     else:
         resp = probe_client.get("/v1/t/tnt_ten_a2/test/tenant-probe", headers=auth(token))
     assert resp.status_code == 403
-    assert resp.get_json()["error"]["code"] == "access_denied"
+    assert resp.get_json()["error"]["code"] == "tenant_access_denied"
     assert resp.get_json()["error"]["details"]["reason"] == "cross_tenant"
 
 
@@ -72,7 +72,7 @@ def test_a_user_naming_another_tenant_by_path_is_refused(probe_client, scaikey, 
     token = scaikey.mint(sub="usr_t3", tenant_id="tnt_ten_a1")
     resp = probe_client.get("/v1/t/tnt_ten_b1/test/tenant-probe", headers=auth(token))
     assert resp.status_code == 403
-    assert resp.get_json()["error"]["code"] == "access_denied"
+    assert resp.get_json()["error"]["code"] == "tenant_access_denied"
 
 
 def test_a_user_naming_its_own_tenant_by_header_is_fine(probe_client, scaikey, auth):
@@ -93,7 +93,7 @@ def test_a_partner_admin_is_refused_a_tenant_of_another_partner(probe_client, sc
     token = scaikey.mint(sub="usr_pa3", tenant_id="tnt_ten_a1", partner_id="ptn_ten_a", role="partner_admin")
     resp = _probe(probe_client, {**auth(token), "X-Tenant-ID": "tnt_ten_b1"})
     assert resp.status_code == 403
-    assert resp.get_json()["error"]["code"] == "access_denied"
+    assert resp.get_json()["error"]["code"] == "tenant_access_denied"
 
 
 def test_a_partner_admin_naming_an_unknown_tenant_cannot_tell_it_from_a_foreign_one(probe_client, scaikey, auth):

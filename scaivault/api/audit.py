@@ -18,6 +18,8 @@ from .http import runtime
 from .pipeline import endpoint
 
 bp = Blueprint("audit", __name__)
+SYS_AUDIT = "sys/audit"                   # policies granting read here delegate audit queries (a SIEM account)
+SYS_AUDIT_EXPORTS = "sys/audit/exports"   # read: poll/download exports; write: start one
 
 FILTER_KEYS = ("from", "to", "action", "identity_id", "identity_type", "path_prefix", "success", "source_ip",
                "request_id")
@@ -95,7 +97,7 @@ def _filters_used(flt: queries.AuditFilter) -> list[str]:
 # ------------------------------------------------------------------ queries
 
 @bp.get("/v1/audit/logs")
-@endpoint("audit:read", scope="audit:read", authorize=admin())
+@endpoint("audit:read", scope="audit:read", authorize=admin(sys=SYS_AUDIT))
 def list_logs():
     """Query audit entries (every filter of spec/30 7.4, cursor pagination)."""
     flt = parse_filter(request.args.to_dict(), tenant_id=g.tenant.tenant_id)
@@ -106,7 +108,7 @@ def list_logs():
 
 
 @bp.get("/v1/audit/secrets/<path:path>")
-@endpoint("audit:read", scope="audit:read", authorize=admin())
+@endpoint("audit:read", scope="audit:read", authorize=admin(sys=SYS_AUDIT))
 def secret_trail(path: str):
     """All access to one secret over time plus a 30-day summary."""
     validate_path(path)
@@ -121,7 +123,7 @@ def secret_trail(path: str):
 
 
 @bp.get("/v1/audit/identities/<identity_id>")
-@endpoint("audit:read", scope="audit:read", authorize=admin())
+@endpoint("audit:read", scope="audit:read", authorize=admin(sys=SYS_AUDIT))
 def identity_trail(identity_id: str):
     """Everything one identity did in this tenant, plus a summary (offboarding)."""
     if len(identity_id) > 320 or "\x00" in identity_id:
@@ -138,7 +140,7 @@ def identity_trail(identity_id: str):
 
 
 @bp.get("/v1/audit/summary")
-@endpoint("audit:read", scope="audit:read", authorize=admin())
+@endpoint("audit:read", scope="audit:read", authorize=admin(sys=SYS_AUDIT))
 def summary():
     """Aggregate statistics for a window (default: the last 30 days)."""
     flt = parse_filter(request.args.to_dict(), tenant_id=g.tenant.tenant_id)
@@ -150,7 +152,7 @@ def summary():
 
 
 @bp.get("/v1/audit/verify")
-@endpoint("audit:read", scope="audit:read", authorize=admin())
+@endpoint("audit:read", scope="audit:read", authorize=admin(sys=SYS_AUDIT))
 def verify():
     """Walk this tenant's hash chains (optionally a from/to window) and report the first break.
 
@@ -205,7 +207,7 @@ def _require_read_permission(path: str) -> None:
 
 @bp.post("/v1/audit/export")
 @endpoint("audit:export", scope="audit:export", body=ExportBody,
-          authorize=admin())
+          authorize=admin(sys=SYS_AUDIT_EXPORTS))
 def create_export():
     """Start an export job (202); poll /v1/audit/exports/{id} for its manifest."""
     body: ExportBody = g.body
@@ -240,21 +242,21 @@ def create_export():
 
 
 @bp.get("/v1/audit/exports")
-@endpoint("audit:read", scope="audit:export", authorize=admin())   # polling must not eat the 5/min export budget
+@endpoint("audit:read", scope="audit:export", authorize=admin(sys=SYS_AUDIT_EXPORTS))   # polling must not eat the 5/min export budget
 def list_exports():
     """Export jobs of this tenant, newest first."""
     return jsonify({"exports": [exports.present(r) for r in exports.list_exports(runtime(), g.tenant.tenant_id)]})
 
 
 @bp.get("/v1/audit/exports/<export_id>")
-@endpoint("audit:read", scope="audit:export", authorize=admin())
+@endpoint("audit:read", scope="audit:export", authorize=admin(sys=SYS_AUDIT_EXPORTS))
 def get_export(export_id: str):
     """Status of one export job and, once completed, its manifest."""
     return jsonify(exports.present(exports.get_export(runtime(), g.tenant.tenant_id, export_id)))
 
 
 @bp.get("/v1/audit/exports/<export_id>/files/<int:number>")
-@endpoint("audit:read", scope="audit:export", authorize=admin())
+@endpoint("audit:read", scope="audit:export", authorize=admin(sys=SYS_AUDIT_EXPORTS))
 def download_export_file(export_id: str, number: int):
     """One file of a completed export (decrypted from the storage backend)."""
     rt = runtime()

@@ -13,6 +13,9 @@ on any authenticated view that declares none. Kinds:
 - `admin()`: an admin role reaching the request's tenant (tenant_admin, partner_admin of its
   partner, super_admin); `admin("partner")`: partner_admin of the tenant's partner or super_admin;
   `admin("platform")`: super_admin (or a GLOBAL platform token).
+  `admin(sys="sys/audit")`: as admin(), or delegated like Vault's sys/ paths: a caller without the
+  role passes when a policy grants the HTTP method's permission (GET read, DELETE delete, other
+  write) on that reserved system path in the request's tenant (issue 16).
 - `role("super_admin", "partner_admin")`: one of these roles anywhere; the view then limits what
   it touches to the role's reach.
 - `reach("tenant_id")`: the tenant in that view argument must be within the caller's reach,
@@ -29,7 +32,7 @@ from flask import g, request
 from ..auth import tenancy
 from ..errors import ScaiVaultError
 from ..policy.access import request_context
-from ..policy.paths import validate_path
+from ..policy.paths import SYSTEM_PREFIX, path_problem, refuse_system_path, validate_path
 from .http import runtime
 
 KINDS = ("identity", "permission", "admin", "role", "reach")
@@ -46,11 +49,12 @@ class Authorization:
     level: str | None = None
     roles: tuple[str, ...] = ()
     arg: str | None = None
+    sys_path: str | None = None
 
     def describe(self) -> dict[str, Any]:
         """The declaration as shown in the OpenAPI document."""
         out: dict[str, Any] = {"kind": self.kind}
-        for name in ("permission", "level", "arg"):
+        for name in ("permission", "level", "arg", "sys_path"):
             if getattr(self, name) is not None:
                 out[name] = getattr(self, name)
         if self.each:
@@ -69,6 +73,8 @@ class Authorization:
                 return
             path = view_args.get(self.arg or "path")
             validate_path(path)
+            if self.permission == "write":
+                refuse_system_path(path)     # sys/ names administrative resources, never secrets
             rt = runtime()
             decision = rt.access.decide(identity, g.tenant, path, self.permission,
                                         request_context(identity, request.remote_addr),
@@ -77,10 +83,17 @@ class Authorization:
                 raise decision.error(path)
             return
         if self.kind == "admin":
-            if not admin_allows(self.level or "tenant"):
-                raise ScaiVaultError("access_denied", f"this needs an admin role over this {self.level}",
-                                     details={"required": f"admin:{self.level}"})
-            return
+            if admin_allows(self.level or "tenant"):
+                return
+            if self.sys_path is not None and system_path_allows(self.sys_path):
+                return
+            details: dict[str, Any] = {"required": f"admin:{self.level}"}
+            if self.sys_path is not None:
+                details["system_path"] = self.sys_path
+                details["permission"] = method_permission(request.method)
+            raise ScaiVaultError("access_denied", f"this needs an admin role over this {self.level}"
+                                 + (f" or a policy granting it on {self.sys_path}" if self.sys_path else ""),
+                                 details=details)
         if self.kind == "role":
             if not identity.roles.intersection(self.roles):
                 raise ScaiVaultError("forbidden", f"this operation needs the role {' or '.join(self.roles)}",
@@ -103,10 +116,12 @@ def permission(name: str, *, each: bool = False, arg: str = "path") -> Authoriza
     return Authorization("permission", permission=name, each=each, arg=None if each else arg)
 
 
-def admin(level: str = "tenant") -> Authorization:
+def admin(level: str = "tenant", *, sys: str | None = None) -> Authorization:
     if level not in ADMIN_LEVELS:
         raise ValueError(f"admin level must be one of {ADMIN_LEVELS}")
-    return Authorization("admin", level=level)
+    if sys is not None and (level != "tenant" or not sys.startswith(SYSTEM_PREFIX) or path_problem(sys)):
+        raise ValueError("a delegable admin call names a valid sys/ path and acts in a tenant")
+    return Authorization("admin", level=level, sys_path=sys)
 
 
 def role(*roles: str) -> Authorization:
@@ -129,6 +144,23 @@ def admin_allows(level: str) -> bool:
     if level == "partner":
         return bool(tenant.partner_id) and identity.admin_over(None, tenant.partner_id)
     return identity.admin_over(tenant.tenant_id, tenant.partner_id)
+
+
+def method_permission(method: str) -> str:
+    """The policy permission an admin call needs on its system path: GET read, DELETE delete, else write."""
+    if method in ("GET", "HEAD", "OPTIONS"):
+        return "read"
+    return "delete" if method == "DELETE" else "write"
+
+
+def system_path_allows(sys_path: str) -> bool:
+    """Does a policy of the caller grant the request method's permission on `sys_path` in this tenant?"""
+    tenant = g.get("tenant")
+    if tenant is None:
+        return False
+    decision = runtime().access.decide(g.identity, tenant, sys_path, method_permission(request.method),
+                                       request_context(g.identity, request.remote_addr))
+    return decision.allowed
 
 
 def require_reach(tenant_id: str | None) -> dict:

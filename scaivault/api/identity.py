@@ -249,12 +249,13 @@ def trigger_sync():
         require_reach(tenant_id)
     elif partner_id is not None:
         if not _platform(identity) and partner_id not in tenancy.partner_reach(identity):
-            raise ScaiVaultError("access_denied", "you may not sync this partner",
+            raise ScaiVaultError("tenant_access_denied", "you may not sync this partner",
                                  details={"reason": "cross_tenant"})
     elif not _platform(identity):
         # a full sync is platform-wide; anyone else syncs the tenant they act in
         if identity.tenant_id is None:
-            raise ScaiVaultError("access_denied", "a full sync needs super_admin", details={"reason": "cross_tenant"})
+            raise ScaiVaultError("tenant_access_denied", "a full sync needs super_admin",
+                                 details={"reason": "cross_tenant"})
         tenant_id = identity.tenant_id
     rt = runtime()
     with rt.db.transaction() as s:

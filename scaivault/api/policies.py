@@ -1,8 +1,9 @@
 """/v1/policies: access policies, their bindings, and the dry-run test (spec/20 section 5.9-5.10).
 
-Policies are the authorisation layer itself, so managing them needs an admin role within
-reach (tenant_admin, partner_admin, super_admin; partner-scope policies need partner_admin)
-on top of the policies:* scope; a policy can never be used to grant its holder more.
+Policies are the authorisation layer itself, so managing them needs, on top of the policies:*
+scope, an admin role within reach (tenant_admin, partner_admin, super_admin; partner-scope
+policies need partner_admin) or a policy granting the call on the system path `sys/policies`
+(the Terraform flow, issue 16). A policy can never grant more than its author holds.
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from flask import Blueprint, g, jsonify, request
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..errors import ScaiVaultError
+from ..policy.access import request_context
 from ..policy.engine import compile_policies
 from ..policy.paths import validate_path
 from ..policy.rules import RequestContext
@@ -23,6 +25,7 @@ from .authorization import admin, identity_only
 from .pipeline import endpoint
 
 bp = Blueprint("policies", __name__)
+SYS_POLICIES = "sys/policies"     # a policy granting read/write/delete here delegates policy management
 
 
 # ------------------------------------------------------------------ bodies
@@ -157,6 +160,20 @@ def _may_change(policy: dict) -> None:
         raise ScaiVaultError("access_denied", "partner-scope policies are managed by partner admins")
 
 
+def _may_grant(rules: Any) -> None:
+    """A caller managing policies through a delegated grant passes on only what it holds itself."""
+    rt = runtime()
+    missing = rt.access.ungrantable(g.identity, g.tenant, rules, request_context(g.identity, request.remote_addr))
+    if missing:
+        raise ScaiVaultError("access_denied", "a policy may not grant more than its author holds",
+                             details={"not_held": missing[:20]})
+
+
+def _may_bind(policy: dict) -> None:
+    _may_change(policy)
+    _may_grant(policy["rules"])
+
+
 def _dump(model: BaseModel) -> dict:
     return model.model_dump(exclude_unset=True)
 
@@ -166,7 +183,7 @@ def _dump(model: BaseModel) -> dict:
 @endpoint("policies", scope="policies:read", response=PolicyListView, summary="List policies",
           query={"scope": "tenant or partner", "include_inactive": "true: inactive ones too",
                  "limit": "page size, 1..200 (default 50)", "cursor": "from the previous page"},
-          authorize=admin())
+          authorize=admin(sys=SYS_POLICIES))
 def list_policies():
     args = request.args
     include_inactive = (args.get("include_inactive") or "").lower() in ("1", "true", "yes")
@@ -177,17 +194,18 @@ def list_policies():
 @bp.post("/v1/policies")
 @endpoint("policies", scope="policies:write", body=PolicyBody, response=PolicyView, summary="Create a policy",
           status=201,
-          authorize=admin())
+          authorize=admin(sys=SYS_POLICIES))
 def create_policy():
     body = _dump(g.body)
     if body.get("scope") == "partner" and not runtime().access.admin_over_partner(g.identity, g.tenant.partner_id):
         raise ScaiVaultError("access_denied", "partner-scope policies are created by partner admins")
+    _may_grant(body["rules"])
     return jsonify(_service().create(_owner(), body, g.identity.identity_id, entry_for_request)), 201
 
 
 @bp.get("/v1/policies/<policy_id>")
 @endpoint("policies", scope="policies:read", response=PolicyView, summary="Get a policy with its rules and bindings",
-          authorize=admin())
+          authorize=admin(sys=SYS_POLICIES))
 def get_policy(policy_id: str):
     return jsonify(_service().get(_owner(), policy_id))
 
@@ -195,8 +213,9 @@ def get_policy(policy_id: str):
 @bp.put("/v1/policies/<policy_id>")
 @endpoint("policies", scope="policies:write", body=PolicyBody, response=PolicyView,
           summary="Replace a policy's name, description and rules (bindings are kept)",
-          authorize=admin())
+          authorize=admin(sys=SYS_POLICIES))
 def replace_policy(policy_id: str):
+    _may_grant(_dump(g.body)["rules"])
     return jsonify(_service().update(_owner(), policy_id, _dump(g.body), g.identity.identity_id, entry_for_request,
                                      partial=False, may_change=_may_change))
 
@@ -204,8 +223,10 @@ def replace_policy(policy_id: str):
 @bp.patch("/v1/policies/<policy_id>")
 @endpoint("policies", scope="policies:write", body=PolicyPatchBody, response=PolicyView,
           summary="Change some fields of a policy",
-          authorize=admin())
+          authorize=admin(sys=SYS_POLICIES))
 def patch_policy(policy_id: str):
+    if g.body.rules is not None:
+        _may_grant(_dump(g.body)["rules"])
     return jsonify(_service().update(_owner(), policy_id, _dump(g.body), g.identity.identity_id, entry_for_request,
                                      partial=True, may_change=_may_change))
 
@@ -214,7 +235,7 @@ def patch_policy(policy_id: str):
 @endpoint("policies", scope="policies:write", response=DeletedView,
           summary="Delete a policy (409 policy_in_use while bound, unless force=true)",
           query={"force": "true: remove the bindings too"},
-          authorize=admin())
+          authorize=admin(sys=SYS_POLICIES))
 def delete_policy(policy_id: str):
     force = (request.args.get("force") or "").lower() in ("1", "true", "yes")
     return jsonify(_service().delete(_owner(), policy_id, force, entry_for_request, _may_change))
@@ -222,7 +243,7 @@ def delete_policy(policy_id: str):
 
 @bp.get("/v1/policies/<policy_id>/bindings")
 @endpoint("policies", scope="policies:read", response=BindingListView, summary="List a policy's bindings",
-          authorize=admin())
+          authorize=admin(sys=SYS_POLICIES))
 def list_bindings(policy_id: str):
     return jsonify(_service().bindings(_owner(), policy_id))
 
@@ -230,15 +251,15 @@ def list_bindings(policy_id: str):
 @bp.post("/v1/policies/<policy_id>/bindings")
 @endpoint("policies", scope="policies:write", body=BindingBody, response=BindingView,
           summary="Bind a policy to a user, service account or group", status=201,
-          authorize=admin())
+          authorize=admin(sys=SYS_POLICIES))
 def create_binding(policy_id: str):
     return jsonify(_service().bind(_owner(), policy_id, _dump(g.body), g.identity.identity_id, entry_for_request,
-                                   _may_change)), 201
+                                   _may_bind)), 201
 
 
 @bp.delete("/v1/policies/<policy_id>/bindings/<binding_id>")
 @endpoint("policies", scope="policies:write", response=DeletedView, summary="Remove a binding",
-          authorize=admin())
+          authorize=admin(sys=SYS_POLICIES))
 def delete_binding(policy_id: str, binding_id: str):
     return jsonify(_service().unbind(_owner(), policy_id, binding_id, entry_for_request, _may_change))
 

@@ -43,9 +43,9 @@ def _inactive(row: dict) -> bool:
 
 
 def resolve(identity: Identity, tenant_lookup, path_tenant: str | None, header_tenant: str | None) -> TenantContext:
-    """The TenantContext for this request, or tenant_not_found / access_denied.
+    """The TenantContext for this request, or tenant_not_found / tenant_access_denied.
 
-    Decision: crossing into another tenant is refused with 403 access_denied (details.reason
+    Decision: crossing into another tenant is refused with 403 tenant_access_denied (details.reason
     `cross_tenant`); only callers with platform reach learn that a tenant does not exist
     (404 tenant_not_found), so no one else can probe for other partners' tenant ids.
     """
@@ -71,5 +71,5 @@ def resolve(identity: Identity, tenant_lookup, path_tenant: str | None, header_t
     reach = partner_reach(identity)
     if row is not None and row["partner_id"] in reach and not _inactive(row):
         return TenantContext(tenant_id=tenant_id, partner_id=row["partner_id"], source=source)
-    raise ScaiVaultError("access_denied", "you may not act in this tenant",
+    raise ScaiVaultError("tenant_access_denied", "you may not act in this tenant",
                          details={"tenant_id": tenant_id, "reason": "cross_tenant"})

@@ -12,7 +12,7 @@ from __future__ import annotations
 from ..auth.identity import Identity, TenantContext
 from .cache import PolicyCache
 from .engine import ALLOW_ALL, Decision, PolicySet, compile_policies
-from .rules import RequestContext
+from .rules import RequestContext, parse_rules
 
 NO_POLICIES = compile_policies([])
 
@@ -77,3 +77,23 @@ class AccessControl:
         if policies is None:
             return ALLOW_ALL
         return policies.decide(path, permission, ctx)
+
+    def ungrantable(self, identity: Identity, tenant: TenantContext, rules_json, ctx: RequestContext) -> list[dict]:
+        """The (rule, permission) pairs of `rules_json` the caller does not hold itself ([] when it may grant them).
+
+        An admin role over the tenant holds everything there (a tenant-scope policy acts only in its
+        tenant, partner-scope ones need partner_admin); anyone else writing or binding a policy through
+        a delegated sys/policies grant may only pass on allow rules its own policies cover. Deny rules
+        only take away, so they are always fine.
+        """
+        policies = self.tenant_policies(identity, tenant)
+        if policies is None:
+            return []
+        missing = []
+        for rule in parse_rules(rules_json):
+            if rule.effect != "allow":
+                continue
+            for perm in sorted(rule.permissions):
+                if not policies.covers(rule.pattern, perm, ctx):
+                    missing.append({"rule": rule.index, "path_pattern": rule.pattern.text, "permission": perm})
+        return missing

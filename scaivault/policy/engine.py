@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Any, Iterable
 
 from ..errors import ScaiVaultError
+from .glob import PathPattern
 from .rules import CONDITION_CODES, PERMISSIONS, RequestContext, Rule, parse_rules
 
 
@@ -128,6 +129,23 @@ class PolicySet:
 
     def allows(self, path: str, permission: str, ctx: RequestContext) -> bool:
         return self.decide(path, permission, ctx).allowed
+
+    def covers(self, pattern: "PathPattern", permission: str, ctx: RequestContext) -> bool:
+        """Does this set grant `permission` on every path `pattern` can match (conservatively)?
+
+        A literal pattern is decided as a path; a wildcard one needs an allow rule whose `base/**`
+        (or `**`) covers the folder of the pattern's literal prefix, and no deny rule that could
+        match below it. Used so that a policy author never grants more than it holds (issue 16).
+        """
+        if pattern.literal_prefix == pattern.text:
+            return self.decide(pattern.text, permission, ctx).allowed
+        folder = pattern.literal_prefix[: pattern.literal_prefix.rfind("/") + 1]
+        denies, allows = self._by_permission[permission]
+        if any(not folder or rule.pattern.could_match_below(folder) for _, rule in denies):
+            return False
+        return any(rule.pattern.covers_subtree(folder) if folder else rule.pattern.text == "**"
+                   for _, rule in allows
+                   if rule.conditions is None or rule.conditions.first_failure(ctx) is None)
 
     # ------------------------------------------------------------- listing support
     def list_prefixes(self) -> list[str]:

@@ -8,6 +8,7 @@ from ..errors import ScaiVaultError
 MAX_PATH_LENGTH = 512
 MAX_PATH_DEPTH = 10
 SEGMENT_RE = re.compile(r"^[a-z0-9_-]+$")
+SYSTEM_PREFIX = "sys/"        # reserved: administrative resources addressed by policies, never secrets
 _PATH_RE = re.compile(r"^[a-z0-9_-]+(?:/[a-z0-9_-]+)*$")
 
 
@@ -36,3 +37,11 @@ def validate_path(path: object) -> str:
         shown = path if isinstance(path, str) and len(path) <= MAX_PATH_LENGTH else None
         raise ScaiVaultError("invalid_path", problem, details={"path": shown} if shown else None)
     return path  # type: ignore[return-value]
+
+
+def refuse_system_path(path: str) -> None:
+    """400 invalid_path for a secret write under the reserved `sys/` prefix (issue 16)."""
+    if path == SYSTEM_PREFIX.rstrip("/") or path.startswith(SYSTEM_PREFIX):
+        raise ScaiVaultError("invalid_path", "the sys/ prefix is reserved for administrative resources "
+                             "(policies name it to delegate admin calls) and cannot hold secrets",
+                             details={"path": path, "reason": "reserved_prefix"})
