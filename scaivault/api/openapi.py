@@ -14,6 +14,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from .. import __version__
+from ..errors import STATUS_BY_CODE
 from .pipeline import endpoint
 
 bp = Blueprint("openapi", __name__)
@@ -40,7 +41,8 @@ ERROR_SCHEMA = {
 _ERRORS = {
     "400": "invalid_request, invalid_path, invalid_cursor, invalid_duration, invalid_policy, invalid_glob, ...",
     "401": "authentication_required, token_expired, token_invalid, token_revoked",
-    "403": "insufficient_scope, access_denied, mfa_required, ip_not_allowed, time_window_violation",
+    "403": "insufficient_scope, access_denied, tenant_access_denied, forbidden, mfa_required, ip_not_allowed, "
+           "time_window_violation",
     "404": "the named object does not exist (secret_not_found, policy_not_found, ...)",
     "409": "conflict (version_conflict, secret_exists, policy_in_use, ...)",
     "410": "gone (secret_expired, version_destroyed)",
@@ -51,6 +53,20 @@ _ERRORS = {
     "500": "internal_error",
     "503": "service_unavailable, audit_unavailable, kms_unavailable",
 }
+
+
+def error_responses() -> dict[str, dict]:
+    """One reusable response per error status, naming every code of STATUS_BY_CODE it carries (docs/errors.md)."""
+    by_status: dict[int, list[str]] = {}
+    for code, status in STATUS_BY_CODE.items():
+        by_status.setdefault(status, []).append(code)
+    out = {}
+    for status in sorted(set(by_status) | {int(s) for s in _ERRORS}):
+        codes = sorted(by_status.get(status, []))
+        out[f"E{status}"] = {"description": _ERRORS.get(str(status)) or ", ".join(codes),
+                             "x-error-codes": codes,
+                             "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorEnvelope"}}}}
+    return out
 
 
 def _openapi_path(rule: str) -> tuple[str, list[dict]]:
@@ -169,11 +185,10 @@ def build_document(app: Flask) -> dict:
                                 "(partner admins), equivalent to the X-Tenant-ID header."},
         "servers": [{"url": "/"}],
         "paths": paths,
+        "x-error-codes": dict(sorted(STATUS_BY_CODE.items())),
         "components": {
             "schemas": components,
-            "responses": {f"E{code}": {"description": text,
-                                       "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorEnvelope"}}}}
-                          for code, text in _ERRORS.items()},
+            "responses": error_responses(),
             "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer",
                                                "description": "a ScaiKey JWT or a personal access token (skt_...)"}},
         },
