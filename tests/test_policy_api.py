@@ -319,8 +319,8 @@ def test_partner_secrets_are_readable_in_every_tenant_and_written_by_partner_adm
     refused = tenant_admin_elsewhere.put("/v1/partner/secrets/shared/webhook-signing-key", json={"data": {"key": "evil"}})
     assert refused.status_code == 403 and error_code(refused) == "access_denied"
     assert admin.get("/v1/secrets/shared/webhook-signing-key").status_code == 404     # not a tenant secret
-    plain = callers.user("plainuser@acme.example", new_tenant())
-    assert plain.get("/v1/partner/secrets/shared/webhook-signing-key").status_code == 403
+    plain = callers.user("plainuser@acme.example", new_tenant())      # issue 16: shared with the partner's tenants
+    assert plain.get("/v1/partner/secrets/shared/webhook-signing-key").get_json()["data"] == {"key": "k1"}
     other_partner = callers.admin(new_tenant(), partner="ptn_other")
     assert other_partner.get("/v1/partner/secrets/shared/webhook-signing-key").status_code == 404
 

@@ -14,7 +14,7 @@ from flask import Blueprint, g, jsonify, request
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..errors import ScaiVaultError
-from ..policy.access import request_context
+from ..policy.access import PARTNER_DEFAULT, request_context
 from ..policy.engine import compile_policies
 from ..policy.paths import validate_path
 from ..policy.rules import RequestContext
@@ -300,7 +300,11 @@ def test_policy():
         explained = {"allowed": True, "via": "role", "reason": "granted by an admin role"}
     else:
         rows = [(p["policy_id"], p["name"], p["rules"], None) for p in evaluated]
-        explained = compile_policies(rows).decide(body.path, body.permission, ctx).explain()
+        compiled = compile_policies(rows)
+        explained = compiled.decide(body.path, body.permission, ctx).explain()
+        if body.partner_secret and body.permission in ("read", "list") and g.tenant.partner_id:
+            # shared with the partner's tenants unless a partner-scope deny rule matches (issue 16)
+            explained = (compiled.deny_decision(body.path, body.permission, ctx) or PARTNER_DEFAULT).explain()
         if body.partner_secret and body.permission not in ("read", "list"):
             explained = {"allowed": False, "via": "role", "code": "access_denied",
                          "reason": "partner secrets are written and deleted by partner admins only"}

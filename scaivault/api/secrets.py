@@ -286,7 +286,9 @@ def destroy_versions(path: str, partner: bool):
                  "limit": "page size, 1..1000 (default 100)", "cursor": "from the previous page",
                  "tag": "only secrets carrying this tag", "owner": "only secrets whose metadata.owner is this",
                  "q": "only paths containing this substring", "include_deleted": "true: soft-deleted ones too",
-                 "expires_within": "only secrets expiring within this duration (e.g. 30d), expired ones included"},
+                 "expires_within": "only secrets expiring within this duration (e.g. 30d), expired ones included",
+                 "include_partner": "true: also the partner's shared secrets (partner_secrets, paged by partner_cursor)",
+                 "partner_cursor": "from the previous page's partner_cursor"},
           authorize=permission("list", each=True))
 def list_secrets(partner: bool):
     args = request.args
@@ -304,24 +306,43 @@ def list_secrets(partner: bool):
             filters["expires_within"] = parse_duration(args["expires_within"])
         except ValueError:
             raise ScaiVaultError("invalid_duration", "expires_within must be a duration such as 7d or 30d") from None
+    result = _listing(partner, prefix, args.get("cursor"), filters)
+    if not partner and _bool_arg("include_partner") and g.tenant.partner_id:
+        shared = _listing(True, prefix, args.get("partner_cursor"), filters)   # issue 16: only when asked
+        result.update(partner_secrets=shared.get("secrets", []), partner_cursor=shared.get("cursor"),
+                      partner_has_more=shared.get("has_more", False))
+        if "folders" in shared:
+            result["partner_folders"] = shared["folders"]
+    return jsonify(result)
+
+
+def _listing(partner: bool, prefix: str, cursor: str | None, filters: dict) -> dict:
+    """One owner's listing, narrowed to what the caller may list."""
     rt = runtime()
+    args = request.args
     identity, tenant = g.identity, g.tenant
+    filters = dict(filters)
+    ctx = request_context(identity, request.remote_addr)
     policies = (rt.access.partner_policies(identity, tenant, "list") if partner
                 else rt.access.tenant_policies(identity, tenant))
     visible = subtree = prefixes = None
     exact = policies is None
-    if policies is not None:
-        ctx = request_context(identity, request.remote_addr)
+    if policies is not None and partner and rt.access.partner_default(identity, tenant, "list"):
+        # shared with the partner's tenants: everything, less what partner-scope deny rules take away
+        exact = not policies.has_list_denies()
+        if not exact:
+            visible = lambda p: policies.deny_decision(p, "list", ctx) is None   # noqa: E731
+            subtree = lambda folder: False                                       # noqa: E731
+    elif policies is not None:
         visible = lambda p: policies.allows(p, "list", ctx)        # noqa: E731
         subtree = lambda folder: policies.lists_whole_subtree(folder, ctx)  # noqa: E731
         prefixes = policies.list_prefixes()
         filters["path_regex"] = policies.list_sql_regex(ctx)
         exact = filters["path_regex"] is not None and not policies.has_list_denies()
-    result = rt.secret_store.list(_owner(partner), prefix=prefix, delimiter=args.get("delimiter"),
-                                  limit=args.get("limit"), cursor=args.get("cursor"), filters=filters,
-                                  visible=visible, prefixes=prefixes, subtree_visible=subtree,
-                                  audit=entry_for_request, exact_visibility=exact)
-    return jsonify(result)
+    return rt.secret_store.list(_owner(partner), prefix=prefix, delimiter=args.get("delimiter"),
+                                limit=args.get("limit"), cursor=cursor, filters=filters,
+                                visible=visible, prefixes=prefixes, subtree_visible=subtree,
+                                audit=entry_for_request, exact_visibility=exact)
 
 
 # ------------------------------------------------------------------ batch

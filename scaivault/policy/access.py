@@ -5,7 +5,9 @@ partner_admin: every tenant of its partner and the partner's own secrets; tenant
 its own tenant, and reading its partner's secrets); they are not subject to policies.
 Everyone else needs a policy rule. Tenant-scope policies apply in their tenant only;
 partner-scope policies apply in every tenant of the partner and to partner secrets.
-Partner secrets are written only by partner admins (spec/10 section 4.3).
+Partner secrets are written only by partner admins (spec/10 section 4.3) and read (and listed)
+by default by every identity of the partner whose token holds the scope, unless a partner-scope
+deny rule matches (issue 16: "shared with every tenant of the partner").
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from .engine import ALLOW_ALL, Decision, PolicySet, compile_policies
 from .rules import RequestContext, parse_rules
 
 NO_POLICIES = compile_policies([])
+PARTNER_DEFAULT = Decision(True, via="partner_default", message="partner secrets are shared with the partner's tenants")
 
 
 def request_context(identity: Identity, source_ip: str | None) -> RequestContext:
@@ -64,6 +67,13 @@ class AccessControl:
             return NO_POLICIES
         return self.cache.get(None, tenant.partner_id, self._ids(identity))
 
+    @staticmethod
+    def partner_default(identity: Identity, tenant: TenantContext, permission: str) -> bool:
+        """Does the shared-with-the-partner default apply (read or list by an identity of the tenant's partner)?"""
+        if permission not in ("read", "list") or not tenant.partner_id:
+            return False
+        return identity.tenant_id == tenant.tenant_id or identity.partner_id == tenant.partner_id
+
     def decide(self, identity: Identity, tenant: TenantContext, path: str, permission: str,
                ctx: RequestContext, *, partner_secret: bool = False) -> Decision:
         """The decision for one path; the token scope was already checked by the pipeline."""
@@ -72,6 +82,8 @@ class AccessControl:
                 return Decision(False, code="access_denied", via="role",
                                 message="partner secrets are written and deleted by partner admins only")
             policies = self.partner_policies(identity, tenant, permission)
+            if policies is not None and self.partner_default(identity, tenant, permission):
+                return policies.deny_decision(path, permission, ctx) or PARTNER_DEFAULT
         else:
             policies = self.tenant_policies(identity, tenant)
         if policies is None:

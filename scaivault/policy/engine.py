@@ -108,11 +108,10 @@ class PolicySet:
 
     def decide(self, path: str, permission: str, ctx: RequestContext) -> Decision:
         """Whether `permission` on `path` is granted; never raises."""
-        denies, allows = self._candidates(path, permission)
-        for _, policy, rule in denies:
-            if rule.pattern.matches(path) and (rule.conditions is None or rule.conditions.first_failure(ctx) is None):
-                return _decision_for(policy, rule, False, code="access_denied",
-                                     message=f"{permission} on this path is denied by policy {policy.name}")
+        denied = self.deny_decision(path, permission, ctx)
+        if denied is not None:
+            return denied
+        _, allows = self._candidates(path, permission)
         near_miss: Decision | None = None
         for _, policy, rule in allows:
             if not rule.pattern.matches(path):
@@ -126,6 +125,15 @@ class PolicySet:
         if near_miss is not None:
             return near_miss
         return Decision(False, code="access_denied", message=f"no policy rule grants {permission} on this path")
+
+    def deny_decision(self, path: str, permission: str, ctx: RequestContext) -> Decision | None:
+        """The refusal of the first matching deny rule whose conditions hold, or None."""
+        denies, _ = self._candidates(path, permission)
+        for _, policy, rule in denies:
+            if rule.pattern.matches(path) and (rule.conditions is None or rule.conditions.first_failure(ctx) is None):
+                return _decision_for(policy, rule, False, code="access_denied",
+                                     message=f"{permission} on this path is denied by policy {policy.name}")
+        return None
 
     def allows(self, path: str, permission: str, ctx: RequestContext) -> bool:
         return self.decide(path, permission, ctx).allowed
