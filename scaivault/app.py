@@ -9,7 +9,7 @@ import time
 from flask import Flask, Response, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from . import __version__
+from . import __version__, pagination
 from .config import Settings
 from .errors import STATUS_BY_CODE, ScaiVaultError
 from .logging_setup import configure_logging
@@ -77,6 +77,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> Flask:
     @app.before_request
     def _start_request():
         g.started = time.perf_counter()
+        pagination.use_key_source(runtime.cursor_key)
         incoming = request.headers.get("X-Request-ID", "")
         g.request_id = incoming if REQUEST_ID_RE.match(incoming) else _new_request_id()
         path_tenant = request.environ.get("scaivault.path_tenant")

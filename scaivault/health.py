@@ -6,6 +6,7 @@ import threading
 import time
 from typing import Callable
 
+from .pagination import timestamp
 from .db import DatabaseUnavailable, connect
 from .errors import ScaiVaultError
 from .migrate import MigrationRunner
@@ -75,7 +76,7 @@ class HealthChecker:
         result = {"status": "degraded" if row["revoke_failed"] else "ok", "active": row["active"],
                   "revoke_failed": row["revoke_failed"]}
         if row["next_retry_at"] is not None:
-            result["next_retry_at"] = row["next_retry_at"].isoformat().replace("+00:00", "Z")
+            result["next_retry_at"] = timestamp(row["next_retry_at"])
         return result
 
     def checks(self, detailed: bool = False) -> dict[str, Callable[[], dict]]:

@@ -43,6 +43,13 @@ class Runtime:
         return get_plugin_manager()
 
     @cached_property
+    def cursor_key(self):
+        """The cursor-signing key source (scaivault.pagination), derived from sealed material on first use."""
+        from .pagination import key_from_keyring
+
+        return key_from_keyring(lambda: self.keyring)
+
+    @cached_property
     def keyring(self):
         """The key hierarchy (scaivault.crypto.Keyring) over the KMS_PROVIDER plugin."""
         from .crypto import build_keyring

@@ -135,9 +135,9 @@ def test_the_cursor_walks_every_entry_exactly_once(client, runtime, admin_header
 
 @pytest.mark.parametrize("params, status, code, field", [
     ({"cursor": "not-a-cursor"}, 400, "invalid_cursor", None),
-    ({"limit": "1001"}, 422, "validation_error", "limit"),
-    ({"limit": "0"}, 422, "validation_error", "limit"),
-    ({"limit": "ten"}, 422, "validation_error", "limit"),
+    ({"limit": "1001"}, 400, "invalid_request", None),     # issue 16: one error for a bad limit
+    ({"limit": "0"}, 400, "invalid_request", None),     # issue 16: one error for a bad limit
+    ({"limit": "ten"}, 400, "invalid_request", None),     # issue 16: one error for a bad limit
     ({"from": "yesterday"}, 422, "validation_error", "from"),
     ({"from": "2026-02-01T00:00:00Z", "to": "2026-01-01T00:00:00Z"}, 422, "validation_error", "to"),
     ({"success": "maybe"}, 422, "validation_error", "success"),

@@ -11,6 +11,7 @@ from typing import Any
 from flask import Blueprint, Response, g, jsonify, request
 from pydantic import BaseModel, ConfigDict, Field
 
+from .. import pagination
 from ..errors import ScaiVaultError
 from ..policy.paths import validate_path
 from ..services.policies import page_limit
@@ -68,11 +69,11 @@ def register_account():
 
 
 @bp.get("/v1/pki/acme/accounts")
-@endpoint("pki:admin", scope="pki:admin", summary="List ACME accounts", authorize=permission("list", each=True))
+@endpoint("pki:admin", scope="pki:admin", summary="List ACME accounts", query={"limit": "page size, 1..1000 (default 100)", "cursor": "from the previous page"}, authorize=permission("list", each=True))
 def list_accounts():
     accounts = runtime().acme.list_accounts(owner())
     audit_read("pki/acme/accounts", listed=len(accounts))
-    return jsonify({"accounts": accounts})
+    return jsonify(pagination.paginate("accounts", accounts, request.args.get("limit"), request.args.get("cursor")))
 
 
 @bp.get("/v1/pki/acme/accounts/<account_id>")
@@ -110,10 +111,10 @@ def get_order(order_id: str):
 
 @bp.get("/v1/pki/acme/orders")
 @endpoint("acme:order", summary="ACME orders whose secret path the caller may list",
-          query={"limit": "1..200", "cursor": "from the previous page"}, authorize=permission("list", each=True))
+          query={"limit": "page size, 1..1000 (default 100)", "cursor": "from the previous page"}, authorize=permission("list", each=True))
 def list_orders():
     require_any_scope("pki:issue", "pki:admin")
-    limit = page_limit(request.args.get("limit"), 50, 200)
+    limit = page_limit(request.args.get("limit"))
     page = runtime().acme.list_orders(owner(), limit, request.args.get("cursor"), visible("list"))
     audit_read("pki/acme/orders", listed=len(page["orders"]))
     return jsonify(page)
@@ -132,12 +133,12 @@ def create_dns_provider():
 
 
 @bp.get("/v1/dns/providers")
-@endpoint("pki:admin", scope="pki:admin", summary="List DNS providers (never their credentials)",
+@endpoint("pki:admin", scope="pki:admin", summary="List DNS providers (never their credentials)", query={"limit": "page size, 1..1000 (default 100)", "cursor": "from the previous page"},
           authorize=permission("list", each=True))
 def list_dns_providers():
     providers = runtime().dns_providers.list(owner())
     audit_read("dns/providers", listed=len(providers))
-    return jsonify({"providers": providers})
+    return jsonify(pagination.paginate("providers", providers, request.args.get("limit"), request.args.get("cursor")))
 
 
 @bp.get("/v1/dns/providers/<provider_id>")

@@ -7,6 +7,7 @@ from typing import Any, Literal
 from flask import Blueprint, Response, g, jsonify, request
 from pydantic import BaseModel, ConfigDict, Field
 
+from .. import pagination
 from ..audit import exports, queries, record_now
 from ..audit.chain import verify_chain
 from ..audit.entry import IDENTITY_TYPES
@@ -73,16 +74,7 @@ def parse_filter(source: dict[str, Any], *, tenant_id: str) -> queries.AuditFilt
 
 
 def parse_limit() -> int:
-    raw = request.args.get("limit")
-    if raw is None or raw == "":
-        return queries.DEFAULT_LIMIT
-    try:
-        limit = int(raw)
-    except ValueError:
-        raise ValidationFailed({"limit": "must be an integer"}) from None
-    if not 1 <= limit <= queries.MAX_LIMIT:
-        raise ValidationFailed({"limit": f"must be between 1 and {queries.MAX_LIMIT}"})
-    return limit
+    return pagination.page_limit(request.args.get("limit"))
 
 
 def audited_query(what: str, extra: dict[str, Any] | None = None) -> None:
@@ -245,7 +237,18 @@ def create_export():
 @endpoint("audit:read", scope="audit:export", authorize=admin(sys=SYS_AUDIT_EXPORTS))   # polling must not eat the 5/min export budget
 def list_exports():
     """Export jobs of this tenant, newest first."""
-    return jsonify({"exports": [exports.present(r) for r in exports.list_exports(runtime(), g.tenant.tenant_id)]})
+    size = parse_limit()
+    after = pagination.decode_cursor(request.args.get("cursor"), "audit_exports")
+    if after is not None and not (isinstance(after, list) and len(after) == 2 and all(isinstance(x, str) for x in after)):
+        raise ScaiVaultError("invalid_cursor", "the cursor belongs to another listing; start again without it")
+    try:
+        rows = exports.list_exports(runtime(), g.tenant.tenant_id, size + 1, after)
+    except ValueError:
+        raise ScaiVaultError("invalid_cursor", "the cursor is not valid; start again without one") from None
+    more = len(rows) > size
+    rows = rows[:size]
+    last = [pagination.timestamp(rows[-1]["created_at"]), rows[-1]["id"]] if rows else None
+    return jsonify(pagination.page("exports", [exports.present(r) for r in rows], more, last, kind="audit_exports"))
 
 
 @bp.get("/v1/audit/exports/<export_id>")

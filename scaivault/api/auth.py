@@ -1,11 +1,13 @@
 """/v1/auth: whoami, introspect and personal access tokens (spec/10 section 2.5, spec/15 6.3)."""
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime
 
-from flask import Blueprint, g, jsonify
+from flask import Blueprint, g, jsonify, request
 from pydantic import BaseModel, Field, field_validator
 
+from .. import pagination
+from ..pagination import timestamp
 from .. import audit
 from ..auth import personal_tokens, tenancy
 from ..auth.identity import Identity
@@ -21,7 +23,7 @@ bp = Blueprint("auth", __name__)
 def _iso(value: datetime | None) -> str | None:
     if value is None:
         return None
-    return value.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+    return timestamp(value)
 
 
 class IntrospectBody(BaseModel):
@@ -93,6 +95,8 @@ class CreatedToken(TokenView):
 class TokenList(BaseModel):
     tokens: list[TokenView]
     total: int
+    cursor: str | None = None
+    has_more: bool = False
 
 
 def whoami_view(identity: Identity) -> dict:
@@ -158,12 +162,13 @@ def create_token():
 
 
 @bp.get("/v1/auth/tokens")
-@endpoint("auth", tenant=False, response=TokenList, authorize=identity_only())
+@endpoint("auth", tenant=False, response=TokenList, query={"limit": "page size, 1..1000 (default 100)", "cursor": "from the previous page"}, authorize=identity_only())
 def list_tokens():
     """The caller's personal access tokens (never their values)."""
     with runtime().db.session() as s:
         rows = personal_tokens.list_for(s, g.identity)
-    return jsonify({"tokens": [personal_tokens.public_view(r) for r in rows], "total": len(rows)})
+    return jsonify(pagination.paginate("tokens", [personal_tokens.public_view(r) for r in rows], request.args.get("limit"),
+                                       request.args.get("cursor"), total=len(rows)))
 
 
 @bp.delete("/v1/auth/tokens/<token_id>")

@@ -13,6 +13,7 @@ from typing import Any
 from flask import Blueprint, g, jsonify, request
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 
+from .. import pagination
 from ..errors import ScaiVaultError
 from ..policy.access import request_context
 from .auditing import entry_for_request, record_denial
@@ -141,10 +142,12 @@ def create_engine():
 
 
 @bp.get("/v1/dynamic/engines")
-@endpoint("dynamic:admin", scope="dynamic:read", summary="List the engines the caller may list",
+@endpoint("dynamic:admin", scope="dynamic:read", summary="List the engines the caller may list", query={"limit": "page size, 1..1000 (default 100)", "cursor": "from the previous page"},
           authorize=permission("list", each=True))
 def list_engines():
-    return jsonify(runtime().dynamic.list_engines(g.tenant.tenant_id, lambda name: _allows(f"dynamic/{name}", "list")))
+    engines = runtime().dynamic.list_engines(g.tenant.tenant_id, lambda name: _allows(f"dynamic/{name}", "list"))
+    return jsonify(pagination.paginate("engines", engines["engines"], request.args.get("limit"), request.args.get("cursor"),
+                                       sort_key=lambda engine: engine["name"]))
 
 
 @bp.get("/v1/dynamic/engines/<name>")
@@ -195,11 +198,12 @@ def rotate_root(name: str):
 
 # ------------------------------------------------------------------ roles
 @bp.get("/v1/dynamic/engines/<name>/roles")
-@endpoint("dynamic:admin", scope="dynamic:read", summary="List the roles of an engine the caller may list",
+@endpoint("dynamic:admin", scope="dynamic:read", summary="List the roles of an engine the caller may list", query={"limit": "page size, 1..1000 (default 100)", "cursor": "from the previous page"},
           authorize=permission("list", each=True))
 def list_roles(name: str):
-    return jsonify(runtime().dynamic.list_roles(g.tenant.tenant_id, name,
-                                                lambda role: _allows(f"dynamic/{name}/{role}", "list")))
+    roles = runtime().dynamic.list_roles(g.tenant.tenant_id, name, lambda role: _allows(f"dynamic/{name}/{role}", "list"))
+    return jsonify(pagination.paginate("roles", roles["roles"], request.args.get("limit"), request.args.get("cursor"),
+                                       sort_key=lambda role: role["name"]))
 
 
 @bp.post("/v1/dynamic/engines/<name>/roles")

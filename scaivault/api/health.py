@@ -6,6 +6,7 @@ from datetime import datetime, timezone
 
 from flask import Blueprint, current_app, jsonify
 
+from ..pagination import timestamp
 from .. import __version__, ratelimit
 from ..health import HealthChecker
 from .http import runtime
@@ -24,7 +25,7 @@ def _checker() -> HealthChecker:
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+    return timestamp(datetime.now(timezone.utc))
 
 
 @bp.get("/v1/health")

@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any
 
 from flask import Blueprint, g, jsonify, request
 from pydantic import BaseModel, Field
 
+from ..pagination import timestamp
 from .. import audit
 from ..auth import roles as role_store
 from ..auth import tenancy
@@ -29,7 +30,7 @@ IDENTITY_TYPES = ("user", "group", "service_account")
 
 def _iso(value: Any) -> Any:
     if isinstance(value, datetime):
-        return value.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+        return timestamp(value)
     return value
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from flask import Blueprint, Response, g, jsonify, request
 from pydantic import BaseModel, ConfigDict, Field
 
+from .. import pagination
 from ..config import parse_duration
 from ..errors import ScaiVaultError, ValidationFailed
 from ..pki import x509 as px
@@ -118,11 +119,11 @@ def import_ca():
 
 
 @bp.get("/v1/pki/ca")
-@endpoint("pki:admin", scope="pki:admin", summary="List the tenant's CAs", authorize=permission("list", each=True))
+@endpoint("pki:admin", scope="pki:admin", summary="List the tenant's CAs", query={"limit": "page size, 1..1000 (default 100)", "cursor": "from the previous page"}, authorize=permission("list", each=True))
 def list_cas():
     cas = runtime().pki.list_cas(owner(), visible("list"))
     audit_read("pki/ca", listed=len(cas))
-    return jsonify({"cas": cas})
+    return jsonify(pagination.paginate("cas", cas, request.args.get("limit"), request.args.get("cursor")))
 
 
 def _ca_for(ca_id: str, permission: str) -> dict:
@@ -213,11 +214,11 @@ def create_role():
 
 
 @bp.get("/v1/pki/roles")
-@endpoint("pki:admin", scope="pki:admin", summary="List PKI roles", authorize=permission("list", each=True))
+@endpoint("pki:admin", scope="pki:admin", summary="List PKI roles", query={"limit": "page size, 1..1000 (default 100)", "cursor": "from the previous page"}, authorize=permission("list", each=True))
 def list_roles():
     roles = runtime().pki.list_roles(owner(), visible("list"))
     audit_read("pki/roles", listed=len(roles))
-    return jsonify({"roles": roles})
+    return jsonify(pagination.paginate("roles", roles, request.args.get("limit"), request.args.get("cursor")))
 
 
 @bp.get("/v1/pki/roles/<name>")

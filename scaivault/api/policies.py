@@ -127,6 +127,8 @@ class PolicyListView(BaseModel):
 
 class BindingListView(BaseModel):
     bindings: list[BindingView]
+    cursor: str | None
+    has_more: bool
 
 
 class DeletedView(BaseModel):
@@ -182,7 +184,7 @@ def _dump(model: BaseModel) -> dict:
 @bp.get("/v1/policies")
 @endpoint("policies", scope="policies:read", response=PolicyListView, summary="List policies",
           query={"scope": "tenant or partner", "include_inactive": "true: inactive ones too",
-                 "limit": "page size, 1..200 (default 50)", "cursor": "from the previous page"},
+                 "limit": "page size, 1..1000 (default 100)", "cursor": "from the previous page"},
           authorize=admin(sys=SYS_POLICIES))
 def list_policies():
     args = request.args
@@ -243,9 +245,10 @@ def delete_policy(policy_id: str):
 
 @bp.get("/v1/policies/<policy_id>/bindings")
 @endpoint("policies", scope="policies:read", response=BindingListView, summary="List a policy's bindings",
+          query={"limit": "page size, 1..1000 (default 100)", "cursor": "from the previous page"},
           authorize=admin(sys=SYS_POLICIES))
 def list_bindings(policy_id: str):
-    return jsonify(_service().bindings(_owner(), policy_id))
+    return jsonify(_service().bindings(_owner(), policy_id, request.args.get("limit"), request.args.get("cursor")))
 
 
 @bp.post("/v1/policies/<policy_id>/bindings")

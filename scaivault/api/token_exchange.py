@@ -10,6 +10,7 @@ from typing import Any
 from flask import Blueprint, g, jsonify, request
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
 
+from .. import pagination
 from ..errors import ScaiVaultError, ValidationFailed
 from .auditing import entry_for_request
 from .authorization import admin
@@ -82,9 +83,11 @@ def _body() -> dict[str, Any]:
 
 
 @bp.get("/v1/auth/trust")
-@endpoint("auth", scope="admin", authorize=admin(), summary="List the tenant's trust rules")
+@endpoint("auth", scope="admin", authorize=admin(), summary="List the tenant's trust rules",
+          query={"limit": "page size, 1..1000 (default 100)", "cursor": "from the previous page"})
 def list_rules():
-    return jsonify(runtime().trust_rules.list(g.tenant.tenant_id))
+    rules = runtime().trust_rules.list(g.tenant.tenant_id)["rules"]
+    return jsonify(pagination.paginate("rules", rules, request.args.get("limit"), request.args.get("cursor")))
 
 
 @bp.post("/v1/auth/trust")

@@ -36,9 +36,9 @@ def new_entry_id() -> str:
 
 def format_timestamp(ts: datetime) -> str:
     """ISO 8601 with microseconds and `Z` (spec/30 section 7.1)."""
-    if ts.tzinfo is not timezone.utc:
-        ts = ts.astimezone(timezone.utc)
-    return ts.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
+    if ts.tzinfo is None:
+        ts = ts.replace(tzinfo=timezone.utc)
+    return ts.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def _now() -> datetime:

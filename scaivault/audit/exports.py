@@ -19,6 +19,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Iterable, Iterator
 
 from ..errors import ScaiVaultError
+from ..pagination import timestamp
 from . import AuditEntry, record
 from .queries import AuditFilter, count_entries, iter_entries
 
@@ -60,14 +61,18 @@ def get_export(runtime, tenant_id: str, export_id: str) -> dict[str, Any]:
     return row
 
 
-def list_exports(runtime, tenant_id: str, limit: int = 100) -> list[dict[str, Any]]:
-    return runtime.db.query("SELECT * FROM audit_exports WHERE tenant_id = :t ORDER BY created_at DESC, id DESC "
-                            "LIMIT :n", t=tenant_id, n=limit)
+def list_exports(runtime, tenant_id: str, limit: int = 100, after: list | None = None) -> list[dict[str, Any]]:
+    """Newest first; `after` = [created_at as RFC 3339, id] of the previous page's last row (keyset)."""
+    if after is None:
+        return runtime.db.query("SELECT * FROM audit_exports WHERE tenant_id = :t ORDER BY created_at DESC, id DESC "
+                                "LIMIT :n", t=tenant_id, n=limit)
+    ts = datetime.strptime(after[0], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc)
+    return runtime.db.query("SELECT * FROM audit_exports WHERE tenant_id = :t AND (created_at, id) < (:ts, :id) "
+                            "ORDER BY created_at DESC, id DESC LIMIT :n", t=tenant_id, ts=ts, id=after[1], n=limit)
 
 
 def present(row: dict[str, Any]) -> dict[str, Any]:
-    def iso(value):
-        return value.astimezone(timezone.utc).isoformat().replace("+00:00", "Z") if value else None
+    iso = timestamp
 
     return {
         "export_id": row["id"], "status": row["status"], "format": row["format"],

@@ -5,19 +5,17 @@ Every query is scoped to one tenant. Listings are newest first and paginated by 
 """
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+from .. import pagination
 from ..db import Database
 from ..errors import ScaiVaultError
 from .entry import format_timestamp
 
-DEFAULT_LIMIT = 100
-MAX_LIMIT = 1000
+DEFAULT_LIMIT = pagination.DEFAULT_LIMIT
+MAX_LIMIT = pagination.MAX_LIMIT
 SECRET_SUMMARY_DAYS = 30
 TOP_N = 10
 
@@ -93,19 +91,18 @@ class Page:
 
 
 def encode_cursor(ts: datetime, entry_id: str) -> str:
-    raw = json.dumps([format_timestamp(ts), entry_id], separators=(",", ":")).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    return pagination.encode_cursor([format_timestamp(ts), entry_id], "audit_logs")
 
 
 def decode_cursor(cursor: str) -> tuple[datetime, str]:
-    """(ts, id) of a cursor; invalid_cursor (400) for anything this service did not issue."""
+    """(ts, id) of a cursor; invalid_cursor (400) for anything this service did not sign."""
+    position = pagination.decode_cursor(cursor, "audit_logs")
     try:
-        padded = cursor + "=" * (-len(cursor) % 4)
-        ts_text, entry_id = json.loads(base64.urlsafe_b64decode(padded.encode()))
+        ts_text, entry_id = position
         ts = datetime.strptime(ts_text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc)
         if not isinstance(entry_id, str) or not entry_id.startswith("log_") or len(entry_id) > 64:
             raise ValueError
-    except (ValueError, TypeError, binascii.Error, UnicodeDecodeError, json.JSONDecodeError):
+    except (ValueError, TypeError):
         raise ScaiVaultError("invalid_cursor", "the cursor is not valid; start again without one") from None
     return ts, entry_id
 

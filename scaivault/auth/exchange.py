@@ -17,6 +17,7 @@ from typing import Any, Callable
 
 import jwt
 
+from ..pagination import timestamp
 from ..audit import AuditEntry, record
 from ..errors import ScaiVaultError
 from .foreign_jwks import ALGORITHMS, ForeignKeys
@@ -148,7 +149,7 @@ class TokenExchange:
                       exp=expires_at)
             record(s, self._entry(rule, claims, True, audit_meta,
                                   {"token_id": token_id, "scopes": scopes,
-                                   "expires_at": expires_at.isoformat().replace("+00:00", "Z")}))
+                                   "expires_at": timestamp(expires_at)}))
         return {"access_token": value, "token_type": "Bearer", "expires_in": rule["ttl"],
                 "issued_token_type": ISSUED_TOKEN_TYPE, "scope": " ".join(scopes)}
 

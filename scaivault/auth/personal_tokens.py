@@ -10,6 +10,7 @@ import hmac
 import secrets
 from datetime import datetime, timezone
 
+from ..pagination import timestamp
 from ..db import Session
 from ..errors import ScaiVaultError
 from .identity import ADMIN_ROLES, Identity, principal_key
@@ -42,7 +43,7 @@ def public_view(row: dict) -> dict:
 def _iso(value: datetime | None) -> str | None:
     if value is None:
         return None
-    return value.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+    return timestamp(value)
 
 
 def issue(s: Session, creator: Identity, name: str, scopes: list[str], lifetime_seconds: int) -> tuple[dict, str]:

@@ -16,6 +16,7 @@ from typing import Any, Callable
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from ..pagination import timestamp
 from ..config import ConfigError, Settings
 from ..db import Database
 from . import envelope
@@ -429,7 +430,7 @@ class Keyring:
 def _iso(value) -> str | None:
     if value is None:
         return None
-    return value.isoformat().replace("+00:00", "Z")
+    return timestamp(value)
 
 
 def _key_variable(settings: Settings) -> str:

@@ -3,11 +3,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..pagination import timestamp
 from .context import PARTNER_SCOPE
 
 
 def _iso(value) -> str | None:
-    return value.isoformat().replace("+00:00", "Z") if value is not None else None
+    return timestamp(value)
 
 
 def key_status(db, *, partner_id: str | None = None, limit: int = 100) -> dict[str, Any]:

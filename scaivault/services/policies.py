@@ -6,13 +6,13 @@ transaction and then announced to the policy caches of every instance.
 """
 from __future__ import annotations
 
-import base64
 import json
 import secrets as pyrandom
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Callable, Iterable
 
+from .. import pagination
 from ..audit import AuditEntry, record
 from ..db import Database, Session
 from ..errors import ScaiVaultError
@@ -23,8 +23,8 @@ AuditFn = Callable[..., AuditEntry]      # audit(action, secret_path=None, extra
 
 IDENTITY_PREFIXES = {"user": "user:", "service_account": "sa:", "group": "group:",
                      "dynamic_engine": "dynamic:"}   # dynamic:<engine>, the identity of a dynamic engine
-DEFAULT_PAGE = 50
-MAX_PAGE = 200
+DEFAULT_PAGE = pagination.DEFAULT_LIMIT
+MAX_PAGE = pagination.MAX_LIMIT
 MAX_NAME = 128
 MAX_DESCRIPTION = 2000
 
@@ -37,51 +37,28 @@ class PolicyOwner:
     partner_id: str | None
 
 
-def iso(ts: datetime | None) -> str | None:
-    if ts is None:
-        return None
-    return ts.astimezone(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+iso = pagination.timestamp     # one timestamp format everywhere (RFC 3339, microseconds, Z)
 
 
 def _new_id(prefix: str) -> str:
     return prefix + pyrandom.token_hex(8)
 
 
-def _encode_cursor(value: str) -> str:
-    return base64.urlsafe_b64encode(json.dumps({"after": value}).encode()).decode().rstrip("=")
+def encode_cursor(value: str) -> str:
+    """A signed cursor for a string keyset position (scaivault.pagination)."""
+    return pagination.encode_cursor(value)
 
 
 def decode_cursor(cursor: str | None) -> str | None:
-    """The keyset position of an opaque cursor; 400 invalid_cursor when it is not one of ours."""
-    if cursor is None or cursor == "":
-        return None
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        doc = json.loads(raw)
-        after = doc["after"]
-        if not isinstance(after, str) or len(after) > 1024:
-            raise ValueError
-        return after
-    except Exception:
-        raise ScaiVaultError("invalid_cursor", "the cursor is malformed or expired; start again without it") from None
+    """The string keyset position of a cursor we signed; 400 invalid_cursor otherwise."""
+    after = pagination.decode_cursor(cursor)
+    if after is not None and (not isinstance(after, str) or len(after) > 1024):
+        raise ScaiVaultError("invalid_cursor", "the cursor belongs to another listing; start again without it")
+    return after
 
 
-encode_cursor = _encode_cursor
-
-
-def _page_limit(limit: Any, default: int = DEFAULT_PAGE, maximum: int = MAX_PAGE) -> int:
-    if limit is None or limit == "":
-        return default
-    try:
-        value = int(limit)
-    except (TypeError, ValueError):
-        raise ScaiVaultError("invalid_request", f"limit must be an integer between 1 and {maximum}") from None
-    if not 1 <= value <= maximum:
-        raise ScaiVaultError("invalid_request", f"limit must be between 1 and {maximum}")
-    return value
-
-
-page_limit = _page_limit
+_encode_cursor = encode_cursor
+page_limit = _page_limit = pagination.page_limit
 
 
 def _parse_time(value: Any, field: str) -> datetime | None:
@@ -294,11 +271,18 @@ class PolicyService:
         return {"id": policy_id, "deleted": True, "removed_bindings": bound}
 
     # ------------------------------------------------------------------ bindings
-    def bindings(self, owner: PolicyOwner, policy_id: str) -> dict:
+    def bindings(self, owner: PolicyOwner, policy_id: str, limit: Any = None, cursor: str | None = None) -> dict:
+        size = pagination.page_limit(limit)
+        after = pagination.decode_cursor(cursor, "bindings")
+        if after is not None and not (isinstance(after, str) and len(after) <= 64):
+            raise ScaiVaultError("invalid_cursor", "the cursor belongs to another listing; start again without it")
         with self.db.session() as s:
             self._fetch(s, owner, policy_id)
-            rows = s.query("SELECT * FROM policy_bindings WHERE policy_id = :id ORDER BY created_at, id", id=policy_id)
-        return {"bindings": [self.binding_view(r) for r in rows]}
+            rows = s.query("SELECT * FROM policy_bindings WHERE policy_id = :id AND (CAST(:after AS text) IS NULL OR id > :after) "
+                           "ORDER BY id LIMIT :n", id=policy_id, after=after, n=size + 1)
+        more = len(rows) > size
+        rows = rows[:size]
+        return pagination.page("bindings", [self.binding_view(r) for r in rows], more, rows[-1]["id"] if rows else None)
 
     def bind(self, owner: PolicyOwner, policy_id: str, body: dict, actor: str, audit: AuditFn,
              may_change: Callable[[dict], None]) -> dict:
