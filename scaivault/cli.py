@@ -107,6 +107,25 @@ def cmd_dev(args, env) -> int:
     return run_dev(args, env)
 
 
+def cmd_dev_token(args, env) -> int:
+    from pathlib import Path
+
+    from .devmode import DataDirectoryBusy, mint_identity_token
+    from .config import parse_duration
+
+    try:
+        lifetime = parse_duration(args.ttl)
+    except ValueError:
+        _fail(EXIT_FAILURE, "--ttl must be a duration such as 1h, 24h or 30d")
+    scopes = [sc for sc in args.scopes.replace(",", " ").split() if sc]
+    try:
+        token = mint_identity_token(Path(args.data_dir).expanduser().resolve(), args.identity_id, scopes, lifetime, env)
+    except DataDirectoryBusy as exc:
+        _fail(EXIT_FAILURE, str(exc))
+    sys.stdout.write(token + "\n")
+    return 0
+
+
 def cmd_keys(args, env) -> int:
     from .config import load_settings
     from .crypto.cli import run_keys_command
@@ -122,6 +141,18 @@ def cmd_identity(args, env) -> int:
 
 
 SERVER_EXTRA_HINT = "the server commands need the server extra: pip install 'scaivault[server]'"
+
+
+class ServerGroup(click.Group):
+    """A group whose own invocation is a server command (`scaivault dev`), with subcommands (`dev token`)."""
+
+    def invoke(self, ctx: click.Context):
+        from .errors import ScaiVaultError
+
+        try:
+            return _run_server_command(super().invoke, ctx)
+        except ScaiVaultError as exc:
+            _fail(EXIT_FAILURE, f"cannot start: {exc.message}")
 
 
 class ServerCommand(click.Command):
@@ -185,12 +216,29 @@ def build_cli() -> click.Group:
     def healthcheck(timeout: float) -> int:
         return _server(cmd_healthcheck, timeout=timeout)
 
-    @cli.command(cls=ServerCommand, help="Run everything on this machine (embedded PostgreSQL, local KMS).")
+    @cli.group(cls=ServerGroup, invoke_without_command=True,
+               help="Run everything on this machine (embedded PostgreSQL, local KMS).")
     @click.option("--data-dir", default="./.scaivault-dev", show_default=True,
                   help="Embedded database, key file and state (kept between runs).")
     @click.option("--bind", default="127.0.0.1:8200", show_default=True, help="HOST:PORT to listen on (plain HTTP).")
-    def dev(data_dir: str, bind: str) -> int:
-        return _server(cmd_dev, data_dir=data_dir, bind=bind)
+    @click.pass_context
+    def dev(ctx: click.Context, data_dir: str, bind: str) -> int | None:
+        ctx.obj["dev_data_dir"] = data_dir
+        if ctx.invoked_subcommand is None:
+            return _server(cmd_dev, data_dir=data_dir, bind=bind)
+        return None
+
+    @dev.command("token", cls=ServerCommand,
+                 help="Development only: print a token for another identity of the dev tenant (no role; "
+                      "policies decide), e.g. --identity sa:api --scopes secrets:read.")
+    @click.option("--identity", "identity_id", required=True, help="sa:<name> or user:<email>")
+    @click.option("--scopes", required=True, help="Scopes, separated by commas or spaces.")
+    @click.option("--ttl", default="24h", show_default=True, help="Lifetime (e.g. 1h, 24h, 30d).")
+    @click.option("--data-dir", default=None, help="The dev data directory (default: the one given to `dev`).")
+    @click.pass_context
+    def dev_token(ctx: click.Context, identity_id: str, scopes: str, ttl: str, data_dir: str | None) -> int:
+        return _server(cmd_dev_token, data_dir=data_dir or ctx.obj["dev_data_dir"], identity_id=identity_id,
+                       scopes=scopes, ttl=ttl)
 
     @cli.group(help="Key hierarchy: status and rotation.")
     def keys() -> None:
@@ -224,7 +272,7 @@ def build_cli() -> click.Group:
 
 def main(argv: list[str] | None = None, env: dict | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    if argv[:1] in (["serve"], ["dev"]) and not {"-h", "--help"} & set(argv):
+    if argv[:1] in (["serve"], ["dev"]) and "token" not in argv[1:] and not {"-h", "--help"} & set(argv):
         # gevent must patch the standard library before ssl, sockets or threads are imported
         try:
             from gevent import monkey

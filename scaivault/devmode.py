@@ -119,19 +119,60 @@ def dev_environment(env: dict, data_dir: Path, bind: str, database_url: str) -> 
     return merged
 
 
-def _dev_token(settings) -> str | None:
-    """A super-admin personal token for the developer, once the identity area provides one."""
+DEV_TOKEN_FILE = "dev-token"
+
+
+def _dev_token(settings, data_dir: Path) -> str | None:
+    """The developer's super-admin token: the one of the last run while it has a week left, else a new one.
+
+    A new token revokes the previous ones, so restarts never pile up active tokens. The value is kept in
+    the data directory (mode 0600), next to the local KMS key file that already opens everything there.
+    """
     try:
-        from .auth.personal_tokens import issue_dev_token
+        from .auth.personal_tokens import dev_token_active, issue_dev_token
     except ImportError:
         return None
     from .runtime import Runtime
 
+    saved = data_dir / DEV_TOKEN_FILE
     runtime = Runtime(settings)
     try:
-        return issue_dev_token(runtime)
+        previous = saved.read_text().strip() if saved.exists() else None
+        if dev_token_active(runtime, previous):
+            return previous
+        token = issue_dev_token(runtime)
     finally:
         runtime.close()
+    fd = os.open(saved, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(token + "\n")
+    return token
+
+
+def mint_identity_token(data_dir: Path, identity_id: str, scopes: list[str], lifetime_seconds: int, env: dict) -> str:
+    """`scaivault dev token`: a token for another identity of the dev tenant, in this dev data directory only.
+
+    Uses the running `scaivault dev`'s embedded database (or starts and stops it when none runs).
+    """
+    from .auth.personal_tokens import issue_dev_identity_token
+    from .config import load_settings
+    from .runtime import Runtime
+
+    if not (data_dir / "pgdata").is_dir():
+        raise DataDirectoryBusy(f"{data_dir} is not a `scaivault dev` data directory; start `scaivault dev` first")
+    running = (data_dir / "pgdata" / "postmaster.pid").exists()
+    postgres = EmbeddedPostgres(data_dir)
+    try:
+        database_url = postgres.start()
+        settings = load_settings(dev_environment(env, data_dir, "127.0.0.1:8200", database_url), dev_mode=True)
+        runtime = Runtime(settings)
+        try:
+            return issue_dev_identity_token(runtime, identity_id, scopes, lifetime_seconds)
+        finally:
+            runtime.close()
+    finally:
+        if not running:
+            postgres.stop()
 
 
 def _banner(settings, token: str | None, data_dir: Path, started: float) -> str:
@@ -148,6 +189,7 @@ def _banner(settings, token: str | None, data_dir: Path, started: float) -> str:
             "  authenticate:   a development super-admin token:",
             f"    export SCAIVAULT_TOKEN={token}",
             f"    curl -H \"Authorization: Bearer $SCAIVAULT_TOKEN\" {url}/v1/auth/whoami",
+            "  other identity: scaivault dev token --identity sa:api --scopes secrets:read",
         ]
     else:
         lines += ["  authenticate:   send a ScaiKey JWT as `Authorization: Bearer <token>` (SCAIKEY_URL)"]
@@ -182,7 +224,7 @@ def run_dev(args, env: dict) -> int:
         database_url = postgres.start()
         settings = load_settings(dev_environment(env, data_dir, args.bind, database_url), dev_mode=True)
         prepare_database(settings, migrate=True)
-        token = _dev_token(settings)
+        token = _dev_token(settings, data_dir)
         sys.stdout.write(_banner(settings, token, data_dir, started) + "\n")
         sys.stdout.flush()
         run_server(settings, workers=1)

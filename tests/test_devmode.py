@@ -83,6 +83,15 @@ def test_dev_starts_from_an_empty_directory_and_answers_ready(empty_directory):
             whoami = requests.get(f"http://127.0.0.1:{port}/v1/auth/whoami",
                                   headers={"Authorization": f"Bearer {token}"}, timeout=5)
             assert whoami.status_code == 200 and "super_admin" in whoami.json()["roles"]
+            # issue 16: the restart reused the first run's token, and `dev token` acts as someone else
+            assert token == token_lines[0].split("SCAIVAULT_TOKEN=", 1)[1].strip()
+            minted = subprocess.run(CLI + ["dev", "token", "--identity", "sa:api", "--scopes", "secrets:read"],
+                                    cwd=tmp_path, env=child_env({}), capture_output=True, text=True, timeout=60)
+            assert minted.returncode == 0, minted.stderr
+            api = requests.get(f"http://127.0.0.1:{port}/v1/auth/whoami",
+                               headers={"Authorization": f"Bearer {minted.stdout.strip()}"}, timeout=5)
+            assert api.status_code == 200 and api.json()["identity_id"] == "sa:api"
+            assert api.json()["scopes"] == ["secrets:read"]
     finally:
         _, err = _ctrl_c(proc)
     assert proc.returncode == 0, err

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
 from datetime import datetime, timezone
 
@@ -125,21 +126,68 @@ DEV_IDENTITY = "user:dev@localhost"
 DEV_SUBJECT = "usr_dev"
 
 
+DEV_TOKEN_NAME = "scaivault dev"
+DEV_IDENTITY_RE = re.compile(r"^(sa:[a-z0-9][a-z0-9._-]{0,62}|user:[^@\s]{1,64}@[^@\s]{1,190})$")
+
+
+def _dev_tenant(s: Session) -> None:
+    s.execute("""INSERT INTO identity_partners (id, name, slug, status, synced) VALUES (:p, 'Development', 'dev',
+                 'ACTIVE', false) ON CONFLICT (id) DO NOTHING""", p=DEV_PARTNER)
+    s.execute("""INSERT INTO identity_tenants (id, partner_id, name, slug, status, synced) VALUES (:t, :p,
+                 'Development', 'dev', 'ACTIVE', false) ON CONFLICT (id) DO NOTHING""", t=DEV_TENANT, p=DEV_PARTNER)
+
+
+def dev_token_active(runtime, value: str | None, min_remaining_seconds: int = 7 * 86400) -> bool:
+    """Is `value` the development super admin's token, active for at least `min_remaining_seconds` more?"""
+    if not value or not value.startswith(PREFIX):
+        return False
+    with runtime.db.session() as s:
+        row = s.one("""SELECT 1 FROM personal_tokens WHERE token_hash = :h AND subject = :sub AND tenant_id = :t
+                       AND name = :n AND revoked_at IS NULL AND expires_at > now() + make_interval(secs => :left)""",
+                    h=token_hash(value), sub=DEV_SUBJECT, t=DEV_TENANT, n=DEV_TOKEN_NAME, left=min_remaining_seconds)
+    return row is not None
+
+
 def issue_dev_token(runtime) -> str:
-    """A super-admin PAT with every scope for `user:dev@localhost` in a dev tenant (for `scaivault dev`)."""
+    """A super-admin PAT with every scope for `user:dev@localhost` in a dev tenant (for `scaivault dev`).
+
+    It replaces the previous development tokens (revoked in the same transaction), so restarts never pile up
+    active tokens (issue 16: after 100 starts the cap refused to start the server).
+    """
     from .identity import RoleGrant
 
     with runtime.db.transaction() as s:
-        s.execute("""INSERT INTO identity_partners (id, name, slug, status, synced) VALUES (:p, 'Development', 'dev',
-                     'ACTIVE', false) ON CONFLICT (id) DO NOTHING""", p=DEV_PARTNER)
-        s.execute("""INSERT INTO identity_tenants (id, partner_id, name, slug, status, synced) VALUES (:t, :p,
-                     'Development', 'dev', 'ACTIVE', false) ON CONFLICT (id) DO NOTHING""", t=DEV_TENANT, p=DEV_PARTNER)
+        _dev_tenant(s)
         s.execute("""INSERT INTO identity_role_assignments (principal, identity_id, role, source, granted_by)
                      VALUES (:p, :i, 'super_admin', 'bootstrap', 'system:dev') ON CONFLICT DO NOTHING""",
                   p=principal_key(DEV_SUBJECT, DEV_TENANT), i=DEV_IDENTITY)
+        s.execute("""UPDATE personal_tokens SET revoked_at = now() WHERE subject = :sub AND tenant_id = :t
+                     AND name = :n AND revoked_at IS NULL""", sub=DEV_SUBJECT, t=DEV_TENANT, n=DEV_TOKEN_NAME)
         every_scope = ALL_SCOPES | endpoint_scopes()
         creator = Identity(identity_id=DEV_IDENTITY, identity_type="user", subject=DEV_SUBJECT, tenant_id=DEV_TENANT,
                            partner_id=DEV_PARTNER, scopes=every_scope, roles=frozenset({"super_admin"}),
                            display_name="Development admin", grants=(RoleGrant("super_admin"),))
-        _, value = issue(s, creator, "scaivault dev", sorted(every_scope), DEFAULT_LIFETIME_SECONDS)
+        _, value = issue(s, creator, DEV_TOKEN_NAME, sorted(every_scope), DEFAULT_LIFETIME_SECONDS)
+    return value
+
+
+def issue_dev_identity_token(runtime, identity_id: str, scopes: list[str], lifetime_seconds: int = 86400) -> str:
+    """`scaivault dev token`: a token for another identity of the dev tenant (no role: policies decide).
+
+    Development only: the data directory's embedded database is the only one this is called on.
+    """
+    if not DEV_IDENTITY_RE.match(identity_id or ""):
+        raise ScaiVaultError("invalid_request", "the identity must be sa:<name> or user:<email>")
+    every_scope = ALL_SCOPES | endpoint_scopes()
+    unknown = sorted(set(scopes) - every_scope)
+    if not scopes or unknown:
+        raise ScaiVaultError("invalid_request", f"unknown scope(s): {', '.join(unknown) or '(none given)'}")
+    kind = "service_account" if identity_id.startswith("sa:") else "user"
+    subject = "dev_" + hashlib.sha256(identity_id.encode()).hexdigest()[:16]
+    with runtime.db.transaction() as s:
+        _dev_tenant(s)
+        creator = Identity(identity_id=identity_id, identity_type=kind, subject=subject, tenant_id=DEV_TENANT,
+                           partner_id=DEV_PARTNER, scopes=frozenset(scopes), roles=frozenset(),
+                           display_name=identity_id)
+        _, value = issue(s, creator, "scaivault dev token", list(scopes), lifetime_seconds)
     return value
