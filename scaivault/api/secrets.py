@@ -15,14 +15,15 @@ from pydantic import BaseModel, ConfigDict, Field
 from .. import ratelimit
 from ..audit import record_now
 from ..config import parse_duration
+from ..crypto.keyring import tenant_partner_unknown
 from ..errors import ScaiVaultError
 from ..policy.access import request_context
 from ..policy.glob import PathPattern
 from ..policy.paths import validate_path
 from ..services.secrets import MAX_VERSIONS_LIMIT, SecretOwner, WriteRequest
 from .auditing import entry_for_request, record_denial
-from .http import runtime
 from .authorization import permission
+from .http import runtime
 from .pipeline import endpoint
 
 bp = Blueprint("secrets", __name__)
@@ -188,7 +189,9 @@ def _owner(partner: bool) -> SecretOwner:
         if not tenant.partner_id:
             raise ScaiVaultError("tenant_not_found", "this tenant belongs to no partner, so it has no partner secrets")
         return SecretOwner(tenant.partner_id, None)
-    return SecretOwner(tenant.partner_id or "", tenant.tenant_id)
+    if not tenant.partner_id:
+        raise tenant_partner_unknown(tenant.tenant_id)
+    return SecretOwner(tenant.partner_id, tenant.tenant_id)
 
 
 def _actor() -> str:

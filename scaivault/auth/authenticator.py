@@ -172,7 +172,10 @@ class Authenticator:
         tenant_row = None
         with self.runtime.db.transaction() as s:
             if tenant_id:
-                tenant_row = store.tenant(s, tenant_id) or store.ensure_tenant_just_in_time(s, tenant_id, partner_id)
+                tenant_row = store.tenant(s, tenant_id)
+                if tenant_row is None or (tenant_row["partner_id"] is None and partner_id):
+                    # a partner claim fills in a partner the cache does not know; it never replaces one
+                    tenant_row = store.ensure_tenant_just_in_time(s, tenant_id, partner_id)
                 partner_id = partner_id or tenant_row["partner_id"]
             if is_service:
                 client_id = claims.get("client_id") if isinstance(claims.get("client_id"), str) else sub
