@@ -81,6 +81,21 @@ def entry_for_request(action: str, *, secret_path: str | None = None, success: b
     return entry
 
 
+def record_read(runtime, action: str, *, tenant_id: str | None = None, partner_id: str | None = None,
+                extra: dict[str, Any] | None = None) -> None:
+    """Audit a read of authorisation or identity data (policies, the identity cache) before it is answered.
+
+    Fail-closed like every read: if the entry cannot be written the request fails (503) and
+    nothing is returned. `tenant_id` names the tenant whose data was read, when not the request's.
+    """
+    entry = entry_for_request(action, extra=extra)
+    if tenant_id is not None:
+        entry.tenant_id, entry.partner_id = tenant_id, partner_id
+    if entry.tenant_id is None:
+        entry.extra_data.setdefault("scope", "platform")
+    record_now(runtime, entry)
+
+
 def record_denial(runtime, category: str | None, error: ScaiVaultError, secret_path: str | None = None) -> None:
     """Audit a refused request (success=false) unless the view already wrote its own entry.
 
