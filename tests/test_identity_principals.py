@@ -259,3 +259,17 @@ def test_a_binding_name_means_the_identity_of_the_policys_own_tenant(app, scaike
     assert _whoami(client, auth, partner_app)["identity_id"] == "sa:ci"
     resp = client.get("/v1/secrets/ci/key", headers={**auth(partner_app), "X-Tenant-ID": world["tnt_a1"]})
     assert resp.status_code == 403
+
+
+def test_the_audit_log_filters_by_actor_telling_same_named_identities_apart(app, scaikey, auth, world):
+    client = app.test_client()
+    email = f"dup{world['tag']}@shared.example"
+    one = _user(app, world, "dup1", "tnt_a1", email)
+    two = _user(app, world, "dup2", "tnt_a1", email.upper())   # a second account of the same tenant, same email
+    for sub in (one, two):
+        client.get("/v1/secrets/none/here", headers=auth(_token(scaikey, world, sub, "tnt_a1")))
+    admin = scaikey.mint(sub=f"usr_aud{world['tag']}", tenant_id=world["tnt_a1"], partner_id=world["ptn_a"],
+                         role="tenant_admin", scopes=("audit:read",))
+    body = client.get("/v1/audit/logs", query_string={"actor": f"{world['tnt_a1']}/{one}", "action": "read"},
+                      headers=auth(admin)).get_json()
+    assert len(body["logs"]) == 1 and body["logs"][0]["identity_id"] == f"user:{email}"
