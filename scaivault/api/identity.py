@@ -336,7 +336,7 @@ def get_user_roles(user_id: str):
     """The stored admin roles of one user (ScaiKey-synced and ScaiVault-assigned)."""
     target = _role_target(user_id[:330])
     if not _may_view_roles(target):
-        raise ScaiVaultError("identity_not_found", "no such user")
+        raise ScaiVaultError("identity_not_found", "no such user in the identity cache")
     with runtime().db.session() as s:
         rows = role_store.stored_assignments(s, target.principal)
     _audit_read("user_roles", None, target=target.identity_id, target_principal=target.principal)
