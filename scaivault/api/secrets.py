@@ -24,7 +24,7 @@ from ..policy.paths import validate_path
 from ..services.secrets import MAX_VERSIONS_LIMIT, SecretOwner, WriteRequest
 from .auditing import entry_for_request, record_denial
 from .authorization import permission, require_permission
-from .http import runtime
+from .http import bool_arg, runtime
 from .pipeline import endpoint
 
 bp = Blueprint("secrets", __name__)
@@ -213,13 +213,7 @@ def _int_arg(name: str) -> int | None:
     return int(raw)
 
 
-def _bool_arg(name: str) -> bool:
-    raw = (request.args.get(name) or "").lower()
-    if raw in ("", "false", "0", "no"):
-        return False
-    if raw in ("true", "1", "yes"):
-        return True
-    raise ScaiVaultError("invalid_request", f"{name} must be true or false")
+_bool_arg = bool_arg
 
 
 def _route(rule: str, name: str, view, methods: list[str]) -> None:

@@ -54,6 +54,8 @@ def issue(s: Session, creator: Identity, name: str, scopes: list[str], lifetime_
     credentials; a PAT would be a second, longer-lived credential ScaiKey cannot see). A PAT
     minted by a PAT never outlives it: the lifetime is cut to the parent's expiry.
     """
+    if creator.token_kind == "exchange":   # a 90-day PAT would outlive the short exchanged token
+        raise ScaiVaultError("forbidden", "a personal token cannot be created with an exchanged token")
     if creator.identity_type != "user":
         raise ScaiVaultError("forbidden", "personal access tokens are minted from user sessions; a service account "
                              "requests short-lived tokens from ScaiKey with its client credentials")
