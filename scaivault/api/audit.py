@@ -20,7 +20,7 @@ from .pipeline import endpoint
 bp = Blueprint("audit", __name__)
 
 FILTER_KEYS = ("from", "to", "action", "identity_id", "identity_type", "path_prefix", "success", "source_ip",
-               "request_id")
+               "request_id", "actor")
 
 
 # ------------------------------------------------------------------ request parsing
@@ -59,7 +59,8 @@ def parse_filter(source: dict[str, Any], *, tenant_id: str) -> queries.AuditFilt
     if success not in (None, True, False):
         fields["success"] = "must be true or false"
     text = {}
-    for name, limit in (("identity_id", 320), ("path_prefix", 512), ("source_ip", 64), ("request_id", 128)):
+    for name, limit in (("identity_id", 320), ("path_prefix", 512), ("source_ip", 64), ("request_id", 128),
+                        ("actor", 400)):
         value = source.get(name)
         if value is not None and (not isinstance(value, str) or len(value) > limit or "\x00" in value):
             fields[name] = f"must be a string of at most {limit} characters"

@@ -3,10 +3,11 @@
 Custom methods use Google's colon style (`{path}:versions`, `{path}:metadata`,
 `{path}:restore`, `{path}:destroy`): ':' is outside the path alphabet, so they can never
 collide with a secret path. Each view: validate the path, authorise it (scope by the
-pipeline, then role or policy here, from the path alone), call the store, respond.
+pipeline, then the permission declared on @endpoint, from the path alone), call the store, respond.
 """
 from __future__ import annotations
 
+import functools
 from typing import Any, Literal
 
 from flask import Blueprint, g, jsonify, request
@@ -15,14 +16,15 @@ from pydantic import BaseModel, ConfigDict, Field
 from .. import ratelimit
 from ..audit import record_now
 from ..config import parse_duration
+from ..crypto.keyring import tenant_partner_unknown
 from ..errors import ScaiVaultError
 from ..policy.access import request_context
 from ..policy.glob import PathPattern
 from ..policy.paths import validate_path
 from ..services.secrets import MAX_VERSIONS_LIMIT, SecretOwner, WriteRequest
 from .auditing import entry_for_request, record_denial
+from .authorization import permission, require_permission
 from .http import bool_arg, runtime
-from .authorization import permission
 from .pipeline import endpoint
 
 bp = Blueprint("secrets", __name__)
@@ -188,7 +190,14 @@ def _owner(partner: bool) -> SecretOwner:
         if not tenant.partner_id:
             raise ScaiVaultError("tenant_not_found", "this tenant belongs to no partner, so it has no partner secrets")
         return SecretOwner(tenant.partner_id, None)
-    return SecretOwner(tenant.partner_id or "", tenant.tenant_id)
+    if not tenant.partner_id:
+        raise tenant_partner_unknown(tenant.tenant_id)
+    return SecretOwner(tenant.partner_id, tenant.tenant_id)
+
+
+def _may_erase(path: str, partner: bool):
+    """Lowering max_versions erases history like :destroy, so it needs `delete` as well (F11)."""
+    return functools.partial(require_permission, path, "delete", partner)
 
 
 def _actor() -> str:
@@ -231,7 +240,8 @@ def write_secret(path: str, partner: bool):
     req = WriteRequest(data=body.data, secret_type=body.secret_type, metadata=body.metadata,
                        max_versions=options.max_versions, expires_in=options.expires_in,
                        rotation_policy_id=options.rotation_policy_id, cas=options.cas)
-    view, created = runtime().secret_store.write(_owner(partner), path, req, _actor(), entry_for_request)
+    view, created = runtime().secret_store.write(_owner(partner), path, req, _actor(), entry_for_request,
+                                                 may_lower_retention=_may_erase(path, partner))
     return jsonify(view), (201 if created else 200)
 
 
@@ -262,7 +272,8 @@ def read_metadata(path: str, partner: bool):
           authorize=permission("write"))
 def patch_metadata(path: str, partner: bool):
     patch = g.body.model_dump(exclude_unset=True)
-    return jsonify(runtime().secret_store.update_metadata(_owner(partner), path, patch, _actor(), entry_for_request))
+    return jsonify(runtime().secret_store.update_metadata(_owner(partner), path, patch, _actor(), entry_for_request,
+                                                          may_lower_retention=_may_erase(path, partner)))
 
 
 @endpoint("secrets:delete", scope="secrets:delete", response=SecretMetadataView,

@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from ..config import ConfigError, Settings
 from ..db import Database
+from ..errors import ScaiVaultError
 from . import envelope
 from .context import PARTNER_SCOPE, ROOT_CHECK_AAD, SealContext, partner_key_aad, tenant_key_aad
 from .errors import KmsError, SealError
@@ -344,6 +345,9 @@ class Keyring:
         """Encrypt `plaintext` under a fresh data key, bound to `ctx`."""
         if not isinstance(plaintext, (bytes, bytearray, memoryview)):
             raise TypeError("seal() takes bytes")
+        if not ctx.partner_id:
+            # invariant 11: the owner bound into a ciphertext must be authoritative before the first seal
+            raise tenant_partner_unknown(ctx.tenant_id)
         version, aead = self.active_tenant_key(ctx.partner_id, ctx.key_scope)
         return envelope.seal_with(aead, version, ctx, plaintext)
 
@@ -424,6 +428,13 @@ class Keyring:
             except Exception:
                 pass
         self.cache.clear()
+
+
+def tenant_partner_unknown(tenant_id: str | None) -> ScaiVaultError:
+    """The refusal to seal for a tenant whose partner ScaiKey has not told us yet (issue 9, F2)."""
+    return ScaiVaultError("tenant_partner_unknown", "this tenant's partner is not known yet, so nothing can be "
+                          "encrypted for it; retry once ScaiKey's tenant event or the identity sync has arrived",
+                          details={"tenant_id": tenant_id})
 
 
 def _iso(value) -> str | None:
