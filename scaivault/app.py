@@ -12,6 +12,7 @@ from werkzeug.exceptions import HTTPException
 from . import __version__
 from .config import Settings
 from .errors import STATUS_BY_CODE, ScaiVaultError
+from .inputs import text_problem
 from .logging_setup import configure_logging
 from .runtime import Runtime
 
@@ -59,6 +60,18 @@ def _new_request_id() -> str:
     return "req_" + secrets.token_hex(12)
 
 
+def _refuse_unstorable_url_text() -> None:
+    """One guard for every endpoint: no NUL or lone surrogate in the URL path or a query key or value."""
+    problem = text_problem(request.path)
+    if problem:
+        raise ScaiVaultError("invalid_request", f"the URL path {problem}")
+    for key, value in request.args.items(multi=True):
+        problem = text_problem(key) or text_problem(value)
+        if problem:
+            raise ScaiVaultError("invalid_request", f"a query parameter {problem}",
+                                 details={"parameter": key[:64] if not text_problem(key) else None})
+
+
 def create_app(settings: Settings, runtime: Runtime | None = None) -> Flask:
     """Build the WSGI application for one process."""
     configure_logging(settings.log_level, settings.log_format)
@@ -66,6 +79,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes
     app.json.sort_keys = False
     app.url_map.strict_slashes = False
+    app.url_map.merge_slashes = False     # `//` is a bad path (JSON 4xx), never werkzeug's HTML 308 redirect
     runtime = runtime or Runtime(settings)
     app.extensions["scaivault"] = runtime
     app.wsgi_app = TenantPrefixMiddleware(app.wsgi_app)
@@ -79,6 +93,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> Flask:
         g.started = time.perf_counter()
         incoming = request.headers.get("X-Request-ID", "")
         g.request_id = incoming if REQUEST_ID_RE.match(incoming) else _new_request_id()
+        _refuse_unstorable_url_text()
         path_tenant = request.environ.get("scaivault.path_tenant")
         if path_tenant is not None and not TENANT_ID_RE.match(path_tenant):
             raise ScaiVaultError("invalid_request", "tenant id in the path is malformed")

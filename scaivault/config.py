@@ -25,8 +25,9 @@ class ConfigError(Exception):
         self.problem = problem
 
 
-_DURATION_RE = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
+_DURATION_RE = re.compile(r"^\s*([0-9]{1,12})\s*([smhdw])\s*$", re.ASCII)
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+MAX_DURATION_SECONDS = 100 * 365 * 86400   # 36500d: beyond it a date overflows or means "never"
 
 
 def parse_duration(text: str) -> int:
@@ -36,7 +37,10 @@ def parse_duration(text: str) -> int:
     m = _DURATION_RE.match(text)
     if not m:
         raise ValueError("not a duration (use forms such as 30s, 15m, 48h, 90d)")
-    return int(m.group(1)) * _UNIT_SECONDS[m.group(2)]
+    seconds = int(m.group(1)) * _UNIT_SECONDS[m.group(2)]
+    if seconds > MAX_DURATION_SECONDS:
+        raise ValueError("the duration is longer than 36500d")
+    return seconds
 
 
 def redact_url(url: str) -> str:

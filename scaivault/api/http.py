@@ -6,6 +6,7 @@ from typing import Any
 from flask import current_app, request
 
 from ..errors import ScaiVaultError
+from ..inputs import json_text_problem
 from ..runtime import Runtime
 
 
@@ -13,8 +14,12 @@ def runtime() -> Runtime:
     return current_app.extensions["scaivault"]
 
 
-def json_body(*, required: bool = True) -> dict[str, Any]:
-    """The request body as a JSON object, or a precise `invalid_request` error."""
+def json_body(*, required: bool = True, nul_allowed_under: frozenset[str] = frozenset()) -> dict[str, Any]:
+    """The request body as a JSON object, or a precise `invalid_request` error.
+
+    Every key and string must be storable text: no lone surrogate anywhere and no NUL outside
+    the top-level members in `nul_allowed_under` (a secret's sealed `data`).
+    """
     raw = request.get_data(cache=True)
     if not raw.strip():
         if required:
@@ -29,4 +34,8 @@ def json_body(*, required: bool = True) -> dict[str, Any]:
         raise ScaiVaultError("invalid_request", "the body is not valid JSON") from None
     if not isinstance(body, dict):
         raise ScaiVaultError("invalid_request", "the body must be a JSON object")
+    problem = json_text_problem(body, nul_allowed_under=nul_allowed_under)
+    if problem is not None:
+        where, what = problem
+        raise ScaiVaultError("invalid_request", f"the body's {where} {what}", details={"field": where})
     return body

@@ -7,12 +7,12 @@ pipeline, then role or policy here, from the path alone), call the store, respon
 """
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from flask import Blueprint, g, jsonify, request
 from pydantic import BaseModel, ConfigDict, Field
 
-from .. import ratelimit
+from .. import inputs, ratelimit
 from ..audit import record_now
 from ..config import parse_duration
 from ..errors import ScaiVaultError
@@ -36,11 +36,12 @@ class WriteOptions(BaseModel):
                                      description="versions kept; older ones are pruned on write")
     expires_in: str | None = Field(default=None, description="duration such as 24h or 90d; sets expires_at")
     rotation_policy_id: str | None = Field(default=None, max_length=128, pattern=r"^[A-Za-z0-9_.:-]+$")
-    cas: int | None = Field(default=None, ge=0, description="check-and-set: 0 = create only, N = only if current is N")
+    cas: int | None = Field(default=None, ge=0, le=inputs.PG_INT_MAX, description="check-and-set: 0 = create only, N = only if current is N")
 
 
 class SecretWriteBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
+    nul_allowed_under: ClassVar[frozenset[str]] = frozenset({"data"})   # sealed as bytes, never stored as text
     data: dict[str, Any] = Field(description="the secret payload, a JSON object (at most MAX_SECRET_BYTES)")
     secret_type: str | None = Field(default=None, description="kv | json | certificate | ssh_key | api_key")
     metadata: dict[str, Any] | None = Field(default=None, description="description, tags, owner, custom keys")
@@ -57,14 +58,14 @@ class MetadataPatchBody(BaseModel):
 
 class DestroyBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    versions: list[int] = Field(min_length=1, max_length=100)
+    versions: list[Annotated[int, Field(ge=1, le=inputs.PG_INT_MAX)]] = Field(min_length=1, max_length=100)
 
 
 class BatchReadOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
     include_metadata: bool = False
     fail_fast: bool = False
-    version: int | None = Field(default=None, ge=1)
+    version: int | None = Field(default=None, ge=1, le=inputs.PG_INT_MAX)
 
 
 class BatchReadBody(BaseModel):
@@ -209,9 +210,7 @@ def _int_arg(name: str) -> int | None:
     raw = request.args.get(name)
     if raw is None or raw == "":
         return None
-    if not raw.isdigit() or len(raw) > 9 or int(raw) < 1:
-        raise ScaiVaultError("invalid_request", f"{name} must be a positive integer")
-    return int(raw)
+    return inputs.parse_int(raw, name, low=1, high=inputs.PG_INT_MAX)
 
 
 def _bool_arg(name: str) -> bool:

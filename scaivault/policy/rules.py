@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from ..config import parse_duration
 from ..errors import ScaiVaultError
+from ..inputs import is_ascii_digits
 from .glob import MAX_WILDCARDS, PathPattern
 
 PERMISSIONS = ("read", "write", "delete", "list", "rotate", "admin")
@@ -75,7 +76,7 @@ class TimeWindow:
 
 
 def _minutes(index: int, value: Any, name: str) -> int:
-    if not isinstance(value, str) or len(value) != 5 or value[2] != ":" or not (value[:2] + value[3:]).isdigit():
+    if not isinstance(value, str) or len(value) != 5 or value[2] != ":" or not is_ascii_digits(value[:2] + value[3:]):
         raise _bad(index, f"conditions.time_window.{name} must be HH:MM")
     hours, minutes = int(value[:2]), int(value[3:])
     if hours == 24 and minutes == 0:
