@@ -91,8 +91,11 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> Flask:
     @app.before_request
     def _start_request():
         g.started = time.perf_counter()
+        # the request id (audit entries, error envelopes, X-Request-ID) is always the server's own;
+        # a client's well-formed X-Request-ID is kept apart, so it can never name an audit entry (F16)
         incoming = request.headers.get("X-Request-ID", "")
-        g.request_id = incoming if REQUEST_ID_RE.match(incoming) else _new_request_id()
+        g.request_id = _new_request_id()
+        g.client_request_id = incoming if REQUEST_ID_RE.match(incoming) else None
         _refuse_unstorable_url_text()
         path_tenant = request.environ.get("scaivault.path_tenant")
         if path_tenant is not None and not TENANT_ID_RE.match(path_tenant):
@@ -111,6 +114,8 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> Flask:
     @app.after_request
     def _finish_request(response: Response) -> Response:
         response.headers["X-Request-ID"] = g.get("request_id") or _new_request_id()
+        if g.get("client_request_id"):
+            response.headers["X-Client-Request-ID"] = g.client_request_id
         response.headers.setdefault("Cache-Control", "no-store")
         if not access_log.isEnabledFor(logging.INFO):
             return response
@@ -122,6 +127,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> Flask:
             "request",
             extra={"method": request.method, "path": request.path, "status": response.status_code,
                    "duration_ms": round(elapsed_ms, 2), "request_id": g.get("request_id"),
+                   "client_request_id": g.get("client_request_id"),
                    "remote_addr": request.remote_addr,
                    "identity": getattr(identity, "identity_id", None)},
         )

@@ -67,6 +67,8 @@ def entry_for_request(action: str, *, secret_path: str | None = None, success: b
         request_id=g.get("request_id"),
         extra_data=dict(extra or {}),
     )
+    if g.get("client_request_id"):   # the caller's own correlation id, apart from the server's request_id
+        entry.extra_data.setdefault("client_request_id", g.client_request_id)
     acting_for = getattr(identity, "acting_for", None)
     if acting_for:  # an exchanged token: who it acts for is part of the record
         entry.extra_data.setdefault("acting_for", acting_for)
