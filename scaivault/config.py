@@ -155,6 +155,7 @@ class Settings:
     dev_mode: bool = False
     trusted_proxies: tuple = ()             # TRUSTED_PROXIES: ip_network objects whose X-Forwarded-For counts
     metrics_dir: str | None = None          # PROMETHEUS_MULTIPROC_DIR for `serve` (a temp dir when unset)
+    metrics_bind_address: str | None = None  # METRICS_BIND_ADDRESS: a second listener serving /v1/metrics
 
     def replace(self, **changes: Any) -> "Settings":
         return dataclasses.replace(self, **changes)
@@ -270,11 +271,13 @@ class _Reader:
         return MappingProxyType({k: v for k, v in self.env.items() if k.startswith(prefix) and v.strip()})
 
 
-def _bind_address(reader: _Reader) -> str:
-    value = reader.string("BIND_ADDRESS", "0.0.0.0:8443")
+def _bind_address(reader: _Reader, name: str = "BIND_ADDRESS", default: str | None = "0.0.0.0:8443") -> str | None:
+    value = reader.string(name, default)
+    if value is None:
+        return None
     host, sep, port = value.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ConfigError("BIND_ADDRESS", f"must be HOST:PORT, got {value!r}")
+    if not sep or not host or not port.isascii() or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(name, f"must be HOST:PORT, got {value!r}")
     return value
 
 
@@ -381,12 +384,15 @@ def load_settings(env: Mapping[str, str], *, dev_mode: bool = False, require_ser
         trusted_proxies=_trusted_proxies(r),
         dev_mode=dev_mode,
         metrics_dir=r.string("PROMETHEUS_MULTIPROC_DIR"),
+        metrics_bind_address=_bind_address(r, "METRICS_BIND_ADDRESS", None),
     )
     if bool(settings.tls_cert_file) != bool(settings.tls_key_file):
         missing = "TLS_KEY_FILE" if settings.tls_cert_file else "TLS_CERT_FILE"
         raise ConfigError(missing, "TLS_CERT_FILE and TLS_KEY_FILE must be set together")
     if settings.tls_client_ca_file and not settings.tls_cert_file:
         raise ConfigError("TLS_CLIENT_CA_FILE", "needs TLS_CERT_FILE and TLS_KEY_FILE (mTLS requires TLS)")
+    if settings.metrics_bind_address and settings.metrics_bind_address == settings.bind_address:
+        raise ConfigError("METRICS_BIND_ADDRESS", "must differ from BIND_ADDRESS (it is a second listener)")
     if settings.bootstrap_super_admin and not settings.bootstrap_super_admin.startswith("user:"):
         raise ConfigError("BOOTSTRAP_SUPER_ADMIN", "must be user:<email> or empty")
     return settings
