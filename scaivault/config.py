@@ -393,6 +393,7 @@ def load_settings(env: Mapping[str, str], *, dev_mode: bool = False, require_ser
         raise ConfigError("TLS_CLIENT_CA_FILE", "needs TLS_CERT_FILE and TLS_KEY_FILE (mTLS requires TLS)")
     if settings.metrics_bind_address and settings.metrics_bind_address == settings.bind_address:
         raise ConfigError("METRICS_BIND_ADDRESS", "must differ from BIND_ADDRESS (it is a second listener)")
-    if settings.bootstrap_super_admin and not settings.bootstrap_super_admin.startswith("user:"):
-        raise ConfigError("BOOTSTRAP_SUPER_ADMIN", "must be user:<email> or empty")
+    if settings.bootstrap_super_admin and not (settings.bootstrap_super_admin.startswith("user:")
+                                               or settings.bootstrap_super_admin.startswith("usr_")):
+        raise ConfigError("BOOTSTRAP_SUPER_ADMIN", "must be user:<email>, a ScaiKey user id (usr_...) or empty")
     return settings
