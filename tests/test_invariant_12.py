@@ -85,7 +85,15 @@ def test_the_auth_epoch_does_not_queue_requests_behind_a_stalled_redis():
     listener.bind(("127.0.0.1", 0))
     listener.listen(16)
     accepted = []
-    threading.Thread(target=lambda: [accepted.append(listener.accept()) for _ in range(4)], daemon=True).start()
+
+    def accept_and_never_answer() -> None:
+        try:
+            while True:
+                accepted.append(listener.accept())
+        except OSError:
+            return                                             # the listener was closed
+
+    threading.Thread(target=accept_and_never_answer, daemon=True).start()
     port = listener.getsockname()[1]
     stalled = redis.Redis(host="127.0.0.1", port=port, socket_timeout=3, socket_connect_timeout=3)
     epoch = AuthEpoch(lambda: stalled)
