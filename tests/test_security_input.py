@@ -87,6 +87,14 @@ def test_each_malformed_input_of_the_review_gets_its_4xx_code(root, method, url,
     assert resp.get_json()["error"]["code"] == code, resp.get_json()
 
 
+@pytest.mark.parametrize("raw", [b'{"data": {"k": NaN}}', b'{"data": {"k": Infinity}}', b'{"data": {"k": -Infinity}}',
+                                 b'{"data": {"k": "v"}}\xff', b'{"data": ' + b"[" * 5000 + b"]" * 5000 + b"}"])
+def test_bodies_that_are_not_json_are_invalid_request(root, raw):
+    client, headers = root
+    resp = client.put("/v1/secrets/a/nan", data=raw, headers=headers, content_type="application/json")
+    assert resp.status_code == 400 and resp.get_json()["error"]["code"] == "invalid_request", resp.get_json()
+
+
 def test_a_nul_stays_allowed_inside_sealed_secret_data(root):
     client, headers = root
     assert client.put("/v1/secrets/a/nul", json={"data": {"k": "a\u0000b"}}, headers=headers).status_code == 201

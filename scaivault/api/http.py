@@ -1,6 +1,7 @@
 """Small HTTP-side accessors shared by blueprints: the runtime and the JSON body."""
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from flask import current_app, request
@@ -12,6 +13,11 @@ from ..runtime import Runtime
 
 def runtime() -> Runtime:
     return current_app.extensions["scaivault"]
+
+
+def _not_json(constant: str) -> None:
+    # NaN and Infinity are not JSON (RFC 8259); stored, they would make later answers unparseable
+    raise ValueError(f"{constant} is not a JSON value")
 
 
 def json_body(*, required: bool = True, nul_allowed_under: frozenset[str] = frozenset()) -> dict[str, Any]:
@@ -29,8 +35,8 @@ def json_body(*, required: bool = True, nul_allowed_under: frozenset[str] = froz
     if mimetype and mimetype != "application/json" and not mimetype.endswith("+json"):
         raise ScaiVaultError("unsupported_media_type", "the body must be sent as application/json")
     try:
-        body = request.get_json(force=True, silent=False)
-    except Exception:
+        body = json.loads(raw, parse_constant=_not_json)
+    except (ValueError, RecursionError):     # UnicodeDecodeError is a ValueError
         raise ScaiVaultError("invalid_request", "the body is not valid JSON") from None
     if not isinstance(body, dict):
         raise ScaiVaultError("invalid_request", "the body must be a JSON object")
