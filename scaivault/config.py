@@ -92,7 +92,7 @@ class DatabaseURL:
         unix_sock = None
         socket_dir = query.get("host")
         if "port" in query:  # libpq style, mostly with ?host=/socket/dir
-            if not query["port"].isdigit():
+            if not (query["port"].isascii() and query["port"].isdigit()):
                 raise ConfigError(variable, "has a port parameter that is not a number")
             port = int(query["port"])
         if socket_dir and socket_dir.startswith("/"):
@@ -256,7 +256,7 @@ class _Reader:
             raise ConfigError(name, "has a port that is not a number (percent-encode special "
                                     "characters in the password)") from None
         db = parts.path.strip("/")
-        if parts.scheme != "unix" and db and not db.isdigit():
+        if parts.scheme != "unix" and db and not (db.isascii() and db.isdigit()):
             raise ConfigError(name, "must end in a database number such as /0")
         return value
 

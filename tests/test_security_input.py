@@ -8,6 +8,7 @@ import secrets
 
 import pytest
 
+from scaivault.config import ConfigError, load_settings
 from tests.secrets_support import HIGH_RATE_LIMITS
 
 ALL_SCOPES = ("secrets:read", "secrets:write", "secrets:delete", "secrets:list", "policies:read", "policies:write",
@@ -126,6 +127,13 @@ def test_a_double_slash_gets_the_json_envelope_not_an_html_redirect(root, url):
     assert 400 <= resp.status_code < 500, (resp.status_code, resp.data[:200])
     assert resp.mimetype == "application/json" and resp.get_json()["error"]["code"]
     assert "Location" not in resp.headers
+
+
+def test_a_database_url_port_in_unicode_digits_is_a_configuration_error(base_env):
+    """str.isdigit() accepts '²', which int() refuses: the variable is named instead of a traceback."""
+    with pytest.raises(ConfigError) as exc:
+        load_settings({**base_env, "DATABASE_URL": "postgresql://u@h/db?port=\u00b2"})
+    assert exc.value.variable == "DATABASE_URL"
 
 
 # ------------------------------------------------------------------ F14

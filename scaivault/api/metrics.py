@@ -16,6 +16,7 @@ from flask import Blueprint, Flask, Response, current_app, g, request
 
 from .. import metrics
 from ..errors import ScaiVaultError
+from ..inputs import is_ascii_digits
 from .http import runtime
 from .pipeline import endpoint
 
@@ -52,7 +53,7 @@ def _local_address() -> tuple[str, int] | None:
         except (OSError, TypeError, ValueError):
             return None
     port = request.environ.get("SERVER_PORT", "")
-    return (request.environ.get("SERVER_NAME", ""), int(port)) if str(port).isdigit() else None
+    return (request.environ.get("SERVER_NAME", ""), int(port)) if is_ascii_digits(str(port), 5) else None
 
 
 def on_metrics_listener(metrics_bind_address: str | None) -> bool:
