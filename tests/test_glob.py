@@ -152,16 +152,20 @@ def test_a_pathological_rule_is_matched_in_milliseconds(length):
     assert compiled.matches("a" * 12 + "b") and not compiled.matches("a" * 11 + "b")
 
 
-def test_deep_double_star_patterns_are_matched_in_bounded_time():
-    """`**` runs are placed leftmost-first, never by trying every split of the path."""
+@pytest.mark.parametrize("pattern", [
+    "**/a*/**/a*/**/a*/**/a*/**/b",            # one `*` per segment: the regex form, splits of <= 10 segments
+    "**/*a*a*/**/*a*a*/**/*a*a*/**/b",         # several per segment: runs and chunks placed leftmost-first
+    "*a*a*a*/*a*a*a*/*a*a*a*/*a*a*a*/b",
+])
+def test_deep_and_many_star_patterns_are_matched_in_bounded_time(pattern):
     import time
 
-    compiled = PathPattern.compile("**/a*/**/a*/**/a*/**/a*/**/b")
-    path = "/".join(["a" * 50] * 10)
-    started = time.perf_counter()
-    assert not compiled.matches(path)
-    assert time.perf_counter() - started < 0.01
-    assert compiled.matches("x/a/a/a/a/b")
+    compiled = PathPattern.compile(pattern)
+    for path in ("/".join(["a" * 50] * 10), "/".join(["a" * 50] * 9) + "/c", "/".join(["ab" * 25] * 10)):
+        started = time.perf_counter()
+        assert not compiled.matches(path)
+        assert time.perf_counter() - started < 0.01, (pattern, path)
+    assert compiled.matches("x/aaa/aaa/aaa/aaa/b" if pattern.startswith("**") else "aaa/aaa/aaa/aaa/b")
 
 
 def test_a_pattern_with_too_many_wildcards_is_refused_with_validation_error():

@@ -11,10 +11,13 @@ Grammar (decided in docs/decisions.md, "Secrets and policies"):
   not `app` itself, like Vault's `app/*`); `**` alone matches every path;
 - no escapes: the path alphabet has no metacharacters to escape.
 
-Matching never backtracks (design.md invariant 12, issue 9 F5): a pattern is split on `**`
-into runs of segment patterns, each segment pattern on `*` into chunks; runs and chunks are
-placed leftmost-first, which is exact for wildcards, so a match costs O(path x pattern) at
-worst and a policy author cannot stall a worker. At most MAX_WILDCARDS wildcards per pattern.
+Matching is bounded in time (design.md invariant 12, issue 9 F5). A pattern whose segments
+hold at most one `*` each is matched by a regular expression: the end of every segment pins the
+star's extent, so backtracking is limited to the ways `**` can split at most 10 segments (tens
+of microseconds at worst). Any other pattern (`*a*b`, the review's `*a*a*...*b`) is split on
+`**` into runs of segment patterns and each segment pattern on `*` into chunks, placed
+leftmost-first, which is exact for wildcards and costs O(path x pattern) at worst. At most
+MAX_WILDCARDS wildcards per pattern.
 """
 from __future__ import annotations
 
@@ -118,6 +121,7 @@ class PathPattern:
     literal_prefix: str = field(compare=False)     # characters before the first wildcard
     _exact: str | None = field(default=None, compare=False, repr=False)
     _below: str | None = field(default=None, compare=False, repr=False)   # "base/" for `base/**`
+    _regex: re.Pattern | None = field(default=None, compare=False, repr=False)   # at most one `*` per segment
     _runs: tuple | None = field(default=None, compare=False, repr=False)  # segment matchers between `**`s
     _sql: str | None = field(default=None, compare=False, repr=False)
 
@@ -157,13 +161,16 @@ class PathPattern:
         if segments[-1] == "**" and len(segments) > 1 and not re.search(r"[*?]", "/".join(segments[:-1])):
             return cls(pattern, literal_prefix, _below="/".join(segments[:-1]) + "/")
 
+        sql = _sql_regex(segments)
+        if all(seg == "**" or seg.count("*") <= 1 for seg in segments):
+            return cls(pattern, literal_prefix, _regex=re.compile(sql[1:-1] + r"\Z"), _sql=sql)
         runs: list[list[_SegmentMatcher]] = [[]]
         for seg in segments:
             if seg == "**":
                 runs.append([])
             else:
                 runs[-1].append(_SegmentMatcher(seg))
-        return cls(pattern, literal_prefix, _runs=tuple(runs), _sql=_sql_regex(segments))
+        return cls(pattern, literal_prefix, _runs=tuple(runs), _sql=sql)
 
     @property
     def sql_regex(self) -> str:
@@ -179,6 +186,8 @@ class PathPattern:
             return path == self._exact
         if self._below is not None:
             return path.startswith(self._below)
+        if self._regex is not None:
+            return self._regex.match(path) is not None
         return _match_runs(self._runs, path.split("/"))  # type: ignore[arg-type]
 
     def covers_subtree(self, folder: str) -> bool:
