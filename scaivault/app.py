@@ -66,10 +66,11 @@ def _refuse_unstorable_url_text() -> None:
     if problem:
         raise ScaiVaultError("invalid_request", f"the URL path {problem}")
     for key, value in request.args.items(multi=True):
-        problem = text_problem(key) or text_problem(value)
-        if problem:
-            raise ScaiVaultError("invalid_request", f"a query parameter {problem}",
-                                 details={"parameter": key[:64] if not text_problem(key) else None})
+        if text_problem(key):
+            raise ScaiVaultError("invalid_request", f"a query parameter name {text_problem(key)}")
+        if text_problem(value):
+            raise ScaiVaultError("invalid_request", f"the query parameter {key[:64]} {text_problem(value)}",
+                                 details={"parameter": key[:64]})
 
 
 def create_app(settings: Settings, runtime: Runtime | None = None) -> Flask:
