@@ -11,18 +11,19 @@ Grammar (decided in docs/decisions.md, "Secrets and policies"):
   not `app` itself, like Vault's `app/*`); `**` alone matches every path;
 - no escapes: the path alphabet has no metacharacters to escape.
 
-Matching is bounded in time (design.md invariant 12, issue 9 F5). A pattern whose segments
-hold at most one `*` each is matched by a regular expression: the end of every segment pins the
-star's extent, so backtracking is limited to the ways `**` can split at most 10 segments (tens
-of microseconds at worst). Any other pattern (`*a*b`, the review's `*a*a*...*b`) is split on
-`**` into runs of segment patterns and each segment pattern on `*` into chunks, placed
-leftmost-first, which is exact for wildcards and costs O(path x pattern) at worst. At most
-MAX_WILDCARDS wildcards per pattern.
+Matching never backtracks (design.md invariant 12, issue 9 F5): a pattern is split on `**`
+into runs of segment patterns, and each segment pattern becomes the cheapest exact test
+(equality, prefix and suffix, fixed width, or chunks between `*`s placed leftmost-first); runs
+are placed leftmost-first too, which is exact for wildcard gaps, so a match costs
+O(path x pattern) at worst and a policy author cannot stall a worker. At most MAX_WILDCARDS
+wildcards per pattern. The regular expression is only built for PostgreSQL (listings), whose
+engine does not backtrack.
 """
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import Callable
 
 from ..errors import ScaiVaultError
 from .paths import MAX_PATH_DEPTH, MAX_PATH_LENGTH
@@ -109,8 +110,26 @@ class _SegmentMatcher:
         return True
 
 
-def _run_at(run: list[_SegmentMatcher], segments: list[str], k: int) -> bool:
-    return all(m.matches(segments[k + i]) for i, m in enumerate(run))
+def _segment_predicate(pattern: str) -> Callable[[str], bool]:
+    """The cheapest exact test for one segment pattern: equality, prefix/suffix, fixed width, or chunks."""
+    if "*" not in pattern and "?" not in pattern:
+        return pattern.__eq__
+    if pattern == "*":
+        return bool                                 # a lone `*` is exactly one (non-empty) segment
+    if "*" not in pattern:                          # `?` only: fixed width, no quantifier to backtrack
+        return re.compile("".join("." if c == "?" else re.escape(c) for c in pattern), re.DOTALL).fullmatch  # type: ignore[return-value]
+    if pattern.count("*") == 1 and "?" not in pattern:
+        prefix, suffix = pattern.split("*")
+        least = len(prefix) + len(suffix)
+        return lambda s: len(s) >= least and s.startswith(prefix) and s.endswith(suffix)
+    return _SegmentMatcher(pattern).matches
+
+
+def _run_at(run: tuple, segments: list[str], k: int) -> bool:
+    for i, matches in enumerate(run):
+        if not matches(segments[k + i]):
+            return False
+    return True
 
 
 @dataclass(frozen=True)
@@ -121,7 +140,6 @@ class PathPattern:
     literal_prefix: str = field(compare=False)     # characters before the first wildcard
     _exact: str | None = field(default=None, compare=False, repr=False)
     _below: str | None = field(default=None, compare=False, repr=False)   # "base/" for `base/**`
-    _regex: re.Pattern | None = field(default=None, compare=False, repr=False)   # at most one `*` per segment
     _runs: tuple | None = field(default=None, compare=False, repr=False)  # segment matchers between `**`s
     _sql: str | None = field(default=None, compare=False, repr=False)
 
@@ -161,16 +179,13 @@ class PathPattern:
         if segments[-1] == "**" and len(segments) > 1 and not re.search(r"[*?]", "/".join(segments[:-1])):
             return cls(pattern, literal_prefix, _below="/".join(segments[:-1]) + "/")
 
-        sql = _sql_regex(segments)
-        if all(seg == "**" or seg.count("*") <= 1 for seg in segments):
-            return cls(pattern, literal_prefix, _regex=re.compile(sql[1:-1] + r"\Z"), _sql=sql)
-        runs: list[list[_SegmentMatcher]] = [[]]
+        runs: list[list[Callable[[str], bool]]] = [[]]
         for seg in segments:
             if seg == "**":
                 runs.append([])
             else:
-                runs[-1].append(_SegmentMatcher(seg))
-        return cls(pattern, literal_prefix, _runs=tuple(runs), _sql=sql)
+                runs[-1].append(_segment_predicate(seg))
+        return cls(pattern, literal_prefix, _runs=tuple(tuple(run) for run in runs), _sql=_sql_regex(segments))
 
     @property
     def sql_regex(self) -> str:
@@ -186,9 +201,13 @@ class PathPattern:
             return path == self._exact
         if self._below is not None:
             return path.startswith(self._below)
-        if self._regex is not None:
-            return self._regex.match(path) is not None
-        return _match_runs(self._runs, path.split("/"))  # type: ignore[arg-type]
+        if not path.startswith(self.literal_prefix):
+            return False                            # most rules fail here, without splitting the path
+        runs = self._runs
+        xs = path.split("/")
+        if len(runs) == 1:                          # no `**`: one segment pattern per segment
+            return len(xs) == len(runs[0]) and _run_at(runs[0], xs, 0)
+        return _match_runs(runs, xs)  # type: ignore[arg-type]
 
     def covers_subtree(self, folder: str) -> bool:
         """True when every path below `folder` (ending in '/') matches, so no row check is needed."""
