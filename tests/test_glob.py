@@ -153,7 +153,7 @@ def test_a_pathological_rule_is_matched_in_milliseconds(length):
 
 
 @pytest.mark.parametrize("pattern", [
-    "**/a*/**/a*/**/a*/**/a*/**/b",            # one `*` per segment: the regex form, splits of <= 10 segments
+    "**/a*/**/a*/**/a*/**/a*/**/b",            # many `**` runs: placed leftmost-first, never every split
     "**/*a*a*/**/*a*a*/**/*a*a*/**/b",         # several per segment: runs and chunks placed leftmost-first
     "*a*a*a*/*a*a*a*/*a*a*a*/*a*a*a*/b",
 ])
