@@ -45,3 +45,13 @@ def json_body(*, required: bool = True, nul_allowed_under: frozenset[str] = froz
         where, what = problem
         raise ScaiVaultError("invalid_request", f"the body's {where} {what}", details={"field": where})
     return body
+
+
+def bool_arg(name: str) -> bool:
+    """A true/false query parameter (absent = false), or a precise `invalid_request` error."""
+    raw = (request.args.get(name) or "").lower()
+    if raw in ("", "false", "0", "no"):
+        return False
+    if raw in ("true", "1", "yes"):
+        return True
+    raise ScaiVaultError("invalid_request", f"{name} must be true or false")
