@@ -7,6 +7,7 @@ from typing import Any, Literal
 from flask import Blueprint, Response, g, jsonify, request
 from pydantic import BaseModel, ConfigDict, Field
 
+from .. import inputs
 from ..audit import exports, queries, record_now
 from ..audit.chain import verify_chain
 from ..audit.entry import IDENTITY_TYPES
@@ -29,11 +30,10 @@ def parse_timestamp(name: str, value: Any, fields: dict[str, str]) -> datetime |
     if value is None or value == "":
         return None
     try:
-        ts = datetime.fromisoformat(str(value).strip())
+        return inputs.parse_timestamp(value)
     except ValueError:
         fields[name] = "must be an ISO 8601 timestamp such as 2026-01-31T12:00:00Z"
         return None
-    return ts if ts.tzinfo else ts.replace(tzinfo=timezone.utc)
 
 
 def parse_filter(source: dict[str, Any], *, tenant_id: str) -> queries.AuditFilter:
@@ -75,13 +75,7 @@ def parse_limit() -> int:
     raw = request.args.get("limit")
     if raw is None or raw == "":
         return queries.DEFAULT_LIMIT
-    try:
-        limit = int(raw)
-    except ValueError:
-        raise ValidationFailed({"limit": "must be an integer"}) from None
-    if not 1 <= limit <= queries.MAX_LIMIT:
-        raise ValidationFailed({"limit": f"must be between 1 and {queries.MAX_LIMIT}"})
-    return limit
+    return inputs.parse_int(raw, "limit", low=1, high=queries.MAX_LIMIT, code="validation_error")
 
 
 def audited_query(what: str, extra: dict[str, Any] | None = None) -> None:

@@ -74,6 +74,8 @@ def entry_for_request(action: str, *, secret_path: str | None = None, success: b
     if identity is not None:
         # the name (identity_id) can be shared or change; the actor is the immutable sub + home tenant
         entry.extra_data.setdefault("actor", identity.principal)
+    if g.get("client_request_id"):   # the caller's own correlation id, apart from the server's request_id
+        entry.extra_data.setdefault("client_request_id", g.client_request_id)
     acting_for = getattr(identity, "acting_for", None)
     if acting_for:  # an exchanged token: who it acts for is part of the record
         entry.extra_data.setdefault("acting_for", acting_for)

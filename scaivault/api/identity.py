@@ -8,7 +8,7 @@ from typing import Any
 from flask import Blueprint, g, jsonify, request
 from pydantic import BaseModel, Field
 
-from .. import audit
+from .. import audit, inputs
 from ..auth import roles as role_store
 from ..auth import tenancy
 from ..auth.identity import ADMIN_ROLES, Identity, principal_key, user_identity_id
@@ -38,11 +38,10 @@ def _paging() -> tuple[int, int, int]:
     fields = {}
     values = {}
     for name, default, high in (("page", 1, 1_000_000), ("page_size", 50, MAX_PAGE_SIZE)):
-        raw = request.args.get(name, str(default))
-        if not raw.isdigit() or not 1 <= int(raw) <= high:
+        try:
+            values[name] = inputs.parse_int(request.args.get(name, str(default)), name, low=1, high=high)
+        except ScaiVaultError:
             fields[name] = f"must be an integer between 1 and {high}"
-        else:
-            values[name] = int(raw)
     if fields:
         raise ScaiVaultError("validation_error", "bad pagination parameters", details={"fields": fields})
     return values["page"], values["page_size"], (values["page"] - 1) * values["page_size"]
@@ -376,7 +375,7 @@ def scaikey_webhook():
                              "(IDENTITY_SYNC_WEBHOOK_SECRET)")
     raw = request.get_data(cache=True)
     webhooks.verify_signature(secret, request.headers, raw)
-    envelope = webhooks.parse_envelope(raw, request.headers)
+    envelope = webhooks.parse_envelope(raw)
     event_id, event_type = envelope["event_id"], envelope["event_type"]
     try:
         with rt.db.transaction() as s:

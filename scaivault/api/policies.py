@@ -13,6 +13,7 @@ from flask import Blueprint, g, jsonify, request
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..errors import ScaiVaultError
+from ..inputs import UtcTimestamp
 from ..policy.engine import compile_policies
 from ..policy.paths import validate_path
 from ..policy.rules import RequestContext
@@ -57,14 +58,14 @@ class BindingBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
     identity_type: str = Field(description="user, service_account, group or dynamic_engine")
     identity_id: str = Field(description="user:<email>, sa:<name> or group:<name>")
-    expires_at: datetime | None = Field(default=None, description="the binding lapses at this time")
+    expires_at: UtcTimestamp | None = Field(default=None, description="the binding lapses at this time")
 
 
 class TestContext(BaseModel):
     model_config = ConfigDict(extra="forbid")
     source_ip: str | None = None
     mfa_verified: bool = False
-    timestamp: datetime | None = None
+    timestamp: UtcTimestamp | None = None
 
 
 class PolicyTestBody(BaseModel):

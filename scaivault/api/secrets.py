@@ -8,12 +8,12 @@ pipeline, then the permission declared on @endpoint, from the path alone), call 
 from __future__ import annotations
 
 import functools
-from typing import Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from flask import Blueprint, g, jsonify, request
 from pydantic import BaseModel, ConfigDict, Field
 
-from .. import ratelimit
+from .. import inputs, ratelimit
 from ..audit import record_now
 from ..config import parse_duration
 from ..crypto.keyring import tenant_partner_unknown
@@ -39,11 +39,12 @@ class WriteOptions(BaseModel):
                                      description="versions kept; older ones are pruned on write")
     expires_in: str | None = Field(default=None, description="duration such as 24h or 90d; sets expires_at")
     rotation_policy_id: str | None = Field(default=None, max_length=128, pattern=r"^[A-Za-z0-9_.:-]+$")
-    cas: int | None = Field(default=None, ge=0, description="check-and-set: 0 = create only, N = only if current is N")
+    cas: int | None = Field(default=None, ge=0, le=inputs.PG_INT_MAX, description="check-and-set: 0 = create only, N = only if current is N")
 
 
 class SecretWriteBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
+    nul_allowed_under: ClassVar[frozenset[str]] = frozenset({"data"})   # sealed as bytes, never stored as text
     data: dict[str, Any] = Field(description="the secret payload, a JSON object (at most MAX_SECRET_BYTES)")
     secret_type: str | None = Field(default=None, description="kv | json | certificate | ssh_key | api_key")
     metadata: dict[str, Any] | None = Field(default=None, description="description, tags, owner, custom keys")
@@ -60,14 +61,14 @@ class MetadataPatchBody(BaseModel):
 
 class DestroyBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    versions: list[int] = Field(min_length=1, max_length=100)
+    versions: list[Annotated[int, Field(ge=1, le=inputs.PG_INT_MAX)]] = Field(min_length=1, max_length=100)
 
 
 class BatchReadOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
     include_metadata: bool = False
     fail_fast: bool = False
-    version: int | None = Field(default=None, ge=1)
+    version: int | None = Field(default=None, ge=1, le=inputs.PG_INT_MAX)
 
 
 class BatchReadBody(BaseModel):
@@ -208,9 +209,7 @@ def _int_arg(name: str) -> int | None:
     raw = request.args.get(name)
     if raw is None or raw == "":
         return None
-    if not raw.isdigit() or len(raw) > 9 or int(raw) < 1:
-        raise ScaiVaultError("invalid_request", f"{name} must be a positive integer")
-    return int(raw)
+    return inputs.parse_int(raw, name, low=1, high=inputs.PG_INT_MAX)
 
 
 _bool_arg = bool_arg

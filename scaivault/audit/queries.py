@@ -5,13 +5,11 @@ Every query is scoped to one tenant. Listings are newest first and paginated by 
 """
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+from .. import inputs
 from ..db import Database
 from ..errors import ScaiVaultError
 from .entry import format_timestamp
@@ -98,20 +96,19 @@ class Page:
 
 
 def encode_cursor(ts: datetime, entry_id: str) -> str:
-    raw = json.dumps([format_timestamp(ts), entry_id], separators=(",", ":")).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    return inputs.encode_cursor([format_timestamp(ts), entry_id])
 
 
 def decode_cursor(cursor: str) -> tuple[datetime, str]:
     """(ts, id) of a cursor; invalid_cursor (400) for anything this service did not issue."""
+    message = "the cursor is not valid; start again without one"
     try:
-        padded = cursor + "=" * (-len(cursor) % 4)
-        ts_text, entry_id = json.loads(base64.urlsafe_b64decode(padded.encode()))
+        ts_text, entry_id = inputs.decode_cursor(cursor, message)
         ts = datetime.strptime(ts_text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc)
         if not isinstance(entry_id, str) or not entry_id.startswith("log_") or len(entry_id) > 64:
             raise ValueError
-    except (ValueError, TypeError, binascii.Error, UnicodeDecodeError, json.JSONDecodeError):
-        raise ScaiVaultError("invalid_cursor", "the cursor is not valid; start again without one") from None
+    except (ValueError, TypeError):
+        raise ScaiVaultError("invalid_cursor", message) from None
     return ts, entry_id
 
 
