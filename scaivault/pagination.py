@@ -21,11 +21,12 @@ import json
 from datetime import datetime, timezone
 from typing import Any, Callable
 
+from . import inputs
 from .errors import ScaiVaultError
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
-MAX_CURSOR_LENGTH = 2048
+MAX_CURSOR_LENGTH = inputs.MAX_CURSOR_LENGTH
 SYSTEM_KEY_OWNER = "~system"      # pseudo-partner whose master key signs cursors (never a real partner id)
 _MAC_BYTES = 16
 
@@ -96,20 +97,21 @@ def decode_cursor(cursor: str | None, kind: str = "") -> Any:
     if not hmac.compare_digest(mac, _mac(kind, body)):
         raise bad
     try:
-        return json.loads(body)
+        position = json.loads(body.decode("utf-8"))
     except (ValueError, UnicodeDecodeError):
         raise bad from None
+    if inputs.json_text_problem(position) is not None:     # issue 9 part B: nothing unstorable reaches SQL
+        raise bad
+    return position
 
 
 def page_limit(limit: Any, default: int = DEFAULT_LIMIT, maximum: int = MAX_LIMIT) -> int:
     """The page size asked for: `default` when absent, 400 invalid_request outside 1..maximum."""
     if limit is None or limit == "":
         return default
-    text = str(limit).strip()
-    if not text.isdigit() or len(text) > 9 or not 1 <= int(text) <= maximum:
-        raise ScaiVaultError("invalid_request", f"limit must be an integer between 1 and {maximum}",
-                             details={"limit": str(limit)[:20]})
-    return int(text)
+    if isinstance(limit, int) and not isinstance(limit, bool):
+        limit = str(limit)
+    return inputs.parse_int(limit, "limit", low=1, high=maximum)
 
 
 def page(key: str, items: list, has_more: bool, last: Any = None, kind: str | None = None,

@@ -7,7 +7,7 @@ from typing import Any, Literal
 from flask import Blueprint, Response, g, jsonify, request
 from pydantic import BaseModel, ConfigDict, Field
 
-from .. import pagination
+from .. import inputs, pagination
 from ..audit import exports, queries, record_now
 from ..audit.chain import verify_chain
 from ..audit.entry import IDENTITY_TYPES
@@ -23,7 +23,7 @@ SYS_AUDIT = "sys/audit"                   # policies granting read here delegate
 SYS_AUDIT_EXPORTS = "sys/audit/exports"   # read: poll/download exports; write: start one
 
 FILTER_KEYS = ("from", "to", "action", "identity_id", "identity_type", "path_prefix", "success", "source_ip",
-               "request_id")
+               "request_id", "actor")
 
 
 # ------------------------------------------------------------------ request parsing
@@ -32,11 +32,10 @@ def parse_timestamp(name: str, value: Any, fields: dict[str, str]) -> datetime |
     if value is None or value == "":
         return None
     try:
-        ts = datetime.fromisoformat(str(value).strip())
+        return inputs.parse_timestamp(value)
     except ValueError:
         fields[name] = "must be an ISO 8601 timestamp such as 2026-01-31T12:00:00Z"
         return None
-    return ts if ts.tzinfo else ts.replace(tzinfo=timezone.utc)
 
 
 def parse_filter(source: dict[str, Any], *, tenant_id: str) -> queries.AuditFilter:
@@ -62,7 +61,8 @@ def parse_filter(source: dict[str, Any], *, tenant_id: str) -> queries.AuditFilt
     if success not in (None, True, False):
         fields["success"] = "must be true or false"
     text = {}
-    for name, limit in (("identity_id", 320), ("path_prefix", 512), ("source_ip", 64), ("request_id", 128)):
+    for name, limit in (("identity_id", 320), ("path_prefix", 512), ("source_ip", 64), ("request_id", 128),
+                        ("actor", 400)):
         value = source.get(name)
         if value is not None and (not isinstance(value, str) or len(value) > limit or "\x00" in value):
             fields[name] = f"must be a string of at most {limit} characters"

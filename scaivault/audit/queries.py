@@ -38,6 +38,7 @@ class AuditFilter:
     success: bool | None = None
     source_ip: str | None = None
     request_id: str | None = None
+    actor: str | None = None                # the principal `<tenant>/<sub>` (issue 9): one identity, not a name
 
     def where(self) -> tuple[str, dict[str, Any]]:
         """A WHERE clause and its parameters."""
@@ -59,6 +60,9 @@ class AuditFilter:
             if value is not None:
                 clauses.append(f"{name} = :{name}")
                 params[name] = value
+        if self.actor is not None:
+            clauses.append("extra_data->>'actor' = :actor")
+            params["actor"] = self.actor
         if self.path_prefix:
             clauses.append("secret_path LIKE :path_like")
             params["path_like"] = _like_prefix(self.path_prefix)
@@ -73,7 +77,8 @@ class AuditFilter:
                 "to": format_timestamp(self.until) if self.until else None,
                 "action": list(self.actions) or None, "identity_id": self.identity_id,
                 "identity_type": self.identity_type, "path_prefix": self.path_prefix,
-                "success": self.success, "source_ip": self.source_ip, "request_id": self.request_id}
+                "success": self.success, "source_ip": self.source_ip, "request_id": self.request_id,
+                **({"actor": self.actor} if self.actor is not None else {})}
 
 
 def _like_prefix(prefix: str) -> str:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Callable, Iterable
 
-from .. import pagination
+from .. import inputs, pagination
 from ..audit import AuditEntry, record
 from ..db import Database, Session
 from ..errors import ScaiVaultError
@@ -64,16 +64,10 @@ page_limit = _page_limit = pagination.page_limit
 def _parse_time(value: Any, field: str) -> datetime | None:
     if value is None:
         return None
-    if isinstance(value, datetime):
-        ts = value
-    else:
-        try:
-            ts = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-        except ValueError:
-            raise ScaiVaultError("invalid_policy", f"{field} must be an ISO-8601 timestamp") from None
-    if ts.tzinfo is None:
-        ts = ts.replace(tzinfo=timezone.utc)
-    return ts
+    try:
+        return inputs.parse_timestamp(value)
+    except ValueError:
+        raise ScaiVaultError("invalid_policy", f"{field} must be an ISO-8601 timestamp") from None
 
 
 class PolicyService:
