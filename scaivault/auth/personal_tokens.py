@@ -76,6 +76,11 @@ def issue(s: Session, creator: Identity, name: str, scopes: list[str], lifetime_
             raise ScaiVaultError("validation_error", "the personal token you use expires within a minute",
                                  details={"fields": {"expires_in": "the parent token expires within a minute"}})
         lifetime_seconds = min(lifetime_seconds, remaining)
+    return _insert(s, creator, name, wanted, parent_id, lifetime_seconds)
+
+
+def _insert(s: Session, creator: Identity, name: str, wanted: list[str], parent_id: str | None,
+            lifetime_seconds: int) -> tuple[dict, str]:
     count = s.scalar("""SELECT count(*) FROM personal_tokens WHERE subject = :sub AND tenant_id IS NOT DISTINCT FROM :t
                         AND revoked_at IS NULL AND expires_at > now()""", sub=creator.subject, t=creator.tenant_id)
     if count >= MAX_TOKENS_PER_IDENTITY:
@@ -201,6 +206,8 @@ def issue_dev_identity_token(runtime, identity_id: str, scopes: list[str], lifet
     unknown = sorted(set(scopes) - every_scope)
     if not scopes or unknown:
         raise ScaiVaultError("invalid_request", f"unknown scope(s): {', '.join(unknown) or '(none given)'}")
+    if not 60 <= lifetime_seconds <= MAX_LIFETIME_SECONDS:
+        raise ScaiVaultError("invalid_request", "the lifetime must be between 1m and 366d")
     kind = "service_account" if identity_id.startswith("sa:") else "user"
     subject = "dev_" + hashlib.sha256(identity_id.encode()).hexdigest()[:16]
     with runtime.db.transaction() as s:
@@ -208,5 +215,6 @@ def issue_dev_identity_token(runtime, identity_id: str, scopes: list[str], lifet
         creator = Identity(identity_id=identity_id, identity_type=kind, subject=subject, tenant_id=DEV_TENANT,
                            partner_id=DEV_PARTNER, scopes=frozenset(scopes), roles=frozenset(),
                            display_name=identity_id)
-        _, value = issue(s, creator, "scaivault dev token", list(scopes), lifetime_seconds)
+        # not `issue`: outside dev mode only users mint PATs; here the developer stands in for ScaiKey
+        _, value = _insert(s, creator, "scaivault dev token", list(dict.fromkeys(scopes)), None, lifetime_seconds)
     return value
