@@ -24,11 +24,16 @@ ACTIVE_REQUESTS = Gauge("scaivault_active_requests", "HTTP requests in progress"
 
 # ---- rate limiting
 RATE_LIMIT_HITS = Counter("scaivault_rate_limit_hits_total", "Requests refused with 429", ["category"])
+# the fill (0..1) of the bucket the last request of a category took from; per category only (identity is
+# unbounded), the lowest across workers: a dashboard sees a category running dry (issue 16)
+RATE_LIMIT_BUCKET_FILL = Gauge("scaivault_rate_limit_bucket_fill",
+                               "Fill ratio of the bucket the latest request in this category took from",
+                               ["category"], multiprocess_mode="livemin")
 RATE_LIMITER_FALLBACK = Gauge("scaivault_rate_limiter_fallback",
                               "1 while this process counts limits in memory because Redis is unreachable",
                               multiprocess_mode="livemax")
 
-# ---- secrets (incremented by the secrets service)
+# ---- secrets (scaivault_secrets_total is refreshed by scaivault.jobs.secret_counts)
 SECRETS_TOTAL = Gauge("scaivault_secrets_total", "Live secrets", ["tenant"], multiprocess_mode="livemax")
 SECRET_READS = Counter("scaivault_secret_reads_total", "Secret reads", ["tenant", "secret_type"])
 SECRET_WRITES = Counter("scaivault_secret_writes_total", "Secret writes", ["tenant"])

@@ -287,6 +287,7 @@ def enforce(category: str, cost: int = 1) -> None:
         return
     decision = limits.hit(category, _request_key(), cost)
     g.rate_limit = decision
+    _observe_fill(category, decision)
     if not decision.allowed:
         _count_hit(category)
         raise ScaiVaultError(
@@ -311,6 +312,12 @@ def _add_headers(response):
 def status(app) -> dict[str, Any]:
     limits: RateLimits | None = app.extensions.get("scaivault_rate_limits")
     return limits.status() if limits else {"status": "ok", "storage": "none"}
+
+
+def _observe_fill(category: str, decision: Decision) -> None:
+    from . import metrics
+
+    metrics.RATE_LIMIT_BUCKET_FILL.labels(category=category).set(decision.remaining / max(decision.limit, 1))
 
 
 def _count_hit(category: str) -> None:

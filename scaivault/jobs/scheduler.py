@@ -16,6 +16,7 @@ JOB_MODULES = [
     "scaivault.jobs.audit_partitions",
     "scaivault.jobs.pki",
     "scaivault.jobs.lease_expiry",
+    "scaivault.jobs.secret_counts",
 ]
 
 
