@@ -89,6 +89,20 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> Flask:
 
         app.wsgi_app = TrustedProxyMiddleware(app.wsgi_app, settings.trusted_proxies)
 
+    def _options_response() -> Response:
+        """Allow names the methods of the route this URL resolves to, not of every template it also fits:
+        OPTIONS on `{path}:versions` or `/v1/policies/test` advertises their own methods (issue 16)."""
+        rule = request.url_rule
+        methods: set[str] = {"OPTIONS"}
+        for other in app.url_map.iter_rules():
+            if rule is not None and other.rule == rule.rule:
+                methods |= set(other.methods or ())
+        response = app.response_class()
+        response.allow.update(sorted(methods))
+        return response
+
+    app.make_default_options_response = _options_response   # type: ignore[method-assign]
+
     @app.before_request
     def _start_request():
         g.started = time.perf_counter()

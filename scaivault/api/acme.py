@@ -163,7 +163,8 @@ def delete_dns_provider(provider_id: str):
 
 # ------------------------------------------------------------------ http-01
 @bp.get("/.well-known/acme-challenge/<token>")
-@endpoint("pki:public", authenticated=False, tenant=False, summary="http-01 key authorization for a pending ACME challenge")
+@endpoint("pki:public", authenticated=False, tenant=False, produces=("application/octet-stream",),
+          summary="http-01 key authorization for a pending ACME challenge")
 def http01(token: str):
     answer = runtime().acme.http_challenge(token)
     if answer is None:

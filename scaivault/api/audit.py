@@ -198,7 +198,8 @@ def _require_read_permission(path: str) -> None:
 
 
 @bp.post("/v1/audit/export")
-@endpoint("audit:export", scope="audit:export", body=ExportBody,
+@endpoint("audit:export", scope="audit:export", body=ExportBody, status=202,
+          response_headers={"Location": "the export's status URL, /v1/audit/exports/{export_id}"},
           authorize=admin(sys=SYS_AUDIT_EXPORTS))
 def create_export():
     """Start an export job (202); poll /v1/audit/exports/{id} for its manifest."""
@@ -259,7 +260,8 @@ def get_export(export_id: str):
 
 
 @bp.get("/v1/audit/exports/<export_id>/files/<int:number>")
-@endpoint("audit:read", scope="audit:export", authorize=admin(sys=SYS_AUDIT_EXPORTS))
+@endpoint("audit:read", scope="audit:export", authorize=admin(sys=SYS_AUDIT_EXPORTS),
+          produces=("application/x-ndjson", "text/csv"))
 def download_export_file(export_id: str, number: int):
     """One file of a completed export (decrypted from the storage backend)."""
     rt = runtime()

@@ -24,7 +24,7 @@ bp = Blueprint("metrics", __name__)
 
 
 @bp.get("/v1/metrics")
-@endpoint(None, authenticated=False)
+@endpoint(None, authenticated=False, produces=("text/plain",))
 def scrape():
     """Prometheus text exposition of every ScaiVault series."""
     settings = runtime().settings

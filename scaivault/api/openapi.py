@@ -55,6 +55,42 @@ _ERRORS = {
 }
 
 
+_NO_NUL = r"^[^\u0000]*$"
+_SECRET_PATH = {"type": "string", "pattern": r"^[a-z0-9_-]+(/[a-z0-9_-]+){0,9}$", "maxLength": 512}
+_BOOL = {"type": "string", "enum": ["true", "false"]}
+_DURATION = {"type": "string", "pattern": r"^[1-9][0-9]{0,5}[smhdw]$"}
+# precise schemas of path and query parameters, by name (issue 16): what the server accepts, nothing more
+PATH_SCHEMAS: dict[str, dict] = {
+    "path": _SECRET_PATH,
+    "tenant_id": {"type": "string", "pattern": r"^[A-Za-z0-9_-]{1,64}$"},
+    "identity_type": {"type": "string", "enum": ["user", "group", "service_account"]},
+    "number": {"type": "integer", "minimum": 1, "maximum": 100000},
+}
+QUERY_SCHEMAS: dict[str, dict] = {
+    "limit": {"type": "integer", "minimum": 1, "maximum": 1000},
+    "page": {"type": "integer", "minimum": 1, "maximum": 1000000},
+    "page_size": {"type": "integer", "minimum": 1, "maximum": 500},
+    "version": {"type": "integer", "minimum": 1, "maximum": 2147483647},
+    "cursor": {"type": "string", "pattern": r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]{22}$", "maxLength": 4096,
+               "description": "opaque and signed: pass the previous page's `cursor` unchanged (else 400 invalid_cursor)"},
+    "partner_cursor": {"type": "string", "pattern": r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]{22}$", "maxLength": 4096},
+    "prefix": {"type": "string", "pattern": r"^([a-z0-9_-]+/){0,9}[a-z0-9_-]{0,64}$", "maxLength": 512},
+    "delimiter": {"type": "string", "enum": ["/"]},
+    "scope": {"type": "string", "enum": ["tenant", "partner"]},
+    "expires_within": _DURATION, "expiring_within": _DURATION,
+    "tag": {"type": "string", "maxLength": 256, "pattern": _NO_NUL},
+    "owner": {"type": "string", "maxLength": 256, "pattern": _NO_NUL},
+    "q": {"type": "string", "maxLength": 256, "pattern": _NO_NUL},
+    **{flag: _BOOL for flag in ("include_deleted", "include_inactive", "include_partner", "include_revoked",
+                                "force", "permanent")},
+}
+
+
+def query_parameter(name: str, description: str) -> dict:
+    schema = dict(QUERY_SCHEMAS.get(name, {"type": "string", "maxLength": 256, "pattern": _NO_NUL}))
+    return {"name": name, "in": "query", "required": False, "description": description, "schema": schema}
+
+
 def error_responses() -> dict[str, dict]:
     """One reusable response per error status, naming every code of STATUS_BY_CODE it carries (docs/errors.md)."""
     by_status: dict[int, list[str]] = {}
@@ -69,12 +105,50 @@ def error_responses() -> dict[str, dict]:
     return out
 
 
+_EXTRA_LINKS = {("/v1/audit/export", "post"): ("/v1/audit/exports/{export_id}", "export_id")}
+
+
+def add_links(paths: dict[str, dict]) -> None:
+    """OpenAPI links from each create (POST answering 201/202) to the operations on the object it made.
+
+    `POST /v1/policies` -> get/update/delete `/v1/policies/{policy_id}` with `$response.body#/id`; the
+    parameters already in the create's path come from the request (`$request.path.<name>`), so a fuzzer
+    reaches bindings, exports, roles... with real ids.
+    """
+    param_re = re.compile(r"\{([^}]+)\}")
+    for path, ops in paths.items():
+        create = ops.get("post")
+        if create is None or not ({"201", "202"} & set(create["responses"])):
+            continue
+        status = "201" if "201" in create["responses"] else "202"
+        targets = [(other, other[len(path) + 1:]) for other in paths
+                   if other.startswith(path + "/{") and "/" not in other[len(path) + 1:]]
+        if (path, "post") in _EXTRA_LINKS:
+            target, field = _EXTRA_LINKS[(path, "post")]
+            targets.append((target, "{" + field + "}"))
+        links: dict[str, Any] = {}
+        for target, segment in targets:
+            new_param = param_re.fullmatch(segment)
+            if not new_param:
+                continue
+            name = new_param.group(1)
+            field = "name" if name == "name" else name if (path, "post") in _EXTRA_LINKS else "id"
+            for method, op in paths[target].items():
+                params = {p: f"$request.path.{p}" for p in param_re.findall(path)}
+                params[name] = f"$response.body#/{field}"
+                links[f"{method.upper()} {target}".replace("/", "_").replace(" ", "")[:80]] = {
+                    "operationId": op["operationId"], "parameters": params}
+        if links:
+            create["responses"][status] = {**create["responses"][status], "links": links}
+
+
 def _openapi_path(rule: str) -> tuple[str, list[dict]]:
     params: list[dict] = []
 
     def sub(m: re.Match) -> str:
         conv, name = m.group("conv"), m.group("name")
-        schema = dict(_CONVERTER_TYPES.get(conv or "", {"type": "string"}))
+        schema = dict(_CONVERTER_TYPES.get(conv or "") or PATH_SCHEMAS.get(name) or
+                      {"type": "string", "minLength": 1, "maxLength": 256, "pattern": r"^[^\u0000/]+$"})
         param = {"name": name, "in": "path", "required": True, "schema": schema}
         if conv == "path":
             param["description"] = "may contain '/' (a multi-segment path, sent as-is)"
@@ -134,17 +208,25 @@ def build_document(app: Flask) -> dict:
         }
         params = list(path_params)
         for name, description in (_view_attr(view, "query_params") or {}).items():
-            params.append({"name": name, "in": "query", "required": False, "description": description,
-                           "schema": {"type": "string"}})
+            params.append(query_parameter(name, description))
         if params:
             op["parameters"] = params
         if body is not None:
             op["requestBody"] = {"required": True, "content": {"application/json": {"schema": refs[body]}}}
         success: dict[str, Any] = {"description": "success"}
-        if response is not None:
-            success["content"] = {"application/json": {"schema": refs[response]}}
-        else:
-            success["content"] = {"application/json": {"schema": {"type": "object"}}}
+        produces = _view_attr(view, "produces", ("application/json",))
+        success["content"] = {}
+        if status == "204":
+            produces = ()
+        for media in produces:
+            if media == "application/json":
+                success["content"][media] = {"schema": refs[response] if response is not None else {"type": "object"}}
+            else:
+                success["content"][media] = {"schema": {"type": "string"}}
+        headers = _view_attr(view, "response_headers") or {}
+        if headers:
+            success["headers"] = {name: {"description": text, "schema": {"type": "string"}}
+                                  for name, text in headers.items()}
         op["responses"] = {status: success}
         if status == "201" and method == "put":
             op["responses"]["200"] = success          # PUT: 201 for a new object, 200 for a new version
@@ -178,6 +260,7 @@ def build_document(app: Flask) -> dict:
             op["x-rate-limit-category"] = category
         paths.setdefault(path, {})[method] = op
 
+    add_links(paths)
     return {
         "openapi": "3.1.0",
         "info": {"title": "ScaiVault API", "version": __version__,

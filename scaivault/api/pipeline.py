@@ -26,7 +26,8 @@ def endpoint(category: str | None, *, scope: str | None = None, authenticated: b
              tenant: bool = True, body: type[BaseModel] | None = None,
              response: type[BaseModel] | None = None, summary: str | None = None,
              query: dict[str, str] | None = None, status: int = 200,
-             authorize: Authorization | None = None) -> Callable:
+             authorize: Authorization | None = None, produces: tuple[str, ...] = ("application/json",),
+             response_headers: dict[str, str] | None = None) -> Callable:
     """Wrap a view in the pipeline. `category=None` only for unmetered probes (health, metrics).
 
     `body`: a pydantic model; the JSON body is validated into `g.body` before the view runs
@@ -36,6 +37,7 @@ def endpoint(category: str | None, *, scope: str | None = None, authenticated: b
     `authorize`: what the caller needs beyond the scope (scaivault.api.authorization: identity_only(),
     permission("read"), admin(), role("super_admin"), reach("tenant_id")); required on every
     authenticated view (a test walks the URL map), checked after the scope and before the body.
+    `produces`: the success content types (OpenAPI); `response_headers`: {name: description} of the success answer.
     """
     if category is not None and category not in ratelimit.CATEGORIES:
         raise ValueError(f"unknown rate-limit category {category!r}")
@@ -71,6 +73,8 @@ def endpoint(category: str | None, *, scope: str | None = None, authenticated: b
         wrapper.response_model = response         # type: ignore[attr-defined]
         wrapper.query_params = dict(query or {})  # type: ignore[attr-defined]
         wrapper.success_status = status          # type: ignore[attr-defined]
+        wrapper.produces = produces              # type: ignore[attr-defined]
+        wrapper.response_headers = dict(response_headers or {})  # type: ignore[attr-defined]
         wrapper.summary = summary or (view.__doc__ or "").strip().split("\n")[0]  # type: ignore[attr-defined]
         return wrapper
 

@@ -176,7 +176,7 @@ def _wants_der() -> bool:
 
 
 @bp.get("/v1/pki/ca/<ca_id>/certificate")
-@endpoint("pki:public", authenticated=False, tenant=False,
+@endpoint("pki:public", authenticated=False, tenant=False, produces=("application/x-pem-file", "application/pkix-cert"),
           summary="The CA certificate, anonymously: PEM, or DER with Accept: application/pkix-cert")
 def ca_certificate(ca_id: str):
     row = runtime().pki.public_ca(ca_id)
@@ -190,6 +190,7 @@ def ca_certificate(ca_id: str):
 @bp.get("/v1/pki/ca/<ca_id>/crl")
 @endpoint("pki:public", authenticated=False, tenant=False,
           summary="The CA's current CRL, anonymously: DER, or PEM with ?format=pem",
+          produces=("application/pkix-crl", "application/x-pem-file"),
           query={"format": "pem for PEM; DER otherwise"})
 def ca_crl(ca_id: str):
     der = runtime().pki.crl_der(ca_id)
@@ -317,7 +318,8 @@ def get_certificate(cert_id: str):
 
 
 @bp.get("/v1/pki/certificates/<cert_id>/pem")
-@endpoint("pki:issue", summary="Just the certificate, PEM", authorize=permission("read", each=True))
+@endpoint("pki:issue", summary="Just the certificate, PEM", authorize=permission("read", each=True),
+          produces=("application/x-pem-file",))
 def certificate_pem(cert_id: str):
     require_any_scope("pki:admin", "pki:issue")
     row = _certificate_for(cert_id, "read")

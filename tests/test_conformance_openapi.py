@@ -1,0 +1,86 @@
+"""Issue 16 item 8: a precise OpenAPI document (patterns, ranges, enums, statuses, content types, links),
+and OPTIONS on colon routes advertising their own methods."""
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from tests.secrets_support import HIGH_RATE_LIMITS, Callers, new_tenant
+
+
+@pytest.fixture(scope="module")
+def app(make_app):
+    return make_app(RATE_LIMITS=HIGH_RATE_LIMITS)
+
+
+@pytest.fixture(scope="module")
+def doc(app):
+    return app.test_client().get("/v1/openapi.json").get_json()
+
+
+def _param(op: dict, name: str) -> dict:
+    return next(p for p in op["parameters"] if p["name"] == name)
+
+
+def test_parameters_declare_patterns_ranges_and_enums(doc):
+    read = doc["paths"]["/v1/secrets/{path}"]["get"]
+    assert re.fullmatch(_param(read, "path")["schema"]["pattern"], "app/db/password")
+    assert not re.fullmatch(_param(read, "path")["schema"]["pattern"], "App//x")
+    assert _param(read, "version")["schema"] == {"type": "integer", "minimum": 1, "maximum": 2147483647}
+    listing = doc["paths"]["/v1/secrets"]["get"]
+    assert _param(listing, "limit")["schema"] == {"type": "integer", "minimum": 1, "maximum": 1000}
+    assert _param(listing, "include_deleted")["schema"]["enum"] == ["true", "false"]
+    assert _param(listing, "delimiter")["schema"]["enum"] == ["/"]
+    assert re.fullmatch(_param(listing, "expires_within")["schema"]["pattern"], "30d")
+    assert _param(doc["paths"]["/v1/policies"]["get"], "scope")["schema"]["enum"] == ["tenant", "partner"]
+    for path, ops in doc["paths"].items():
+        for op in ops.values():
+            for param in op.get("parameters", []):
+                assert param["schema"] != {"type": "string"}, (path, param["name"])   # never a bare string
+
+
+def test_statuses_and_content_types(doc):
+    export = doc["paths"]["/v1/audit/export"]["post"]["responses"]
+    assert "202" in export and "200" not in export and "Location" in export["202"]["headers"]
+    assert list(doc["paths"]["/v1/metrics"]["get"]["responses"]["200"]["content"]) == ["text/plain"]
+    download = doc["paths"]["/v1/audit/exports/{export_id}/files/{number}"]["get"]["responses"]["200"]["content"]
+    assert set(download) == {"application/x-ndjson", "text/csv"}
+    assert "application/pkix-crl" in doc["paths"]["/v1/pki/ca/{ca_id}/crl"]["get"]["responses"]["200"]["content"]
+
+
+def test_creates_link_to_get_update_delete_by_id(doc):
+    links = doc["paths"]["/v1/policies"]["post"]["responses"]["201"]["links"]
+    targets = {link["operationId"]: link["parameters"] for link in links.values()}
+    ops = doc["paths"]["/v1/policies/{policy_id}"]
+    for method in ("get", "put", "patch", "delete"):
+        assert targets[ops[method]["operationId"]] == {"policy_id": "$response.body#/id"}
+    bindings = doc["paths"]["/v1/policies/{policy_id}/bindings"]["post"]["responses"]["201"]["links"]
+    (unbind,) = bindings.values()
+    assert unbind["parameters"] == {"policy_id": "$request.path.policy_id", "binding_id": "$response.body#/id"}
+    export = doc["paths"]["/v1/audit/export"]["post"]["responses"]["202"]["links"]
+    assert {"export_id": "$response.body#/export_id"} in [link["parameters"] for link in export.values()]
+    engines = doc["paths"]["/v1/dynamic/engines"]["post"]["responses"]["201"]["links"]
+    assert all(link["parameters"] == {"name": "$response.body#/name"} for link in engines.values())
+
+
+@pytest.mark.parametrize("url, allowed", [
+    ("/v1/secrets/app/db:versions", {"GET", "HEAD", "OPTIONS"}),
+    ("/v1/secrets/app/db:metadata", {"GET", "HEAD", "PATCH", "OPTIONS"}),
+    ("/v1/secrets/app/db:restore", {"POST", "OPTIONS"}),
+    ("/v1/partner/secrets/app/db:destroy", {"POST", "OPTIONS"}),
+    ("/v1/secrets/app/db", {"GET", "HEAD", "PUT", "DELETE", "OPTIONS"}),
+    ("/v1/policies/test", {"POST", "OPTIONS"}),
+])
+def test_options_on_colon_routes_advertise_their_own_methods(app, url, allowed):
+    resp = app.test_client().options(url)
+    assert resp.status_code == 200
+    assert set(resp.headers["Allow"].replace(" ", "").split(",")) == allowed
+
+
+def test_a_real_create_answer_feeds_its_links(app, scaikey, doc):
+    admin = Callers(scaikey, app.test_client()).admin(new_tenant())
+    created = admin.post("/v1/policies", json={"name": "l", "rules": [{"path_pattern": "a/*", "permissions": ["read"]}]})
+    link = next(iter(doc["paths"]["/v1/policies"]["post"]["responses"]["201"]["links"].values()))
+    pointer = link["parameters"]["policy_id"].split("#/")[1]
+    assert admin.get(f"/v1/policies/{created.get_json()[pointer]}").status_code == 200
