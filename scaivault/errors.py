@@ -47,7 +47,7 @@ STATUS_BY_CODE: dict[str, int] = {
     "tenant_partner_unknown": 409,               # issue 9 F2: never seal under a guessed partner
     "audit_unavailable": 503,
     # PKI and ACME (issue 12)
-    "certificate_not_allowed": 400, "ca_not_found": 404, "certificate_not_found": 404, "role_not_found": 404,
+    "certificate_not_allowed": 400, "ca_not_found": 404, "certificate_not_found": 404,
     "acme_account_not_found": 404, "acme_order_not_found": 404, "dns_provider_not_found": 404,
     "ca_not_ready": 409, "ca_revoked": 409, "acme_error": 502,
 }
