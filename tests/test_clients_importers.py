@@ -109,7 +109,7 @@ def test_vault_import_replays_history_then_reruns_as_a_no_op(bao, env, sv, tmp_p
     assert meta["import_source"] == "vault:secret/apps/web/svc-01" and meta["import_source_version"] == "3"
     assert tagged.secret_type.value == "json"                           # `port` is a number
 
-    second = ok_json(args[:5] + ["--token", "-"] + args[7:], env, input=OPENBAO_ROOT_TOKEN + "\n")
+    second = ok_json(args[:4] + ["--token", "-"] + args[6:], env, input=OPENBAO_ROOT_TOKEN + "\n")
     assert (second["written"], second["unchanged"], second["versions_written"]) == (0, total - 1, 0)
 
     kv = bao.client.secrets.kv.v2
@@ -127,16 +127,17 @@ def test_vault_import_replays_history_then_reruns_as_a_no_op(bao, env, sv, tmp_p
     assert sv.secrets.read("migrated/vault/search/svc-09").metadata.owner == "search"
 
     # a change made in ScaiVault is never silently overwritten
-    sv.secrets.write("migrated/vault/web/svc-05", {"user": "changed-in-scaivault"}, cas=3)
-    kv.create_or_update_secret(path="apps/web/svc-05", secret=vault_value("web", 5, 4), mount_point="secret")
+    sv.secrets.write("migrated/vault/web/svc-06", {"user": "changed-in-scaivault"}, cas=3)
+    kv.create_or_update_secret(path="apps/web/svc-06", secret=vault_value("web", 6, 4), mount_point="secret")
     fourth = ok_json(args, env)
     skipped = {r["path"]: r["detail"] for r in fourth["results"] if r["status"] == "skipped"}
-    assert fourth["written"] == 0 and skipped["migrated/vault/web/svc-05"] == (
+    assert fourth["written"] == 0 and skipped["migrated/vault/web/svc-06"] == (
         "changed in ScaiVault since the last import (--overwrite replaces it)") and len(skipped) == 2
-    assert sv.secrets.read("migrated/vault/web/svc-05").data == {"user": "changed-in-scaivault"}
-    forced = ok_json(args + ["--overwrite", "--prefix", "apps/web/svc-05"], env)
+    assert sv.secrets.read("migrated/vault/web/svc-06").data == {"user": "changed-in-scaivault"}
+    one = args[:-4] + ["--prefix", "apps/web/svc-06", "--to", "migrated/vault/web/svc-06", "--overwrite"]
+    forced = ok_json(one, env)                     # a secret's own path as --prefix: --to names its destination
     assert (forced["written"], forced["versions_written"]) == (1, 1)
-    assert sv.secrets.read("migrated/vault/web/svc-05").data == vault_value("web", 5, 4)
+    assert sv.secrets.read("migrated/vault/web/svc-06").data == vault_value("web", 6, 4)
 
 
 def test_vault_import_keeps_paths_without_to_and_reports_source_errors(bao, env, sv):
@@ -165,6 +166,7 @@ def moto():
                              Tags=[{"Key": "team", "Value": "api"}, {"Key": "cost-centre", "Value": str(i)}])
             sm.put_secret_value(SecretId=name, SecretString=json.dumps({"key": f"k-{i}-2"}))
         sm.create_secret(Name="prod/plain", SecretString="just a string")
+        sm.create_secret(Name="prod/Mixed.Case", SecretString=json.dumps({"a": "b"}))
         sm.create_secret(Name="prod/blob", SecretBinary=b"\x00\x01binary")
         sm.create_secret(Name="staging/other", SecretString="{}")
         yield server
@@ -183,10 +185,10 @@ def aws_credentials(monkeypatch):
 def test_aws_sm_import_carries_previous_and_current_then_reruns_as_a_no_op(moto, env, sv, aws_credentials):
     args = ["import", "aws-sm", "--region", "eu-west-1", "--endpoint-url", moto.url, "--prefix", "prod/"]
     dry = ok_json(args + ["--dry-run"], env)
-    assert (dry["written"], dry["versions_written"]) == (42, 82) and every_path(sv, "prod/") == []
+    assert (dry["written"], dry["versions_written"]) == (43, 83) and every_path(sv, "prod/") == []
 
     first = ok_json(args, env)
-    assert (first["written"], first["failed"], first["versions_written"]) == (42, 0, 82)
+    assert (first["written"], first["failed"], first["versions_written"]) == (43, 0, 83)
     assert sorted(v.version for v in sv.secrets.versions("prod/api/key-07").versions) == [1, 2]
     assert sv.secrets.read("prod/api/key-07", version=1).data == {"key": "k-7-1"}
     current = sv.secrets.read("prod/api/key-07")
@@ -197,9 +199,10 @@ def test_aws_sm_import_carries_previous_and_current_then_reruns_as_a_no_op(moto,
     assert sv.secrets.read("prod/plain").data == {"value": "just a string"}
     assert sv.secrets.read("prod/blob").data == {"value_base64": "AAFiaW5hcnk="}
     assert every_path(sv, "staging/") == []
+    assert sv.secrets.read("prod/mixed-case").data == {"a": "b"}               # names become valid paths
 
     second = ok_json(args, env)
-    assert (second["written"], second["unchanged"]) == (0, 42)
+    assert (second["written"], second["unchanged"]) == (0, 43)
 
     sm = moto.client("secretsmanager", region="eu-west-1")
     sm.put_secret_value(SecretId="prod/api/key-03", SecretString=json.dumps({"key": "k-3-3"}))
@@ -260,7 +263,7 @@ def test_dotenv_parser_handles_quoting_comments_export_and_multiline():
 
     parsed = parse(DOTENV)
     assert parsed.values == EXPECTED
-    assert parsed.warnings == ["line 15: API_KEY repeats line 3; the last one wins"]
+    assert parsed.warnings == ["line 13: API_KEY repeats line 3; the last one wins"]
     assert parse("LONE\nA=1\n").warnings == ["line 1: LONE has no '=' and was ignored"]
 
 
@@ -290,10 +293,10 @@ def test_dotenv_split_stdin_and_parse_errors(env, sv, tmp_path):
     args = ["import", "dotenv", "-", "--path", "environments/dev/api", "--split"]
     first = ok_json(args, env, input="A=1\nexport B='two'\n")
     assert first["written"] == 2
-    assert sv.secrets.read("environments/dev/api/B").data == {"value": "two"}
+    assert sv.secrets.read("environments/dev/api/b").data == {"value": "two"}
     assert ok_json(args, env, input="A=1\nexport B='two'\n")["unchanged"] == 2
     changed = ok_json(args, env, input="A=1\nB=three\n")
-    assert [(r["path"], r["detail"]) for r in changed["results"]] == [("environments/dev/api/B", "updated")]
+    assert [(r["path"], r["detail"]) for r in changed["results"]] == [("environments/dev/api/b", "updated")]
     broken = tmp_path / "broken.env"
     broken.write_text('OK=1\nBAD="unterminated\nLATER=2\n')
     result = run(["import", "dotenv", str(broken), "--path", "environments/broken"], env)
@@ -305,9 +308,9 @@ def test_dotenv_split_stdin_and_parse_errors(env, sv, tmp_path):
 def test_a_failed_write_makes_the_exit_code_1_and_the_rest_still_imports(env, sv, tmp_path):
     path = tmp_path / "mixed.env"
     path.write_text("GOOD=1\nALSO_GOOD=2\n")
-    sv.secrets.write("environments/mixed/GOOD", {"other": "value"})
-    sv.secrets.delete("environments/mixed/GOOD")                          # soft-deleted: a write is refused
+    sv.secrets.write("environments/mixed/good", {"other": "value"})
+    sv.secrets.delete("environments/mixed/good")                          # soft-deleted: a write is refused
     result = run(["import", "dotenv", str(path), "--path", "environments/mixed", "--split", "--json"], env)
     summary = result.json()
     assert result.code == 1 and (summary["written"], summary["failed"]) == (1, 1), result
-    assert sv.secrets.read("environments/mixed/ALSO_GOOD").data == {"value": "2"}
+    assert sv.secrets.read("environments/mixed/also_good").data == {"value": "2"}

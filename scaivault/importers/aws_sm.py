@@ -7,7 +7,7 @@ import base64
 import json
 from typing import Any, Callable
 
-from .engine import Entry, SourceError, SourceSecret, Version
+from .engine import Entry, SourceError, SourceSecret, Version, scaivault_path
 
 EXIT_AUTHENTICATION = 2
 EXIT_AUTHORISATION = 3
@@ -38,8 +38,8 @@ class AwsSecretsManagerSource:
     @staticmethod
     def _destination(name: str, prefix: str, to: str | None) -> str:
         if to is None:
-            return name.strip("/")
-        return "/".join(p for p in (to.strip("/"), name[len(prefix):].strip("/")) if p)
+            return scaivault_path(name)
+        return "/".join(p for p in (to.strip("/"), scaivault_path(name[len(prefix):])) if p)
 
     def _loader(self, listed: dict, destination: str) -> Callable[[], SourceSecret | None]:
         def load() -> SourceSecret | None:

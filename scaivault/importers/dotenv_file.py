@@ -7,7 +7,7 @@ import io
 import os
 from dataclasses import dataclass, field
 
-from .engine import Entry, SourceError, SourceSecret, Version
+from .engine import Entry, SourceError, SourceSecret, Version, scaivault_path
 
 EXIT_VALIDATION = 5
 
@@ -48,7 +48,7 @@ def parse(text: str) -> DotenvFile:
 
 def entries(filename: str, text: str, path: str, split: bool) -> tuple[list[Entry], list[str]]:
     """One secret at `path` holding every variable, or with `split` one secret per variable at
-    `path/KEY` holding {"value": ...}."""
+    `path/key` (the name lowercased) holding {"value": ...}."""
     parsed = parse(text)
     if not parsed.values:
         raise SourceError(f"{filename} holds no variables", EXIT_VALIDATION)
@@ -56,7 +56,7 @@ def entries(filename: str, text: str, path: str, split: bool) -> tuple[list[Entr
     base = path.strip("/")
     if not split:
         return [_entry(base, f"dotenv:{name}", dict(parsed.values))], parsed.warnings
-    return [_entry(f"{base}/{key}", f"dotenv:{name}#{key}", {"value": value})
+    return [_entry(f"{base}/{scaivault_path(key)}", f"dotenv:{name}#{key}", {"value": value})
             for key, value in parsed.values.items()], parsed.warnings
 
 

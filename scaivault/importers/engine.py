@@ -9,6 +9,7 @@ caller asks for it (--overwrite).
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
@@ -93,6 +94,13 @@ class _Plan:
     versions: list[Version] = field(default_factory=list)
     patch: dict[str, Any] | None = None
     reason: str | None = None
+
+
+def scaivault_path(name: str) -> str:
+    """A source name as a ScaiVault path: lowercase; a character outside a-z, 0-9, '-', '_' becomes '-';
+    empty segments (leading, trailing or doubled '/') dropped. Names that then collide fail, never merge."""
+    segments = (re.sub(r"[^a-z0-9_-]", "-", part) for part in name.lower().split("/"))
+    return "/".join(part for part in segments if part)
 
 
 def plain_metadata(metadata: Any) -> dict[str, Any]:

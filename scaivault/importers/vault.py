@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any, Callable
 
-from .engine import Entry, SourceError, SourceSecret, Version
+from .engine import Entry, SourceError, SourceSecret, Version, scaivault_path
 
 EXIT_AUTHORISATION = 3
 EXIT_NOT_FOUND = 4
@@ -138,8 +138,8 @@ def _readable(info: dict) -> bool:
 
 def _destination(path: str, relative: str, to: str | None) -> str:
     if to is None:
-        return path
-    return "/".join(p for p in (to.strip("/"), relative) if p)
+        return scaivault_path(path)
+    return "/".join(p for p in (to.strip("/"), scaivault_path(relative)) if p)
 
 
 def _first_error(exc: Exception) -> str:
