@@ -149,6 +149,13 @@ def test_vault_import_keeps_paths_without_to_and_reports_source_errors(bao, env,
     assert refused.code == 3 and "Vault refused" in refused.err and "not-a-token" not in refused.err
     missing = run(args, env)
     assert missing.code == 2 and "no Vault token" in missing.err
+    nothing = run(["import", "vault", "--addr", bao.url, "--prefix", "no/such/folder"],
+                  {**env, "VAULT_TOKEN": OPENBAO_ROOT_TOKEN})
+    assert nothing.code == 4 and "no secrets under secret/no/such/folder" in nothing.err
+    bao.client.sys.enable_secrets_engine("kv", path="kv1", options={"version": "1"})
+    bao.client.secrets.kv.v1.create_or_update_secret(path="a", secret={"k": "v"}, mount_point="kv1")
+    v1 = run(["import", "vault", "--addr", bao.url, "--mount", "kv1"], {**env, "VAULT_TOKEN": OPENBAO_ROOT_TOKEN})
+    assert v1.code == 4 and "is kv1 a KV v2 mount?" in v1.err
     no_server = run(["import", "vault", "--addr", bao.url, "--prefix", "elsewhere/"],
                      {**env, "VAULT_TOKEN": OPENBAO_ROOT_TOKEN, "SCAIVAULT_TOKEN": ""})
     assert no_server.code == 2                                           # not logged in to ScaiVault
@@ -314,3 +321,51 @@ def test_a_failed_write_makes_the_exit_code_1_and_the_rest_still_imports(env, sv
     summary = result.json()
     assert result.code == 1 and (summary["written"], summary["failed"]) == (1, 1), result
     assert sv.secrets.read("environments/mixed/also_good").data == {"value": "2"}
+
+
+def test_a_concurrent_change_between_read_and_write_is_refused_by_check_and_set(sv):
+    """The importer's batch read saw no secret; someone writes it before the import's write lands."""
+    from scaivault.importers import Entry, Importer, SourceSecret
+    from scaivault.importers.engine import Version
+
+    def old_version():
+        sv.secrets.write("race/target", {"by": "someone else"})           # lands between read and write
+        return {"v": "1"}
+
+    source = SourceSecret(path="race/target", origin="test:race", current={"v": "2"},
+                          versions=[Version("1", old_version), Version("2", lambda: {"v": "2"})])
+    summary = Importer(sv).run([Entry("race/target", lambda: source)])
+    assert [(o.status, o.versions) for o in summary.outcomes] == [("failed", 0)]
+    assert "check-and-set" in summary.outcomes[0].detail
+    assert sv.secrets.read("race/target").data == {"by": "someone else"}
+
+
+def test_progress_bar_only_on_a_terminal(vault, env, tmp_path):
+    """click's progress bar goes to stderr when it is a TTY, and nowhere otherwise."""
+    import os
+    import pty
+    import subprocess
+
+    from tests.foundation_support import CLI, child_env
+
+    dotenv = tmp_path / "bar.env"
+    dotenv.write_text("".join(f"K{i}=v{i}\n" for i in range(30)))
+    args = CLI + ["import", "dotenv", str(dotenv), "--path", "progress/tty", "--split"]
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(args, env=child_env(env), stdout=subprocess.PIPE, stderr=slave)
+    os.close(slave)
+    seen = b""
+    while True:
+        try:
+            chunk = os.read(master, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        seen += chunk
+    out, _ = proc.communicate(timeout=60)
+    os.close(master)
+    assert proc.returncode == 0 and b"importing" in seen and b"100%" in seen
+    assert b"importing" not in out and b"30 secret(s)" in out
+    again = subprocess.run(args, env=child_env(env), capture_output=True, timeout=60)
+    assert again.returncode == 0 and again.stderr == b"" and b"unchanged 30" in again.stdout

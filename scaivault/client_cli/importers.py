@@ -15,7 +15,7 @@ from typing import Any, Callable, Iterator
 import click
 
 from . import ClientGroup, env, sdk
-from .output import EXIT_VALIDATION, fail, json_option, print_json
+from .output import EXIT_NOT_FOUND, EXIT_VALIDATION, fail, json_option, print_json
 from .secrets import _read_file, _read_stdin_once
 
 TRUTHY = {"1", "true", "yes"}
@@ -84,6 +84,8 @@ def import_vault(ctx: click.Context, addr: str | None, token: str | None, mount:
         source = VaultSource(addr, token, mount, namespace=namespace or variables.get("VAULT_NAMESPACE"),
                              verify=verify)
         entries = source.entries(prefix, _destination_prefix(to))
+        if not entries:
+            fail(f"no secrets under {mount}/{prefix.strip('/')} (is {mount} a KV v2 mount?)", EXIT_NOT_FOUND)
         run_import(client, entries, dry_run, overwrite, as_json)
 
 
@@ -118,6 +120,8 @@ def import_aws(ctx: click.Context, region: str | None, prefix: str, to: str | No
     with source_errors():
         source = AwsSecretsManagerSource(region, endpoint_url=endpoint_url, profile=profile)
         entries = source.entries(prefix, _destination_prefix(to))
+        if not entries:
+            fail(f"no secrets in {region}" + (f" whose name starts with {prefix}" if prefix else ""), EXIT_NOT_FOUND)
         run_import(client, entries, dry_run, overwrite, as_json)
 
 
