@@ -12,26 +12,15 @@ import json
 import pytest
 
 from scaivault_sdk import SyncScaiVaultClient
-from tests.clients_support import admin_token, new_tenant, vault  # noqa: F401
+from tests.clients_support import vault  # noqa: F401
 from tests.fakes.servers import OPENBAO_ROOT_TOKEN, MotoServer, start_openbao
-from tests.test_clients_cli import run
+from tests.test_clients_cli import env, run, tenant  # noqa: F401  (the served instance's admin and tenant)
 
 pytestmark = pytest.mark.slow
 
 TEAMS = ("billing", "search", "web", "mobile")
 PER_TEAM = 50            # 200 secrets in OpenBao
 VERSIONS = 3
-
-
-@pytest.fixture(scope="module")
-def tenant():
-    return new_tenant()
-
-
-@pytest.fixture(scope="module")
-def env(vault, scaikey, tenant, tmp_path_factory):
-    home = tmp_path_factory.mktemp("home")
-    return {"HOME": str(home), "SCAIVAULT_URL": vault.url, "SCAIVAULT_TOKEN": admin_token(scaikey, tenant)}
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +75,7 @@ def test_vault_import_replays_history_then_reruns_as_a_no_op(bao, env, sv, tmp_p
     dry = run(args + ["--dry-run"], env)
     assert dry.code == 0, dry
     assert "would write migrated/vault/billing/deep/svc-00 (3 versions, created)" in dry.out
-    assert f"would written {total - 1} ({expected_versions} version(s))" in dry.out
+    assert f"would write {total - 1} ({expected_versions} version(s))" in dry.out
     assert "pw-" not in dry.out + dry.err                              # paths and counts, never values
     assert every_path(sv, "migrated/vault/") == []
 
@@ -369,3 +358,28 @@ def test_progress_bar_only_on_a_terminal(vault, env, tmp_path):
     assert b"importing" not in out and b"30 secret(s)" in out
     again = subprocess.run(args, env=child_env(env), capture_output=True, timeout=60)
     assert again.returncode == 0 and again.stderr == b"" and b"unchanged 30" in again.stdout
+
+
+def test_an_import_longer_than_the_write_limit_waits_it_out(base_env, scaikey):
+    """A served instance allowing 5 writes per 2 s, and an SDK client that never retries a 429 itself:
+    the importer waits for Retry-After and finishes with every secret written once."""
+    from scaivault.importers import Entry, Importer, SourceSecret
+    from scaivault.importers.engine import Version
+    from scaivault_sdk.calls import RetryPolicy
+    from tests.clients_support import admin_token, new_tenant, serve
+
+    limited = serve(base_env, RATE_LIMITS="secrets:write: {rate: 5, window: 2s}")
+    waits: list[float] = []
+    try:
+        with SyncScaiVaultClient(limited.url, admin_token(scaikey, new_tenant()),
+                                 retry=RetryPolicy(max_retries=0)) as client:
+            def entry(i):
+                data = {"n": str(i)}
+                return Entry(f"limited/s{i:02d}", lambda: SourceSecret(
+                    path=f"limited/s{i:02d}", origin=f"test:{i}", current=data, versions=[Version(None, lambda: data)]))
+            summary = Importer(client, on_wait=waits.append).run([entry(i) for i in range(12)])
+            assert (summary.count("written"), summary.count("failed")) == (12, 0)
+            assert waits and all(0 < w <= 2.5 for w in waits)
+            assert [s.path for s in client.secrets.list("limited/")] == [f"limited/s{i:02d}" for i in range(12)]
+    finally:
+        limited.stop()

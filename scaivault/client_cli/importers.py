@@ -159,7 +159,7 @@ def run_import(client: Any, entries: list, dry_run: bool, overwrite: bool, as_js
     """Import, print the per-path lines and the summary, exit 1 when any secret failed."""
     from scaivault.importers import Importer
 
-    importer = Importer(client, dry_run=dry_run, overwrite=overwrite)
+    importer = Importer(client, dry_run=dry_run, overwrite=overwrite, on_wait=_rate_limited)
     if entries and sys.stderr.isatty():
         with click.progressbar(length=len(entries), label="importing", file=sys.stderr) as bar:
             summary = importer.run(entries, advance=lambda: bar.update(1))
@@ -173,8 +173,14 @@ def run_import(client: Any, entries: list, dry_run: bool, overwrite: bool, as_js
         raise click.exceptions.Exit(1)
 
 
+def _rate_limited(seconds: float) -> None:
+    newline = "\n" if sys.stderr.isatty() else ""       # below the progress bar
+    click.echo(f"{newline}scaivault: rate limited by ScaiVault; waiting {seconds:.1f} s", err=True)
+
+
 def report(summary: Any) -> None:
     would = "would " if summary.dry_run else ""
+    write = "would write" if summary.dry_run else "written"
     for outcome in summary.outcomes:
         if outcome.status == "written" and outcome.detail == "metadata":
             click.echo(f"{would}update metadata of {outcome.path}")
@@ -185,5 +191,5 @@ def report(summary: Any) -> None:
             click.echo(f"{outcome.status} {outcome.path}: {outcome.detail}")
     counts = summary.as_dict()
     click.echo(f"{'dry run: ' if summary.dry_run else ''}{counts['total']} secret(s): "
-               f"{would}written {counts['written']} ({counts['versions_written']} version(s)), "
+               f"{write} {counts['written']} ({counts['versions_written']} version(s)), "
                f"unchanged {counts['unchanged']}, skipped {counts['skipped']}, failed {counts['failed']}")

@@ -10,6 +10,7 @@ caller asks for it (--overwrite).
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
@@ -17,6 +18,7 @@ MARK_SOURCE = "import_source"
 MARK_REF = "import_source_version"
 MARK_VERSION = "import_scaivault_version"
 PAGE = 100                      # the API's batch read takes at most 100 paths
+RATE_LIMIT_WAITS = 30           # waits per call for a 429 the SDK gave up on (Retry-After beyond its max_wait)
 
 WRITTEN, UNCHANGED, SKIPPED, FAILED = "written", "unchanged", "skipped", "failed"
 
@@ -118,12 +120,30 @@ def secret_type_for(data: dict[str, Any]) -> str:
 
 
 class Importer:
-    """Runs one import through a SyncScaiVaultClient. `advance()` is called once per source secret."""
+    """Runs one import through a SyncScaiVaultClient. `advance()` is called once per source secret;
+    `on_wait(seconds)` each time a rate limit makes the import wait (a long import outlasts the
+    write limit's window, and every call it repeats is safe: reads, cas writes, metadata patches)."""
 
-    def __init__(self, client: Any, *, dry_run: bool = False, overwrite: bool = False):
+    def __init__(self, client: Any, *, dry_run: bool = False, overwrite: bool = False,
+                 on_wait: Callable[[float], None] = lambda seconds: None, sleep: Callable[[float], None] = time.sleep):
         self.client = client
         self.dry_run = dry_run
         self.overwrite = overwrite
+        self.on_wait = on_wait
+        self.sleep = sleep
+
+    def _api(self, call: Callable[[], Any]) -> Any:
+        from scaivault_sdk.errors import RateLimitError
+
+        for attempt in range(RATE_LIMIT_WAITS + 1):
+            try:
+                return call()
+            except RateLimitError as exc:
+                if attempt == RATE_LIMIT_WAITS:
+                    raise
+                delay = max(float(exc.retry_after or 1.0), 0.1)
+                self.on_wait(delay)
+                self.sleep(delay)
 
     def run(self, entries: Sequence[Entry], advance: Callable[[], None] = lambda: None) -> Summary:
         summary = Summary(dry_run=self.dry_run)
@@ -161,7 +181,7 @@ class Importer:
         """One batch read of the page: {path: Secret} and {path: BatchError} (not-found ones dropped)."""
         if not paths:
             return {}, {}
-        result = self.client.secrets.batch_read(paths, include_metadata=True)
+        result = self._api(lambda: self.client.secrets.batch_read(paths, include_metadata=True))
         errors = {p: e for p, e in result.errors.items() if e.code != "secret_not_found"}
         return result.secrets, errors
 
@@ -174,7 +194,7 @@ class Importer:
         if plan.patch:
             if not self.dry_run:
                 try:
-                    self.client.secrets.update_metadata(source.path, plan.patch)
+                    self._api(lambda: self.client.secrets.update_metadata(source.path, plan.patch))
                 except Exception as exc:
                     return Outcome(source.path, FAILED, detail=_api_reason(exc))
             return Outcome(source.path, WRITTEN, detail="metadata")
@@ -224,9 +244,9 @@ class Importer:
             else:
                 metadata[MARK_REF] = version.ref
             try:
-                info = self.client.secrets.write(
+                info = self._api(lambda: self.client.secrets.write(
                     source.path, data, metadata=metadata, cas=cas, max_versions=source.max_versions,
-                    secret_type=secret_type_for(source.current) if cas == 0 else None)
+                    secret_type=secret_type_for(source.current) if cas == 0 else None))
             except (AuthenticationError, ScaiVaultConnectionError):
                 raise
             except ConflictError:
