@@ -134,6 +134,9 @@ def test_vault_import_keeps_paths_without_to_and_reports_source_errors(bao, env,
     first = ok_json(args, {**env, "VAULT_TOKEN": OPENBAO_ROOT_TOKEN})
     assert [r["path"] for r in first["results"]] == ["elsewhere/x"]
     assert sv.secrets.read("elsewhere/x").data == {"a": "b"}
+    literal = run(["import", "vault", "--token", OPENBAO_ROOT_TOKEN, "--prefix", "elsewhere/"],
+                  {**env, "VAULT_ADDR": bao.url})
+    assert literal.code == 0 and "unchanged 1" in literal.out and "visible in the process list" in literal.err
     refused = run(args, {**env, "VAULT_TOKEN": "not-a-token"})
     assert refused.code == 3 and "Vault refused" in refused.err and "not-a-token" not in refused.err
     missing = run(args, env)

@@ -75,6 +75,9 @@ def import_vault(ctx: click.Context, addr: str | None, token: str | None, mount:
     addr = addr or variables.get("VAULT_ADDR")
     if not addr:
         fail("no Vault address: pass --addr or set VAULT_ADDR", EXIT_VALIDATION)
+    if token is not None and token != "-" and not token.startswith("@"):
+        click.echo("scaivault: warning: a token on the command line is visible in the process list and shell "
+                   "history; prefer --token - (stdin), --token @FILE or VAULT_TOKEN", err=True)
     token = secret_option(ctx, token) or variables.get("VAULT_TOKEN") or _vault_token_file(variables)
     if not token:
         fail("no Vault token: --token - (stdin), --token @FILE, VAULT_TOKEN or ~/.vault-token", 2)
