@@ -54,7 +54,7 @@ def bao(tmp_path_factory):
                 path = f"apps/{team}/svc-{i:02d}" if i % 5 else f"apps/{team}/deep/svc-{i:02d}"
                 for version in range(1, VERSIONS + 1):
                     kv.create_or_update_secret(path=path, secret=vault_value(team, i, version), mount_point="secret")
-        kv.update_metadata(path="apps/web/svc-01", mount_point="secret",
+        kv.update_metadata(path="apps/web/svc-01", mount_point="secret", max_versions=7,
                            custom_metadata={"owner": "team-web", "tags": "prod, pci", "ticket": "OPS-1"})
         kv.delete_latest_version_of_secret(path="apps/web/svc-02", mount_point="secret")    # current deleted
         kv.destroy_secret_versions(path="apps/web/svc-03", versions=[2], mount_point="secret")
@@ -97,6 +97,7 @@ def test_vault_import_replays_history_then_reruns_as_a_no_op(bao, env, sv, tmp_p
     assert meta["owner"] == "team-web" and meta["tags"] == ["prod", "pci"] and meta["ticket"] == "OPS-1"
     assert meta["import_source"] == "vault:secret/apps/web/svc-01" and meta["import_source_version"] == "3"
     assert tagged.secret_type.value == "json"                           # `port` is a number
+    assert sv.secrets.read_metadata("migrated/vault/web/svc-01").max_versions == 7
 
     second = ok_json(args[:4] + ["--token", "-"] + args[6:], env, input=OPENBAO_ROOT_TOKEN + "\n")
     assert (second["written"], second["unchanged"], second["versions_written"]) == (0, total - 1, 0)
@@ -164,7 +165,7 @@ def moto():
             sm.create_secret(Name=name, SecretString=json.dumps({"key": f"k-{i}-1"}), Description=f"API key {i}",
                              Tags=[{"Key": "team", "Value": "api"}, {"Key": "cost-centre", "Value": str(i)}])
             sm.put_secret_value(SecretId=name, SecretString=json.dumps({"key": f"k-{i}-2"}))
-        sm.create_secret(Name="prod/plain", SecretString="just a string")
+        sm.create_secret(Name="prod/plain", SecretString="just a string", Tags=[{"Key": "note", "Value": "x" * 70}])
         sm.create_secret(Name="prod/Mixed.Case", SecretString=json.dumps({"a": "b"}))
         sm.create_secret(Name="prod/blob", SecretBinary=b"\x00\x01binary")
         sm.create_secret(Name="staging/other", SecretString="{}")
@@ -196,6 +197,8 @@ def test_aws_sm_import_carries_previous_and_current_then_reruns_as_a_no_op(moto,
     assert meta["description"] == "API key 7" and meta["aws_tags"] == {"team": "api", "cost-centre": "7"}
     assert sorted(meta["tags"]) == ["cost-centre=7", "team=api"] and meta["import_source"] == "aws-sm:eu-west-1:prod/api/key-07"
     assert sv.secrets.read("prod/plain").data == {"value": "just a string"}
+    plain_meta = sv.secrets.read("prod/plain").metadata.model_dump()
+    assert plain_meta["aws_tags"] == {"note": "x" * 70} and plain_meta["tags"] == []     # too long for a tag
     assert sv.secrets.read("prod/blob").data == {"value_base64": "AAFiaW5hcnk="}
     assert every_path(sv, "staging/") == []
     assert sv.secrets.read("prod/mixed-case").data == {"a": "b"}               # names become valid paths
@@ -242,6 +245,7 @@ line two
 -----END KEY-----"
   export   SPACED = spaced-value
 API_KEY=second-wins
+KEPT="${DATABASE_URL}/not-expanded"
 """
 
 EXPECTED = {
@@ -254,6 +258,7 @@ EXPECTED = {
     "EMPTY_QUOTED": "",
     "PRIVATE_KEY": "-----BEGIN KEY-----\nline two\n-----END KEY-----",
     "SPACED": "spaced-value",
+    "KEPT": "${DATABASE_URL}/not-expanded",
 }
 
 
@@ -313,6 +318,14 @@ def test_a_failed_write_makes_the_exit_code_1_and_the_rest_still_imports(env, sv
     summary = result.json()
     assert result.code == 1 and (summary["written"], summary["failed"]) == (1, 1), result
     assert sv.secrets.read("environments/mixed/also_good").data == {"value": "2"}
+
+    collide = run(["import", "dotenv", "-", "--path", "environments/collide", "--split", "--json"], env,
+                  input="A_B=upper\na_b=lower\n")
+    results = collide.json()["results"]
+    assert collide.code == 1 and [(r["path"], r["status"]) for r in results] == [
+        ("environments/collide/a_b", "failed"), ("environments/collide/a_b", "written")]
+    assert results[0]["detail"] == "another source secret maps to this path"
+    assert sv.secrets.read("environments/collide/a_b").data == {"value": "upper"}
 
 
 def test_a_concurrent_change_between_read_and_write_is_refused_by_check_and_set(sv):
