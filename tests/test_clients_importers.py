@@ -228,6 +228,8 @@ def test_aws_sm_import_without_credentials_exits_2(moto, env, monkeypatch, tmp_p
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
     result = run(["import", "aws-sm", "--region", "eu-west-1", "--endpoint-url", moto.url], env)
     assert result.code == 2 and "no AWS credentials" in result.err
+    profile = run(["import", "aws-sm", "--region", "eu-west-1", "--profile", "nope"], env)
+    assert profile.code == 2 and "no AWS profile named 'nope'" in profile.err
 
 
 # ------------------------------------------------------------------ .env

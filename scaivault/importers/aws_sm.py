@@ -21,9 +21,16 @@ class AwsSecretsManagerSource:
             import boto3
         except ModuleNotFoundError:
             raise SourceError("`import aws-sm` needs boto3: pip install 'scaivault[importers]'") from None
+        from botocore.exceptions import BotoCoreError, ProfileNotFound
+
         self.region = region
-        session = boto3.session.Session(profile_name=profile, region_name=region)
-        self.client = session.client("secretsmanager", endpoint_url=endpoint_url)
+        try:
+            session = boto3.session.Session(profile_name=profile, region_name=region)
+            self.client = session.client("secretsmanager", endpoint_url=endpoint_url)
+        except ProfileNotFound:
+            raise SourceError(f"no AWS profile named {profile!r}", EXIT_AUTHENTICATION) from None
+        except (BotoCoreError, ValueError) as exc:
+            raise SourceError(f"cannot set up the AWS client: {type(exc).__name__}") from None
 
     def entries(self, prefix: str, to: str | None) -> list[Entry]:
         listed: list[dict] = []
