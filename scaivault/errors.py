@@ -44,6 +44,7 @@ STATUS_BY_CODE: dict[str, int] = {
     "decryption_failed": 500,                     # a sealed value failed authentication (moved/tampered)
     "storage_unavailable": 503, "object_not_found": 404, "object_too_large": 413,
     "rotation_in_progress": 409,
+    "tenant_partner_unknown": 409,               # issue 9 F2: never seal under a guessed partner
     "audit_unavailable": 503,
     # PKI and ACME (issue 12)
     "certificate_not_allowed": 400, "ca_not_found": 404, "certificate_not_found": 404, "role_not_found": 404,
