@@ -43,6 +43,8 @@ STATUS_BY_CODE: dict[str, int] = {
     "storage_unavailable": 503, "object_not_found": 404, "object_too_large": 413,
     "rotation_in_progress": 409,
     "audit_unavailable": 503,
+    # federation (spec/50 section 3)
+    "federation_backend_not_found": 404, "federated_path_read_only": 409, "federation_unavailable": 503,
 }
 
 

@@ -77,6 +77,13 @@ class Runtime:
 
         return SecretStore(self.db, self.keyring, self.settings)
 
+    @cached_property
+    def federation(self):
+        """Federation backends: configuration, read routing and sync (scaivault.federation)."""
+        from .federation.service import FederationService
+
+        return FederationService(self)
+
     def close(self) -> None:
         if "keyring" in self.__dict__:
             self.keyring.close()
