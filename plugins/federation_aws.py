@@ -28,7 +28,9 @@ class SecretsManager:
             return fn(**kwargs)
         except self._client_error as exc:
             code = exc.response.get("Error", {}).get("Code", "")
-            if code == "ResourceNotFoundException":
+            message = exc.response.get("Error", {}).get("Message", "")
+            in_recovery = code == "InvalidRequestException" and "deleted" in message.lower()
+            if code == "ResourceNotFoundException" or in_recovery:
                 raise RemoteNotFound() from None
             raise FederationUnavailable(f"AWS Secrets Manager refused the call ({code or 'error'})") from None
         except self._boto_error as exc:
