@@ -18,6 +18,7 @@ from ..policy.access import request_context
 from ..policy.paths import validate_path
 from ..services.secrets import SecretOwner
 from .auditing import entry_for_request, record_denial
+from .authorization import admin
 from .http import runtime
 from .pipeline import endpoint
 
@@ -58,12 +59,6 @@ def _owner() -> SecretOwner:
     return SecretOwner(tenant.partner_id, tenant.tenant_id)
 
 
-def _require_admin() -> None:
-    """Federation is tenant administration: an admin role over the tenant is needed."""
-    if not runtime().access.admin_over_tenant(g.identity, g.tenant):
-        raise ScaiVaultError("access_denied", "managing federation needs an admin role for this tenant")
-
-
 def _may_read_credentials(config: dict | None) -> None:
     """The caller must be allowed to read the secret whose credentials the backend will use."""
     for name in CREDENTIAL_FIELDS:
@@ -82,64 +77,56 @@ def _may_read_credentials(config: dict | None) -> None:
 
 
 @bp.get("/v1/federation/backends")
-@endpoint("federation", scope="federation:read", summary="List the tenant's federation backends")
+@endpoint("federation", scope="federation:read", authorize=admin(), summary="List the tenant's federation backends")
 def list_backends():
-    _require_admin()
     backends = _service().list(_owner())
     return jsonify({"backends": backends, "data": backends, "cursor": None, "has_more": False})
 
 
 @bp.post("/v1/federation/backends")
-@endpoint("federation", scope="federation:write", body=BackendBody, status=201,
+@endpoint("federation", scope="federation:write", authorize=admin(), body=BackendBody, status=201,
           summary="Configure a backend; its credentials are read from a ScaiVault secret and tested")
 def create_backend():
-    _require_admin()
     _may_read_credentials(g.body.config)
     created = _service().create(_owner(), g.body.model_dump(), g.identity.identity_id, entry_for_request)
     return jsonify(created), 201
 
 
 @bp.get("/v1/federation/backends/<backend_id>")
-@endpoint("federation", scope="federation:read", summary="One federation backend")
+@endpoint("federation", scope="federation:read", authorize=admin(), summary="One federation backend")
 def get_backend(backend_id: str):
-    _require_admin()
     return jsonify(_service().get(_owner(), backend_id))
 
 
 @bp.patch("/v1/federation/backends/<backend_id>")
-@endpoint("federation", scope="federation:write", body=BackendPatchBody,
+@endpoint("federation", scope="federation:write", authorize=admin(), body=BackendPatchBody,
           summary="Change a backend (mode proxy <-> sync, mapping, interval, config)")
 def patch_backend(backend_id: str):
-    _require_admin()
     _may_read_credentials(g.body.config)
     return jsonify(_service().update(_owner(), backend_id, g.body.model_dump(exclude_unset=True),
                                      g.identity.identity_id, entry_for_request))
 
 
 @bp.delete("/v1/federation/backends/<backend_id>")
-@endpoint("federation", scope="federation:write", summary="Remove a backend (synced secrets stay)")
+@endpoint("federation", scope="federation:write", authorize=admin(), summary="Remove a backend (synced secrets stay)")
 def delete_backend(backend_id: str):
-    _require_admin()
     return jsonify(_service().delete(_owner(), backend_id, entry_for_request))
 
 
 @bp.get("/v1/federation/backends/<backend_id>/status")
-@endpoint("federation", scope="federation:read", summary="Reachability now, and the last sync")
+@endpoint("federation", scope="federation:read", authorize=admin(), summary="Reachability now, and the last sync")
 def backend_status(backend_id: str):
-    _require_admin()
     return jsonify(_service().status(_owner(), backend_id, entry_for_request))
 
 
 @bp.post("/v1/federation/backends/<backend_id>/sync")
-@endpoint("federation", scope="federation:write", summary="Run a sync of this backend now")
+@endpoint("federation", scope="federation:write", authorize=admin(), summary="Run a sync of this backend now")
 def sync_backend(backend_id: str):
-    _require_admin()
     return jsonify(_service().sync(_owner(), backend_id, trigger=f"manual:{g.identity.identity_id}"))
 
 
 @bp.get("/v1/federation/backends/<backend_id>/conflicts")
-@endpoint("federation", scope="federation:read", summary="Paths that differ locally and in the backend")
+@endpoint("federation", scope="federation:read", authorize=admin(), summary="Paths that differ locally and in the backend")
 def backend_conflicts(backend_id: str):
-    _require_admin()
     conflicts = _service().conflicts(_owner(), backend_id)
     return jsonify({"conflicts": conflicts, "data": conflicts, "cursor": None, "has_more": False})
