@@ -17,6 +17,7 @@ BLUEPRINT_MODULES = [
     "scaivault.api.policies",
     "scaivault.api.openapi",
     "scaivault.api.federation",
+    "scaivault.ui",
 ]
 
 
