@@ -527,6 +527,62 @@ async function auditExportsPage() {
       h("td", {}, (x.files || []).map((f, i) => h("a", { href: `/ui/api/v1/audit/exports/${encodeURIComponent(x.export_id || x.id)}/files/${f.number || i + 1}` }, `file ${f.number || i + 1} `))))))));
 }
 
+// ------------------------------------------------------------------ admin resources (one pattern for all)
+// A resource is described, not coded: where its list lives, which columns to show, and the
+// actions of its detail page. Each page is one API call per user action.
+const RESOURCES = {
+  federation: {
+    title: "Federation backends", list: "/federation/backends", key: "backends",
+    columns: [["Name", (r) => r.name], ["Type", (r) => r.type], ["Mode", (r) => r.mode], ["Status", (r) => r.status]],
+    detail: (id) => `/federation/backends/${encodeURIComponent(id)}`,
+    panels: [
+      ["Status", (id) => `/federation/backends/${encodeURIComponent(id)}/status`],
+      ["Conflicts", (id) => `/federation/backends/${encodeURIComponent(id)}/conflicts`, "conflicts",
+        [["Path", (c) => c.path], ["Remote path", (c) => c.remote_path], ["Reason", (c) => c.reason], ["Detected", (c) => when(c.detected_at)]]],
+    ],
+    actions: [["Sync now", "POST", (id) => `/federation/backends/${encodeURIComponent(id)}/sync`],
+      ["Delete", "DELETE", (id) => `/federation/backends/${encodeURIComponent(id)}`, "danger"]],
+  },
+};
+
+async function resourceListPage(name) {
+  const spec = RESOURCES[name];
+  const page = await api("GET", spec.list);
+  show(h("section", {}, h("h1", {}, spec.title), table(spec.columns.map(([t]) => t),
+    items(page, spec.key).map((r) => h("tr", {}, spec.columns.map(([, cell], i) => h("td", {},
+      i === 0 ? h("a", { href: `#/r/${name}/${encodeURIComponent(r.id)}` }, cell(r)) : cell(r))))))));
+}
+
+function facts(obj) {
+  return h("dl", { class: "facts" }, Object.entries(obj).flatMap(([k, v]) =>
+    [h("dt", {}, k), h("dd", {}, v === null || v === undefined ? "—" : typeof v === "object" ? JSON.stringify(v) : String(v))]));
+}
+
+async function resourceDetailPage(name, id) {
+  const spec = RESOURCES[name];
+  const row = await api("GET", spec.detail(id));
+  const box = h("section", {}, h("h1", {}, `${spec.title}: ${row.name || row.id}`));
+  box.append(h("div", { class: "bar" }, (spec.actions || []).map(([label, method, url, cls]) => h("button", { class: cls, onclick: async (e) => {
+    if (method === "DELETE" && !confirm(`${label} ${row.name || id}?`)) return;
+    try {
+      const result = await api(method, url(id));
+      if (method === "DELETE") { location.hash = `#/r/${name}`; return; }
+      e.target.after(h("span", { class: "ok", role: "status" }, " " + JSON.stringify(result)));
+    } catch (err) { flash(box, err); }
+  } }, label))), facts(row));
+  for (const [title, url, key, columns] of spec.panels || []) {
+    try {
+      const data = await api("GET", url(id));
+      box.append(h("h2", {}, title), columns
+        ? table(columns.map(([t]) => t), items(data, key).map((r) => h("tr", {}, columns.map(([, cell]) => h("td", {}, cell(r))))))
+        : facts(data));
+    } catch (err) {
+      box.append(h("h2", {}, title), errorBox(err));
+    }
+  }
+  show(box);
+}
+
 // ------------------------------------------------------------------ tenant switcher and router
 async function initIdentity() {
   state.me = await api("GET", "/auth/whoami");
@@ -561,13 +617,15 @@ const ROUTES = [
   [/^#\/tokens$/, () => tokensPage()],
   [/^#\/audit$/, (m, p) => auditPage(p)],
   [/^#\/audit-exports$/, () => auditExportsPage()],
+  [/^#\/r\/([a-z-]+)$/, (m) => resourceListPage(m[1])],
+  [/^#\/r\/([a-z-]+)\/(.+)$/, (m) => resourceDetailPage(m[1], decodeURIComponent(m[2]))],
 ];
 
 function route() {
   const [hashPath, query] = (location.hash || "#/secrets").split("?");
   const params = new URLSearchParams(query || "");
   for (const a of document.querySelectorAll("[data-nav]")) {
-    a.toggleAttribute("aria-current", hashPath.startsWith("#/" + a.dataset.nav));
+    a.toggleAttribute("aria-current", hashPath.startsWith("#/" + a.dataset.nav) || hashPath.startsWith("#/r/" + a.dataset.nav));
   }
   for (const [re, render] of ROUTES) {
     const m = hashPath.match(re);
