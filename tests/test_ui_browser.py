@@ -272,7 +272,7 @@ def test_admin_resources_such_as_federation_backends_have_list_and_detail_pages(
         page.wait_for_selector("h2:has-text('Status')")
         assert "aws-secrets-manager" in page.inner_text("#view")
         page.click("button:has-text('Sync now')")
-        page.wait_for_selector("span.ok:has-text('\"written\":1')")
+        page.wait_for_selector("pre.ok:has-text('\"written\": 1')")
         shot(page, "federation")
         assert page.errors == []
     finally:

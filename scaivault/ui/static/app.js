@@ -562,12 +562,12 @@ async function resourceDetailPage(name, id) {
   const spec = RESOURCES[name];
   const row = await api("GET", spec.detail(id));
   const box = h("section", {}, h("h1", {}, `${spec.title}: ${row.name || row.id}`));
-  box.append(h("div", { class: "bar" }, (spec.actions || []).map(([label, method, url, cls]) => h("button", { class: cls, onclick: async (e) => {
+  box.append(h("div", { class: "bar" }, (spec.actions || []).map(([label, method, url, cls]) => h("button", { class: cls, onclick: async () => {
     if (method === "DELETE" && !confirm(`${label} ${row.name || id}?`)) return;
     try {
       const result = await api(method, url(id));
       if (method === "DELETE") { location.hash = `#/r/${name}`; return; }
-      e.target.after(h("span", { class: "ok", role: "status" }, " " + JSON.stringify(result)));
+      flash(box, h("pre", { class: "ok", role: "status" }, `${label}: ${JSON.stringify(result, null, 2)}`));
     } catch (err) { flash(box, err); }
   } }, label))), facts(row));
   for (const [title, url, key, columns] of spec.panels || []) {
