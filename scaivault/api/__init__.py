@@ -17,6 +17,10 @@ BLUEPRINT_MODULES = [
     "scaivault.api.policies",
     "scaivault.api.openapi",
     "scaivault.api.federation",
+    "scaivault.api.pki",
+    "scaivault.api.acme",
+    "scaivault.api.dynamic",
+    "scaivault.api.token_exchange",
     "scaivault.ui",
 ]
 
