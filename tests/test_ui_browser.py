@@ -277,3 +277,24 @@ def test_admin_resources_such_as_federation_backends_have_list_and_detail_pages(
         assert page.errors == []
     finally:
         moto.stop()
+
+
+def test_pki_pages_list_authorities_and_show_one_with_its_actions(page, served, scaikey):
+    admin = {**ADMIN, "scopes": ADMIN["scopes"] + ("pki:admin", "pki:issue")}
+    bearer = {"Authorization": f"Bearer {scaikey.mint(**admin)}"}
+    created = requests.post(served.url + "/v1/pki/ca", headers=bearer, timeout=60, json={
+        "ca_type": "root", "name": "ui-root", "common_name": "UI Test Root", "key_type": "ec", "key_bits": 256,
+        "ttl": "8760h"})
+    assert created.status_code == 201, created.text
+    sign_in(page, served, scaikey, admin)
+    page.click("nav >> text=PKI")
+    page.click("a:has-text('ui-root')")
+    page.wait_for_selector("h1:has-text('Certificate authorities: ui-root')")
+    assert "UI Test Root" in page.inner_text("#view")
+    assert "Regenerate CRL" in page.inner_text("#view")
+    page.click("button:has-text('Regenerate CRL')")
+    page.wait_for_selector("pre.ok")
+    page.click(".tabs >> text=Certificate roles")
+    page.wait_for_selector("h1:has-text('Certificate roles')")
+    shot(page, "pki")
+    assert page.errors == []
