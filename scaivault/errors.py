@@ -46,6 +46,8 @@ STATUS_BY_CODE: dict[str, int] = {
     "rotation_in_progress": 409,
     "tenant_partner_unknown": 409,               # issue 9 F2: never seal under a guessed partner
     "audit_unavailable": 503,
+    # federation (spec/50 section 3)
+    "federation_backend_not_found": 404, "federated_path_read_only": 409, "federation_unavailable": 503,
     # PKI and ACME (issue 12)
     "certificate_not_allowed": 400, "ca_not_found": 404, "certificate_not_found": 404,
     "acme_account_not_found": 404, "acme_order_not_found": 404, "dns_provider_not_found": 404,

@@ -227,7 +227,11 @@ def _route(rule: str, name: str, view, methods: list[str]) -> None:
           authorize=permission("read"))
 def read_secret(path: str, partner: bool):
     version = _int_arg("version")
-    return jsonify(runtime().secret_store.read(_owner(partner), path, version, entry_for_request))
+    rt, owner = runtime(), _owner(partner)
+    route = None if partner else rt.federation.route(owner, path)
+    if route is not None and route.mode == "proxy":
+        return jsonify(rt.federation.proxy_read(owner, path, route, entry_for_request))
+    return jsonify(rt.secret_store.read(owner, path, version, entry_for_request))
 
 
 @endpoint("secrets:write", scope="secrets:write", body=SecretWriteBody, response=SecretMetadataView,
@@ -239,8 +243,13 @@ def write_secret(path: str, partner: bool):
     req = WriteRequest(data=body.data, secret_type=body.secret_type, metadata=body.metadata,
                        max_versions=options.max_versions, expires_in=options.expires_in,
                        rotation_policy_id=options.rotation_policy_id, cas=options.cas)
-    view, created = runtime().secret_store.write(_owner(partner), path, req, _actor(), entry_for_request,
-                                                 may_lower_retention=_may_erase(path, partner))
+    rt, owner = runtime(), _owner(partner)
+    lowering = {"may_lower_retention": _may_erase(path, partner)}
+    route = None if partner else rt.federation.check_write(owner, path)
+    if route is not None:   # a synced path whose backend takes writes: the backend first
+        view, created = rt.federation.write_through(owner, path, req, route, _actor(), entry_for_request, **lowering)
+    else:
+        view, created = rt.secret_store.write(owner, path, req, _actor(), entry_for_request, **lowering)
     return jsonify(view), (201 if created else 200)
 
 
