@@ -151,6 +151,9 @@ class Settings:
     dev_mode: bool = False
     trusted_proxies: tuple = ()             # TRUSTED_PROXIES: ip_network objects whose X-Forwarded-For counts
     metrics_dir: str | None = None          # PROMETHEUS_MULTIPROC_DIR for `serve` (a temp dir when unset)
+    rotation_scan_interval: int = 60        # ROTATION_SCAN_INTERVAL: seconds between rotation/expiry scans
+    webhook_allow_http: bool = False        # WEBHOOK_ALLOW_HTTP: http:// webhook URLs allowed
+    webhook_allowed_networks: tuple = ()    # WEBHOOK_ALLOWED_NETWORKS: private CIDRs webhooks may target
 
     def replace(self, **changes: Any) -> "Settings":
         return dataclasses.replace(self, **changes)
@@ -276,15 +279,20 @@ def _bind_address(reader: _Reader) -> str:
 
 def _trusted_proxies(reader: _Reader) -> tuple:
     """TRUSTED_PROXIES: comma-separated addresses or CIDRs of the load balancers in front."""
+    return _networks(reader, "TRUSTED_PROXIES")
+
+
+def _networks(reader: _Reader, name: str) -> tuple:
+    """A comma-separated list of CIDRs (ip_network objects)."""
     import ipaddress
 
     networks = []
-    for item in (reader.string("TRUSTED_PROXIES") or "").split(","):
+    for item in (reader.string(name) or "").split(","):
         if item.strip():
             try:
                 networks.append(ipaddress.ip_network(item.strip(), strict=False))
             except ValueError:
-                raise ConfigError("TRUSTED_PROXIES", f"{item.strip()!r} is not an IP address or CIDR") from None
+                raise ConfigError(name, f"{item.strip()!r} is not an IP address or CIDR") from None
     return tuple(networks)
 
 
@@ -377,6 +385,9 @@ def load_settings(env: Mapping[str, str], *, dev_mode: bool = False, require_ser
         trusted_proxies=_trusted_proxies(r),
         dev_mode=dev_mode,
         metrics_dir=r.string("PROMETHEUS_MULTIPROC_DIR"),
+        rotation_scan_interval=r.duration("ROTATION_SCAN_INTERVAL", "60s"),
+        webhook_allow_http=r.boolean("WEBHOOK_ALLOW_HTTP", False),
+        webhook_allowed_networks=_networks(r, "WEBHOOK_ALLOWED_NETWORKS"),
     )
     if bool(settings.tls_cert_file) != bool(settings.tls_key_file):
         missing = "TLS_KEY_FILE" if settings.tls_cert_file else "TLS_CERT_FILE"

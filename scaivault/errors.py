@@ -43,6 +43,9 @@ STATUS_BY_CODE: dict[str, int] = {
     "storage_unavailable": 503, "object_not_found": 404, "object_too_large": 413,
     "rotation_in_progress": 409,
     "audit_unavailable": 503,
+    # lifecycle (issue 11)
+    "invalid_webhook_url": 400, "webhook_not_found": 404, "subscription_not_found": 404,
+    "delivery_not_found": 404, "secret_policy_in_use": 409,
 }
 
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from flask import g, request
 
-from ..audit import AuditEntry, record_now
+from ..audit import AuditEntry, record, record_now
 from ..errors import ScaiVaultError
 
 log = logging.getLogger("scaivault.audit")
@@ -34,6 +34,10 @@ DENIAL_ACTIONS: dict[str, str] = {
     "audit:read": "audit_query",
     "audit:export": "export_created",
 }
+
+
+# refusals by policy evaluation (not scope): these are policy.violation events (issue 11)
+VIOLATION_CODES = frozenset({"access_denied", "ip_not_allowed", "mfa_required", "time_window_violation"})
 
 
 def denial_action(category: str | None) -> str | None:
@@ -93,6 +97,13 @@ def record_denial(runtime, category: str | None, error: ScaiVaultError, secret_p
     entry = entry_for_request(action, secret_path=secret_path, success=False,
                               extra={"error": error.code, "method": request.method})
     try:
-        record_now(runtime, entry)
+        if error.status == 403 and error.code in VIOLATION_CODES:
+            from ..lifecycle.hooks import policy_violation
+
+            with runtime.db.transaction() as session:     # the violation event commits with its audit entry
+                record(session, entry)
+                policy_violation(session, entry, secret_path, error)
+        else:
+            record_now(runtime, entry)
     except ScaiVaultError:
         log.warning("denial could not be audited", extra={"request_id": g.get("request_id"), "error": error.code})

@@ -45,6 +45,8 @@ class SecretWriteBody(BaseModel):
     secret_type: str | None = Field(default=None, description="kv | json | certificate | ssh_key | api_key")
     metadata: dict[str, Any] | None = Field(default=None, description="description, tags, owner, custom keys")
     options: WriteOptions | None = None
+    secret_policy_id: str | None = Field(default=None, max_length=128, pattern=r"^[A-Za-z0-9_.:-]+$",
+                                         description="link a value-generation recipe (sp_...)")
 
 
 class MetadataPatchBody(BaseModel):
@@ -248,7 +250,8 @@ def write_secret(path: str, partner: bool):
     options = body.options or WriteOptions()
     req = WriteRequest(data=body.data, secret_type=body.secret_type, metadata=body.metadata,
                        max_versions=options.max_versions, expires_in=options.expires_in,
-                       rotation_policy_id=options.rotation_policy_id, cas=options.cas)
+                       rotation_policy_id=options.rotation_policy_id, cas=options.cas,
+                       secret_policy_id=body.secret_policy_id)
     view, created = runtime().secret_store.write(_owner(partner), path, req, _actor(), entry_for_request)
     return jsonify(view), (201 if created else 200)
 

@@ -1,0 +1,4 @@
+"""placeholder"""
+from flask import Blueprint
+
+bp = Blueprint("subscriptions", __name__)
