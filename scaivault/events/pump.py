@@ -1,0 +1,184 @@
+"""Per-process event machinery: a LISTEN connection and the dispatch/delivery loop.
+
+The listener holds one dedicated PostgreSQL connection LISTENing on the outbox, delivery and
+subscription channels; a NOTIFY (sent on commit by the writer) wakes the pump at once and
+wakes long-polls of the named subscription. Every second the pump also sweeps on its own,
+so a lost notification (listener reconnecting, another instance's NOTIFY missed) delays
+work by at most a second and loses nothing: the outbox and delivery rows are the queue.
+
+Run stand-alone (a worker process without HTTP):  python -m scaivault.events.pump
+"""
+from __future__ import annotations
+
+import logging
+import select
+import threading
+import time
+from collections import defaultdict
+
+from .delivery import DELIVERIES_CHANNEL, DeliveryPolicy, DeliveryWorker
+from .dispatcher import SUBSCRIPTIONS_CHANNEL, dispatch
+from .outbox import CHANNEL
+
+log = logging.getLogger("scaivault.events")
+
+SWEEP_SECONDS = 1.0
+
+
+class Listener:
+    """LISTEN on the event channels; wakes the pump and subscription waiters."""
+
+    def __init__(self, settings):
+        self.settings = settings
+        self._waiters: dict[str, set[threading.Event]] = defaultdict(set)
+        self._lock = threading.Lock()
+        self.on_work: threading.Event = threading.Event()
+        self.connected = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> "Listener":
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="scaivault-listen", daemon=True)
+            self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def waiter(self, subscription_id: str) -> threading.Event:
+        event = threading.Event()
+        with self._lock:
+            self._waiters[subscription_id].add(event)
+        return event
+
+    def forget(self, subscription_id: str, event: threading.Event) -> None:
+        with self._lock:
+            waiters = self._waiters.get(subscription_id)
+            if waiters is not None:
+                waiters.discard(event)
+                if not waiters:
+                    del self._waiters[subscription_id]
+
+    def _wake(self, subscription_id: str) -> None:
+        with self._lock:
+            for event in self._waiters.get(subscription_id, ()):
+                event.set()
+
+    def _run(self) -> None:
+        from ..db import connect
+
+        backoff = 0.5
+        while not self._stop.is_set():
+            conn = None
+            try:
+                conn = connect(self.settings.database_url, timeout=30.0, application_name="scaivault-listen")
+                for channel in (CHANNEL, DELIVERIES_CHANNEL, SUBSCRIPTIONS_CHANNEL):
+                    conn.run(f"LISTEN {channel}")
+                self.connected.set()
+                backoff = 0.5
+                while not self._stop.is_set():
+                    readable, _, _ = select.select([conn._usock], [], [], SWEEP_SECONDS)
+                    if readable:
+                        conn.run("SELECT 1")          # reads the pending NotificationResponse messages
+                    while conn.notifications:
+                        _pid, channel, payload = conn.notifications.popleft()
+                        if channel == SUBSCRIPTIONS_CHANNEL:
+                            self._wake(payload)
+                        else:
+                            self.on_work.set()
+            except Exception as exc:     # reconnect with back-off; the 1 s sweeps keep work moving meanwhile
+                self.connected.clear()
+                log.warning("event listener lost its connection", extra={"error": type(exc).__name__})
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, 10.0)
+            finally:
+                if conn is not None:
+                    try:
+                        conn.close()
+                    except Exception:
+                        pass
+
+
+class EventPump:
+    """Dispatches the outbox and performs due deliveries, woken by the listener or every second."""
+
+    def __init__(self, runtime, policy: DeliveryPolicy | None = None, listener: Listener | None = None):
+        from ..services.subscriptions import subscription_gate
+
+        self.runtime = runtime
+        self.listener = listener or Listener(runtime.settings)
+        self.worker = DeliveryWorker(runtime.db, runtime.keyring, runtime.settings, policy,
+                                     subscription_gate=subscription_gate(runtime))
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> "EventPump":
+        self.listener.start()
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="scaivault-pump", daemon=True)
+            self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.listener.stop()
+        self.listener.on_work.set()
+        self.worker.close()
+
+    def run_once(self) -> int:
+        """Dispatch everything pending, then deliver what is due; returns the work done."""
+        done = 0
+        for _ in range(100):
+            n = dispatch(self.runtime.db)
+            n += self.worker.run_once()
+            done += n
+            if n == 0:
+                break
+        return done
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.listener.on_work.wait(SWEEP_SECONDS)
+            self.listener.on_work.clear()
+            if self._stop.is_set():
+                return
+            try:
+                self.run_once()
+            except Exception as exc:    # the database may be away; the next sweep retries
+                log.warning("event pump pass failed", extra={"error": type(exc).__name__})
+                self._stop.wait(SWEEP_SECONDS)
+
+
+def pump_for(runtime) -> EventPump:
+    """The process's pump, started on first use."""
+    pump = runtime.__dict__.get("event_pump")
+    if pump is None:
+        pump = runtime.__dict__["event_pump"] = EventPump(runtime).start()
+    return pump
+
+
+def listener_for(runtime) -> Listener:
+    return pump_for(runtime).listener
+
+
+def main() -> int:
+    import os
+
+    from ..config import load_settings
+    from ..logging_setup import configure_logging
+    from ..runtime import Runtime
+
+    settings = load_settings(os.environ)
+    configure_logging(settings.log_level, settings.log_format)
+    pump = pump_for(Runtime(settings))
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pump.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
