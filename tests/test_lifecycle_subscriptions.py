@@ -29,6 +29,15 @@ def runtime(app):
     return app.extensions["scaivault"]
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _stop_the_pump(app):
+    """A poll starts the process's event pump; stop it with the module (its database goes away)."""
+    yield
+    pump = app.extensions["scaivault"].__dict__.pop("event_pump", None)
+    if pump is not None:
+        pump.stop()
+
+
 @pytest.fixture
 def callers(app, scaikey):
     return Callers(scaikey, app.test_client())
@@ -60,7 +69,8 @@ def subscribe(caller, paths=("**",), events=("secret.*",), **delivery) -> dict:
 
 
 def poll(caller, sub, **query):
-    qs = "&".join(f"{k}={v}" for k, v in {"timeout": 0, **query}.items())
+    """A poll; by default it waits up to 5 s, so a concurrent dispatcher's commit is awaited, not raced."""
+    qs = "&".join(f"{k}={v}" for k, v in {"timeout": 5, **query}.items())
     resp = caller.get(f"/v1/subscriptions/{sub['id']}/poll?{qs}")
     assert resp.status_code == 200, resp.get_json()
     return resp.get_json()
@@ -93,7 +103,7 @@ def test_unacked_events_come_back_and_ack_removes_them(admin, reader, runtime):
     assert [e["path"] for e in after["events"]] == ["app/acks/b"]
     ack = reader.post(f"/v1/subscriptions/{sub['id']}/ack", json={"event_ids": [e["event_id"] for e in again["events"]]})
     assert ack.status_code == 200 and ack.get_json()["acknowledged"] == 2
-    assert poll(reader, sub)["events"] == []
+    assert poll(reader, sub, timeout=0)["events"] == []
 
 
 def test_long_poll_wakes_as_soon_as_an_event_arrives(admin, reader, runtime, request):
