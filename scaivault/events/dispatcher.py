@@ -20,16 +20,16 @@ SUBSCRIPTIONS_CHANNEL = "scaivault_subscriptions"
 ROTATION_EVENTS = ("rotation.due", "rotation.overdue", "rotation.completed", "rotation.failed", "secret.rotated")
 
 
-def _filters_match(filters: dict, event: dict, secret: dict | None) -> bool:
+def _filters_match(filters: dict, event: dict, meta: dict | None) -> bool:
     """Webhook filters: every set filter must hold; events without a path fail a path filter."""
     prefix = filters.get("path_prefix")
     if prefix and not (event["path"] or "").startswith(prefix):
         return False
-    if filters.get("secret_type") and (secret is None or secret["secret_type"] != filters["secret_type"]):
+    if filters.get("secret_type") and (meta is None or meta["secret_type"] != filters["secret_type"]):
         return False
     tags = filters.get("tags")
     if tags:
-        have = set(((secret or {}).get("metadata") or {}).get("tags") or [])
+        have = set(((meta or {}).get("metadata") or {}).get("tags") or [])
         if not have & set(tags):                    # any of the listed tags (decision)
             return False
     return True

@@ -38,14 +38,14 @@ def secret_changed(s, change: str, owner, path: str, origin, *, before: dict | N
         emit(s, "secret.deleted", origin, data, path)
         return view
     assert after is not None and before is not None
-    secret_policy_id = getattr(req, "secret_policy_id", None) if req is not None else None
-    if secret_policy_id is not None and secret_policy_id != before.get("secret_policy_id"):
+    recipe_id = getattr(req, "secret_policy_id", None) if req is not None else None
+    if recipe_id is not None and recipe_id != before.get("secret_policy_id"):
         if s.scalar("SELECT 1 FROM secret_policies WHERE id = :id AND tenant_id IS NOT DISTINCT FROM :tenant",
-                    id=secret_policy_id, tenant=owner.tenant_id) is None:
+                    id=recipe_id, tenant=owner.tenant_id) is None:
             raise ScaiVaultError("secret_policy_not_found", "no such secret policy",
-                                 details={"secret_policy_id": secret_policy_id[:64]})
-        s.execute("UPDATE secrets SET secret_policy_id = :sp WHERE id = :id", sp=secret_policy_id, id=after["id"])
-    view["secret_policy_id"] = secret_policy_id or before.get("secret_policy_id")
+                                 details={"secret_policy_id": recipe_id[:64]})
+        s.execute("UPDATE secrets SET secret_policy_id = :sp WHERE id = :id", sp=recipe_id, id=after["id"])
+    view["secret_policy_id"] = recipe_id or before.get("secret_policy_id")
     if after["rotation_policy_id"] and after["rotation_policy_id"] != before.get("rotation_policy_id") and s.scalar(
             "SELECT 1 FROM rotation_policies WHERE id = :id AND tenant_id IS NOT DISTINCT FROM :tenant",
             id=after["rotation_policy_id"], tenant=owner.tenant_id) is None:

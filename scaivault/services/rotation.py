@@ -346,12 +346,12 @@ class RotationService:
     def detach(self, scope: TenantScope, owner, policy_id: str, path: str, audit: AuditFn) -> None:
         with self.db.transaction() as s:
             self._fetch(s, scope, policy_id)
-            secret = self._secret_row(s, owner, path)
-            if secret["rotation_policy_id"] != policy_id:
+            target = self._secret_row(s, owner, path)
+            if target["rotation_policy_id"] != policy_id:
                 raise ScaiVaultError("secret_not_found", "this secret is not attached to the policy",
                                      details={"path": path, "rotation_policy_id": policy_id})
-            s.execute("UPDATE secrets SET rotation_policy_id = NULL WHERE id = :id", id=secret["id"])
-            relink(s, secret, None, self.clock.now())
+            s.execute("UPDATE secrets SET rotation_policy_id = NULL WHERE id = :id", id=target["id"])
+            relink(s, target, None, self.clock.now())
             record(s, audit("rotation_detach", secret_path=path, extra={"rotation_policy_id": policy_id}))
 
     def history(self, scope: TenantScope, policy_id: str, status: str | None, limit: Any, cursor: str | None) -> dict:
