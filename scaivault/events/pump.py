@@ -32,7 +32,8 @@ class Listener:
         self.settings = settings
         self._waiters: dict[str, set[threading.Event]] = defaultdict(set)
         self._lock = threading.Lock()
-        self.on_work: threading.Event = threading.Event()
+        self.on_events = threading.Event()        # the outbox has new rows
+        self.on_deliveries = threading.Event()    # deliveries were queued
         self.connected = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -85,8 +86,10 @@ class Listener:
                         _pid, channel, payload = conn.notifications.popleft()
                         if channel == SUBSCRIPTIONS_CHANNEL:
                             self._wake(payload)
+                        elif channel == DELIVERIES_CHANNEL:
+                            self.on_deliveries.set()
                         else:
-                            self.on_work.set()
+                            self.on_events.set()
             except Exception as exc:     # reconnect with back-off; the 1 s sweeps keep work moving meanwhile
                 self.connected.clear()
                 log.warning("event listener lost its connection", extra={"error": type(exc).__name__})
@@ -101,7 +104,10 @@ class Listener:
 
 
 class EventPump:
-    """Dispatches the outbox and performs due deliveries, woken by the listener or every second."""
+    """Dispatches the outbox and performs due deliveries, woken by the listener or every second.
+
+    Two loops, so that slow receivers never hold up fan-out (and polling subscribers with it).
+    """
 
     def __init__(self, runtime, policy: DeliveryPolicy | None = None, listener: Listener | None = None):
         from ..services.subscriptions import subscription_gate
@@ -111,20 +117,44 @@ class EventPump:
         self.worker = DeliveryWorker(runtime.db, runtime.keyring, runtime.settings, policy,
                                      subscription_gate=subscription_gate(runtime))
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
 
     def start(self) -> "EventPump":
         self.listener.start()
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="scaivault-pump", daemon=True)
-            self._thread.start()
+        if not self._threads:
+            self._threads = [
+                threading.Thread(target=self._loop, args=(self.listener.on_events, self.dispatch_all),
+                                 name="scaivault-dispatch", daemon=True),
+                threading.Thread(target=self._loop, args=(self.listener.on_deliveries, self.deliver_due),
+                                 name="scaivault-deliver", daemon=True)]
+            for thread in self._threads:
+                thread.start()
         return self
 
     def stop(self) -> None:
         self._stop.set()
         self.listener.stop()
-        self.listener.on_work.set()
+        self.listener.on_events.set()
+        self.listener.on_deliveries.set()
         self.worker.close()
+
+    def dispatch_all(self) -> int:
+        done = 0
+        for _ in range(100):
+            n = dispatch(self.runtime.db)
+            done += n
+            if n == 0:
+                break
+        return done
+
+    def deliver_due(self) -> int:
+        done = 0
+        for _ in range(100):
+            n = self.worker.run_once()
+            done += n
+            if n == 0:
+                break
+        return done
 
     def run_once(self) -> int:
         """Dispatch everything pending, then deliver what is due; returns the work done."""
@@ -137,14 +167,14 @@ class EventPump:
                 break
         return done
 
-    def _run(self) -> None:
+    def _loop(self, wake: threading.Event, work) -> None:
         while not self._stop.is_set():
-            self.listener.on_work.wait(SWEEP_SECONDS)
-            self.listener.on_work.clear()
+            wake.wait(SWEEP_SECONDS)
+            wake.clear()
             if self._stop.is_set():
                 return
             try:
-                self.run_once()
+                work()
             except Exception as exc:    # the database may be away; the next sweep retries
                 log.warning("event pump pass failed", extra={"error": type(exc).__name__})
                 self._stop.wait(SWEEP_SECONDS)
