@@ -33,6 +33,9 @@ DENIAL_ACTIONS: dict[str, str] = {
     "leases": "dynamic_renew",
     "audit:read": "audit_query",
     "audit:export": "export_created",
+    "webhooks": "webhook_admin",
+    "subscriptions": "subscription_admin",
+    "subscriptions:poll": "subscription_event",
 }
 
 
@@ -97,7 +100,7 @@ def record_denial(runtime, category: str | None, error: ScaiVaultError, secret_p
     entry = entry_for_request(action, secret_path=secret_path, success=False,
                               extra={"error": error.code, "method": request.method})
     try:
-        if error.status == 403 and error.code in VIOLATION_CODES:
+        if error.status == 403 and error.code in VIOLATION_CODES and secret_path is not None:
             from ..lifecycle.hooks import policy_violation
 
             with runtime.db.transaction() as session:     # the violation event commits with its audit entry

@@ -126,6 +126,9 @@ def dispatch(db, batch: int = 500) -> int:
 
 def _trim_buffer(s, sub_id: str) -> None:
     """buffer_size bounds the unacknowledged events: the oldest are dropped and counted (decision)."""
+    # serialise concurrent dispatchers per subscription (locked in id order, so never a deadlock):
+    # the count below is a new statement, so it sees what an earlier dispatcher committed
+    s.execute("SELECT 1 FROM subscriptions WHERE id = :id FOR UPDATE", id=sub_id)
     dropped = s.scalar("""WITH cap AS (SELECT buffer_size FROM subscriptions WHERE id = :id),
                                old AS (SELECT event_seq FROM subscription_events WHERE subscription_id = :id
                                         ORDER BY event_seq DESC OFFSET (SELECT buffer_size FROM cap)),

@@ -235,8 +235,8 @@ class SubscriptionService:
                 s.execute("""UPDATE subscription_events SET delivered_count = delivered_count + 1
                               WHERE subscription_id = :id AND event_seq = ANY(:s)""", id=row["id"], s=[r["seq"] for r in rows])
                 record(s, audit("subscription_event", extra={"subscription_id": row["id"], "events": len(rows)}))
-        return {"events": [json.loads(r["body"]) for r in rows], "has_more": more,
-                "dropped_events": row["dropped_events"]}
+        dropped = self.db.scalar("SELECT dropped_events FROM subscriptions WHERE id = :id", id=row["id"])
+        return {"events": [json.loads(r["body"]) for r in rows], "has_more": more, "dropped_events": dropped or 0}
 
     def ack(self, row: dict, event_ids: list[str]) -> dict:
         n = self.db.execute("""DELETE FROM subscription_events b USING events e
