@@ -5,7 +5,8 @@ CREATE TABLE subscriptions (
     id              text PRIMARY KEY,
     tenant_id       text NOT NULL,
     partner_id      text,
-    identity_id     text NOT NULL,
+    owner_principal text NOT NULL,          -- "<tenant>/<sub>" of the owner: what ownership is keyed on
+    identity_id     text NOT NULL,          -- the owner's policy-binding name (user:..., sa:...)
     identity_type   text NOT NULL,
     name            text NOT NULL,
     paths           jsonb NOT NULL,
@@ -20,6 +21,7 @@ CREATE TABLE subscriptions (
     updated_at      timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX subscriptions_tenant ON subscriptions (tenant_id, id);
+CREATE INDEX subscriptions_owner ON subscriptions (owner_principal, id);
 
 CREATE TABLE subscription_events (
     subscription_id  text NOT NULL REFERENCES subscriptions (id) ON DELETE CASCADE,

@@ -154,6 +154,7 @@ class Settings:
     rotation_scan_interval: int = 60        # ROTATION_SCAN_INTERVAL: seconds between rotation/expiry scans
     webhook_allow_http: bool = False        # WEBHOOK_ALLOW_HTTP: http:// webhook URLs allowed
     webhook_allowed_networks: tuple = ()    # WEBHOOK_ALLOWED_NETWORKS: private CIDRs webhooks may target
+    ui_client_id: str | None = None         # UI_CLIENT_ID: the admin UI's ScaiKey application (public client)
 
     def replace(self, **changes: Any) -> "Settings":
         return dataclasses.replace(self, **changes)
@@ -388,12 +389,14 @@ def load_settings(env: Mapping[str, str], *, dev_mode: bool = False, require_ser
         rotation_scan_interval=r.duration("ROTATION_SCAN_INTERVAL", "60s"),
         webhook_allow_http=r.boolean("WEBHOOK_ALLOW_HTTP", False),
         webhook_allowed_networks=_networks(r, "WEBHOOK_ALLOWED_NETWORKS"),
+        ui_client_id=r.string("UI_CLIENT_ID"),
     )
     if bool(settings.tls_cert_file) != bool(settings.tls_key_file):
         missing = "TLS_KEY_FILE" if settings.tls_cert_file else "TLS_CERT_FILE"
         raise ConfigError(missing, "TLS_CERT_FILE and TLS_KEY_FILE must be set together")
     if settings.tls_client_ca_file and not settings.tls_cert_file:
         raise ConfigError("TLS_CLIENT_CA_FILE", "needs TLS_CERT_FILE and TLS_KEY_FILE (mTLS requires TLS)")
-    if settings.bootstrap_super_admin and not settings.bootstrap_super_admin.startswith("user:"):
-        raise ConfigError("BOOTSTRAP_SUPER_ADMIN", "must be user:<email> or empty")
+    if settings.bootstrap_super_admin and not (settings.bootstrap_super_admin.startswith("user:")
+                                               or settings.bootstrap_super_admin.startswith("usr_")):
+        raise ConfigError("BOOTSTRAP_SUPER_ADMIN", "must be user:<email>, a ScaiKey user id (usr_...) or empty")
     return settings

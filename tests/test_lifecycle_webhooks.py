@@ -108,12 +108,13 @@ def test_failures_retry_with_backoff_and_a_fresh_timestamp_then_succeed(admin, r
     receiver.responses = [500, 503, 200]
     hook = make_hook(admin, receiver.url)
     admin.put("/v1/secrets/retry/a", json={"data": {"v": "1"}})
-    p = pump(runtime)
+    p = pump(runtime, backoff_base=0.4, backoff_max=0.4)    # the retry waits 0.2-0.4 s
     p.run_once()
     row = runtime.db.one("SELECT * FROM webhook_deliveries WHERE webhook_id = :w", w=hook["id"])
     assert row["status"] == "pending" and row["attempts"] == 1 and row["response_code"] == 500
-    for _ in range(20):
-        time.sleep(0.05)
+    assert row["next_attempt_at"] > row["last_attempt_at"]
+    for _ in range(40):
+        time.sleep(0.1)
         p.run_once()
         if len(receiver.requests) >= 3:
             break

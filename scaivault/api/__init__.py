@@ -19,6 +19,7 @@ BLUEPRINT_MODULES = [
     "scaivault.api.lifecycle",
     "scaivault.api.webhooks",
     "scaivault.api.subscriptions",
+    "scaivault.ui",
 ]
 
 

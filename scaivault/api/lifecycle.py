@@ -1,8 +1,8 @@
 """/v1/secret-policies, /v1/rotation/* and the secret custom methods :generate and :rotate.
 
 Managing recipes and rotation policies needs the `admin` scope and an admin role over the
-tenant (one guard, `_require_admin`); `:generate` needs `secrets:write` plus a write grant on
-the path, `:rotate` and `POST .../rotate` need `secrets:rotate` plus a rotate grant on each path.
+tenant (`authorize=admin()`); `:generate` needs `secrets:write` plus a write grant on the path,
+`:rotate` and `POST .../rotate` need `secrets:rotate` plus a rotate grant on each path.
 """
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from ..services.rotation import RotationService
 from ..services.secret_policies import SecretPolicyService, TenantScope
 from ..services.secrets import SecretOwner, WriteRequest
 from .auditing import entry_for_request, record_denial
+from .authorization import admin, admin_allows, permission
 from .http import runtime
 from .pipeline import endpoint, parse_body
 
@@ -84,13 +85,7 @@ class RotateBody(BaseModel):
     secret_paths: list[str] | None = Field(default=None, max_length=1000)
 
 
-# ------------------------------------------------------------------ guards and helpers
-def _require_admin() -> None:
-    """The one authorisation guard of tenant-level lifecycle configuration."""
-    if not runtime().access.admin_over_tenant(g.identity, g.tenant):
-        raise ScaiVaultError("access_denied", "managing lifecycle configuration needs an admin role for this tenant")
-
-
+# ------------------------------------------------------------------ helpers
 def _authorize_path(path: str, permission: str, category: str) -> None:
     rt = runtime()
     decision = rt.access.decide(g.identity, g.tenant, path, permission, request_context(g.identity, request.remote_addr))
@@ -134,55 +129,47 @@ def _force() -> bool:
 
 # ------------------------------------------------------------------ secret policies
 @bp.get("/v1/secret-policies")
-@endpoint("policies", scope="admin", summary="List secret policies (value-generation recipes)",
+@endpoint("policies", scope="admin", authorize=admin(), summary="List secret policies (value-generation recipes)",
           query={"limit": "1..200 (default 50)", "cursor": "from the previous page"})
 def list_secret_policies():
-    _require_admin()
     return jsonify(_policies().list(_scope(), request.args.get("limit"), request.args.get("cursor")))
 
 
 @bp.post("/v1/secret-policies")
-@endpoint("policies", scope="admin", body=SecretPolicyBody, summary="Create a secret policy", status=201)
+@endpoint("policies", scope="admin", authorize=admin(), body=SecretPolicyBody, summary="Create a secret policy", status=201)
 def create_secret_policy():
-    _require_admin()
     return jsonify(_policies().create(_scope(), _dump(g.body), g.identity.identity_id, entry_for_request)), 201
 
 
 @bp.get("/v1/secret-policies/<policy_id>")
-@endpoint("policies", scope="admin", summary="Get a secret policy")
+@endpoint("policies", scope="admin", authorize=admin(), summary="Get a secret policy")
 def get_secret_policy(policy_id: str):
-    _require_admin()
     return jsonify(_policies().get(_scope(), policy_id))
 
 
 @bp.patch("/v1/secret-policies/<policy_id>")
-@endpoint("policies", scope="admin", body=SecretPolicyPatch, summary="Update a secret policy")
+@endpoint("policies", scope="admin", authorize=admin(), body=SecretPolicyPatch, summary="Update a secret policy")
 def patch_secret_policy(policy_id: str):
-    _require_admin()
     return jsonify(_policies().update(_scope(), policy_id, _dump(g.body), entry_for_request))
 
 
 @bp.delete("/v1/secret-policies/<policy_id>")
-@endpoint("policies", scope="admin", summary="Delete a secret policy (409 while rotation policies use it, unless ?force=true)",
+@endpoint("policies", scope="admin", authorize=admin(), summary="Delete a secret policy (409 while rotation policies use it, unless ?force=true)",
           status=204, query={"force": "true: detach it from rotation policies and secrets first"})
 def delete_secret_policy(policy_id: str):
-    _require_admin()
     _policies().delete(_scope(), policy_id, _force(), entry_for_request)
     return "", 204
 
 
 @bp.post("/v1/secret-policies/<policy_id>/generate")
-@endpoint("policies", scope="admin", summary="Generate fresh values from a recipe (stores nothing)")
+@endpoint("policies", scope="admin", authorize=admin(), summary="Generate fresh values from a recipe (stores nothing)")
 def generate_preview(policy_id: str):
-    _require_admin()
     return jsonify({"data": _policies().generate(_scope(), policy_id, entry_for_request)})
 
 
-@endpoint("secrets:write", scope="secrets:write", status=201,
+@endpoint("secrets:write", scope="secrets:write", status=201, authorize=permission("write"),
           summary="Write a new version generated from the secret's recipe (or body.secret_policy_id); returns metadata only")
 def generate_secret(path: str):
-    validate_path(path)
-    _authorize_path(path, "write", "secrets:write")
     body = _optional_body(GenerateBody)
     rt = runtime()
     owner = _owner()
@@ -202,10 +189,9 @@ def generate_secret(path: str):
     return jsonify(view), (201 if created else 200)
 
 
-@endpoint("secrets:write", scope="secrets:rotate", summary="Rotate one secret now through its attached rotation policy")
+@endpoint("secrets:write", scope="secrets:rotate", authorize=permission("rotate"),
+          summary="Rotate one secret now through its attached rotation policy")
 def rotate_secret(path: str):
-    validate_path(path)
-    _authorize_path(path, "rotate", "secrets:write")
     return jsonify(_rotation().rotate_path(_scope(), _owner(), path, entry_for_request))
 
 
@@ -216,93 +202,84 @@ bp.add_url_rule("/v1/secrets/<path:path>:rotate", endpoint="rotate_secret", view
 
 # ------------------------------------------------------------------ rotation policies
 @bp.get("/v1/rotation/policies")
-@endpoint("policies", scope="admin", summary="List rotation policies",
+@endpoint("policies", scope="admin", authorize=admin(), summary="List rotation policies",
           query={"active_only": "true: only active ones", "limit": "1..200 (default 50)", "cursor": "from the previous page"})
 def list_rotation_policies():
-    _require_admin()
     active = (request.args.get("active_only") or "").lower() in ("1", "true", "yes")
     return jsonify(_rotation().list_policies(_scope(), active, request.args.get("limit"), request.args.get("cursor")))
 
 
 @bp.post("/v1/rotation/policies")
-@endpoint("policies", scope="admin", body=RotationPolicyBody, summary="Create a rotation policy", status=201)
+@endpoint("policies", scope="admin", authorize=admin(), body=RotationPolicyBody, summary="Create a rotation policy", status=201)
 def create_rotation_policy():
-    _require_admin()
     return jsonify(_rotation().create(_scope(), _dump(g.body), g.identity.identity_id, entry_for_request)), 201
 
 
 @bp.get("/v1/rotation/policies/<policy_id>")
-@endpoint("policies", scope="admin", summary="Get a rotation policy")
+@endpoint("policies", scope="admin", authorize=admin(), summary="Get a rotation policy")
 def get_rotation_policy(policy_id: str):
-    _require_admin()
     return jsonify(_rotation().get(_scope(), policy_id))
 
 
 @bp.patch("/v1/rotation/policies/<policy_id>")
-@endpoint("policies", scope="admin", body=RotationPolicyPatch, summary="Update a rotation policy")
+@endpoint("policies", scope="admin", authorize=admin(), body=RotationPolicyPatch, summary="Update a rotation policy")
 def patch_rotation_policy(policy_id: str):
-    _require_admin()
     return jsonify(_rotation().update(_scope(), policy_id, _dump(g.body), entry_for_request))
 
 
 @bp.delete("/v1/rotation/policies/<policy_id>")
-@endpoint("policies", scope="admin", summary="Delete a rotation policy; its secrets are detached", status=204)
+@endpoint("policies", scope="admin", authorize=admin(), summary="Delete a rotation policy; its secrets are detached", status=204)
 def delete_rotation_policy(policy_id: str):
-    _require_admin()
     _rotation().delete(_scope(), policy_id, entry_for_request)
     return "", 204
 
 
 @bp.post("/v1/rotation/policies/<policy_id>/enable")
-@endpoint("policies", scope="admin", summary="Resume a paused rotation policy")
+@endpoint("policies", scope="admin", authorize=admin(), summary="Resume a paused rotation policy")
 def enable_rotation_policy(policy_id: str):
-    _require_admin()
     return jsonify(_rotation().update(_scope(), policy_id, {}, entry_for_request, is_active=True))
 
 
 @bp.post("/v1/rotation/policies/<policy_id>/disable")
-@endpoint("policies", scope="admin", summary="Pause a rotation policy (secrets stay attached)")
+@endpoint("policies", scope="admin", authorize=admin(), summary="Pause a rotation policy (secrets stay attached)")
 def disable_rotation_policy(policy_id: str):
-    _require_admin()
     return jsonify(_rotation().update(_scope(), policy_id, {}, entry_for_request, is_active=False))
 
 
 @bp.post("/v1/rotation/policies/<policy_id>/secrets")
-@endpoint("policies", scope="admin", body=AttachBody, summary="Attach a secret to a rotation policy", status=201)
+@endpoint("policies", scope="admin", authorize=admin(), body=AttachBody, summary="Attach a secret to a rotation policy", status=201)
 def attach_secret(policy_id: str):
-    _require_admin()
     path = g.body.secret_path
     validate_path(path)
     return jsonify(_rotation().attach(_scope(), _owner(), policy_id, path, entry_for_request)), 201
 
 
 @bp.delete("/v1/rotation/policies/<policy_id>/secrets/<path:secret_path>")
-@endpoint("policies", scope="admin", summary="Detach a secret (path URL-encoded or plain)", status=204)
+@endpoint("policies", scope="admin", authorize=admin(), summary="Detach a secret (path URL-encoded or plain)", status=204)
 def detach_secret(policy_id: str, secret_path: str):
-    _require_admin()
     validate_path(secret_path)
     _rotation().detach(_scope(), _owner(), policy_id, secret_path, entry_for_request)
     return "", 204
 
 
 @bp.post("/v1/rotation/policies/<policy_id>/rotate")
-@endpoint("secrets:write", scope="secrets:rotate", summary="Rotate the policy's secrets (or secret_paths) now")
+@endpoint("secrets:write", scope="secrets:rotate", authorize=permission("rotate", each=True),
+          summary="Rotate the policy's secrets (or secret_paths) now")
 def rotate_policy(policy_id: str):
     body = _optional_body(RotateBody)
     paths = body.secret_paths
     for path in paths or []:
         validate_path(path)
         _authorize_path(path, "rotate", "secrets:write")
-    if paths is None and not runtime().access.admin_over_tenant(g.identity, g.tenant):
+    if paths is None and not admin_allows("tenant"):
         raise ScaiVaultError("access_denied", "rotating every secret of a policy needs an admin role; name secret_paths")
     return jsonify(_rotation().rotate_now(_scope(), _owner(), policy_id, paths, entry_for_request))
 
 
 @bp.get("/v1/rotation/policies/<policy_id>/history")
-@endpoint("audit:read", scope="audit:read", summary="Rotation history of a policy",
+@endpoint("audit:read", scope="audit:read", authorize=admin(), summary="Rotation history of a policy",
           query={"status": "success, failed or pending", "limit": "1..200", "cursor": "from the previous page"})
 def rotation_history(policy_id: str):
-    _require_admin()
     args = request.args
     return jsonify(_rotation().history(_scope(), policy_id, args.get("status"), args.get("limit"), args.get("cursor")))
 
@@ -311,7 +288,6 @@ def _due():
     if not (g.identity.has_scope("secrets:rotate") or g.identity.has_scope("admin")):
         raise ScaiVaultError("insufficient_scope", "needs secrets:rotate or admin",
                              details={"required": ["secrets:rotate", "admin"]})
-    _require_admin()
     args = request.args
     within = args.get("within_hours", "24")
     if not within.isdigit() or int(within) > 24 * 3660:
@@ -321,14 +297,14 @@ def _due():
 
 
 @bp.get("/v1/rotation/due")
-@endpoint("policies", summary="Secrets due (and overdue) for rotation",
+@endpoint("policies", authorize=admin(), summary="Secrets due (and overdue) for rotation",
           query={"within_hours": "default 24", "include_overdue": "default true", "policy_id": "one policy only"})
 def rotation_due():
     return _due()
 
 
 @bp.get("/v1/rotation/pending")
-@endpoint("policies", summary="Deprecated alias of /v1/rotation/due")
+@endpoint("policies", authorize=admin(), summary="Deprecated alias of /v1/rotation/due")
 def rotation_pending():
     response = _due()
     response.headers["Deprecation"] = "true"

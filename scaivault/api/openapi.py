@@ -78,8 +78,8 @@ def build_document(app: Flask) -> dict:
     models: dict[type[BaseModel], None] = {}
     operations: list[tuple[str, str, Any, Any, list[dict]]] = []
     for rule in sorted(app.url_map.iter_rules(), key=lambda r: (r.rule, r.endpoint)):
-        if rule.endpoint == "static":
-            continue
+        if rule.endpoint == "static" or not rule.rule.startswith("/v1/"):
+            continue   # the API document: not the admin UI's pages
         view = app.view_functions[rule.endpoint]
         path, path_params = _openapi_path(rule.rule)
         path_params = [p for p in path_params if p["name"] not in (rule.defaults or {})]
@@ -155,6 +155,9 @@ def build_document(app: Flask) -> dict:
             op["security"] = []
         if scope:
             op["x-required-scope"] = scope
+        authorization = _view_attr(view, "authorization")
+        if authorization is not None:
+            op["x-authorization"] = authorization.describe()
         if category:
             op["x-rate-limit-category"] = category
         paths.setdefault(path, {})[method] = op

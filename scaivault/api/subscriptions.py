@@ -17,6 +17,7 @@ from ..services.secret_policies import TenantScope
 from ..services.subscriptions import (DEFAULT_MAX_EVENTS, DEFAULT_TIMEOUT, MAX_EVENTS, MAX_TIMEOUT,
                                       SubscriptionService)
 from .auditing import entry_for_request
+from .authorization import admin_allows, identity_only
 from .http import runtime
 from .pipeline import endpoint
 
@@ -58,7 +59,7 @@ def _scope() -> TenantScope:
 
 
 def _is_admin() -> bool:
-    return runtime().access.admin_over_tenant(g.identity, g.tenant)
+    return admin_allows("tenant")
 
 
 def _owned(sub_id: str, *, owner_only: bool = False) -> dict:
@@ -76,7 +77,7 @@ def _int_arg(name: str, default: int, maximum: int, minimum: int = 0) -> int:
 
 
 @bp.get("/v1/subscriptions")
-@endpoint("subscriptions", scope="subscriptions:read", summary="List the caller's subscriptions (all, for tenant admins)",
+@endpoint("subscriptions", authorize=identity_only(), scope="subscriptions:read", summary="List the caller's subscriptions (all, for tenant admins)",
           query={"limit": "1..200", "cursor": "from the previous page"})
 def list_subscriptions():
     return jsonify(_service().list(_scope(), g.identity, _is_admin(), request.args.get("limit"),
@@ -84,7 +85,7 @@ def list_subscriptions():
 
 
 @bp.post("/v1/subscriptions")
-@endpoint("subscriptions", scope="subscriptions:write", body=SubscriptionBody, summary="Subscribe to events on paths",
+@endpoint("subscriptions", authorize=identity_only(), scope="subscriptions:write", body=SubscriptionBody, summary="Subscribe to events on paths",
           status=201)
 def create_subscription():
     body = g.body.model_dump(exclude_unset=True)
@@ -92,7 +93,7 @@ def create_subscription():
 
 
 @bp.get("/v1/subscriptions/<sub_id>")
-@endpoint("subscriptions", scope="subscriptions:read", summary="Get a subscription")
+@endpoint("subscriptions", authorize=identity_only(), scope="subscriptions:read", summary="Get a subscription")
 def get_subscription(sub_id: str):
     from ..services.subscriptions import subscription_view
 
@@ -100,21 +101,21 @@ def get_subscription(sub_id: str):
 
 
 @bp.patch("/v1/subscriptions/<sub_id>")
-@endpoint("subscriptions", scope="subscriptions:write", body=SubscriptionPatch, summary="Update paths, events, delivery")
+@endpoint("subscriptions", authorize=identity_only(), scope="subscriptions:write", body=SubscriptionPatch, summary="Update paths, events, delivery")
 def patch_subscription(sub_id: str):
     row = _owned(sub_id)
     return jsonify(_service().update(_scope(), row, g.body.model_dump(exclude_unset=True), entry_for_request))
 
 
 @bp.delete("/v1/subscriptions/<sub_id>")
-@endpoint("subscriptions", scope="subscriptions:write", summary="Delete a subscription", status=204)
+@endpoint("subscriptions", authorize=identity_only(), scope="subscriptions:write", summary="Delete a subscription", status=204)
 def delete_subscription(sub_id: str):
     _service().delete(_scope(), _owned(sub_id), entry_for_request)
     return "", 204
 
 
 @bp.get("/v1/subscriptions/<sub_id>/poll")
-@endpoint("subscriptions:poll", scope="subscriptions:read", summary="Long-poll for events (owner only)",
+@endpoint("subscriptions:poll", authorize=identity_only(), scope="subscriptions:read", summary="Long-poll for events (owner only)",
           query={"timeout": "seconds, default 30, at most 60 (larger values are clamped)",
                  "since_event_id": "only events after this one", "max_events": "default 100, at most 1000"})
 def poll_subscription(sub_id: str):
@@ -136,7 +137,7 @@ def poll_subscription(sub_id: str):
 
 
 @bp.post("/v1/subscriptions/<sub_id>/ack")
-@endpoint("subscriptions:poll", scope="subscriptions:read", body=AckBody, summary="Acknowledge polled events (owner only)")
+@endpoint("subscriptions:poll", authorize=identity_only(), scope="subscriptions:read", body=AckBody, summary="Acknowledge polled events (owner only)")
 def ack_subscription(sub_id: str):
     row = _owned(sub_id, owner_only=True)
     return jsonify(_service().ack(row, g.body.event_ids))

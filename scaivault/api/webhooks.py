@@ -1,7 +1,6 @@
 """/v1/webhooks: signed outbound event deliveries (spec/30 section 5).
 
-Every endpoint needs the `admin` scope and an admin role over the tenant (`_require_admin`,
-the one guard of this module).
+Every endpoint needs the `admin` scope and an admin role over the tenant (`authorize=admin()`).
 """
 from __future__ import annotations
 
@@ -10,10 +9,10 @@ from typing import Any
 from flask import Blueprint, g, jsonify, request
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..errors import ScaiVaultError
 from ..services.secret_policies import TenantScope
 from ..services.webhooks import WebhookService
 from .auditing import entry_for_request
+from .authorization import admin
 from .http import runtime
 from .pipeline import endpoint
 
@@ -41,12 +40,6 @@ class WebhookPatch(BaseModel):
     enabled: bool | None = None
 
 
-def _require_admin() -> None:
-    """The one authorisation guard of webhook management."""
-    if not runtime().access.admin_over_tenant(g.identity, g.tenant):
-        raise ScaiVaultError("access_denied", "managing webhooks needs an admin role for this tenant")
-
-
 def _service() -> WebhookService:
     rt = runtime()
     return WebhookService(rt.db, rt.keyring, rt.settings)
@@ -57,61 +50,53 @@ def _scope() -> TenantScope:
 
 
 @bp.get("/v1/webhooks")
-@endpoint("webhooks", scope="admin", summary="List webhooks", query={"limit": "1..200", "cursor": "from the previous page"})
+@endpoint("webhooks", scope="admin", authorize=admin(), summary="List webhooks", query={"limit": "1..200", "cursor": "from the previous page"})
 def list_webhooks():
-    _require_admin()
     return jsonify(_service().list(_scope(), request.args.get("limit"), request.args.get("cursor")))
 
 
 @bp.post("/v1/webhooks")
-@endpoint("webhooks", scope="admin", body=WebhookBody, summary="Create a webhook", status=201)
+@endpoint("webhooks", scope="admin", authorize=admin(), body=WebhookBody, summary="Create a webhook", status=201)
 def create_webhook():
-    _require_admin()
     body = g.body.model_dump(exclude_unset=True)
     return jsonify(_service().create(_scope(), body, g.identity.identity_id, entry_for_request)), 201
 
 
 @bp.get("/v1/webhooks/<webhook_id>")
-@endpoint("webhooks", scope="admin", summary="Get a webhook with statistics and its last delivery")
+@endpoint("webhooks", scope="admin", authorize=admin(), summary="Get a webhook with statistics and its last delivery")
 def get_webhook(webhook_id: str):
-    _require_admin()
     return jsonify(_service().get(_scope(), webhook_id))
 
 
 @bp.patch("/v1/webhooks/<webhook_id>")
-@endpoint("webhooks", scope="admin", body=WebhookPatch, summary="Update a webhook; rotate its signing secret")
+@endpoint("webhooks", scope="admin", authorize=admin(), body=WebhookPatch, summary="Update a webhook; rotate its signing secret")
 def patch_webhook(webhook_id: str):
-    _require_admin()
     return jsonify(_service().update(_scope(), webhook_id, g.body.model_dump(exclude_unset=True), entry_for_request))
 
 
 @bp.delete("/v1/webhooks/<webhook_id>")
-@endpoint("webhooks", scope="admin", summary="Delete a webhook", status=204)
+@endpoint("webhooks", scope="admin", authorize=admin(), summary="Delete a webhook", status=204)
 def delete_webhook(webhook_id: str):
-    _require_admin()
     _service().delete(_scope(), webhook_id, entry_for_request)
     return "", 204
 
 
 @bp.post("/v1/webhooks/<webhook_id>/test")
-@endpoint("webhooks", scope="admin", summary="Send a signed webhook.test event now")
+@endpoint("webhooks", scope="admin", authorize=admin(), summary="Send a signed webhook.test event now")
 def test_webhook(webhook_id: str):
-    _require_admin()
     return jsonify(_service().test(_scope(), webhook_id, g.identity.identity_id, g.get("request_id"), entry_for_request))
 
 
 @bp.get("/v1/webhooks/<webhook_id>/deliveries")
-@endpoint("webhooks", scope="admin", summary="The delivery log, newest first",
+@endpoint("webhooks", scope="admin", authorize=admin(), summary="The delivery log, newest first",
           query={"status": "success, failed, pending or skipped", "limit": "1..200", "cursor": "from the previous page"})
 def list_deliveries(webhook_id: str):
-    _require_admin()
     args = request.args
     return jsonify(_service().deliveries(_scope(), webhook_id, args.get("status"), args.get("limit"), args.get("cursor")))
 
 
 @bp.post("/v1/webhooks/<webhook_id>/deliveries/<delivery_id>/redeliver")
-@endpoint("webhooks", scope="admin", summary="Queue the delivery's event again (a new delivery, same event_id)",
+@endpoint("webhooks", scope="admin", authorize=admin(), summary="Queue the delivery's event again (a new delivery, same event_id)",
           status=202)
 def redeliver(webhook_id: str, delivery_id: str):
-    _require_admin()
     return jsonify(_service().redeliver(_scope(), webhook_id, delivery_id, entry_for_request)), 202

@@ -72,7 +72,7 @@ class SubscriptionService:
         """The subscription if the caller owns it (or, for management, is a tenant admin); else 404/403."""
         with self.db.session() as s:
             row = self._fetch(s, scope, sub_id)
-        if row["identity_id"] != identity.identity_id and not admin:
+        if row["owner_principal"] != identity.principal and not admin:
             raise ScaiVaultError("forbidden", "only the subscription's owner may use it",
                                  details={"subscription_id": sub_id})
         return row
@@ -102,11 +102,11 @@ class SubscriptionService:
                                             events=events, filters=filters, enabled=True, actor=identity.identity_id,
                                             subscription_id=sub_id)
                 webhook_id = hook["id"]
-            row = s.one("""INSERT INTO subscriptions (id, tenant_id, partner_id, identity_id, identity_type, name, paths,
-                                                      events, filters, delivery_type, webhook_id, buffer_size)
-                           VALUES (:id, :t, :p, :i, :it, :name, CAST(:paths AS jsonb), CAST(:events AS jsonb),
+            row = s.one("""INSERT INTO subscriptions (id, tenant_id, partner_id, owner_principal, identity_id, identity_type,
+                                                      name, paths, events, filters, delivery_type, webhook_id, buffer_size)
+                           VALUES (:id, :t, :p, :owner, :i, :it, :name, CAST(:paths AS jsonb), CAST(:events AS jsonb),
                                    CAST(:filters AS jsonb), :dt, :wh, :buf) RETURNING *""",
-                        id=sub_id, t=scope.tenant_id, p=scope.partner_id, i=identity.identity_id,
+                        id=sub_id, t=scope.tenant_id, p=scope.partner_id, owner=identity.principal, i=identity.identity_id,
                         it=identity.identity_type, name=name.strip(), paths=json.dumps(paths), events=json.dumps(events),
                         filters=json.dumps(filters), dt=delivery["type"], wh=webhook_id, buf=buffer_size)
             record(s, audit("subscription_create", extra={"subscription_id": sub_id, "delivery": delivery["type"]}))
@@ -119,9 +119,9 @@ class SubscriptionService:
         size = page_limit(limit, 50, 200)
         after = decode_cursor(cursor)
         rows = self.db.query("""SELECT sub.*, w.url FROM subscriptions sub LEFT JOIN webhooks w ON w.id = sub.webhook_id
-                                 WHERE sub.tenant_id = :t AND (:admin OR sub.identity_id = :i)
+                                 WHERE sub.tenant_id = :t AND (:admin OR sub.owner_principal = :i)
                                    AND (CAST(:after AS text) IS NULL OR sub.id > :after) ORDER BY sub.id LIMIT :n""",
-                             t=scope.tenant_id, admin=admin, i=identity.identity_id, after=after, n=size + 1)
+                             t=scope.tenant_id, admin=admin, i=identity.principal, after=after, n=size + 1)
         more = len(rows) > size
         rows = rows[:size]
         return {"data": [subscription_view(r) for r in rows],
@@ -257,10 +257,10 @@ def subscription_gate(runtime) -> Callable[[dict, dict], bool]:
             sub = s.one("SELECT * FROM subscriptions WHERE id = :id", id=hook["subscription_id"])
             if sub is None:
                 return False
-            grants = tuple(stored_grants(s, sub["identity_id"]))
+            grants = tuple(stored_grants(s, sub["owner_principal"]))
         identity = Identity(identity_id=sub["identity_id"], identity_type=sub["identity_type"],
-                            subject=sub["identity_id"], tenant_id=sub["tenant_id"], partner_id=sub["partner_id"],
-                            scopes=frozenset(), grants=grants)
+                            subject=sub["owner_principal"].split("/", 1)[1], tenant_id=sub["tenant_id"],
+                            partner_id=sub["partner_id"], scopes=frozenset(), grants=grants)
         tenant = TenantContext(sub["tenant_id"], sub["partner_id"])
         return runtime.access.decide(identity, tenant, event["path"], "read", RequestContext()).allowed
     return allowed
