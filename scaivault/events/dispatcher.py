@@ -113,6 +113,9 @@ def dispatch(db, batch: int = 500) -> int:
                       ids=[new_id("del_") for _ in d_hook], h=d_hook, s=d_seq, e=d_event, ty=d_type)
             s.execute("SELECT pg_notify('scaivault_deliveries', '')")
         if b_sub:
+            # serialise concurrent dispatchers per subscription before touching its buffer (rows locked in
+            # id order, so never a deadlock): the trim's count then sees what an earlier one committed
+            s.execute("SELECT id FROM subscriptions WHERE id = ANY(:ids) ORDER BY id FOR UPDATE", ids=sorted(set(b_sub)))
             s.execute("""INSERT INTO subscription_events (subscription_id, event_seq)
                          SELECT * FROM unnest(CAST(:sub AS text[]), CAST(:seq AS bigint[])) ON CONFLICT DO NOTHING""",
                       sub=b_sub, seq=b_seq)
@@ -126,9 +129,6 @@ def dispatch(db, batch: int = 500) -> int:
 
 def _trim_buffer(s, sub_id: str) -> None:
     """buffer_size bounds the unacknowledged events: the oldest are dropped and counted (decision)."""
-    # serialise concurrent dispatchers per subscription (locked in id order, so never a deadlock):
-    # the count below is a new statement, so it sees what an earlier dispatcher committed
-    s.execute("SELECT 1 FROM subscriptions WHERE id = :id FOR UPDATE", id=sub_id)
     dropped = s.scalar("""WITH cap AS (SELECT buffer_size FROM subscriptions WHERE id = :id),
                                old AS (SELECT event_seq FROM subscription_events WHERE subscription_id = :id
                                         ORDER BY event_seq DESC OFFSET (SELECT buffer_size FROM cap)),
