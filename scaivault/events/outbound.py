@@ -12,6 +12,8 @@ from __future__ import annotations
 import ipaddress
 import socket
 import time
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -19,6 +21,7 @@ from ..errors import ScaiVaultError
 
 RESPONSE_LIMIT = 64 * 1024
 CONNECT_TIMEOUT = 3.0
+RESOLVE_TIMEOUT = 3.0
 MAX_URL = 2048
 
 
@@ -47,6 +50,7 @@ def _address_allowed(ip: ipaddress._BaseAddress, allowed_networks: tuple) -> boo
 
 
 _CGNAT = ipaddress.ip_network("100.64.0.0/10")
+_RESOLVER = ThreadPoolExecutor(max_workers=4, thread_name_prefix="webhook-dns")
 
 
 def check_url(url: str, settings) -> tuple[str, str, int]:
@@ -73,9 +77,12 @@ def resolve_checked(host: str, port: int, settings) -> list[str]:
         addresses = [str(literal)]
     except ValueError:
         try:
-            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+            # bounded: a resolver that never answers costs this call RESOLVE_TIMEOUT, not the worker
+            infos = _RESOLVER.submit(socket.getaddrinfo, host, port, type=socket.SOCK_STREAM).result(RESOLVE_TIMEOUT)
         except (socket.gaierror, UnicodeError) as exc:
             raise RefusedDestination(f"the host does not resolve ({type(exc).__name__})") from None
+        except FutureTimeout:
+            raise RefusedDestination("the host did not resolve in time") from None
         addresses = list(dict.fromkeys(info[4][0] for info in infos))
     for address in addresses:
         if not _address_allowed(ipaddress.ip_address(address.split("%")[0]), settings.webhook_allowed_networks):
