@@ -29,6 +29,10 @@ class RefusedDestination(Exception):
     """The URL or its resolved address is not an allowed webhook destination."""
 
 
+class Unresolvable(RefusedDestination):
+    """The host name has no address now (or the resolver did not answer in time)."""
+
+
 @dataclass(frozen=True)
 class Outcome:
     status: int | None
@@ -80,9 +84,9 @@ def resolve_checked(host: str, port: int, settings) -> list[str]:
             # bounded: a resolver that never answers costs this call RESOLVE_TIMEOUT, not the worker
             infos = _RESOLVER.submit(socket.getaddrinfo, host, port, type=socket.SOCK_STREAM).result(RESOLVE_TIMEOUT)
         except (socket.gaierror, UnicodeError) as exc:
-            raise RefusedDestination(f"the host does not resolve ({type(exc).__name__})") from None
+            raise Unresolvable(f"the host does not resolve ({type(exc).__name__})") from None
         except FutureTimeout:
-            raise RefusedDestination("the host did not resolve in time") from None
+            raise Unresolvable("the host did not resolve in time") from None
         addresses = list(dict.fromkeys(info[4][0] for info in infos))
     for address in addresses:
         if not _address_allowed(ipaddress.ip_address(address.split("%")[0]), settings.webhook_allowed_networks):
@@ -98,9 +102,8 @@ def validate_webhook_url(url: str, settings) -> None:
         _, host, port = check_url(url, settings)
         try:
             resolve_checked(host, port, settings)
-        except RefusedDestination as exc:
-            if "does not resolve" not in str(exc):   # a name that does not resolve yet is checked at delivery
-                raise
+        except Unresolvable:   # a name that does not resolve yet is checked at delivery
+            pass
     except RefusedDestination as exc:
         raise ScaiVaultError("invalid_webhook_url", str(exc), details={"field": "url"}) from None
 
