@@ -264,3 +264,38 @@ def test_expiry_events_fire_once_per_threshold(admin, db, tenant, rotation):
     assert [e["data"]["threshold"] for e in expiring] == ["30d", "1d"]
     assert expiring[0]["data"]["days_remaining"] == 29
     assert len(events_of(db, tenant, "secret.expired")) == 1
+
+
+BAD_BODIES = [
+    ("POST", "/v1/secret-policies", {"name": "x", "fields": [{"name": "p", "generator": "random", "config": {"charset": ["a"]}}]}),
+    ("POST", "/v1/secret-policies", {"name": "x", "fields": [{"name": ["p"], "generator": "bcrypt_hash",
+                                                              "config": {"charset": {"a": 1}, "hash_field": 5}}]}),
+    ("POST", "/v1/secret-policies", {"name": "x", "fields": "nope"}),
+    ("POST", "/v1/secret-policies", {"name": "x", "fields": [{"name": "p", "generator": "template", "config": {"template": 7}}]}),
+    ("POST", "/v1/secret-policies", {"name": "x\u0000", "fields": [{"name": "p", "generator": "static", "config": {"value": "\u0000"}}]}),
+    ("POST", "/v1/rotation/policies", {"name": "x", "interval": 90}),
+    ("POST", "/v1/rotation/policies", {"name": "x", "interval": "90d", "warn_before": [1, {"a": 2}]}),
+    ("POST", "/v1/rotation/policies", {"name": "x", "interval": "1d", "warn_before": "2d"}),
+    ("POST", "/v1/rotation/policies", {"name": "x", "interval": "90d", "webhook_ids": [1]}),
+    ("POST", "/v1/webhooks", {"name": "x", "url": 5, "secret": "s" * 20, "events": ["secret.created"]}),
+    ("POST", "/v1/webhooks", {"name": "x", "url": "https://[::1", "secret": "s" * 20, "events": ["secret.created"]}),
+    ("POST", "/v1/webhooks", {"name": "x", "url": "https://e.example/h", "secret": "s" * 20, "events": [{"a": 1}]}),
+    ("POST", "/v1/webhooks", {"name": "x", "url": "https://e.example/h", "secret": "s" * 20, "events": ["secret.created"],
+                              "filters": {"tags": "t"}}),
+    ("POST", "/v1/subscriptions", {"name": "x", "paths": [5], "events": ["secret.created"], "delivery": {"type": "polling"}}),
+    ("POST", "/v1/subscriptions", {"name": "x", "paths": ["a/*"], "events": ["secret.created"],
+                                   "delivery": {"type": "polling", "buffer_size": "big"}}),
+    ("POST", "/v1/subscriptions", {"name": "x", "paths": ["a/*"], "events": ["secret.created"], "delivery": {"type": "carrier"}}),
+    ("GET", "/v1/webhooks/wh_x/deliveries?cursor=eyJhZnRlciI6ICJub3BlIn0", None),
+    ("GET", "/v1/rotation/policies?limit=abc", None),
+    ("GET", "/v1/rotation/due?within_hours=-3", None),
+    ("GET", "/v1/subscriptions/sub_x/poll?timeout=abc", None),
+    ("POST", "/v1/secrets/a/b:generate", {"secret_policy_id": 7}),
+]
+
+
+@pytest.mark.parametrize("method,url,body", BAD_BODIES)
+def test_bad_input_gets_a_json_error_never_a_500(admin, method, url, body):
+    resp = admin.call(method, url, json=body) if body is not None else admin.call(method, url)
+    assert 400 <= resp.status_code < 500, (resp.status_code, resp.get_data(as_text=True)[:300])
+    assert "error" in resp.get_json()

@@ -283,3 +283,15 @@ def test_kill_9_of_the_worker_mid_delivery_loses_no_event(admin, runtime, receiv
     row = runtime.db.one("SELECT * FROM webhook_deliveries WHERE webhook_id = :w", w=hook["id"])
     assert row["status"] == "success" and row["attempts"] == 2
     assert [e["event_id"] for e in events_of(runtime.db, tenant, "secret.created")] == [event_id]
+
+
+def test_managing_webhooks_and_rotation_needs_an_admin_role(app, scaikey, tenant, receiver):
+    from tests.lifecycle_support import LIFECYCLE_SCOPES
+
+    plain = Callers(scaikey, app.test_client()).user("plain@x.example", tenant, scopes=LIFECYCLE_SCOPES)
+    for method, url in (("GET", "/v1/webhooks"), ("GET", "/v1/rotation/policies"), ("GET", "/v1/secret-policies"),
+                        ("GET", "/v1/rotation/due")):
+        resp = plain.call(method, url)
+        assert resp.status_code == 403 and error_code(resp) == "access_denied", url
+    resp = plain.post("/v1/webhooks", json={"name": "x", "url": receiver.url, "secret": SECRET, "events": ["secret.created"]})
+    assert resp.status_code == 403

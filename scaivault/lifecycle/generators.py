@@ -111,7 +111,8 @@ def validate_fields(fields: Any) -> list[dict]:
                 continue
             if not isinstance(output, str) or not FIELD_NAME.match(output):
                 problems[f"{where}.config"] = "output field names must be 1-64 letters, digits, _ or -"
-            elif output in names:
+                continue
+            if output in names:
                 problems[f"{where}.name"] = f"the output field {output!r} is produced twice"
             names.add(output)
         out.append(normalised)
@@ -124,7 +125,7 @@ def _validate_config(gen: str, config: dict, where: str, problems: dict) -> None
     if gen == "random":
         length = _int(config, "length", where, problems, 32, 1, MAX_LENGTH)
         charset = config.get("charset", "alphanumeric")
-        if charset not in CHARSETS:
+        if not isinstance(charset, str) or charset not in CHARSETS:
             problems[f"{where}.charset"] = f"must be one of {', '.join(CHARSETS)}"
             return
         required = [flag for flag in REQUIRE_CLASSES if config.get(flag)]
@@ -177,7 +178,7 @@ def _validate_config(gen: str, config: dict, where: str, problems: dict) -> None
     elif gen == "bcrypt_hash":
         _int(config, "length", where, problems, 24, 1, 72)       # bcrypt reads at most 72 bytes
         _int(config, "rounds", where, problems, 12, 4, 16)
-        if config.get("charset", "alphanumeric") not in CHARSETS:
+        if not isinstance(config.get("charset", "alphanumeric"), str) or config.get("charset", "alphanumeric") not in CHARSETS:
             problems[f"{where}.charset"] = f"must be one of {', '.join(CHARSETS)}"
     elif gen == "static":
         value = config.get("value")

@@ -3,6 +3,7 @@ redelivery and the synchronous test delivery."""
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from typing import Any, Callable
 
 from ..audit import AuditEntry, record
@@ -203,13 +204,18 @@ class WebhookService:
             self._fetch(s, scope, webhook_id)
         size = page_limit(limit, 50, 200)
         after = decode_cursor(cursor)
-        pos = after.split("|", 1) if after else None
+        ts = last_id = None
+        if after:
+            try:
+                stamp, last_id = after.split("|", 1)
+                ts = datetime.fromisoformat(stamp)
+            except ValueError:
+                raise ScaiVaultError("invalid_cursor", "the cursor is malformed; start again without it") from None
         rows = self.db.query("""SELECT * FROM webhook_deliveries WHERE webhook_id = :w
                                    AND (CAST(:status AS text) IS NULL OR status = :status)
-                                   AND (CAST(:ts AS text) IS NULL OR (created_at, id) < (CAST(:ts AS timestamptz), :id))
+                                   AND (CAST(:ts AS timestamptz) IS NULL OR (created_at, id) < (:ts, :id))
                                  ORDER BY created_at DESC, id DESC LIMIT :n""",
-                             w=webhook_id, status=status or None, ts=pos[0] if pos else None,
-                             id=pos[1] if pos else None, n=size + 1)
+                             w=webhook_id, status=status or None, ts=ts, id=last_id, n=size + 1)
         more = len(rows) > size
         rows = rows[:size]
         cursor_out = encode_cursor(f"{rows[-1]['created_at'].isoformat()}|{rows[-1]['id']}") if more else None
