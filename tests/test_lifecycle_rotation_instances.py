@@ -126,3 +126,21 @@ def test_rotation_metrics_and_queue_depths_are_exported(app, admin, tenant):
     assert admin.post("/v1/secrets/inst/s0:rotate").get_json()["status"] == "success"
     text = client.get("/v1/metrics").get_data(as_text=True)
     assert any(line.startswith('scaivault_secret_rotations_total{status="success"}') for line in text.splitlines())
+
+
+def test_the_worker_scheduler_runs_the_rotation_scan_and_starts_the_event_pump(app):
+    from scaivault.jobs import lifecycle
+    from scaivault.jobs.scheduler import start_scheduler
+
+    runtime = app.extensions["scaivault"]
+    scheduler = start_scheduler(runtime)
+    try:
+        job = scheduler.get_job(lifecycle.JOB_ID)
+        assert job is not None and job.trigger.interval.total_seconds() == runtime.settings.rotation_scan_interval
+        assert runtime.__dict__["event_pump"].listener.connected.wait(5)
+        assert lifecycle.run_scan(runtime)["locked"] is True
+    finally:
+        scheduler.shutdown(wait=False)
+        pump = runtime.__dict__.pop("event_pump", None)
+        if pump is not None:
+            pump.stop()
