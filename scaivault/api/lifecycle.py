@@ -136,7 +136,8 @@ def list_secret_policies():
 
 
 @bp.post("/v1/secret-policies")
-@endpoint("policies", scope="admin", authorize=admin(), body=SecretPolicyBody, summary="Create a secret policy", status=201)
+@endpoint("policies", scope="admin", authorize=admin(),
+          body=SecretPolicyBody, summary="Create a secret policy", status=201)
 def create_secret_policy():
     return jsonify(_policies().create(_scope(), _dump(g.body), g.identity.identity_id, entry_for_request)), 201
 
@@ -154,7 +155,8 @@ def patch_secret_policy(policy_id: str):
 
 
 @bp.delete("/v1/secret-policies/<policy_id>")
-@endpoint("policies", scope="admin", authorize=admin(), summary="Delete a secret policy (409 while rotation policies use it, unless ?force=true)",
+@endpoint("policies", scope="admin", authorize=admin(),
+          summary="Delete a secret policy (409 while rotation policies use it, unless ?force=true)",
           status=204, query={"force": "true: detach it from rotation policies and secrets first"})
 def delete_secret_policy(policy_id: str):
     _policies().delete(_scope(), policy_id, _force(), entry_for_request)
@@ -210,7 +212,8 @@ def list_rotation_policies():
 
 
 @bp.post("/v1/rotation/policies")
-@endpoint("policies", scope="admin", authorize=admin(), body=RotationPolicyBody, summary="Create a rotation policy", status=201)
+@endpoint("policies", scope="admin", authorize=admin(),
+          body=RotationPolicyBody, summary="Create a rotation policy", status=201)
 def create_rotation_policy():
     return jsonify(_rotation().create(_scope(), _dump(g.body), g.identity.identity_id, entry_for_request)), 201
 
@@ -228,7 +231,8 @@ def patch_rotation_policy(policy_id: str):
 
 
 @bp.delete("/v1/rotation/policies/<policy_id>")
-@endpoint("policies", scope="admin", authorize=admin(), summary="Delete a rotation policy; its secrets are detached", status=204)
+@endpoint("policies", scope="admin", authorize=admin(),
+          summary="Delete a rotation policy; its secrets are detached", status=204)
 def delete_rotation_policy(policy_id: str):
     _rotation().delete(_scope(), policy_id, entry_for_request)
     return "", 204
@@ -247,7 +251,8 @@ def disable_rotation_policy(policy_id: str):
 
 
 @bp.post("/v1/rotation/policies/<policy_id>/secrets")
-@endpoint("policies", scope="admin", authorize=admin(), body=AttachBody, summary="Attach a secret to a rotation policy", status=201)
+@endpoint("policies", scope="admin", authorize=admin(),
+          body=AttachBody, summary="Attach a secret to a rotation policy", status=201)
 def attach_secret(policy_id: str):
     path = g.body.secret_path
     validate_path(path)
@@ -255,7 +260,8 @@ def attach_secret(policy_id: str):
 
 
 @bp.delete("/v1/rotation/policies/<policy_id>/secrets/<path:secret_path>")
-@endpoint("policies", scope="admin", authorize=admin(), summary="Detach a secret (path URL-encoded or plain)", status=204)
+@endpoint("policies", scope="admin", authorize=admin(),
+          summary="Detach a secret (path URL-encoded or plain)", status=204)
 def detach_secret(policy_id: str, secret_path: str):
     validate_path(secret_path)
     _rotation().detach(_scope(), _owner(), policy_id, secret_path, entry_for_request)

@@ -77,7 +77,8 @@ def _int_arg(name: str, default: int, maximum: int, minimum: int = 0) -> int:
 
 
 @bp.get("/v1/subscriptions")
-@endpoint("subscriptions", authorize=identity_only(), scope="subscriptions:read", summary="List the caller's subscriptions (all, for tenant admins)",
+@endpoint("subscriptions", authorize=identity_only(), scope="subscriptions:read",
+          summary="List the caller's subscriptions (all, for tenant admins)",
           query={"limit": "1..200", "cursor": "from the previous page"})
 def list_subscriptions():
     return jsonify(_service().list(_scope(), g.identity, _is_admin(), request.args.get("limit"),
@@ -85,7 +86,8 @@ def list_subscriptions():
 
 
 @bp.post("/v1/subscriptions")
-@endpoint("subscriptions", authorize=identity_only(), scope="subscriptions:write", body=SubscriptionBody, summary="Subscribe to events on paths",
+@endpoint("subscriptions", authorize=identity_only(), scope="subscriptions:write",
+          body=SubscriptionBody, summary="Subscribe to events on paths",
           status=201)
 def create_subscription():
     body = g.body.model_dump(exclude_unset=True)
@@ -101,21 +103,24 @@ def get_subscription(sub_id: str):
 
 
 @bp.patch("/v1/subscriptions/<sub_id>")
-@endpoint("subscriptions", authorize=identity_only(), scope="subscriptions:write", body=SubscriptionPatch, summary="Update paths, events, delivery")
+@endpoint("subscriptions", authorize=identity_only(), scope="subscriptions:write",
+          body=SubscriptionPatch, summary="Update paths, events, delivery")
 def patch_subscription(sub_id: str):
     row = _owned(sub_id)
     return jsonify(_service().update(_scope(), row, g.body.model_dump(exclude_unset=True), entry_for_request))
 
 
 @bp.delete("/v1/subscriptions/<sub_id>")
-@endpoint("subscriptions", authorize=identity_only(), scope="subscriptions:write", summary="Delete a subscription", status=204)
+@endpoint("subscriptions", authorize=identity_only(), scope="subscriptions:write",
+          summary="Delete a subscription", status=204)
 def delete_subscription(sub_id: str):
     _service().delete(_scope(), _owned(sub_id), entry_for_request)
     return "", 204
 
 
 @bp.get("/v1/subscriptions/<sub_id>/poll")
-@endpoint("subscriptions:poll", authorize=identity_only(), scope="subscriptions:read", summary="Long-poll for events (owner only)",
+@endpoint("subscriptions:poll", authorize=identity_only(), scope="subscriptions:read",
+          summary="Long-poll for events (owner only)",
           query={"timeout": "seconds, default 30, at most 60 (larger values are clamped)",
                  "since_event_id": "only events after this one", "max_events": "default 100, at most 1000"})
 def poll_subscription(sub_id: str):
@@ -137,7 +142,8 @@ def poll_subscription(sub_id: str):
 
 
 @bp.post("/v1/subscriptions/<sub_id>/ack")
-@endpoint("subscriptions:poll", authorize=identity_only(), scope="subscriptions:read", body=AckBody, summary="Acknowledge polled events (owner only)")
+@endpoint("subscriptions:poll", authorize=identity_only(), scope="subscriptions:read",
+          body=AckBody, summary="Acknowledge polled events (owner only)")
 def ack_subscription(sub_id: str):
     row = _owned(sub_id, owner_only=True)
     return jsonify(_service().ack(row, g.body.event_ids))

@@ -50,7 +50,8 @@ def _scope() -> TenantScope:
 
 
 @bp.get("/v1/webhooks")
-@endpoint("webhooks", scope="admin", authorize=admin(), summary="List webhooks", query={"limit": "1..200", "cursor": "from the previous page"})
+@endpoint("webhooks", scope="admin", authorize=admin(),
+          summary="List webhooks", query={"limit": "1..200", "cursor": "from the previous page"})
 def list_webhooks():
     return jsonify(_service().list(_scope(), request.args.get("limit"), request.args.get("cursor")))
 
@@ -69,7 +70,8 @@ def get_webhook(webhook_id: str):
 
 
 @bp.patch("/v1/webhooks/<webhook_id>")
-@endpoint("webhooks", scope="admin", authorize=admin(), body=WebhookPatch, summary="Update a webhook; rotate its signing secret")
+@endpoint("webhooks", scope="admin", authorize=admin(),
+          body=WebhookPatch, summary="Update a webhook; rotate its signing secret")
 def patch_webhook(webhook_id: str):
     return jsonify(_service().update(_scope(), webhook_id, g.body.model_dump(exclude_unset=True), entry_for_request))
 
@@ -96,7 +98,8 @@ def list_deliveries(webhook_id: str):
 
 
 @bp.post("/v1/webhooks/<webhook_id>/deliveries/<delivery_id>/redeliver")
-@endpoint("webhooks", scope="admin", authorize=admin(), summary="Queue the delivery's event again (a new delivery, same event_id)",
+@endpoint("webhooks", scope="admin", authorize=admin(),
+          summary="Queue the delivery's event again (a new delivery, same event_id)",
           status=202)
 def redeliver(webhook_id: str, delivery_id: str):
     return jsonify(_service().redeliver(_scope(), webhook_id, delivery_id, entry_for_request)), 202
