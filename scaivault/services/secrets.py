@@ -571,6 +571,7 @@ class SecretStore:
         for path in found:
             self._touch(None, rows[path])
             _count_read(owner, rows[path]["secret_type"])
+            secret_read(self.db, owner, path, found[path]["version"], audit)
         return found, errors
 
 
