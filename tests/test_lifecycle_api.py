@@ -299,3 +299,15 @@ def test_bad_input_gets_a_json_error_never_a_500(admin, method, url, body):
     resp = admin.call(method, url, json=body) if body is not None else admin.call(method, url)
     assert 400 <= resp.status_code < 500, (resp.status_code, resp.get_data(as_text=True)[:300])
     assert "error" in resp.get_json()
+
+
+def test_a_catch_up_after_long_downtime_rotates_once_and_sends_only_the_latest_warning(admin, db, tenant, rotation):
+    p = _policy(admin, warn_before="7d,1d", auto_generate=True)
+    admin.put("/v1/secrets/catchup/a", json={"data": {"k": "v"}, "options": {"rotation_policy_id": p["id"]}})
+    CLOCK.advance(89 * 86400 + 3600)               # down from day 0 to day 89: both thresholds crossed
+    rotation.scan()
+    assert [e["data"]["threshold"] for e in events_of(db, tenant, "rotation.due")] == ["1d"]
+    CLOCK.advance(200 * 86400)                     # down for 200 more days: two whole cycles missed
+    rotation.scan(); rotation.scan(); rotation.scan()
+    assert admin.get("/v1/secrets/catchup/a:metadata").get_json()["version"] == 2
+    assert len(events_of(db, tenant, "secret.rotated")) == 1
