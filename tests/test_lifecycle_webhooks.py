@@ -295,3 +295,34 @@ def test_managing_webhooks_and_rotation_needs_an_admin_role(app, scaikey, tenant
         assert resp.status_code == 403 and error_code(resp) == "access_denied", url
     resp = plain.post("/v1/webhooks", json={"name": "x", "url": receiver.url, "secret": SECRET, "events": ["secret.created"]})
     assert resp.status_code == 403
+
+
+def test_one_tenants_slow_receiver_never_holds_up_another_tenants_deliveries(app, scaikey, runtime):
+    slow, fast = WebhookReceiver().start(), WebhookReceiver().start()
+    slow.stall_all = 3.0
+    try:
+        callers = Callers(scaikey, app.test_client())
+        a, b = lifecycle_admin(callers, new_tenant()), lifecycle_admin(callers, new_tenant())
+        make_hook(a, slow.url)
+        make_hook(b, fast.url)
+        for i in range(6):
+            a.put(f"/v1/secrets/slow/s{i}", json={"data": {"v": "1"}})
+        b.put("/v1/secrets/fast/s", json={"data": {"v": "1"}})
+        p = pump(runtime, concurrency=4, tenant_inflight=2, timeout=10)
+        from scaivault.events.dispatcher import dispatch
+
+        while dispatch(runtime.db):
+            pass
+        started = time.monotonic()
+        p.worker.run_once(wait=False)
+        p.worker.run_once(wait=False)
+        assert fast.wait_for(1, timeout=2.5) and time.monotonic() - started < 2.5
+        inflight = runtime.db.scalar("""SELECT count(*) FROM webhook_deliveries d JOIN webhooks w ON w.id = d.webhook_id
+                                         WHERE w.url = :u AND d.locked_until > now() AND d.status = 'pending'""", u=slow.url)
+        assert inflight <= 2
+        deadline = time.monotonic() + 15
+        while p.worker.free_slots() < 4 and time.monotonic() < deadline:   # let the slow attempts finish
+            time.sleep(0.1)
+    finally:
+        slow.stop()
+        fast.stop()

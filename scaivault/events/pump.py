@@ -126,7 +126,8 @@ class EventPump:
                 threading.Thread(target=self._loop, args=(self.listener.on_events, self.dispatch_all),
                                  name="scaivault-dispatch", daemon=True),
                 threading.Thread(target=self._loop, args=(self.listener.on_deliveries, self.deliver_due),
-                                 name="scaivault-deliver", daemon=True)]
+                                 name="scaivault-deliver", daemon=True),
+            threading.Thread(target=self._relay, name="scaivault-slots", daemon=True)]
             for thread in self._threads:
                 thread.start()
         return self
@@ -148,9 +149,10 @@ class EventPump:
         return done
 
     def deliver_due(self) -> int:
+        """Start due deliveries in the free slots (never waits for a receiver)."""
         done = 0
         for _ in range(100):
-            n = self.worker.run_once()
+            n = self.worker.run_once(wait=False)
             done += n
             if n == 0:
                 break
@@ -166,6 +168,13 @@ class EventPump:
             if n == 0:
                 break
         return done
+
+    def _relay(self) -> None:
+        """A finished attempt frees a slot: wake the delivery loop so queued work starts at once."""
+        while not self._stop.is_set():
+            if self.worker.idle.wait(SWEEP_SECONDS):
+                self.worker.idle.clear()
+                self.listener.on_deliveries.set()
 
     def _loop(self, wake: threading.Event, work) -> None:
         while not self._stop.is_set():

@@ -1,7 +1,8 @@
 """A local HTTP webhook receiver for tests: records every request (headers and raw body).
 
 `responses` is a list of statuses answered in turn (the last one repeats); `stall` makes the
-next request hang for that many seconds before answering (to kill a worker mid-delivery).
+next request hang for that many seconds before answering (to kill a worker mid-delivery),
+`stall_all` every request.
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ class WebhookReceiver:
         self.requests: list[dict] = []
         self.responses: list[int] = [200]
         self.stall = 0.0
+        self.stall_all = 0.0         # every request hangs this long (a slow receiver)
         self.arrived = threading.Condition()
         receiver = self
 
@@ -29,7 +31,7 @@ class WebhookReceiver:
                     receiver.requests.append({"headers": {k: v for k, v in self.headers.items()}, "body": body,
                                               "path": self.path, "at": time.time()})
                     status = receiver.responses.pop(0) if len(receiver.responses) > 1 else receiver.responses[0]
-                    stall, receiver.stall = receiver.stall, 0.0
+                    stall, receiver.stall = receiver.stall or receiver.stall_all, 0.0
                     receiver.arrived.notify_all()
                 if stall:
                     time.sleep(stall)
