@@ -153,7 +153,7 @@ def main() -> int:
         while time.monotonic() < deadline and (len(webhook_arrivals) < total or len(poll_arrivals) < total):
             time.sleep(0.2)
         stop.set()
-        result = {"writes": total, "writers": args.writers, "writes_per_s": round(total / write_time, 1),
+        result = {"load_average_1m_at_end": round(os.getloadavg()[0], 2), "writes": total, "writers": args.writers, "writes_per_s": round(total / write_time, 1),
                   "webhook": summary("write -> webhook", webhook_arrivals, commits, total),
                   "polling": summary("write -> polling subscriber", poll_arrivals, commits, total)}
         print(json.dumps(result, indent=2))
