@@ -311,3 +311,19 @@ def test_a_catch_up_after_long_downtime_rotates_once_and_sends_only_the_latest_w
     rotation.scan(); rotation.scan(); rotation.scan()
     assert admin.get("/v1/secrets/catchup/a:metadata").get_json()["version"] == 2
     assert len(events_of(db, tenant, "secret.rotated")) == 1
+
+
+def test_sv_secret_events_inserts_envelopes_for_a_one_statement_write_path(admin, db, tenant):
+    import json as _json
+
+    from scaivault.lifecycle.hooks import plain_write_events
+    from scaivault.services.rotation import system_audit
+
+    origin = system_audit(tenant, "ptn_test")("write", secret_path="fast/a")
+    docs = plain_write_events("fast/a", 0, 1, origin, secret_type="kv", tags=["t"], expires_at=None)
+    docs += plain_write_events("fast/a", 1, 2, origin, secret_type="kv", tags=None, expires_at=None)
+    db.execute("SELECT sv_secret_events(0, 2, CAST(:e AS jsonb))", e=_json.dumps(docs))
+    evs = events_of(db, tenant)
+    assert [(e["event_type"], e["event_id"]) for e in evs] == [("secret.created", docs[0]["event_id"]),
+                                                               ("secret.updated", docs[1]["event_id"])]
+    assert evs[0]["data"]["tags"] == ["t"] and evs[1]["data"] == docs[1]["data"]

@@ -69,6 +69,23 @@ def secret_changed(s, change: str, owner, path: str, origin, *, before: dict | N
     return view
 
 
+def plain_write_events(path: str, old_version: int, new_version: int, origin, *, secret_type: str,
+                       tags: list | None, expires_at) -> list[dict]:
+    """The events of a plain write, as envelopes for `sv_secret_events` (a one-statement write path).
+
+    Only for writes the hook has nothing else to do for: no rotation policy attached or changing,
+    no secret_policy_id given, not a rotation (those take the transaction that calls secret_changed).
+    """
+    from ..events.outbox import envelope
+
+    if old_version == 0:
+        return [envelope("secret.created", origin, {
+            "version": new_version, "secret_type": secret_type, "created_by": origin.identity_id,
+            "tags": tags or [], "expires_at": _iso(expires_at)}, path)]
+    return [envelope("secret.updated", origin, {"old_version": old_version, "new_version": new_version,
+                                                "updated_by": origin.identity_id, "is_rotation": False}, path)]
+
+
 def policy_changed(s, event_type: str, origin, data: dict) -> None:
     """Called by PolicyService inside the transaction of an access-policy or binding change."""
     emit(s, event_type, origin, {k: v for k, v in data.items() if k != "acting_for" and k != "token_id"})
