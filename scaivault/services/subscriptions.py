@@ -249,8 +249,9 @@ def subscription_gate(runtime) -> Callable[[dict, dict], bool]:
     """For push subscriptions: may the owner read the event's path now? (stored roles, policies bound to
     it or its cached groups; conditions that need a live request, such as IP or MFA, do not hold, so such
     grants fail closed)."""
+    from ..auth.authenticator import user_is_inactive
     from ..auth.roles import stored_grants
-    from ..identity.store import group_identities_of
+    from ..identity.store import group_identities_of, user
 
     def allowed(hook: dict, event: dict) -> bool:
         if event["path"] is None:
@@ -259,10 +260,13 @@ def subscription_gate(runtime) -> Callable[[dict, dict], bool]:
             sub = s.one("SELECT * FROM subscriptions WHERE id = :id", id=hook["subscription_id"])
             if sub is None:
                 return False
+            subject = sub["owner_principal"].split("/", 1)[1]
+            if sub["identity_type"] == "user" and user_is_inactive(user(s, subject)):
+                return False        # a suspended or deleted owner reads nothing, so receives nothing
             grants = tuple(stored_grants(s, sub["owner_principal"]))
             groups = group_identities_of(s, sub["tenant_id"], sub["identity_id"])
         identity = Identity(identity_id=sub["identity_id"], identity_type=sub["identity_type"],
-                            subject=sub["owner_principal"].split("/", 1)[1], tenant_id=sub["tenant_id"],
+                            subject=subject, tenant_id=sub["tenant_id"],
                             partner_id=sub["partner_id"], scopes=frozenset(), groups=groups, grants=grants)
         tenant = TenantContext(sub["tenant_id"], sub["partner_id"])
         return runtime.access.decide(identity, tenant, event["path"], "read", RequestContext()).allowed
