@@ -154,6 +154,10 @@ class Settings:
     rotation_scan_interval: int = 60        # ROTATION_SCAN_INTERVAL: seconds between rotation/expiry scans
     webhook_allow_http: bool = False        # WEBHOOK_ALLOW_HTTP: http:// webhook URLs allowed
     webhook_allowed_networks: tuple = ()    # WEBHOOK_ALLOWED_NETWORKS: private CIDRs webhooks may target
+    acme_ca_bundle: str | None = None       # ACME_CA_BUNDLE: extra CA certificates trusted for ACME directories
+    lease_sweep_interval: int = 30          # LEASE_SWEEP_INTERVAL: how often expired leases are revoked
+    lease_history_retention: int = 30 * 86400   # LEASE_HISTORY_RETENTION: revoked lease rows kept this long
+    dynamic_allowed_hosts: tuple = ()       # DYNAMIC_ALLOWED_HOSTS: host globs / CIDRs engines may reach (empty: any)
     ui_client_id: str | None = None         # UI_CLIENT_ID: the admin UI's ScaiKey application (public client)
 
     def replace(self, **changes: Any) -> "Settings":
@@ -297,6 +301,25 @@ def _networks(reader: _Reader, name: str) -> tuple:
     return tuple(networks)
 
 
+def _dynamic_allowed_hosts(reader: _Reader) -> tuple:
+    """DYNAMIC_ALLOWED_HOSTS: comma-separated host globs (db-*.internal) or CIDRs (10.0.0.0/8)."""
+    import ipaddress
+
+    entries: list = []
+    for item in (reader.string("DYNAMIC_ALLOWED_HOSTS") or "").split(","):
+        item = item.strip().lower()
+        if not item:
+            continue
+        if "/" in item:
+            try:
+                entries.append(ipaddress.ip_network(item, strict=False))
+            except ValueError:
+                raise ConfigError("DYNAMIC_ALLOWED_HOSTS", f"{item!r} is not a CIDR") from None
+        else:
+            entries.append(item)
+    return tuple(entries)
+
+
 def _rate_limits(reader: _Reader) -> Mapping[str, Mapping[str, Any]]:
     """RATE_LIMITS YAML: {category: {rate: int, window: duration}}; categories checked by ratelimit."""
     text = reader.env.get("RATE_LIMITS")
@@ -389,6 +412,10 @@ def load_settings(env: Mapping[str, str], *, dev_mode: bool = False, require_ser
         rotation_scan_interval=r.duration("ROTATION_SCAN_INTERVAL", "60s"),
         webhook_allow_http=r.boolean("WEBHOOK_ALLOW_HTTP", False),
         webhook_allowed_networks=_networks(r, "WEBHOOK_ALLOWED_NETWORKS"),
+        acme_ca_bundle=r.existing_file("ACME_CA_BUNDLE"),
+        lease_sweep_interval=r.duration("LEASE_SWEEP_INTERVAL", "30s"),
+        lease_history_retention=r.duration("LEASE_HISTORY_RETENTION", "30d"),
+        dynamic_allowed_hosts=_dynamic_allowed_hosts(r),
         ui_client_id=r.string("UI_CLIENT_ID"),
     )
     if bool(settings.tls_cert_file) != bool(settings.tls_key_file):

@@ -19,6 +19,10 @@ BLUEPRINT_MODULES = [
     "scaivault.api.lifecycle",
     "scaivault.api.webhooks",
     "scaivault.api.subscriptions",
+    "scaivault.api.pki",
+    "scaivault.api.acme",
+    "scaivault.api.dynamic",
+    "scaivault.api.token_exchange",
     "scaivault.ui",
 ]
 

@@ -15,6 +15,8 @@ JOB_MODULES = [
     "scaivault.jobs.identity_sync",
     "scaivault.jobs.audit_partitions",
     "scaivault.jobs.lifecycle",
+    "scaivault.jobs.pki",
+    "scaivault.jobs.lease_expiry",
 ]
 
 
