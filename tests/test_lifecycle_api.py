@@ -327,3 +327,17 @@ def test_sv_secret_events_inserts_envelopes_for_a_one_statement_write_path(admin
     assert [(e["event_type"], e["event_id"]) for e in evs] == [("secret.created", docs[0]["event_id"]),
                                                                ("secret.updated", docs[1]["event_id"])]
     assert evs[0]["data"]["tags"] == ["t"] and evs[1]["data"] == docs[1]["data"]
+
+
+def test_certificate_issue_and_revoke_emit_certificate_events(callers, db, tenant):
+    from tests.pki_support import make_hierarchy, pki_admin
+
+    pki = pki_admin(callers, tenant)
+    h = make_hierarchy(pki)
+    issued = pki.post(f"/v1/pki/issue/{h['role']['name']}", json={"common_name": "ev.internal"}).get_json()
+    assert pki.post(f"/v1/pki/certificates/{issued['id']}/revoke", json={"reason": "superseded"}).status_code == 200
+    assert pki.post(f"/v1/pki/certificates/{issued['id']}/revoke", json={}).status_code == 200   # idempotent: no event
+    got = [e for e in events_of(db, tenant) if e["event_type"].startswith("certificate.")]
+    assert [e["event_type"] for e in got] == ["certificate.issued", "certificate.revoked"]
+    assert got[0]["data"]["certificate_id"] == issued["id"] and got[0]["path"] == issued["secret_path"]
+    assert got[1]["data"]["reason"] == "superseded" and "key_pem" not in str(got)

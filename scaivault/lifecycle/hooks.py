@@ -91,6 +91,16 @@ def policy_changed(s, event_type: str, origin, data: dict) -> None:
     emit(s, event_type, origin, {k: v for k, v in data.items() if k != "acting_for" and k != "token_id"})
 
 
+def certificate_changed(s, entry) -> None:
+    """Called where PKI and ACME record a certificate change whose audit entry names its event
+    (`extra_data.event`): `certificate.issued`, `.renewed` or `.revoked`, in that transaction."""
+    event = entry.extra_data.get("event")
+    if entry.success and event in ("certificate.issued", "certificate.renewed", "certificate.revoked") \
+            and not entry.extra_data.get("already_revoked"):
+        data = {k: v for k, v in entry.extra_data.items() if k not in ("event", "acting_for", "token_id", "actor")}
+        emit(s, event, entry, data, entry.secret_path)
+
+
 def policy_violation(s, origin, path: str | None, error) -> None:
     """Called with a denial's audit entry, in its statement's session: `policy.violation`."""
     emit(s, "policy.violation", origin, {"code": error.code, "permission": PERMISSIONS.get(origin.action, origin.action),
