@@ -341,3 +341,18 @@ def test_certificate_issue_and_revoke_emit_certificate_events(callers, db, tenan
     assert [e["event_type"] for e in got] == ["certificate.issued", "certificate.revoked"]
     assert got[0]["data"]["certificate_id"] == issued["id"] and got[0]["path"] == issued["secret_path"]
     assert got[1]["data"]["reason"] == "superseded" and "key_pem" not in str(got)
+
+
+def test_certificate_expiring_fires_once_per_threshold(callers, db, tenant, rotation):
+    from tests.pki_support import make_hierarchy, pki_admin
+
+    pki = pki_admin(callers, tenant)
+    h = make_hierarchy(pki)
+    issued = pki.post(f"/v1/pki/issue/{h['role']['name']}", json={"common_name": "soon.internal", "ttl": "240h"}).get_json()
+    rotation.scan()                                   # 10 days left: the 30d threshold
+    rotation.scan()
+    CLOCK.advance(9 * 86400 + 3600)                   # under a day left: 1d (7d was crossed meanwhile)
+    rotation.scan()
+    got = [e for e in events_of(db, tenant, "certificate.expiring") if e["data"]["certificate_id"] == issued["id"]]
+    assert [e["data"]["threshold"] for e in got] == ["30d", "1d"]
+    assert got[0]["data"]["days_remaining"] == 10 and got[0]["path"] == issued["secret_path"]

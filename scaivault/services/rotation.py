@@ -521,7 +521,7 @@ class RotationService:
     def scan(self) -> dict:
         """One scheduler tick across all tenants, under the cross-instance advisory lock."""
         stats = {"locked": False, "warned": 0, "rotated": 0, "due": 0, "overdue": 0, "failed": 0, "grace_ended": 0,
-                 "expiring": 0, "expired": 0}
+                 "expiring": 0, "expired": 0, "certificates_expiring": 0}
         with self.db.session() as lock_session:
             if not lock_session.scalar("SELECT pg_try_advisory_lock(:k)", k=ADVISORY_LOCK_KEY):
                 return stats
@@ -529,6 +529,7 @@ class RotationService:
             try:
                 self._scan_rotations(stats)
                 self._scan_expiry(stats)
+                self._scan_certificates(stats)
             finally:
                 lock_session.scalar("SELECT pg_advisory_unlock(:k)", k=ADVISORY_LOCK_KEY)
         return stats
@@ -676,6 +677,38 @@ class RotationService:
                 return "none"
             emit(s, event, origin, data, r["path"])
         return "expired" if event == "secret.expired" else "expiring"
+
+
+    def _scan_certificates(self, stats: dict) -> None:
+        """`certificate.expiring` once per threshold (30d, 7d, 1d) for live, unrenewed certificates."""
+        if not self.db.scalar("SELECT to_regclass('pki_certificates') IS NOT NULL"):
+            return
+        now = self.clock.now()
+        thresholds = notify_before(None)
+        rows = self.db.query("""SELECT c.id, c.tenant_id, c.partner_id, c.serial_number, c.ca_id, c.not_after,
+                                       c.secret_path, c.common_name
+                                  FROM pki_certificates c
+                                 WHERE c.revoked_at IS NULL AND c.renewed_by IS NULL
+                                   AND c.not_after > :now AND c.not_after <= :horizon
+                                 ORDER BY c.not_after LIMIT :n""",
+                             now=now, horizon=now + timedelta(seconds=thresholds[0][1]), n=SCAN_BATCH)
+        for r in rows:
+            crossed = [(label, sec) for label, sec in thresholds if r["not_after"] - timedelta(seconds=sec) <= now]
+            with self.db.transaction() as s:
+                sent = {n["threshold"] for n in s.query(
+                    "SELECT threshold FROM certificate_expiry_notices WHERE certificate_id = :id", id=r["id"])}
+                fresh = [c for c in crossed if c[0] not in sent]
+                if not fresh:
+                    continue
+                label = min(fresh, key=lambda c: c[1])[0]     # only the nearest threshold is news
+                for c in crossed:
+                    s.execute("""INSERT INTO certificate_expiry_notices (certificate_id, threshold) VALUES (:id, :t)
+                                 ON CONFLICT DO NOTHING""", id=r["id"], t=c[0])
+                emit(s, "certificate.expiring", SystemOrigin(r["tenant_id"], r["partner_id"], SCHEDULER), {
+                    "certificate_id": r["id"], "serial_number": r["serial_number"], "ca_id": r["ca_id"],
+                    "common_name": r["common_name"], "expires_at": iso(r["not_after"]), "threshold": label,
+                    "days_remaining": round((r["not_after"] - now).total_seconds() / 86400)}, r["secret_path"])
+                stats["certificates_expiring"] += 1
 
 
 DEFAULT_NOTIFY_BEFORE = ("30d", "7d", "1d")
