@@ -22,6 +22,7 @@ EVENT_TYPES: tuple[str, ...] = (
     "policy.violation",
     "rotation.due", "rotation.overdue", "rotation.completed", "rotation.failed",
     "certificate.issued", "certificate.renewed", "certificate.revoked", "certificate.expiring",
+    "lease.created", "lease.renewed", "lease.revoked",
     "webhook.disabled", "webhook.test",
 )
 

@@ -101,6 +101,18 @@ def certificate_changed(s, entry) -> None:
         emit(s, event, entry, data, entry.secret_path)
 
 
+LEASE_EVENTS = {"dynamic_generate": "lease.created", "dynamic_renew": "lease.renewed", "dynamic_revoke": "lease.revoked"}
+
+
+def lease_changed(s, entry) -> None:
+    """Called where dynamic credentials record a lease change: `lease.created|renewed|revoked` (decided
+    names; spec/30 leaves them open) in the same transaction; a failed revocation emits nothing."""
+    event = LEASE_EVENTS.get(entry.action)
+    if event and entry.success:
+        data = {k: v for k, v in entry.extra_data.items() if k not in ("username", "acting_for", "token_id", "actor")}
+        emit(s, event, entry, data, entry.secret_path)
+
+
 def policy_violation(s, origin, path: str | None, error) -> None:
     """Called with a denial's audit entry, in its statement's session: `policy.violation`."""
     emit(s, "policy.violation", origin, {"code": error.code, "permission": PERMISSIONS.get(origin.action, origin.action),
