@@ -118,8 +118,13 @@ def main() -> int:
 
         def subscriber():
             while not stop.is_set():
-                got = subs.poll(scope, row, timeout=5, since_event_id=None, max_events=1000,
-                                can_read=lambda p: True, audit=audit)
+                try:
+                    got = subs.poll(scope, row, timeout=5, since_event_id=None, max_events=1000,
+                                    can_read=lambda p: True, audit=audit)
+                except Exception:
+                    if stop.is_set():
+                        return
+                    raise
                 now = time.monotonic()
                 for e in got["events"]:
                     poll_arrivals.setdefault((e["path"], e["data"].get("version") or e["data"]["new_version"]), now)

@@ -210,8 +210,10 @@ class DeliveryWorker:
                                              "attempt": d["attempts"], "response_code": outcome.status,
                                              **({"error": outcome.error} if outcome.error else {})}))
             if outcome.ok:
+                # only a recovering webhook's row is written: every success rewriting it would make
+                # concurrent deliveries of one webhook queue on its row lock
                 s.execute("""UPDATE webhooks SET consecutive_failures = 0, failing_since = NULL, status = 'healthy'
-                              WHERE id = :id AND status <> 'disabled'""", id=hook["id"])
+                              WHERE id = :id AND status = 'failing'""", id=hook["id"])
             elif count_failure:
                 self._count_failure(s, hook, now)
 
