@@ -34,6 +34,7 @@ DEFAULT_GRACE = "48h"
 RETRY_BASE_SECONDS = 300              # a failed auto-rotation is retried after 5 min, 10, 20 ... up to 6 h
 RETRY_MAX_SECONDS = 6 * 3600
 SCAN_BATCH = 500
+DUE_LIMIT = 1000
 
 AuditFn = Callable[..., AuditEntry]
 
@@ -379,8 +380,10 @@ class RotationService:
                 WHERE st.tenant_id = :t AND s.deleted_at IS NULL AND p.is_active
                   AND (CAST(:policy AS text) IS NULL OR st.policy_id = :policy)
                   AND st.last_rotated_at + make_interval(secs => p.interval_seconds) <= :horizon
-                ORDER BY due_at, s.path LIMIT 1000""",
-            t=scope.tenant_id, policy=policy_id, horizon=now + timedelta(hours=within_hours))
+                ORDER BY due_at, s.path LIMIT :n""",
+            t=scope.tenant_id, policy=policy_id, horizon=now + timedelta(hours=within_hours), n=DUE_LIMIT + 1)
+        more = len(rows) > DUE_LIMIT
+        rows = rows[:DUE_LIMIT]
         items = []
         for r in rows:
             overdue = r["due_at"] <= now
@@ -390,7 +393,8 @@ class RotationService:
                           "due_at": iso(r["due_at"]), "last_rotated_at": iso(r["last_rotated_at"]),
                           "overdue": overdue, "auto_generate": r["auto_generate"],
                           "grace_ends_at": iso(r["due_at"] + timedelta(seconds=r["grace_seconds"]))})
-        return {"data": items, "cursor": None, "has_more": False}
+        # the soonest DUE_LIMIT only (has_more says there are more; narrow with within_hours or policy_id)
+        return {"data": items, "cursor": None, "has_more": more}
 
     # ---------------------------------------------------------------- rotating
     def rotate_now(self, scope: TenantScope, owner, policy_id: str, paths: list[str] | None, actor_audit: AuditFn) -> list[dict]:
