@@ -44,6 +44,7 @@ STATUS_BY_CODE: dict[str, int] = {
     "decryption_failed": 500,                     # a sealed value failed authentication (moved/tampered)
     "storage_unavailable": 503, "object_not_found": 404, "object_too_large": 413,
     "rotation_in_progress": 409,
+    "tenant_partner_unknown": 409,               # issue 9 F2: never seal under a guessed partner
     "audit_unavailable": 503,
     # lifecycle (issue 11)
     "invalid_webhook_url": 400, "webhook_not_found": 404, "subscription_not_found": 404,
