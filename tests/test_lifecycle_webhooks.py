@@ -326,3 +326,15 @@ def test_one_tenants_slow_receiver_never_holds_up_another_tenants_deliveries(app
     finally:
         slow.stop()
         fast.stop()
+
+
+def test_deliveries_need_no_redis(make_app, scaikey, receiver):
+    """The outbox and delivery rows are the queue: with Redis unreachable, events still arrive."""
+    app = make_app(**LOCAL, REDIS_URL="redis://127.0.0.1:1/0")
+    runtime = app.extensions["scaivault"]
+    admin = lifecycle_admin(Callers(scaikey, app.test_client()), new_tenant())
+    make_hook(admin, receiver.url)
+    assert admin.put("/v1/secrets/noredis/a", json={"data": {"v": "1"}}).status_code == 201
+    pump(runtime).run_once()
+    assert receiver.wait_for(1)
+    assert_signed(receiver.requests[0], [SECRET])
