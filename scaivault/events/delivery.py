@@ -9,7 +9,6 @@ Network calls run in a small thread pool (greenlets under gevent) with no lock h
 """
 from __future__ import annotations
 
-import json
 import logging
 import random
 import threading
@@ -233,7 +232,3 @@ class DeliveryWorker:
                   "consecutive_failures": row["consecutive_failures"],
                   "failing_since": row["failing_since"].astimezone(timezone.utc).isoformat().replace("+00:00", "Z")})
             log.warning("webhook disabled after sustained failures", extra={"webhook_id": hook["id"]})
-
-
-def event_body(row: dict) -> dict:
-    return json.loads(row["body"])

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import random
 from datetime import datetime, timedelta
 from typing import Any, Callable
 
@@ -620,7 +619,7 @@ class RotationService:
     def _end_grace(self, owner, r: dict, audit: AuditFn, now: datetime) -> None:
         """The superseded version's grace is over: destroy it (reads answer 410 version_destroyed)."""
         with self.db.transaction() as s:
-            s.one(f"SELECT id FROM secrets s WHERE s.id = :id FOR UPDATE", id=r["secret_id"])
+            s.one("SELECT id FROM secrets s WHERE s.id = :id FOR UPDATE", id=r["secret_id"])
             st = s.one("SELECT grace_version, grace_ends_at FROM rotation_state WHERE secret_id = :id FOR UPDATE",
                        id=r["secret_id"])
             if st is None or st["grace_version"] is None or st["grace_ends_at"] > now:
@@ -728,7 +727,3 @@ def notify_before(metadata: dict | None) -> list[tuple[str, int]]:
     if not parsed:
         parsed = parse_warn_before(list(DEFAULT_NOTIFY_BEFORE))
     return [(w["label"], w["seconds"]) for w in parsed]
-
-
-def jitter(seconds: float) -> float:
-    return seconds * random.uniform(0.5, 1.0)
