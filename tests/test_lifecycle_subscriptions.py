@@ -215,3 +215,27 @@ def test_listing_needs_the_subscriptions_scope(callers, tenant):
     nobody = callers.user("noscope@x.example", tenant, scopes=("secrets:read",))
     resp = nobody.get("/v1/subscriptions")
     assert resp.status_code == 403 and error_code(resp) == "insufficient_scope"
+
+
+def test_a_push_subscription_whose_receiver_keeps_failing_is_disabled_and_revived_by_a_new_url(admin, reader, runtime):
+    dead, alive = WebhookReceiver().start(), WebhookReceiver().start()
+    dead.responses = [500]
+    try:
+        sub = reader.post("/v1/subscriptions", json={"name": "p", "paths": ["app/**"], "events": ["secret.created"],
+                                                     "delivery": {"type": "webhook", "url": dead.url, "secret": "q" * 32}})
+        sub = sub.get_json()
+        admin.put("/v1/secrets/app/dies", json={"data": {"v": "1"}})
+        p = EventPump(runtime, DeliveryPolicy(max_attempts=2, backoff_base=0.01, backoff_max=0.02,
+                                              disable_after_failures=2, disable_after_seconds=0))
+        for _ in range(20):
+            p.run_once()
+            time.sleep(0.03)
+        assert reader.get(f"/v1/subscriptions/{sub['id']}").get_json()["status"] == "disabled"
+        revived = reader.patch(f"/v1/subscriptions/{sub['id']}", json={"delivery": {"url": alive.url}})
+        assert revived.status_code == 200 and revived.get_json()["status"] == "active"
+        admin.put("/v1/secrets/app/lives", json={"data": {"v": "1"}})
+        p.run_once()
+        assert alive.wait_for(1) and json.loads(alive.requests[0]["body"])["path"] == "app/lives"
+    finally:
+        dead.stop()
+        alive.stop()

@@ -227,6 +227,9 @@ class DeliveryWorker:
                 and (now - row["failing_since"]).total_seconds() >= self.policy.disable_after_seconds):
             s.execute("""UPDATE webhooks SET enabled = false, status = 'disabled',
                                 disabled_reason = 'sustained delivery failure' WHERE id = :id""", id=hook["id"])
+            # a push subscription's channel: the subscription says so too (a PATCH of its delivery revives it)
+            s.execute("UPDATE subscriptions SET status = 'disabled', updated_at = now() WHERE webhook_id = :id",
+                      id=hook["id"])
             emit(s, "webhook.disabled", SystemOrigin(hook["tenant_id"], hook["partner_id"] or None, "webhook-delivery"),
                  {"webhook_id": hook["id"], "name": hook["name"], "reason": "sustained delivery failure",
                   "consecutive_failures": row["consecutive_failures"],

@@ -153,7 +153,7 @@ class SubscriptionService:
                     raise ValidationFailed({"delivery.buffer_size": f"must be between 1 and {MAX_BUFFER}"})
                 sets.append("buffer_size = :buf")
                 params["buf"] = buf
-        if not sets and not (delivery and row["webhook_id"]):
+        if not sets and not (delivery and row["webhook_id"] and {"url", "secret"} & set(delivery)):
             raise ValidationFailed({"body": "nothing to change"})
         with self.db.transaction() as s:
             if sets:
@@ -169,6 +169,9 @@ class SubscriptionService:
         from ..events.outbound import validate_webhook_url
 
         with self.db.transaction() as s:
+            s.execute("""UPDATE webhooks SET enabled = true, status = 'healthy', consecutive_failures = 0,
+                                failing_since = NULL, disabled_reason = NULL WHERE id = :id""", id=webhook_id)
+            s.execute("UPDATE subscriptions SET status = 'active' WHERE webhook_id = :id", id=webhook_id)
             if "url" in delivery:
                 validate_webhook_url(delivery["url"], self.webhooks.settings)
                 s.execute("UPDATE webhooks SET url = :u WHERE id = :id", u=delivery["url"], id=webhook_id)
