@@ -105,7 +105,7 @@ def test_failing_fields_get_422_with_the_fields_named(probe):
 
 def test_an_unexpected_exception_is_a_500_envelope_without_its_message(probe, capsys):
     response = probe.get("/v1/_probe/crash")
-    error = _envelope(response, 500, "internal_error")
+    _envelope(response, 500, "internal_error")
     assert "hunter2" not in response.get_data(as_text=True)
     assert "hunter2" not in capsys.readouterr().err
 

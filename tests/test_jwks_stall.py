@@ -97,7 +97,7 @@ def test_concurrent_logins_with_an_unknown_kid_share_one_fetch(make_app, standin
     assert max(seconds for _, seconds in results) < 2 * TIMEOUT + 1.0, results
     assert _jwks_requests(standin) == before + 1
     # a kid the process knows is unaffected by the stalled ScaiKey
-    known = jwt.encode({"iss": standin.issuer, "sub": "usr_kid_known", "tenant_id": "tnt_stall",
+    known = jwt.encode({"iss": standin.issuer, "aud": "scaivault", "sub": "usr_kid_known", "tenant_id": "tnt_stall",
                         "exp": int(time.time()) + 60}, old_key.private_key, algorithm="RS256",
                        headers={"kid": old_key.kid})
     began = time.perf_counter()

@@ -9,7 +9,7 @@ import secrets
 import pytest
 
 from scaivault.identity import store
-from tests.secrets_support import ADMIN_SCOPES, ALL_SECRET_SCOPES, HIGH_RATE_LIMITS, Callers, error_code, grant
+from tests.secrets_support import ALL_SECRET_SCOPES, HIGH_RATE_LIMITS, Callers, error_code, grant
 
 
 @pytest.fixture(scope="module")
