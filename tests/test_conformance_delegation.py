@@ -125,3 +125,18 @@ def test_the_reserved_prefix_cannot_hold_secrets(admin, path):
     assert resp.status_code == 400 and error_code(resp) == "invalid_path"
     assert "reserved" in resp.get_json()["error"]["message"]
     assert resp.get_json()["error"]["details"]["reason"] == "reserved_prefix"
+
+
+@pytest.mark.parametrize("url, scope, sys_path", [
+    ("/v1/webhooks", "admin", "sys/webhooks"),
+    ("/v1/rotation/policies", "admin", "sys/rotation"),
+    ("/v1/secret-policies", "admin", "sys/secret-policies"),
+    ("/v1/federation/backends", "federation:read", "sys/federation"),
+])
+def test_other_admin_families_delegate_on_their_sys_path(callers, admin, tenant, url, scope, sys_path):
+    name = "ops-" + sys_path.split("/")[1]
+    ops = callers.service(name, tenant, scopes=(scope,))
+    refused = ops.get(url)
+    assert refused.status_code == 403 and refused.get_json()["error"]["details"]["system_path"] == sys_path
+    grant(admin, f"sa:{name}", [{"path_pattern": sys_path, "permissions": ["read"]}])
+    assert ops.get(url).status_code == 200, ops.get(url).get_json()

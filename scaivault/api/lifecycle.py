@@ -1,7 +1,7 @@
 """/v1/secret-policies, /v1/rotation/* and the secret custom methods :generate and :rotate.
 
 Managing recipes and rotation policies needs the `admin` scope and an admin role over the
-tenant (`authorize=admin()`); `:generate` needs `secrets:write` plus a write grant on the path,
+tenant, or a policy granting the call on `sys/secret-policies` or `sys/rotation` (`admin(sys=...)`); `:generate` needs `secrets:write` plus a write grant on the path,
 `:rotate` and `POST .../rotate` need `secrets:rotate` plus a rotate grant on each path.
 """
 from __future__ import annotations
@@ -130,33 +130,33 @@ def _force() -> bool:
 
 # ------------------------------------------------------------------ secret policies
 @bp.get("/v1/secret-policies")
-@endpoint("policies", scope="admin", authorize=admin(), summary="List secret policies (value-generation recipes)",
+@endpoint("policies", scope="admin", authorize=admin(sys="sys/secret-policies"), summary="List secret policies (value-generation recipes)",
           query={"limit": "1..200 (default 50)", "cursor": "from the previous page"})
 def list_secret_policies():
     return jsonify(_policies().list(_scope(), request.args.get("limit"), request.args.get("cursor")))
 
 
 @bp.post("/v1/secret-policies")
-@endpoint("policies", scope="admin", authorize=admin(),
+@endpoint("policies", scope="admin", authorize=admin(sys="sys/secret-policies"),
           body=SecretPolicyBody, summary="Create a secret policy", status=201)
 def create_secret_policy():
     return jsonify(_policies().create(_scope(), _dump(g.body), g.identity.identity_id, entry_for_request)), 201
 
 
 @bp.get("/v1/secret-policies/<policy_id>")
-@endpoint("policies", scope="admin", authorize=admin(), summary="Get a secret policy")
+@endpoint("policies", scope="admin", authorize=admin(sys="sys/secret-policies"), summary="Get a secret policy")
 def get_secret_policy(policy_id: str):
     return jsonify(_policies().get(_scope(), policy_id))
 
 
 @bp.patch("/v1/secret-policies/<policy_id>")
-@endpoint("policies", scope="admin", authorize=admin(), body=SecretPolicyPatch, summary="Update a secret policy")
+@endpoint("policies", scope="admin", authorize=admin(sys="sys/secret-policies"), body=SecretPolicyPatch, summary="Update a secret policy")
 def patch_secret_policy(policy_id: str):
     return jsonify(_policies().update(_scope(), policy_id, _dump(g.body), entry_for_request))
 
 
 @bp.delete("/v1/secret-policies/<policy_id>")
-@endpoint("policies", scope="admin", authorize=admin(),
+@endpoint("policies", scope="admin", authorize=admin(sys="sys/secret-policies"),
           summary="Delete a secret policy (409 while rotation policies use it, unless ?force=true)",
           status=204, query={"force": "true: detach it from rotation policies and secrets first"})
 def delete_secret_policy(policy_id: str):
@@ -165,7 +165,7 @@ def delete_secret_policy(policy_id: str):
 
 
 @bp.post("/v1/secret-policies/<policy_id>/generate")
-@endpoint("policies", scope="admin", authorize=admin(), summary="Generate fresh values from a recipe (stores nothing)")
+@endpoint("policies", scope="admin", authorize=admin(sys="sys/secret-policies"), summary="Generate fresh values from a recipe (stores nothing)")
 def generate_preview(policy_id: str):
     return jsonify({"data": _policies().generate(_scope(), policy_id, entry_for_request)})
 
@@ -205,7 +205,7 @@ bp.add_url_rule("/v1/secrets/<path:path>:rotate", endpoint="rotate_secret", view
 
 # ------------------------------------------------------------------ rotation policies
 @bp.get("/v1/rotation/policies")
-@endpoint("policies", scope="admin", authorize=admin(), summary="List rotation policies",
+@endpoint("policies", scope="admin", authorize=admin(sys="sys/rotation"), summary="List rotation policies",
           query={"active_only": "true: only active ones", "limit": "1..200 (default 50)", "cursor": "from the previous page"})
 def list_rotation_policies():
     active = (request.args.get("active_only") or "").lower() in ("1", "true", "yes")
@@ -213,26 +213,26 @@ def list_rotation_policies():
 
 
 @bp.post("/v1/rotation/policies")
-@endpoint("policies", scope="admin", authorize=admin(),
+@endpoint("policies", scope="admin", authorize=admin(sys="sys/rotation"),
           body=RotationPolicyBody, summary="Create a rotation policy", status=201)
 def create_rotation_policy():
     return jsonify(_rotation().create(_scope(), _dump(g.body), g.identity.identity_id, entry_for_request)), 201
 
 
 @bp.get("/v1/rotation/policies/<policy_id>")
-@endpoint("policies", scope="admin", authorize=admin(), summary="Get a rotation policy")
+@endpoint("policies", scope="admin", authorize=admin(sys="sys/rotation"), summary="Get a rotation policy")
 def get_rotation_policy(policy_id: str):
     return jsonify(_rotation().get(_scope(), policy_id))
 
 
 @bp.patch("/v1/rotation/policies/<policy_id>")
-@endpoint("policies", scope="admin", authorize=admin(), body=RotationPolicyPatch, summary="Update a rotation policy")
+@endpoint("policies", scope="admin", authorize=admin(sys="sys/rotation"), body=RotationPolicyPatch, summary="Update a rotation policy")
 def patch_rotation_policy(policy_id: str):
     return jsonify(_rotation().update(_scope(), policy_id, _dump(g.body), entry_for_request))
 
 
 @bp.delete("/v1/rotation/policies/<policy_id>")
-@endpoint("policies", scope="admin", authorize=admin(),
+@endpoint("policies", scope="admin", authorize=admin(sys="sys/rotation"),
           summary="Delete a rotation policy; its secrets are detached", status=204)
 def delete_rotation_policy(policy_id: str):
     _rotation().delete(_scope(), policy_id, entry_for_request)
@@ -240,19 +240,19 @@ def delete_rotation_policy(policy_id: str):
 
 
 @bp.post("/v1/rotation/policies/<policy_id>/enable")
-@endpoint("policies", scope="admin", authorize=admin(), summary="Resume a paused rotation policy")
+@endpoint("policies", scope="admin", authorize=admin(sys="sys/rotation"), summary="Resume a paused rotation policy")
 def enable_rotation_policy(policy_id: str):
     return jsonify(_rotation().update(_scope(), policy_id, {}, entry_for_request, is_active=True))
 
 
 @bp.post("/v1/rotation/policies/<policy_id>/disable")
-@endpoint("policies", scope="admin", authorize=admin(), summary="Pause a rotation policy (secrets stay attached)")
+@endpoint("policies", scope="admin", authorize=admin(sys="sys/rotation"), summary="Pause a rotation policy (secrets stay attached)")
 def disable_rotation_policy(policy_id: str):
     return jsonify(_rotation().update(_scope(), policy_id, {}, entry_for_request, is_active=False))
 
 
 @bp.post("/v1/rotation/policies/<policy_id>/secrets")
-@endpoint("policies", scope="admin", authorize=admin(),
+@endpoint("policies", scope="admin", authorize=admin(sys="sys/rotation"),
           body=AttachBody, summary="Attach a secret to a rotation policy", status=201)
 def attach_secret(policy_id: str):
     path = g.body.secret_path
@@ -261,7 +261,7 @@ def attach_secret(policy_id: str):
 
 
 @bp.delete("/v1/rotation/policies/<policy_id>/secrets/<path:secret_path>")
-@endpoint("policies", scope="admin", authorize=admin(),
+@endpoint("policies", scope="admin", authorize=admin(sys="sys/rotation"),
           summary="Detach a secret (path URL-encoded or plain)", status=204)
 def detach_secret(policy_id: str, secret_path: str):
     validate_path(secret_path)
@@ -284,7 +284,7 @@ def rotate_policy(policy_id: str):
 
 
 @bp.get("/v1/rotation/policies/<policy_id>/history")
-@endpoint("audit:read", scope="audit:read", authorize=admin(), summary="Rotation history of a policy",
+@endpoint("audit:read", scope="audit:read", authorize=admin(sys="sys/rotation"), summary="Rotation history of a policy",
           query={"status": "success, failed or pending", "limit": "1..200", "cursor": "from the previous page"})
 def rotation_history(policy_id: str):
     args = request.args
@@ -304,14 +304,14 @@ def _due():
 
 
 @bp.get("/v1/rotation/due")
-@endpoint("policies", authorize=admin(), summary="Secrets due (and overdue) for rotation",
+@endpoint("policies", authorize=admin(sys="sys/rotation"), summary="Secrets due (and overdue) for rotation",
           query={"within_hours": "default 24", "include_overdue": "default true", "policy_id": "one policy only"})
 def rotation_due():
     return _due()
 
 
 @bp.get("/v1/rotation/pending")
-@endpoint("policies", authorize=admin(), summary="Deprecated alias of /v1/rotation/due")
+@endpoint("policies", authorize=admin(sys="sys/rotation"), summary="Deprecated alias of /v1/rotation/due")
 def rotation_pending():
     response = _due()
     response.headers["Deprecation"] = "true"

@@ -1,6 +1,6 @@
 """/v1/webhooks: signed outbound event deliveries (spec/30 section 5).
 
-Every endpoint needs the `admin` scope and an admin role over the tenant (`authorize=admin()`).
+Every endpoint needs the `admin` scope and an admin role over the tenant (`authorize=admin(sys="sys/webhooks")`: or a policy granting the call on `sys/webhooks`).
 """
 from __future__ import annotations
 
@@ -50,47 +50,47 @@ def _scope() -> TenantScope:
 
 
 @bp.get("/v1/webhooks")
-@endpoint("webhooks", scope="admin", authorize=admin(),
+@endpoint("webhooks", scope="admin", authorize=admin(sys="sys/webhooks"),
           summary="List webhooks", query={"limit": "1..200", "cursor": "from the previous page"})
 def list_webhooks():
     return jsonify(_service().list(_scope(), request.args.get("limit"), request.args.get("cursor")))
 
 
 @bp.post("/v1/webhooks")
-@endpoint("webhooks", scope="admin", authorize=admin(), body=WebhookBody, summary="Create a webhook", status=201)
+@endpoint("webhooks", scope="admin", authorize=admin(sys="sys/webhooks"), body=WebhookBody, summary="Create a webhook", status=201)
 def create_webhook():
     body = g.body.model_dump(exclude_unset=True)
     return jsonify(_service().create(_scope(), body, g.identity.identity_id, entry_for_request)), 201
 
 
 @bp.get("/v1/webhooks/<webhook_id>")
-@endpoint("webhooks", scope="admin", authorize=admin(), summary="Get a webhook with statistics and its last delivery")
+@endpoint("webhooks", scope="admin", authorize=admin(sys="sys/webhooks"), summary="Get a webhook with statistics and its last delivery")
 def get_webhook(webhook_id: str):
     return jsonify(_service().get(_scope(), webhook_id))
 
 
 @bp.patch("/v1/webhooks/<webhook_id>")
-@endpoint("webhooks", scope="admin", authorize=admin(),
+@endpoint("webhooks", scope="admin", authorize=admin(sys="sys/webhooks"),
           body=WebhookPatch, summary="Update a webhook; rotate its signing secret")
 def patch_webhook(webhook_id: str):
     return jsonify(_service().update(_scope(), webhook_id, g.body.model_dump(exclude_unset=True), entry_for_request))
 
 
 @bp.delete("/v1/webhooks/<webhook_id>")
-@endpoint("webhooks", scope="admin", authorize=admin(), summary="Delete a webhook", status=204)
+@endpoint("webhooks", scope="admin", authorize=admin(sys="sys/webhooks"), summary="Delete a webhook", status=204)
 def delete_webhook(webhook_id: str):
     _service().delete(_scope(), webhook_id, entry_for_request)
     return "", 204
 
 
 @bp.post("/v1/webhooks/<webhook_id>/test")
-@endpoint("webhooks", scope="admin", authorize=admin(), summary="Send a signed webhook.test event now")
+@endpoint("webhooks", scope="admin", authorize=admin(sys="sys/webhooks"), summary="Send a signed webhook.test event now")
 def test_webhook(webhook_id: str):
     return jsonify(_service().test(_scope(), webhook_id, g.identity.identity_id, g.get("request_id"), entry_for_request))
 
 
 @bp.get("/v1/webhooks/<webhook_id>/deliveries")
-@endpoint("webhooks", scope="admin", authorize=admin(), summary="The delivery log, newest first",
+@endpoint("webhooks", scope="admin", authorize=admin(sys="sys/webhooks"), summary="The delivery log, newest first",
           query={"status": "success, failed, pending or skipped", "limit": "1..200", "cursor": "from the previous page"})
 def list_deliveries(webhook_id: str):
     args = request.args
@@ -98,7 +98,7 @@ def list_deliveries(webhook_id: str):
 
 
 @bp.post("/v1/webhooks/<webhook_id>/deliveries/<delivery_id>/redeliver")
-@endpoint("webhooks", scope="admin", authorize=admin(),
+@endpoint("webhooks", scope="admin", authorize=admin(sys="sys/webhooks"),
           summary="Queue the delivery's event again (a new delivery, same event_id)",
           status=202)
 def redeliver(webhook_id: str, delivery_id: str):
