@@ -140,3 +140,12 @@ def test_other_admin_families_delegate_on_their_sys_path(callers, admin, tenant,
     assert refused.status_code == 403 and refused.get_json()["error"]["details"]["system_path"] == sys_path
     grant(admin, f"sa:{name}", [{"path_pattern": sys_path, "permissions": ["read"]}])
     assert ops.get(url).status_code == 200, ops.get(url).get_json()
+
+
+def test_bindings_accept_dynamic_engine_identities(admin):
+    """The dynamic-secrets tutorial binds a policy to `dynamic:<engine>`."""
+    pid = admin.post("/v1/policies", json={"name": "pg-root", "rules": [
+        {"path_pattern": "infra/pg/root", "permissions": ["read"]}]}).get_json()["id"]
+    bound = admin.post(f"/v1/policies/{pid}/bindings", json={"identity_type": "dynamic_engine",
+                                                              "identity_id": "dynamic:pg"})
+    assert bound.status_code == 201 and bound.get_json()["identity_id"] == "dynamic:pg"

@@ -84,3 +84,18 @@ def test_a_real_create_answer_feeds_its_links(app, scaikey, doc):
     link = next(iter(doc["paths"]["/v1/policies"]["post"]["responses"]["201"]["links"].values()))
     pointer = link["parameters"]["policy_id"].split("#/")[1]
     assert admin.get(f"/v1/policies/{created.get_json()[pointer]}").status_code == 200
+
+
+def test_body_constraints_the_server_enforces_are_declared(doc):
+    schemas = doc["components"]["schemas"]
+    policy = schemas["PolicyBody"]["properties"]
+    assert policy["rules"]["minItems"] == 1 and policy["name"]["maxLength"] == 128
+    rule = schemas["RuleBody"]["properties"]
+    assert rule["permissions"]["minItems"] == 1 and "admin" in rule["permissions"]["items"]["enum"]
+    assert re.fullmatch(rule["path_pattern"]["pattern"], "environments/prod/**")
+    binding = schemas["BindingBody"]["properties"]
+    assert "dynamic_engine" in binding["identity_type"]["enum"]
+    assert re.fullmatch(binding["identity_id"]["pattern"], "dynamic:pg")
+    assert not re.fullmatch(binding["identity_id"]["pattern"], "robot:x")
+    options = schemas["WriteOptions"]["properties"]["expires_in"]
+    assert any(re.fullmatch(alt.get("pattern", "^$"), "90d") for alt in [options, *options.get("anyOf", [])])

@@ -18,6 +18,7 @@ from ..inputs import UtcTimestamp
 from ..policy.access import PARTNER_DEFAULT, request_context
 from ..policy.engine import compile_policies
 from ..policy.paths import validate_path
+from ..policy.rules import MAX_RULES, PERMISSIONS
 from ..policy.rules import RequestContext
 from ..services.policies import PolicyOwner, PolicyService
 from .auditing import entry_for_request, record_read
@@ -30,11 +31,17 @@ SYS_POLICIES = "sys/policies"     # a policy granting read/write/delete here del
 
 
 # ------------------------------------------------------------------ bodies
+# declared in the document (issue 16), enforced by the policy service with its own codes (invalid_policy, invalid_glob)
+GLOB_PATTERN = r"^(\*\*|[a-z0-9_?*-]+)(/(\*\*|[a-z0-9_?*-]+)){0,9}$"
+NAME_SCHEMA = {"minLength": 1, "maxLength": 128, "pattern": r"\S"}
 class RuleBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    path_pattern: str = Field(description="glob: * one segment (or part of one), ** any depth, ? one character")
-    permissions: list[str] = Field(description="read, write, delete, list, rotate, admin (admin = all)")
-    effect: str | None = Field(default=None, description="allow (default) or deny; a matching deny always wins")
+    path_pattern: str = Field(description="glob: * one segment (or part of one), ** any depth, ? one character",
+                              json_schema_extra={"pattern": GLOB_PATTERN, "maxLength": 512})
+    permissions: list[str] = Field(description="read, write, delete, list, rotate, admin (admin = all)",
+                                   json_schema_extra={"minItems": 1, "items": {"enum": list(PERMISSIONS)}})
+    effect: str | None = Field(default=None, description="allow (default) or deny; a matching deny always wins",
+                               json_schema_extra={"enum": ["allow", "deny", None]})
     conditions: dict[str, Any] | None = Field(
         default=None, description="ip_ranges (CIDRs), require_mfa, mfa_max_age, time_window {days, start, end, timezone}")
     description: str | None = None
@@ -42,25 +49,27 @@ class RuleBody(BaseModel):
 
 class PolicyBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    name: str
-    description: str | None = None
-    rules: list[RuleBody]
+    name: str = Field(json_schema_extra=NAME_SCHEMA)
+    description: str | None = Field(default=None, json_schema_extra={"maxLength": 2000})
+    rules: list[RuleBody] = Field(json_schema_extra={"minItems": 1, "maxItems": MAX_RULES})
     scope: Literal["tenant", "partner"] | None = None
     is_active: bool | None = None
 
 
 class PolicyPatchBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    name: str | None = None
-    description: str | None = None
-    rules: list[RuleBody] | None = None
+    name: str | None = Field(default=None, json_schema_extra=NAME_SCHEMA)
+    description: str | None = Field(default=None, json_schema_extra={"maxLength": 2000})
+    rules: list[RuleBody] | None = Field(default=None, json_schema_extra={"minItems": 1, "maxItems": MAX_RULES})
     is_active: bool | None = None
 
 
 class BindingBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    identity_type: str = Field(description="user, service_account, group or dynamic_engine")
-    identity_id: str = Field(description="user:<email>, sa:<name> or group:<name>")
+    identity_type: str = Field(description="user, service_account, group or dynamic_engine",
+                               json_schema_extra={"enum": ["user", "service_account", "group", "dynamic_engine"]})
+    identity_id: str = Field(description="user:<email>, sa:<name>, group:<name> or dynamic:<engine> (matching identity_type)",
+                             json_schema_extra={"pattern": r"^(user|sa|group|dynamic):[^\u0000]+$", "maxLength": 320})
     expires_at: UtcTimestamp | None = Field(default=None, description="the binding lapses at this time")
 
 

@@ -37,7 +37,8 @@ class WriteOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
     max_versions: int | None = Field(default=None, ge=1, le=MAX_VERSIONS_LIMIT,
                                      description="versions kept; older ones are pruned on write")
-    expires_in: str | None = Field(default=None, description="duration such as 24h or 90d; sets expires_at")
+    expires_in: str | None = Field(default=None, description="duration such as 24h or 90d; sets expires_at",
+                                   json_schema_extra={"pattern": r"^[1-9][0-9]{0,5}[smhdw]$"})
     rotation_policy_id: str | None = Field(default=None, max_length=128, pattern=r"^[A-Za-z0-9_.:-]+$")
     cas: int | None = Field(default=None, ge=0, le=inputs.PG_INT_MAX, description="check-and-set: 0 = create only, N = only if current is N")
 
