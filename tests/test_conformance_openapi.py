@@ -99,3 +99,15 @@ def test_body_constraints_the_server_enforces_are_declared(doc):
     assert not re.fullmatch(binding["identity_id"]["pattern"], "robot:x")
     options = schemas["WriteOptions"]["properties"]["expires_in"]
     assert any(re.fullmatch(alt.get("pattern", "^$"), "90d") for alt in [options, *options.get("anyOf", [])])
+
+
+@pytest.mark.parametrize("method, url, allowed", [
+    ("PUT", "/v1/secrets/app/db:metadata", {"GET", "HEAD", "OPTIONS", "PATCH"}),
+    ("DELETE", "/v1/secrets/app/db:versions", {"GET", "HEAD", "OPTIONS"}),
+    ("PUT", "/v1/partner/secrets/app/db:restore", {"POST", "OPTIONS"}),
+])
+def test_an_undeclared_method_on_a_colon_route_is_405_with_its_allow(app, scaikey, method, url, allowed):
+    admin = Callers(scaikey, app.test_client()).admin(new_tenant())
+    resp = admin.call(method, url, json={"data": {}})
+    assert resp.status_code == 405 and resp.get_json()["error"]["code"] == "method_not_allowed"
+    assert set(resp.headers["Allow"].replace(" ", "").split(",")) == allowed

@@ -131,6 +131,7 @@ def require_permission(path, permission_name: str, partner: bool = False) -> Non
     Also what a view hands a service for a second permission the operation turns out to need
     (a write that lowers retention needs `delete` as well: issue 9, F11).
     """
+    _refuse_colon_method(path)
     validate_path(path)
     if permission_name == "write":
         refuse_system_path(path)     # sys/ names administrative resources, never secrets (issue 16)
@@ -139,6 +140,20 @@ def require_permission(path, permission_name: str, partner: bool = False) -> Non
                                        request_context(identity, request.remote_addr), partner_secret=partner)
     if not decision.allowed:
         raise decision.error(path)
+
+
+def _refuse_colon_method(path) -> None:
+    """`PUT {path}:metadata` is a method the custom-method route lacks (405 with its Allow), not a bad path."""
+    if not isinstance(path, str) or ":" not in path:
+        return
+    verb = path.rsplit(":", 1)[1]
+    from flask import current_app
+
+    allowed = sorted({m for rule in current_app.url_map.iter_rules() if rule.rule.endswith(">:" + verb)
+                      for m in (rule.methods or ())})
+    if allowed:
+        raise ScaiVaultError("method_not_allowed", f"{request.method} is not allowed on :{verb}",
+                             headers={"Allow": ", ".join(allowed)}, details={"allowed": allowed})
 
 
 def admin_allows(level: str) -> bool:

@@ -237,8 +237,8 @@ def build_document(app: Flask) -> dict:
             error_statuses += ["400", "422"]
         if body is not None:
             error_statuses += ["413", "415"]
-        if path_params:
-            error_statuses += ["404"]
+        if path_params or authenticated:
+            error_statuses += ["404"]      # also tenant_not_found for any tenant-scoped call
         if method in ("put", "post", "patch", "delete") and authenticated:
             error_statuses += ["409"]
         if category is not None:
