@@ -26,7 +26,7 @@ from .errors import ScaiVaultError
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
-MAX_CURSOR_LENGTH = inputs.MAX_CURSOR_LENGTH
+MAX_CURSOR_LENGTH = 1024          # ours are far shorter; longer ones are refused before any work
 SYSTEM_KEY_OWNER = "~system"      # pseudo-partner whose master key signs cursors (never a real partner id)
 _MAC_BYTES = 16
 

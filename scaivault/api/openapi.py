@@ -71,9 +71,9 @@ QUERY_SCHEMAS: dict[str, dict] = {
     "page": {"type": "integer", "minimum": 1, "maximum": 1000000},
     "page_size": {"type": "integer", "minimum": 1, "maximum": 500},
     "version": {"type": "integer", "minimum": 1, "maximum": 2147483647},
-    "cursor": {"type": "string", "pattern": r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]{22}$", "maxLength": 4096,
+    "cursor": {"type": "string", "pattern": r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]{22}$", "maxLength": 1024,
                "description": "opaque and signed: pass the previous page's `cursor` unchanged (else 400 invalid_cursor)"},
-    "partner_cursor": {"type": "string", "pattern": r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]{22}$", "maxLength": 4096},
+    "partner_cursor": {"type": "string", "pattern": r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]{22}$", "maxLength": 1024},
     "prefix": {"type": "string", "pattern": r"^([a-z0-9_-]+/){0,9}[a-z0-9_-]{0,64}$", "maxLength": 512},
     "delimiter": {"type": "string", "enum": ["/"]},
     "scope": {"type": "string", "enum": ["tenant", "partner"]},
@@ -148,7 +148,7 @@ def _openapi_path(rule: str) -> tuple[str, list[dict]]:
     def sub(m: re.Match) -> str:
         conv, name = m.group("conv"), m.group("name")
         schema = dict(_CONVERTER_TYPES.get(conv or "") or PATH_SCHEMAS.get(name) or
-                      {"type": "string", "minLength": 1, "maxLength": 256, "pattern": r"^[^\u0000/]+$"})
+                      {"type": "string", "minLength": 1, "pattern": r"^[^\u0000/]+$"})
         param = {"name": name, "in": "path", "required": True, "schema": schema}
         if conv == "path":
             param["description"] = "may contain '/' (a multi-segment path, sent as-is)"

@@ -22,7 +22,7 @@ from ..policy.rules import MAX_RULES, PERMISSIONS
 from ..policy.rules import RequestContext
 from ..services.policies import PolicyOwner, PolicyService
 from .auditing import entry_for_request, record_read
-from .http import runtime
+from .http import bool_arg, runtime
 from .authorization import admin, identity_only
 from .pipeline import endpoint
 
@@ -203,7 +203,7 @@ def _dump(model: BaseModel) -> dict:
           authorize=admin(sys=SYS_POLICIES))
 def list_policies():
     args = request.args
-    include_inactive = (args.get("include_inactive") or "").lower() in ("1", "true", "yes")
+    include_inactive = bool_arg("include_inactive")
     listing = _service().list(_owner(), scope=args.get("scope"), include_inactive=include_inactive,
                               limit=args.get("limit"), cursor=args.get("cursor"))
     _audit_read({"endpoint": "list", "count": len(listing["policies"])})
@@ -258,7 +258,7 @@ def patch_policy(policy_id: str):
           query={"force": "true: remove the bindings too"},
           authorize=admin(sys=SYS_POLICIES))
 def delete_policy(policy_id: str):
-    force = (request.args.get("force") or "").lower() in ("1", "true", "yes")
+    force = bool_arg("force")
     return jsonify(_service().delete(_owner(), policy_id, force, entry_for_request, _may_change))
 
 
