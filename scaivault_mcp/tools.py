@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from scaivault_sdk import ScaiVaultClient
 from scaivault_sdk.models import SecretType
 
-from .controls import Refused, SafetyControls
+from .controls import MASK, Refused, SafetyControls
 
 Handler = Callable[[ScaiVaultClient, SafetyControls, Any], Awaitable[Any]]
 
@@ -333,3 +333,85 @@ async def query_audit_logs(client, controls, args: AuditArgs):
 async def whoami(client, controls, args: NoArgs):
     """The identity, tenant, scopes and roles this MCP server acts as, and its safety controls."""
     return {**dump(await client.auth.whoami()), "mcp_controls": controls.describe()}
+
+
+# ------------------------------------------------------------------ dynamic credentials
+class EngineArgs(Args):
+    engine: str = Field(min_length=1, max_length=128)
+
+
+class CredsArgs(EngineArgs):
+    role: str = Field(min_length=1, max_length=128)
+    ttl: str | None = Field(default=None, description="lease TTL such as 15m; capped by the role's max_ttl")
+
+
+class LeaseListArgs(Args):
+    engine: str | None = None
+    role: str | None = None
+    state: Literal["active", "revoke_failed", "revoked", "live"] | None = None
+    limit: int = Field(default=100, ge=1, le=1000)
+
+
+class LeaseArgs(Args):
+    lease_id: str = Field(min_length=1, max_length=512, description="<engine>/<role>/<id>")
+
+
+class RenewArgs(LeaseArgs):
+    increment: str | None = Field(default=None, description="extend to now + increment, e.g. 30m")
+
+
+def _dynamic_path(controls: SafetyControls, engine: str, role: str | None = None) -> str:
+    """Dynamic credentials are governed on `dynamic/<engine>/<role>`, as in the server's policies."""
+    return controls.check_path("/".join(p for p in ("dynamic", engine, role) if p))
+
+
+def _lease_path(controls: SafetyControls, lease_id: str) -> None:
+    engine, _, rest = lease_id.partition("/")
+    _dynamic_path(controls, engine, rest.partition("/")[0] or None)
+
+
+@tool("generate_dynamic_credentials", CredsArgs, writes=True)
+async def generate_dynamic_credentials(client, controls, args: CredsArgs):
+    """Create a database user for ENGINE/ROLE under a lease (the password may be masked by SCAIVAULT_MASK_VALUES)."""
+    _dynamic_path(controls, args.engine, args.role)
+    creds = dump(await client.dynamic.generate(args.engine, args.role, ttl=args.ttl))
+    if controls.mask_values:       # the user name stays, so the lease can be recognised and revoked
+        creds["data"] = {k: v if k == "username" else MASK for k, v in creds["data"].items()}
+    return creds
+
+
+@tool("list_dynamic_engines", NoArgs)
+async def list_dynamic_engines(client, controls, args: NoArgs):
+    """Database engines the token may list (never root credentials)."""
+    engines = await client.dynamic.list_engines()
+    return {"engines": dump([e for e in engines if _folder_visible(controls, f"dynamic/{e.name}")])}
+
+
+@tool("list_dynamic_roles", EngineArgs)
+async def list_dynamic_roles(client, controls, args: EngineArgs):
+    """Roles of an engine (their SQL statements and TTLs)."""
+    controls.check_listing(f"dynamic/{args.engine}")
+    roles = await client.dynamic.list_roles(args.engine)
+    return {"roles": dump([r for r in roles if controls.permits(f"dynamic/{args.engine}/{r.name}")])}
+
+
+@tool("list_leases", LeaseListArgs)
+async def list_leases(client, controls, args: LeaseListArgs):
+    """Leases of generated credentials: the token's own and those of roles it may list (never passwords)."""
+    leases = [x async for x in client.leases.list(engine=args.engine, role=args.role, state=args.state,
+                                                   max_items=args.limit)]
+    return {"leases": dump([x for x in leases if controls.permits(f"dynamic/{x.engine}/{x.role}")])}
+
+
+@tool("renew_lease", RenewArgs, writes=True)
+async def renew_lease(client, controls, args: RenewArgs):
+    """Extend a lease (capped by its max TTL)."""
+    _lease_path(controls, args.lease_id)
+    return dump(await client.leases.renew(args.lease_id, increment=args.increment))
+
+
+@tool("revoke_lease", LeaseArgs, writes=True)
+async def revoke_lease(client, controls, args: LeaseArgs):
+    """Revoke a lease now: the database user is dropped."""
+    _lease_path(controls, args.lease_id)
+    return dump(await client.leases.revoke(args.lease_id))

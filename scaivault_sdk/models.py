@@ -251,3 +251,62 @@ class AuditExport(Model):
     completed_at: str | None = None
     error: str | None = None
     manifest: list[dict[str, Any]] | None = Field(default=None, description="the files, once completed")
+
+
+class DynamicEngine(Model):
+    name: str
+    type: str = "database"
+    config: dict[str, Any] = Field(default_factory=dict)
+    default_ttl: int | str | None = None
+    max_ttl: int | str | None = None
+    health: str | None = None
+    root_rotated_at: str | None = None
+    created_at: str | None = None
+    updated_at: str | None = None
+
+
+class DynamicRole(Model):
+    engine: str
+    name: str
+    creation_statements: list[str] = Field(default_factory=list)
+    revocation_statements: list[str] | None = None
+    renew_statements: list[str] | None = None
+    default_ttl: int | str | None = None
+    max_ttl: int | str | None = None
+    created_at: str | None = None
+    updated_at: str | None = None
+
+
+class DynamicCredentials(Model):
+    """A generated credential: `data` holds username and password; keep `lease_id` to renew or revoke."""
+
+    lease_id: str
+    lease_duration: int
+    renewable: bool
+    expires_at: str
+    data: dict[str, Any]
+
+
+class Lease(Model):
+    lease_id: str
+    engine: str
+    role: str
+    identity_id: str | None = None
+    username: str | None = None
+    state: str
+    renewable: bool = False
+    issued_at: str | None = None
+    expires_at: str | None = None
+    max_expires_at: str | None = None
+    renewed_at: str | None = None
+    ttl: int = 0
+    revoked_at: str | None = None
+    revoke_attempts: int = 0
+    last_error: str | None = None
+    next_attempt_at: str | None = None
+
+
+class LeasePage(Model):
+    leases: list[Lease]
+    cursor: str | None = None
+    has_more: bool = False

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import functools
 from typing import Any, Callable, Iterable
+from urllib.parse import quote
 
 from pydantic import BaseModel
 
 from . import models as m
-from .calls import Call, drop_none, secret_url
+from .calls import Call, checked_path, drop_none, secret_url
 
 
 def parser(model: type[BaseModel]) -> Callable:
@@ -298,6 +299,109 @@ class AuditAPI(Namespace):
         return Call("GET", f"/v1/audit/exports/{_segment(export_id)}/files/{int(number)}", _bytes)
 
 
+class DynamicAPI(Namespace):
+    """client.dynamic: database engines, their roles, and credentials generated under a lease."""
+
+    @operation
+    def list_engines(self) -> Call[list[m.DynamicEngine]]:
+        return Call("GET", "/v1/dynamic/engines",
+                    lambda r: [m.DynamicEngine.model_validate(e) for e in r.json()["engines"]])
+
+    @operation
+    def get_engine(self, name: str) -> Call[m.DynamicEngine]:
+        return Call("GET", f"/v1/dynamic/engines/{_segment(name)}", parser(m.DynamicEngine))
+
+    @operation
+    def create_engine(self, name: str, *, plugin: str, connection_url: str, root_credentials_path: str,
+                      type: str = "database", default_ttl: str | int | None = None,
+                      max_ttl: str | int | None = None) -> Call[m.DynamicEngine]:
+        """The server reads the root credentials secret (the caller needs read on it) and tests the connection."""
+        body = drop_none({"name": name, "type": type, "default_ttl": default_ttl, "max_ttl": max_ttl,
+                          "config": {"plugin": plugin, "connection_url": connection_url,
+                                     "root_credentials_path": root_credentials_path}})
+        return Call("POST", "/v1/dynamic/engines", parser(m.DynamicEngine), json=body)
+
+    @operation
+    def update_engine(self, name: str, *, config: dict[str, Any] | None = None, default_ttl: str | int | None = None,
+                      max_ttl: str | int | None = None) -> Call[m.DynamicEngine]:
+        body = drop_none({"config": config, "default_ttl": default_ttl, "max_ttl": max_ttl})
+        return Call("PATCH", f"/v1/dynamic/engines/{_segment(name)}", parser(m.DynamicEngine), json=body,
+                    idempotent=True)
+
+    @operation
+    def delete_engine(self, name: str, *, force: bool = False) -> Call[dict]:
+        return Call("DELETE", f"/v1/dynamic/engines/{_segment(name)}", _json,
+                    params={"force": "true" if force else None}, idempotent=False)
+
+    @operation
+    def engine_health(self, name: str) -> Call[dict]:
+        return Call("GET", f"/v1/dynamic/engines/{_segment(name)}/health", _json)
+
+    @operation
+    def rotate_root(self, name: str) -> Call[dict]:
+        return Call("POST", f"/v1/dynamic/engines/{_segment(name)}/rotate-root", _json)
+
+    @operation
+    def list_roles(self, engine: str) -> Call[list[m.DynamicRole]]:
+        return Call("GET", f"/v1/dynamic/engines/{_segment(engine)}/roles",
+                    lambda r: [m.DynamicRole.model_validate(x) for x in r.json()["roles"]])
+
+    @operation
+    def get_role(self, engine: str, role: str) -> Call[m.DynamicRole]:
+        return Call("GET", f"/v1/dynamic/engines/{_segment(engine)}/roles/{_segment(role)}", parser(m.DynamicRole))
+
+    @operation
+    def put_role(self, engine: str, role: str, creation_statements: list[str], *,
+                 revocation_statements: list[str] | None = None, renew_statements: list[str] | None = None,
+                 default_ttl: str | int | None = None, max_ttl: str | int | None = None) -> Call[m.DynamicRole]:
+        """Create or replace a role (a replace is idempotent)."""
+        body = drop_none({"creation_statements": list(creation_statements),
+                          "revocation_statements": revocation_statements, "renew_statements": renew_statements,
+                          "default_ttl": default_ttl, "max_ttl": max_ttl})
+        return Call("PUT", f"/v1/dynamic/engines/{_segment(engine)}/roles/{_segment(role)}", parser(m.DynamicRole),
+                    json=body, idempotent=True)
+
+    @operation
+    def delete_role(self, engine: str, role: str) -> Call[dict]:
+        return Call("DELETE", f"/v1/dynamic/engines/{_segment(engine)}/roles/{_segment(role)}", _json,
+                    idempotent=False)
+
+    @operation
+    def generate(self, engine: str, role: str, *, ttl: str | int | None = None) -> Call[m.DynamicCredentials]:
+        """A new database user under a lease. Never repeated after a broken connection (it may exist already)."""
+        return Call("POST", f"/v1/dynamic/engines/{_segment(engine)}/creds/{_segment(role)}",
+                    parser(m.DynamicCredentials), json=drop_none({"ttl": ttl}), idempotent=False)
+
+
+class LeasesAPI(Namespace):
+    """client.leases: list, read, renew and revoke dynamic-credential leases."""
+
+    @paginated("leases")
+    def list(self, *, engine: str | None = None, role: str | None = None, identity: str | None = None,
+             state: str | None = None, page_size: int | None = None):
+        params = {"engine": engine, "role": role, "identity": identity, "state": state, "limit": page_size}
+        return lambda cursor: Call("GET", "/v1/leases", parser(m.LeasePage), params={**params, "cursor": cursor})
+
+    @operation
+    def get(self, lease_id: str) -> Call[m.Lease]:
+        return Call("GET", f"/v1/leases/{_lease(lease_id)}", parser(m.Lease))
+
+    @operation
+    def renew(self, lease_id: str, *, increment: str | int | None = None) -> Call[m.Lease]:
+        """Extend to now + increment (capped by the lease's max TTL); repeating it lands in the same place."""
+        return Call("POST", f"/v1/leases/{_lease(lease_id)}/renew", parser(m.Lease),
+                    json=drop_none({"increment": increment}), idempotent=True)
+
+    @operation
+    def revoke(self, lease_id: str) -> Call[m.Lease]:
+        """Revoke now; state `revoked`, or `revoke_failed` with a retry queued by the server."""
+        return Call("POST", f"/v1/leases/{_lease(lease_id)}/revoke", parser(m.Lease), idempotent=True)
+
+    @operation
+    def revoke_prefix(self, prefix: str) -> Call[dict]:
+        return Call("POST", "/v1/leases/revoke-prefix", _json, json={"prefix": prefix}, idempotent=True)
+
+
 class SystemAPI(Namespace):
     @operation
     def health(self) -> Call[dict]:
@@ -309,9 +413,12 @@ class SystemAPI(Namespace):
 
 
 def _segment(value: str) -> str:
-    from urllib.parse import quote
-
     return quote(str(value), safe="")
+
+
+def _lease(lease_id: str) -> str:
+    """Lease ids are `<engine>/<role>/<id>`: each segment encoded, dot segments refused (see checked_path)."""
+    return quote(checked_path(lease_id), safe="/")
 
 
 def _rules(rules: list[dict[str, Any] | m.PolicyRule]) -> list[dict[str, Any]]:

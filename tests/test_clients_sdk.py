@@ -3,7 +3,6 @@ scenarios; retries of a real 429 and a real 503; client credentials against the 
 from __future__ import annotations
 
 import asyncio
-import inspect
 import secrets as pyrandom
 
 import pg8000.native
@@ -14,42 +13,10 @@ from scaivault_sdk import (AuthenticationError, AuthorizationError, ConflictErro
                            RetryPolicy, ScaiVaultClient, ScaiVaultConnectionError, ServiceUnavailableError,
                            SyncScaiVaultClient, ValidationError)
 from scaivault_sdk.models import Secret, SecretType
-from tests.clients_support import admin_token, new_tenant, serve, user_token, vault  # noqa: F401
+from tests.clients_support import FAST, Both, admin_token, new_tenant, serve, user_token, vault  # noqa: F401
 from tests.foundation_support import free_port
 
 pytestmark = pytest.mark.slow
-
-FAST = RetryPolicy(max_retries=3, backoff_base=0.05, backoff_max=0.2, max_wait=5)
-
-
-class Both:
-    """Runs one scenario with either client: `run(lambda c: c.secrets.read(...))` awaits when async."""
-
-    def __init__(self, kind: str, url: str, token: str, **kwargs):
-        self.kind = kind
-        if kind == "sync":
-            self.client = SyncScaiVaultClient(url, token, retry=kwargs.pop("retry", FAST), **kwargs)
-        else:
-            self.client = ScaiVaultClient(url, token, retry=kwargs.pop("retry", FAST), **kwargs)
-            self.loop = asyncio.new_event_loop()
-
-    def run(self, fn):
-        result = fn(self.client)
-        if self.kind == "async":
-            if inspect.isasyncgen(result):
-                async def collect():
-                    return [item async for item in result]
-                return self.loop.run_until_complete(collect())
-            return self.loop.run_until_complete(result)
-        return list(result) if inspect.isgenerator(result) else result
-
-    def close(self):
-        if self.kind == "sync":
-            self.client.close()
-        else:
-            self.loop.run_until_complete(self.client.aclose())
-            self.loop.close()
-
 
 @pytest.fixture(params=["sync", "async"])
 def make(request, vault):
