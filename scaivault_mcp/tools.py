@@ -415,3 +415,65 @@ async def revoke_lease(client, controls, args: LeaseArgs):
     """Revoke a lease now: the database user is dropped."""
     _lease_path(controls, args.lease_id)
     return dump(await client.leases.revoke(args.lease_id))
+
+
+# ------------------------------------------------------------------ certificates
+class IssueArgs(Args):
+    role: str = Field(min_length=1, max_length=64, description="PKI role")
+    common_name: str | None = Field(default=None, max_length=253)
+    alt_names: list[str] = Field(default_factory=list, max_length=100)
+    ttl: str | None = Field(default=None, description="such as 720h; capped by the role")
+
+
+class CertListArgs(Args):
+    expiring_within: str | None = Field(default=None, description="such as 30d")
+    include_revoked: bool = False
+    limit: int = Field(default=100, ge=1, le=1000)
+
+
+class CertArgs(Args):
+    certificate_id: str = Field(min_length=1, max_length=64)
+
+
+class CertRevokeArgs(CertArgs):
+    reason: str | None = Field(default=None, description="key_compromise, superseded, ...")
+
+
+@tool("issue_certificate", IssueArgs, writes=True)
+async def issue_certificate(client, controls, args: IssueArgs):
+    """Issue a certificate and private key under a PKI role (the key may be masked by SCAIVAULT_MASK_VALUES)."""
+    controls.check_path(f"pki/issue/{args.role}")
+    issued = dump(await client.pki.issue(args.role, args.common_name, alt_names=args.alt_names or None, ttl=args.ttl))
+    if controls.mask_values and issued.get("private_key"):
+        issued["private_key"] = MASK
+    return issued
+
+
+@tool("list_certificates", CertListArgs)
+async def list_certificates(client, controls, args: CertListArgs):
+    """Issued certificates (names, serials, expiry, revocation), newest pages first."""
+    controls.check_listing("pki")
+    certs = [c async for c in client.pki.certificates(expiring_within=args.expiring_within,
+                                                      include_revoked=args.include_revoked, max_items=args.limit)]
+    return {"certificates": dump(certs)}
+
+
+@tool("get_certificate", CertArgs)
+async def get_certificate(client, controls, args: CertArgs):
+    """One issued certificate's record with its PEM (public; never a private key)."""
+    controls.check_path("pki")
+    return dump(await client.pki.get_certificate(args.certificate_id))
+
+
+@tool("revoke_certificate", CertRevokeArgs, writes=True)
+async def revoke_certificate(client, controls, args: CertRevokeArgs):
+    """Revoke an issued certificate; its CA's CRL is regenerated at once."""
+    controls.check_path("pki")
+    return dump(await client.pki.revoke_certificate(args.certificate_id, reason=args.reason))
+
+
+@tool("list_certificate_authorities", NoArgs)
+async def list_certificate_authorities(client, controls, args: NoArgs):
+    """The tenant's certificate authorities (admins)."""
+    controls.check_listing("pki")
+    return {"cas": dump(await client.pki.list_cas())}

@@ -310,3 +310,57 @@ class LeasePage(Model):
     leases: list[Lease]
     cursor: str | None = None
     has_more: bool = False
+
+
+class CertificateAuthority(Model):
+    id: str
+    name: str
+    common_name: str | None = None
+    ca_type: str | None = None
+    parent_ca_id: str | None = None
+    key_type: str | None = None
+    status: str | None = None
+    serial_number: str | None = None
+    valid_until: str | None = None
+    certificates_issued: int = 0
+    certificate_pem: str | None = None
+    csr: str | None = None
+
+
+class PkiRole(Model):
+    name: str
+    ca_id: str | None = None
+    allowed_domains: list[str] = Field(default_factory=list)
+    max_ttl: int | str | None = None
+
+
+class IssuedCertificate(Model):
+    """The answer to issue/sign: `private_key` only for issue, and only in this answer."""
+
+    id: str
+    serial_number: str
+    certificate: str
+    ca_chain: list[str] = Field(default_factory=list)
+    expires_at: str | None = None
+    secret_path: str | None = None
+    private_key: str | None = None
+    private_key_type: str | None = None
+
+
+class CertificateRecord(Model):
+    id: str
+    ca_id: str | None = None
+    role: str | None = None
+    serial_number: str
+    common_name: str | None = None
+    dns_names: list[str] = Field(default_factory=list)
+    not_after: str | None = None
+    expires_at: str | None = None
+    revoked: bool = False
+    certificate: str | None = None
+
+
+class CertificatePage(Model):
+    certificates: list[CertificateRecord]
+    cursor: str | None = None
+    has_more: bool = False

@@ -21,7 +21,7 @@ def parser(model: type[BaseModel]) -> Callable:
 
 
 def _json(response) -> Any:
-    return response.json()
+    return response.json() if response.content else None      # 204 No Content
 
 
 def _batch_result(response) -> m.BatchReadResult:
@@ -400,6 +400,84 @@ class LeasesAPI(Namespace):
     @operation
     def revoke_prefix(self, prefix: str) -> Call[dict]:
         return Call("POST", "/v1/leases/revoke-prefix", _json, json={"prefix": prefix}, idempotent=True)
+
+
+class PkiAPI(Namespace):
+    """client.pki: certificate authorities, roles, issue and sign, the certificate inventory, revocation."""
+
+    @operation
+    def create_ca(self, name: str, common_name: str, *, ca_type: str = "root", parent_ca_id: str | None = None,
+                  key_type: str | None = None, key_size: int | None = None,
+                  ttl: str | None = None) -> Call[m.CertificateAuthority]:
+        body = drop_none({"name": name, "common_name": common_name, "ca_type": ca_type, "parent_ca_id": parent_ca_id,
+                          "key_type": key_type, "key_size": key_size, "ttl": ttl})
+        return Call("POST", "/v1/pki/ca", parser(m.CertificateAuthority), json=body)
+
+    @operation
+    def list_cas(self) -> Call[list[m.CertificateAuthority]]:
+        return Call("GET", "/v1/pki/ca", lambda r: [m.CertificateAuthority.model_validate(c) for c in r.json()["cas"]])
+
+    @operation
+    def get_ca(self, ca_id: str) -> Call[m.CertificateAuthority]:
+        return Call("GET", f"/v1/pki/ca/{_segment(ca_id)}", parser(m.CertificateAuthority))
+
+    @operation
+    def ca_certificate(self, ca_id: str) -> Call[str]:
+        """The CA certificate, PEM (served without authentication to relying parties)."""
+        return Call("GET", f"/v1/pki/ca/{_segment(ca_id)}/certificate", lambda r: r.text)
+
+    @operation
+    def create_role(self, name: str, ca_id: str, *, allowed_domains: list[str] | None = None,
+                    **options: Any) -> Call[m.PkiRole]:
+        """options: allow_subdomains, allow_wildcards, allow_ip_sans, key_type, key_bits, ttl, max_ttl, ..."""
+        body = drop_none({"name": name, "ca_id": ca_id, "allowed_domains": allowed_domains, **options})
+        return Call("POST", "/v1/pki/roles", parser(m.PkiRole), json=body)
+
+    @operation
+    def list_roles(self) -> Call[list[m.PkiRole]]:
+        return Call("GET", "/v1/pki/roles", lambda r: [m.PkiRole.model_validate(x) for x in r.json()["roles"]])
+
+    @operation
+    def get_role(self, name: str) -> Call[m.PkiRole]:
+        return Call("GET", f"/v1/pki/roles/{_segment(name)}", parser(m.PkiRole))
+
+    @operation
+    def delete_role(self, name: str) -> Call[dict]:
+        """The server answers 204; the SDK answers {"name", "deleted": True} like the other deletes."""
+        return Call("DELETE", f"/v1/pki/roles/{_segment(name)}", lambda r: {"name": name, "deleted": True},
+                    idempotent=False)
+
+    @operation
+    def issue(self, role: str, common_name: str | None = None, *, alt_names: list[str] | None = None,
+              ip_sans: list[str] | None = None, ttl: str | None = None, secret_path: str | None = None,
+              auto_renew: bool = False) -> Call[m.IssuedCertificate]:
+        """A certificate and a new private key (returned once); never repeated after a broken connection."""
+        body = drop_none({"common_name": common_name, "alt_names": alt_names, "ip_sans": ip_sans, "ttl": ttl,
+                          "secret_path": secret_path, "auto_renew": auto_renew or None})
+        return Call("POST", f"/v1/pki/issue/{_segment(role)}", parser(m.IssuedCertificate), json=body)
+
+    @operation
+    def sign(self, role: str, csr: str, *, common_name: str | None = None, alt_names: list[str] | None = None,
+             ttl: str | None = None) -> Call[m.IssuedCertificate]:
+        body = drop_none({"csr": csr, "common_name": common_name, "alt_names": alt_names, "ttl": ttl})
+        return Call("POST", f"/v1/pki/sign/{_segment(role)}", parser(m.IssuedCertificate), json=body)
+
+    @paginated("certificates")
+    def certificates(self, *, ca_id: str | None = None, expiring_within: str | None = None,
+                     include_revoked: bool = False, page_size: int | None = None):
+        params = {"ca_id": ca_id, "expiring_within": expiring_within,
+                  "include_revoked": "true" if include_revoked else None, "limit": page_size}
+        return lambda cursor: Call("GET", "/v1/pki/certificates", parser(m.CertificatePage),
+                                   params={**params, "cursor": cursor})
+
+    @operation
+    def get_certificate(self, cert_id: str) -> Call[m.CertificateRecord]:
+        return Call("GET", f"/v1/pki/certificates/{_segment(cert_id)}", parser(m.CertificateRecord))
+
+    @operation
+    def revoke_certificate(self, cert_id: str, *, reason: str | None = None) -> Call[m.CertificateRecord]:
+        return Call("POST", f"/v1/pki/certificates/{_segment(cert_id)}/revoke", parser(m.CertificateRecord),
+                    json=drop_none({"reason": reason}), idempotent=True)
 
 
 class SystemAPI(Namespace):

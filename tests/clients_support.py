@@ -20,7 +20,7 @@ from scaivault_sdk import RetryPolicy, ScaiVaultClient, SyncScaiVaultClient
 from tests.foundation_support import ServedInstance, child_env, get_ready
 from tests.secrets_support import ADMIN_SCOPES
 
-ALL_SCOPES = ADMIN_SCOPES + ("audit:read", "audit:export", "dynamic:read", "dynamic:manage")
+ALL_SCOPES = ADMIN_SCOPES + ("audit:read", "audit:export", "dynamic:read", "dynamic:manage", "pki:admin", "pki:issue")
 FAST = RetryPolicy(max_retries=3, backoff_base=0.05, backoff_max=0.2, max_wait=5)
 
 

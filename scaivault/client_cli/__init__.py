@@ -1,5 +1,5 @@
-"""The client subcommands of `scaivault` (config, auth, secrets, policies, tokens, audit, dynamic, completion),
-built on scaivault_sdk. The SDK (and with it httpx and ssl) is imported only when one of them runs."""
+"""The client subcommands of `scaivault` (config, auth, secrets, policies, tokens, audit, dynamic, pki,
+completion), built on scaivault_sdk. The SDK (and with it httpx and ssl) is imported only when one of them runs."""
 from __future__ import annotations
 
 import logging
@@ -71,9 +71,9 @@ def sdk(ctx: click.Context):
 
 
 def register_client_commands(cli: click.Group) -> None:
-    from . import audit, auth, dynamic, policies, secrets, tokens
+    from . import audit, auth, dynamic, pki, policies, secrets, tokens
 
     for group in (auth.config_group, auth.auth_group, secrets.secrets_group, policies.policies_group,
-                  tokens.tokens_group, audit.audit_group, dynamic.dynamic_group):
+                  tokens.tokens_group, audit.audit_group, dynamic.dynamic_group, pki.pki_group):
         cli.add_command(group)
     cli.add_command(auth.completion)
