@@ -364,3 +364,13 @@ class CertificatePage(Model):
     certificates: list[CertificateRecord]
     cursor: str | None = None
     has_more: bool = False
+
+
+class ExchangedToken(Model):
+    """A ScaiVault token minted for a foreign workload token (GitHub Actions, Kubernetes)."""
+
+    access_token: str
+    token_type: str = "Bearer"
+    expires_in: int
+    issued_token_type: str | None = None
+    scope: str = ""

@@ -16,6 +16,9 @@ from . import models as m
 from .calls import Call, checked_path, drop_none, secret_url
 
 
+JWT_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:jwt"
+
+
 def parser(model: type[BaseModel]) -> Callable:
     return lambda response: model.model_validate(response.json())
 
@@ -246,6 +249,31 @@ class AuthAPI(Namespace):
     @operation
     def introspect(self, token: str) -> Call[dict]:
         return Call("POST", "/v1/auth/introspect", _json, json={"token": token}, idempotent=True)
+
+    @operation
+    def exchange(self, subject_token: str, *, scopes: list[str] | None = None, rule: str | None = None,
+                 tenant_id: str | None = None) -> Call[m.ExchangedToken]:
+        """Swap a foreign workload JWT for a short-lived ScaiVault token (no bearer needed; trust rules decide)."""
+        body = drop_none({"subject_token": subject_token, "subject_token_type": JWT_TOKEN_TYPE,
+                          "scopes": list(scopes) if scopes else None, "rule": rule, "tenant_id": tenant_id})
+        return Call("POST", "/v1/auth/exchange", parser(m.ExchangedToken), json=body)
+
+    @operation
+    def list_trust_rules(self) -> Call[list[dict]]:
+        return Call("GET", "/v1/auth/trust", lambda r: r.json()["rules"])
+
+    @operation
+    def create_trust_rule(self, name: str, *, issuer: str, audience: str, identity: str, max_scopes: list[str],
+                          conditions: dict[str, str] | None = None, jwks_url: str | None = None,
+                          ttl: str | None = None) -> Call[dict]:
+        """Which foreign tokens may be exchanged (issuer, audience, claim conditions) and for what identity."""
+        body = drop_none({"name": name, "issuer": issuer, "audience": audience, "identity": identity,
+                          "max_scopes": list(max_scopes), "conditions": conditions, "jwks_url": jwks_url, "ttl": ttl})
+        return Call("POST", "/v1/auth/trust", _json, json=body)
+
+    @operation
+    def delete_trust_rule(self, rule_id: str) -> Call[dict]:
+        return Call("DELETE", f"/v1/auth/trust/{_segment(rule_id)}", _json, idempotent=False)
 
 
 class AuditAPI(Namespace):
