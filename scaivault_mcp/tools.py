@@ -225,6 +225,13 @@ async def list_expiring_secrets(client, controls, args: ExpiringArgs):
     return {"secrets": dump(items)}
 
 
+@tool("rotate_secret", PathArgs, writes=True)
+async def rotate_secret(client, controls, args: PathArgs):
+    """Rotate a secret now through its attached rotation policy (returns the outcome, never the value)."""
+    result = await client.secrets.rotate(controls.check_path(args.path))
+    return {k: v for k, v in result.items() if k != "data"}
+
+
 @tool("get_secret_versions", PathArgs)
 async def get_secret_versions(client, controls, args: PathArgs):
     """The versions of a secret (numbers, dates, authors, state); never values."""

@@ -11,8 +11,8 @@ from . import __version__
 from .calls import (Call, CallPlan, ClientCredentials, PageWalk, Plan, RetryHook, RetryPolicy, Send, Sleep,
                     StaticToken)
 from .errors import ConfigurationError
-from .resources import (AuditAPI, AuthAPI, DynamicAPI, LeasesAPI, PkiAPI, PoliciesAPI, SecretsAPI, SystemAPI,
-                        TokensAPI)
+from .resources import (AuditAPI, AuthAPI, DynamicAPI, LeasesAPI, PkiAPI, PoliciesAPI, RotationAPI, SecretsAPI,
+                        SystemAPI, TokensAPI, WebhooksAPI)
 
 DEFAULT_TIMEOUT = 30.0
 POOL = httpx.Limits(max_connections=50, max_keepalive_connections=10, keepalive_expiry=30)
@@ -50,6 +50,8 @@ class _ClientBase:
         self.dynamic = DynamicAPI(self)
         self.leases = LeasesAPI(self)
         self.pki = PkiAPI(self)
+        self.rotation = RotationAPI(self)
+        self.webhooks = WebhooksAPI(self)
 
     @staticmethod
     def _request_args(action: Send) -> dict[str, Any]:

@@ -374,3 +374,51 @@ class ExchangedToken(Model):
     expires_in: int
     issued_token_type: str | None = None
     scope: str = ""
+
+
+class SecretPolicy(Model):
+    """A value-generation recipe (fields with generators)."""
+
+    id: str
+    name: str
+    description: str | None = None
+    policy_type: str | None = None
+    fields: list[dict[str, Any]] = Field(default_factory=list)
+    is_active: bool = True
+
+
+class RotationPolicy(Model):
+    id: str
+    name: str
+    interval: str | None = None
+    grace_period: str | None = None
+    warn_before: str | None = None
+    auto_generate: bool = False
+    secret_policy_id: str | None = None
+    webhook_ids: list[str] = Field(default_factory=list)
+    is_active: bool = True
+    secrets_count: int = 0
+
+
+class DataPage(Model):
+    """A page of the lifecycle listings (`data`, `cursor`, `has_more`)."""
+
+    data: list[dict[str, Any]]
+    cursor: str | None = None
+    has_more: bool = False
+
+
+class Webhook(Model):
+    id: str
+    name: str
+    url: str
+    events: list[str] = Field(default_factory=list)
+    filters: dict[str, Any] | None = None
+    enabled: bool = True
+    status: str | None = None
+
+
+class WebhookPage(Model):
+    webhooks: list[Webhook]
+    cursor: str | None = None
+    has_more: bool = False

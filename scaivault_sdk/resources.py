@@ -519,6 +519,110 @@ class PkiAPI(Namespace):
                     json=drop_none({"reason": reason}), idempotent=True)
 
 
+class RotationAPI(Namespace):
+    """client.rotation: secret policies (value recipes) and rotation policies (schedules), rotate now."""
+
+    @paginated("data")
+    def secret_policies(self, *, page_size: int | None = None):
+        return lambda cursor: Call("GET", "/v1/secret-policies", parser(m.DataPage),
+                                   params={"limit": page_size, "cursor": cursor})
+
+    @operation
+    def create_secret_policy(self, name: str, fields: list[dict[str, Any]], *, description: str | None = None,
+                             policy_type: str | None = None) -> Call[m.SecretPolicy]:
+        body = drop_none({"name": name, "fields": fields, "description": description, "policy_type": policy_type})
+        return Call("POST", "/v1/secret-policies", parser(m.SecretPolicy), json=body)
+
+    @operation
+    def delete_secret_policy(self, policy_id: str, *, force: bool = False) -> Call[Any]:
+        return Call("DELETE", f"/v1/secret-policies/{_segment(policy_id)}", _json,
+                    params={"force": "true" if force else None}, idempotent=False)
+
+    @paginated("data")
+    def policies(self, *, active_only: bool = False, page_size: int | None = None):
+        params = {"active_only": "true" if active_only else None, "limit": page_size}
+        return lambda cursor: Call("GET", "/v1/rotation/policies", parser(m.DataPage),
+                                   params={**params, "cursor": cursor})
+
+    @operation
+    def get_policy(self, policy_id: str) -> Call[m.RotationPolicy]:
+        return Call("GET", f"/v1/rotation/policies/{_segment(policy_id)}", parser(m.RotationPolicy))
+
+    @operation
+    def create_policy(self, name: str, interval: str, **options: Any) -> Call[m.RotationPolicy]:
+        """options: description, grace_period, warn_before, auto_generate, secret_policy_id, webhook_ids."""
+        return Call("POST", "/v1/rotation/policies", parser(m.RotationPolicy),
+                    json=drop_none({"name": name, "interval": interval, **options}))
+
+    @operation
+    def delete_policy(self, policy_id: str) -> Call[Any]:
+        return Call("DELETE", f"/v1/rotation/policies/{_segment(policy_id)}", _json, idempotent=False)
+
+    @operation
+    def attach(self, policy_id: str, secret_path: str) -> Call[dict]:
+        return Call("POST", f"/v1/rotation/policies/{_segment(policy_id)}/secrets", _json,
+                    json={"secret_path": checked_path(secret_path)})
+
+    @operation
+    def detach(self, policy_id: str, secret_path: str) -> Call[Any]:
+        return Call("DELETE", f"/v1/rotation/policies/{_segment(policy_id)}/secrets/{_lease(secret_path)}", _json,
+                    idempotent=False)
+
+    @operation
+    def rotate(self, policy_id: str, secret_paths: list[str] | None = None) -> Call[list[dict]]:
+        """Rotate the policy's secrets (or `secret_paths`) now; one history item per secret."""
+        return Call("POST", f"/v1/rotation/policies/{_segment(policy_id)}/rotate", _json,
+                    json=drop_none({"secret_paths": secret_paths}))
+
+    @operation
+    def history(self, policy_id: str, *, status: str | None = None, limit: int | None = None) -> Call[dict]:
+        return Call("GET", f"/v1/rotation/policies/{_segment(policy_id)}/history", _json,
+                    params={"status": status, "limit": limit})
+
+
+class WebhooksAPI(Namespace):
+    """client.webhooks: signed outbound event deliveries (admins)."""
+
+    @paginated("webhooks")
+    def list(self, *, page_size: int | None = None):
+        return lambda cursor: Call("GET", "/v1/webhooks", parser(m.WebhookPage),
+                                   params={"limit": page_size, "cursor": cursor})
+
+    @operation
+    def get(self, webhook_id: str) -> Call[m.Webhook]:
+        return Call("GET", f"/v1/webhooks/{_segment(webhook_id)}", parser(m.Webhook))
+
+    @operation
+    def create(self, name: str, url: str, secret: str, events: list[str], *, filters: dict[str, Any] | None = None,
+               enabled: bool | None = None) -> Call[m.Webhook]:
+        """`secret` signs the deliveries; it is write-only (never returned)."""
+        body = drop_none({"name": name, "url": url, "secret": secret, "events": list(events), "filters": filters,
+                          "enabled": enabled})
+        return Call("POST", "/v1/webhooks", parser(m.Webhook), json=body)
+
+    @operation
+    def update(self, webhook_id: str, **fields: Any) -> Call[m.Webhook]:
+        return Call("PATCH", f"/v1/webhooks/{_segment(webhook_id)}", parser(m.Webhook), json=drop_none(fields),
+                    idempotent=True)
+
+    @operation
+    def delete(self, webhook_id: str) -> Call[Any]:
+        return Call("DELETE", f"/v1/webhooks/{_segment(webhook_id)}", _json, idempotent=False)
+
+    @operation
+    def test(self, webhook_id: str) -> Call[dict]:
+        return Call("POST", f"/v1/webhooks/{_segment(webhook_id)}/test", _json)
+
+    @operation
+    def deliveries(self, webhook_id: str, *, status: str | None = None, limit: int | None = None) -> Call[dict]:
+        return Call("GET", f"/v1/webhooks/{_segment(webhook_id)}/deliveries", _json,
+                    params={"status": status, "limit": limit})
+
+    @operation
+    def redeliver(self, webhook_id: str, delivery_id: str) -> Call[dict]:
+        return Call("POST", f"/v1/webhooks/{_segment(webhook_id)}/deliveries/{_segment(delivery_id)}/redeliver", _json)
+
+
 class SystemAPI(Namespace):
     @operation
     def health(self) -> Call[dict]:
