@@ -29,7 +29,8 @@ def tenant():
 @pytest.fixture
 def admin(callers, tenant, scaikey, app):
     token = scaikey.mint(sub="usr_pg_" + tenant, email=f"admin@{tenant}.example", tenant_id=tenant,
-                         partner_id="ptn_test", scopes=ADMIN_SCOPES + ("audit:read", "audit:export", "pki:admin", "dynamic:read"),
+                         partner_id="ptn_test", scopes=ADMIN_SCOPES + ("audit:read", "audit:export", "pki:admin", "dynamic:read", "admin",
+                                                       "subscriptions:read"),
                          role="tenant_admin")
     from tests.secrets_support import Caller
     return Caller(app.test_client(), token, f"user:admin@{tenant}.example")
@@ -79,7 +80,8 @@ def test_every_list_pages_with_the_same_envelope(admin):
 
 
 @pytest.mark.parametrize("url", ["/v1/secrets", "/v1/policies", "/v1/audit/logs", "/v1/audit/exports",
-                                 "/v1/auth/tokens", "/v1/pki/ca", "/v1/dynamic/engines"])
+                                 "/v1/auth/tokens", "/v1/pki/ca", "/v1/dynamic/engines", "/v1/webhooks",
+                                 "/v1/rotation/policies", "/v1/secret-policies", "/v1/subscriptions"])
 @pytest.mark.parametrize("limit", ["0", "1001", "ten", "-1"])
 def test_a_bad_limit_is_one_error_everywhere(admin, url, limit):
     resp = admin.get(f"{url}?limit={limit}")

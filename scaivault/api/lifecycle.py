@@ -131,7 +131,7 @@ def _force() -> bool:
 # ------------------------------------------------------------------ secret policies
 @bp.get("/v1/secret-policies")
 @endpoint("policies", scope="admin", authorize=admin(sys="sys/secret-policies"), summary="List secret policies (value-generation recipes)",
-          query={"limit": "1..200 (default 50)", "cursor": "from the previous page"})
+          query={"limit": "page size, 1..1000 (default 100)", "cursor": "from the previous page"})
 def list_secret_policies():
     return jsonify(_policies().list(_scope(), request.args.get("limit"), request.args.get("cursor")))
 
@@ -206,7 +206,7 @@ bp.add_url_rule("/v1/secrets/<path:path>:rotate", endpoint="rotate_secret", view
 # ------------------------------------------------------------------ rotation policies
 @bp.get("/v1/rotation/policies")
 @endpoint("policies", scope="admin", authorize=admin(sys="sys/rotation"), summary="List rotation policies",
-          query={"active_only": "true: only active ones", "limit": "1..200 (default 50)", "cursor": "from the previous page"})
+          query={"active_only": "true: only active ones", "limit": "page size, 1..1000 (default 100)", "cursor": "from the previous page"})
 def list_rotation_policies():
     active = (request.args.get("active_only") or "").lower() in ("1", "true", "yes")
     return jsonify(_rotation().list_policies(_scope(), active, request.args.get("limit"), request.args.get("cursor")))
@@ -285,7 +285,7 @@ def rotate_policy(policy_id: str):
 
 @bp.get("/v1/rotation/policies/<policy_id>/history")
 @endpoint("audit:read", scope="audit:read", authorize=admin(sys="sys/rotation"), summary="Rotation history of a policy",
-          query={"status": "success, failed or pending", "limit": "1..200", "cursor": "from the previous page"})
+          query={"status": "success, failed or pending", "limit": "page size, 1..1000 (default 100)", "cursor": "from the previous page"})
 def rotation_history(policy_id: str):
     args = request.args
     return jsonify(_rotation().history(_scope(), policy_id, args.get("status"), args.get("limit"), args.get("cursor")))

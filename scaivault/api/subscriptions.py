@@ -79,7 +79,7 @@ def _int_arg(name: str, default: int, maximum: int, minimum: int = 0) -> int:
 @bp.get("/v1/subscriptions")
 @endpoint("subscriptions", authorize=identity_only(), scope="subscriptions:read",
           summary="List the caller's subscriptions (all, for tenant admins)",
-          query={"limit": "1..200", "cursor": "from the previous page"})
+          query={"limit": "page size, 1..1000 (default 100)", "cursor": "from the previous page"})
 def list_subscriptions():
     return jsonify(_service().list(_scope(), g.identity, _is_admin(), request.args.get("limit"),
                                    request.args.get("cursor")))

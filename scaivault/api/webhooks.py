@@ -51,7 +51,7 @@ def _scope() -> TenantScope:
 
 @bp.get("/v1/webhooks")
 @endpoint("webhooks", scope="admin", authorize=admin(sys="sys/webhooks"),
-          summary="List webhooks", query={"limit": "1..200", "cursor": "from the previous page"})
+          summary="List webhooks", query={"limit": "page size, 1..1000 (default 100)", "cursor": "from the previous page"})
 def list_webhooks():
     return jsonify(_service().list(_scope(), request.args.get("limit"), request.args.get("cursor")))
 
@@ -91,7 +91,7 @@ def test_webhook(webhook_id: str):
 
 @bp.get("/v1/webhooks/<webhook_id>/deliveries")
 @endpoint("webhooks", scope="admin", authorize=admin(sys="sys/webhooks"), summary="The delivery log, newest first",
-          query={"status": "success, failed, pending or skipped", "limit": "1..200", "cursor": "from the previous page"})
+          query={"status": "success, failed, pending or skipped", "limit": "page size, 1..1000 (default 100)", "cursor": "from the previous page"})
 def list_deliveries(webhook_id: str):
     args = request.args
     return jsonify(_service().deliveries(_scope(), webhook_id, args.get("status"), args.get("limit"), args.get("cursor")))

@@ -248,7 +248,7 @@ class RotationService:
         return out
 
     def list_policies(self, scope: TenantScope, active_only: bool, limit: Any, cursor: str | None) -> dict:
-        size = page_limit(limit, 50, 200)
+        size = page_limit(limit)
         after = decode_cursor(cursor)
         rows = self.db.query(
             """SELECT p.*, (SELECT count(*) FROM rotation_state st WHERE st.policy_id = p.id) AS secrets_count
@@ -359,7 +359,7 @@ class RotationService:
             raise ScaiVaultError("invalid_request", "status must be success, failed or pending")
         with self.db.session() as s:
             self._fetch(s, scope, policy_id)
-        size = page_limit(limit, 50, 200)
+        size = page_limit(limit)
         after = decode_cursor(cursor)
         rows = self.db.query("""SELECT * FROM rotation_history WHERE policy_id = :p
                                    AND (CAST(:status AS text) IS NULL OR status = :status)

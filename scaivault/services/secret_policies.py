@@ -105,7 +105,7 @@ class SecretPolicyService:
             return policy_view(self.fetch(s, scope, policy_id))
 
     def list(self, scope: TenantScope, limit: Any, cursor: str | None) -> dict:
-        size = page_limit(limit, 50, 200)
+        size = page_limit(limit)
         after = decode_cursor(cursor)
         rows = self.db.query("""SELECT * FROM secret_policies WHERE tenant_id = :tenant
                                    AND (CAST(:after AS text) IS NULL OR id > :after) ORDER BY id LIMIT :n""",

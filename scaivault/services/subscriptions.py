@@ -116,7 +116,7 @@ class SubscriptionService:
         return subscription_view({**row, "url": delivery.get("url")})
 
     def list(self, scope: TenantScope, identity: Identity, admin: bool, limit: Any, cursor: str | None) -> dict:
-        size = page_limit(limit, 50, 200)
+        size = page_limit(limit)
         after = decode_cursor(cursor)
         rows = self.db.query("""SELECT sub.*, w.url FROM subscriptions sub LEFT JOIN webhooks w ON w.id = sub.webhook_id
                                  WHERE sub.tenant_id = :t AND (:admin OR sub.owner_principal = :i)

@@ -111,7 +111,7 @@ class WebhookService:
         return webhook_view(row)
 
     def list(self, scope: TenantScope, limit: Any, cursor: str | None) -> dict:
-        size = page_limit(limit, 50, 200)
+        size = page_limit(limit)
         after = decode_cursor(cursor)
         rows = self.db.query("""SELECT * FROM webhooks WHERE tenant_id = :t AND subscription_id IS NULL
                                    AND (CAST(:after AS text) IS NULL OR id > :after) ORDER BY id LIMIT :n""",
@@ -202,7 +202,7 @@ class WebhookService:
             raise ScaiVaultError("invalid_request", "status must be success, failed or pending")
         with self.db.session() as s:
             self._fetch(s, scope, webhook_id)
-        size = page_limit(limit, 50, 200)
+        size = page_limit(limit)
         after = decode_cursor(cursor)
         ts = last_id = None
         if after:
