@@ -13,7 +13,6 @@ connections that failed; a lost connection is never fatal to the process.
 """
 from __future__ import annotations
 
-import functools
 import logging
 import os
 import queue
@@ -29,16 +28,13 @@ import pg8000.converters
 import pg8000.native
 from pg8000.exceptions import DatabaseError, InterfaceError
 
+from . import patches
 from .config import DatabaseURL
 from .errors import ServiceUnavailable
 
 log = logging.getLogger("scaivault.db")
 
-# pg8000 re-parses every statement's text for :named parameters on each run (about a
-# millisecond for a long statement, the largest CPU cost of a secret read); the result
-# depends only on the text, so parse each distinct statement once.
-if not hasattr(pg8000.native.to_statement, "cache_info"):
-    pg8000.native.to_statement = functools.lru_cache(maxsize=4096)(pg8000.native.to_statement)
+patches.pg8000_statement_cache()
 
 IDLE_CHECK_SECONDS = 30.0
 CHECKOUT_TIMEOUT_SECONDS = 10.0
@@ -122,11 +118,12 @@ def _timestamptz_in(text: str):
 def _looks_closed(conn: pg8000.native.Connection) -> bool:
     """True when an idle connection's socket is readable: the server closed it or sent FATAL.
 
-    An idle connection has nothing to read, so this costs no round trip.
+    An idle connection has nothing to read, so this costs no round trip. Without access to the
+    socket (an untested pg8000) it answers False and the idle ping of checkout decides.
     """
-    sock = getattr(conn, "_usock", None)
+    sock = patches.pg8000_socket(conn)
     if sock is None:
-        return True
+        return False
     try:
         readable, _, _ = select.select([sock], [], [], 0)
     except (OSError, ValueError):

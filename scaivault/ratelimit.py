@@ -14,13 +14,14 @@ probes Redis again with a back-off.
 """
 from __future__ import annotations
 
-import functools
 import logging
 import math
 import threading
 import time
 from dataclasses import dataclass
 from typing import Any, Mapping
+
+from . import patches
 
 log = logging.getLogger("scaivault.ratelimit")
 
@@ -240,29 +241,11 @@ def init_rate_limits(app, settings) -> RateLimits:
     limiter = Limiter(_request_key, app=app, storage_uri=storage_uri, storage_options=options,
                       headers_enabled=False,
                       default_limits=[])
-    _remove_limiter_hooks(app, limiter)
+    patches.flask_limiter_without_request_hooks(app, limiter)
     limits = RateLimits(limiter, effective_limits(settings.rate_limits), storage_uri)
     app.extensions["scaivault_rate_limits"] = limits
     app.after_request(_add_headers)
     return limits
-
-
-def _remove_limiter_hooks(app, limiter) -> None:
-    """Keep flask-limiter for its storage, without its per-request hooks.
-
-    `init_app` registers a before_request filter (plus after/teardown hooks) that resolves the
-    decorated and default limits of every request; ScaiVault has none, so it never limits
-    anything, yet it cost 5-8% of a secret read. `enforce()` is the one check per request.
-    """
-    def ours(hook) -> bool:
-        owner = getattr(hook, "__self__", None)
-        if owner is None and isinstance(hook, functools.partial) and hook.args:
-            owner = hook.args[0]
-        return owner is limiter
-
-    for hooks in (app.before_request_funcs, app.after_request_funcs, app.teardown_request_funcs):
-        if None in hooks:
-            hooks[None] = [hook for hook in hooks[None] if not ours(hook)]
 
 
 def _request_key() -> str:
