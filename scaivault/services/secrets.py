@@ -14,14 +14,18 @@ import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from functools import cached_property
 from typing import Any, Callable, Iterable
 
+from pg8000.exceptions import DatabaseError
+
 from ..audit import AuditEntry, record
-from ..audit.writer import read_and_record
+from ..audit.writer import audit_unavailable, entry_document, is_audit_failure, read_batch_and_record
 from ..config import Settings, parse_duration
 from ..crypto import SealContext, register_sealed_column
 from ..db import Database, Session
 from ..errors import ScaiVaultError, ValidationFailed
+from ..group_commit import GroupCommit
 from ..policy.paths import validate_path
 from .policies import decode_cursor, encode_cursor, iso, page_limit
 
@@ -42,6 +46,20 @@ LIST_SCAN_CAP = 20000           # rows examined per listing page before answerin
 BATCH_EXPANSION_CAP = 1000
 
 AuditFn = Callable[..., AuditEntry]
+
+WRITE_ATTEMPTS = 3              # reseal-and-retry rounds of a one-statement write before the general path
+_WRITE_SQL = "SELECT * FROM sv_write_version(CAST(:doc AS jsonb), :sealed)"
+
+
+def _moved_to(exc: DatabaseError) -> int | None:
+    """sv_write_version's answer SVW01: the secret's current version (-1: take the general path)."""
+    info = exc.args[0] if exc.args and isinstance(exc.args[0], dict) else {}
+    if info.get("C") != "SVW01":
+        return None
+    try:
+        return int(info.get("M", "-1"))
+    except ValueError:
+        return -1
 
 
 @dataclass(frozen=True)
@@ -164,26 +182,26 @@ class SecretStore:
         self._touch_lock = threading.Lock()
         self._pending_touches: set[int] = set()
         self._last_flush = time.monotonic()
+        self._versions: dict[tuple[str, str | None, str], int] = {}
+        # Events that join a secret change's transaction (issue 11's outbox): called with
+        # (owner, path, version, kind), returns a JSON-able list or None; see sv_secret_events.
+        self.change_events: Callable[[SecretOwner, str, int, str], list | None] | None = None
 
     # ================================================================== reads
     def read(self, owner: SecretOwner, path: str, version: int | None, audit: AuditFn) -> dict:
         """The secret with its data; the audit entry (success or not) is durable before return.
 
-        One statement selects the row and, when it is readable, appends the success entry
-        (committed on return). The value is opened after the connection is back in the pool:
-        opening may need the pool itself (a tenant key not yet in the cache). A read that
-        fails records its own entry with success=false (a second statement; rare).
+        Concurrent reads of this process ride one statement and one commit (group commit,
+        `read_batch`): it selects each row and, when readable, appends its success entry; a
+        request returns from it only once that statement has committed. The value is opened
+        after the connection is back in the pool: opening may need the pool itself (a tenant
+        key not yet in the cache). A read that fails records its own entry with success=false
+        (a second statement; rare).
         """
-        with self.db.session() as s:
-            row = read_and_record(s, audit("read", secret_path=path), f"""
-                SELECT {_READ_COLUMNS}, now() AS checked_at, v.version AS audit_version,
-                       (s.deleted_at IS NULL AND (s.expires_at IS NULL OR s.expires_at > now())
-                        AND v.version IS NOT NULL AND v.sealed_data IS NOT NULL) AS audit_ok
-                  FROM secrets s
-                  LEFT JOIN secret_versions v ON v.secret_id = s.id
-                       AND v.version = COALESCE(CAST(:version AS integer), s.current_version)
-                 WHERE {owner.where()} AND s.path = :path""",
-                path=path, version=version, **owner.params())
+        row = self.read_batch.submit({"tenant": owner.tenant_id, "partner": owner.partner_id, "path": path,
+                                      "version": version, "entry": audit("read", secret_path=path)})
+        if row is not None:
+            self._note_version(owner, path, row["current_version"])
         try:
             result = self._open_row(owner, path, version, row)
         except ScaiVaultError as exc:
@@ -191,12 +209,27 @@ class SecretStore:
                 record(s, audit("read", secret_path=path, success=False,
                                 extra={"error": exc.code, **({"version": version} if version else {})}))
             raise
-        if not row["audited"]:   # cannot happen while _open_row and audit_ok agree; never skip the entry
+        if not row["audited"]:   # cannot happen while _open_row and the statement agree; never skip the entry
             with self.db.session() as s:
                 record(s, audit("read", secret_path=path, extra={"version": result["version"]}))
         self._touch(None, row)
         _count_read(owner, row["secret_type"])
         return result
+
+    @cached_property
+    def read_batch(self) -> GroupCommit:
+        """This process's group commit of audited reads (one per process: created after fork)."""
+        return GroupCommit(self._run_read_batch, on_batch=_observe_batch)
+
+    def _run_read_batch(self, items: list[dict]) -> list[dict | None]:
+        with self.db.session() as s:
+            return read_batch_and_record(s, items)
+
+    def _note_version(self, owner: SecretOwner, path: str, version: int) -> None:
+        """Remember a secret's current version: the next write seals for it without asking first."""
+        if len(self._versions) > 100_000:
+            self._versions.clear()
+        self._versions[(owner.partner_id, owner.tenant_id, path)] = version
 
     def _open_row(self, owner: SecretOwner, path: str, version: int | None, row: dict | None) -> dict:
         if row is None or row["deleted_at"] is not None:
@@ -369,6 +402,61 @@ class SecretStore:
         expires_at = self._expiry(req.expires_in)
         # load the sealing key now: fetching it under the row lock would need a second connection
         self.keyring.active_tenant_key(owner.partner_id, owner.seal_context(path, 1).key_scope)
+        fast = self._write_one_statement(owner, path, req, plaintext, expires_at, actor, audit)
+        if fast is not None:
+            _count_write(owner)
+            return fast
+        return self._write_locked(owner, path, req, plaintext, expires_at, actor, audit)
+
+    def _write_one_statement(self, owner: SecretOwner, path: str, req: WriteRequest, plaintext: bytes,
+                             expires_at: datetime | None, actor: str, audit: AuditFn) -> tuple[dict, bool] | None:
+        """The common write in one round trip (sv_write_version, migration 0060).
+
+        The new version is sealed for the version this process last saw (or 1 for an unknown
+        path); the statement locks the row and commits only if that is still the next version.
+        When another writer moved it on, the statement says to which version, and we reseal and
+        try again. None: take the general path (a deleted row, a CAS or rotation-policy check).
+        """
+        key = (owner.partner_id, owner.tenant_id, path)
+        expected = self._versions.get(key, 0)
+        for _ in range(WRITE_ATTEMPTS):
+            version = expected + 1
+            sealed = self.keyring.seal(owner.seal_context(path, version), plaintext)
+            entry = audit("write", secret_path=path,
+                          extra={"version": version, "created": expected == 0, "pruned_versions": 0,
+                                 **({"cas": req.cas} if req.cas is not None else {})})
+            doc = {"tenant": owner.tenant_id, "partner": owner.partner_id, "path": path, "expected": expected,
+                   "actor": actor, "size": len(plaintext), "type": req.secret_type,
+                   "create_type": req.secret_type or DEFAULT_SECRET_TYPE,
+                   "default_maxv": self.settings.secret_max_versions_default, "maxv": req.max_versions,
+                   "expires_at": expires_at.isoformat() if expires_at is not None else None,
+                   "rotation": req.rotation_policy_id, "cas": req.cas,
+                   "audit": entry_document(entry, "pruned_versions")}
+            if req.metadata is not None:
+                doc["metadata"] = req.metadata
+            events = self.change_events(owner, path, version, "write") if self.change_events else None
+            if events:
+                doc["events"] = events
+            try:
+                with self.db.session() as s:
+                    rows = s.run_prepared(_WRITE_SQL, doc=json.dumps(doc, separators=(",", ":")), sealed=sealed)
+            except DatabaseError as exc:
+                moved = _moved_to(exc)
+                if moved is None:
+                    if is_audit_failure(exc):
+                        raise audit_unavailable(entry.stored_values(), exc) from None
+                    raise
+                if moved < 0:
+                    return None
+                expected = moved
+                continue
+            self._versions[key] = version
+            return secret_view(rows[0], path), expected == 0
+        return None
+
+    def _write_locked(self, owner: SecretOwner, path: str, req: WriteRequest, plaintext: bytes,
+                      expires_at: datetime | None, actor: str, audit: AuditFn) -> tuple[dict, bool]:
+        """The general write: one transaction, row locked first, every rule checked under the lock."""
         with self.db.transaction() as s:
             row = self._lock_or_create(s, owner, path, req.secret_type or DEFAULT_SECRET_TYPE, actor)
             if row["deleted_at"] is not None:
@@ -412,6 +500,11 @@ class SecretStore:
             record(s, audit("write", secret_path=path,
                             extra={"version": version, "created": created, "pruned_versions": updated["pruned"],
                                    **({"cas": req.cas} if req.cas is not None else {})}))
+            events = self.change_events(owner, path, version, "write") if self.change_events else None
+            if events:     # the same hook as sv_write_version's: the events join this transaction
+                s.execute("SELECT sv_secret_events(:id, :version, CAST(:events AS jsonb))",
+                          id=updated["id"], version=version, events=json.dumps(events))
+        self._versions[(owner.partner_id, owner.tenant_id, path)] = version
         _count_write(owner)
         return secret_view(updated, path), created
 
@@ -827,6 +920,14 @@ def _count_read(owner: SecretOwner, secret_type: str) -> None:
     try:
         from .. import metrics
         metrics.SECRET_READS.labels(tenant=owner.metric_label, secret_type=secret_type).inc()
+    except Exception:
+        pass
+
+
+def _observe_batch(size: int) -> None:
+    try:
+        from .. import metrics
+        metrics.GROUP_COMMIT_SIZE.labels(kind="read").observe(size)
     except Exception:
         pass
 
