@@ -81,7 +81,12 @@ def wrk(url: str, seconds: int, token: str | None, script: str | None, timeout: 
 
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     errors = re.search(r"Socket errors: (.*)", out)
+    latency = re.search(r"^\s+Latency\s+\S+\s+\S+\s+([\d.]+)(us|ms|s)\s", out, re.M)
+    peak = float(latency.group(1)) if latency else float("nan")
+    if latency:
+        peak = peak / 1000 if latency.group(2) == "us" else peak * 1000 if latency.group(2) == "s" else peak
     return {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)), "p50": ms("50"), "p99": ms("99"),
+            "p90": ms("90"), "max": peak,
             "non2xx": int(non2xx.group(1)) if non2xx else 0, "socket_errors": errors.group(1) if errors else ""}
 
 
@@ -131,6 +136,9 @@ def main() -> None:
     ap.add_argument("--only", default="ceiling,read,write,mix,batch,list")
     ap.add_argument("--list-secrets", type=int, default=100_000)
     ap.add_argument("--keep", action="store_true", help="seed, then keep serving for manual probing")
+    ap.add_argument("--json-out", help="also write the wrk figures as JSON here (bench/pair.py reads them)")
+    ap.add_argument("--worker-class", default=os.environ.get("BENCH_WORKER_CLASS", ""),
+                    help="gunicorn worker class for ScaiVault (default: the server's own)")
     args = ap.parse_args()
     only = set(args.only.split(","))
     seconds = args.duration
@@ -152,6 +160,8 @@ def main() -> None:
                "BASE_URL": base, "BIND_ADDRESS": f"127.0.0.1:{port}", "KMS_PROVIDER": "local",
                "KMS_LOCAL_KEY_FILE": str(workdir / "root.key"), "WEB_CONCURRENCY": "2", "LOG_LEVEL": "error",
                "RATE_LIMITS": limits}
+        if args.worker_class:
+            env["SCAIVAULT_WORKER_CLASS"] = args.worker_class
         procs.append(subprocess.Popen([sys.executable, "-m", "scaivault.cli", "serve"], env=env, cwd=ROOT))
         wait_http(base + "/v1/health")
 
@@ -292,6 +302,9 @@ end""")
             r = results["list first page (admin)"]
             lines.append(f"| first page of 100, admin | {r['rps']:.0f} | {r['p50']:.1f} | {r['p99']:.1f} |")
         print("\n".join(lines), flush=True)
+        if args.json_out:
+            Path(args.json_out).write_text(json.dumps({"results": results, "ceiling": ceiling,
+                                                       "load_before": os.getloadavg()[0]}))
         out = workdir / "results.md"
         out.write_text("\n".join(lines) + "\n")
         print(f"\nwritten to {out}")

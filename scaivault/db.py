@@ -17,6 +17,7 @@ import logging
 import os
 import queue
 import select
+import socket
 import ssl
 import threading
 import time
@@ -100,7 +101,19 @@ def connect(url: DatabaseURL, *, timeout: float = 30.0, application_name: str = 
         reason = _reason(exc)
         raise DatabaseUnavailable(f"cannot connect to the database at {url.redacted}: {reason}", reason) from None
     conn.register_in_adapter(TIMESTAMPTZ_OID, _timestamptz_in)
+    _no_delay(conn)
     return conn
+
+
+def _no_delay(conn: pg8000.native.Connection) -> None:
+    """TCP_NODELAY: a statement larger than pg8000's write buffer (a read batch) leaves in two
+    segments, and without it Nagle holds the second until the server's delayed ACK (~40 ms)."""
+    sock = patches.pg8000_socket(conn)
+    if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            pass
 
 
 TIMESTAMPTZ_OID = 1184

@@ -78,10 +78,12 @@ class GroupCommit:
             with self._lock:
                 self._leaders -= 1
                 successor = None
-                if self._pending and self._leaders < self.max_inflight:
-                    self._leaders += 1
-                    successor = self._pending[0]
-                    successor.lead = True
+                if self._leaders < self.max_inflight:
+                    # the oldest waiting request not already promoted by another finishing leader
+                    successor = next((t for t in self._pending if not t.lead), None)
+                    if successor is not None:
+                        self._leaders += 1
+                        successor.lead = True
             if successor is not None:
                 successor.wake.set()
 
