@@ -351,12 +351,12 @@ def init_rate_limits(app, settings) -> RateLimits:
 
 
 def _request_key() -> str:
-    """Who a bucket belongs to: the identity, or the client IP before authentication."""
+    """Who a bucket belongs to: the identity's sub and tenant, or the client IP before authentication."""
     from flask import g, request
 
     identity = g.get("identity")
     if identity is not None:
-        return identity.identity_id
+        return identity.principal
     return "ip:" + (request.remote_addr or "unknown")
 
 
