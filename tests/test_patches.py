@@ -110,3 +110,26 @@ def test_the_patches_that_apply_here_are_reported(app):
     applied = patches.status()
     assert applied.get("flask_limiter.no_request_hooks") is patches.supported("flask_limiter.no_request_hooks")
     assert applied.get("pg8000.statement_cache") is patches.supported("pg8000.statement_cache")
+
+
+@pytest.mark.slow
+def test_an_overlong_request_line_gets_the_json_envelope_from_the_pywsgi_worker(base_env):
+    instance = ServedInstance(base_env).start()
+    try:
+        assert get_ready(instance.url).status_code == 200
+        answer = raw_get(instance.port, "/v1/" + "a" * 20000)
+        head, _, body = answer.partition(b"\r\n\r\n")
+        assert head.split(b" ")[1] in (b"400", b"414") and b"application/json" in head, answer[:200]
+        assert b'"error"' in body and b"aaaa" not in answer
+    finally:
+        instance.stop()
+
+
+def test_an_untested_gevent_serves_with_gunicorns_gevent_worker(monkeypatch):
+    real = patches.installed_version
+    monkeypatch.setattr(patches, "installed_version", lambda d: "99.0" if d == "gevent" else real(d))
+    monkeypatch.setattr(patches, "_applied", {})
+    assert patches.server_worker_class() == "gevent"
+    monkeypatch.setattr(patches, "installed_version", real)
+    if patches.supported("gevent.pywsgi_json_errors"):
+        assert patches.server_worker_class() == "scaivault.patches.ScaiVaultPyWSGIWorker"
