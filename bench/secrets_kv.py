@@ -164,8 +164,6 @@ def main() -> None:
     ap.add_argument("--list-secrets", type=int, default=100_000)
     ap.add_argument("--keep", action="store_true", help="seed, then keep serving for manual probing")
     ap.add_argument("--json-out", help="also write the wrk figures as JSON here (bench/pair.py reads them)")
-    ap.add_argument("--worker-class", default=os.environ.get("BENCH_WORKER_CLASS", ""),
-                    help="gunicorn worker class for ScaiVault (default: the server's own)")
     args = ap.parse_args()
     only = set(args.only.split(","))
     seconds = args.duration
@@ -187,8 +185,6 @@ def main() -> None:
                "BASE_URL": base, "BIND_ADDRESS": f"127.0.0.1:{port}", "KMS_PROVIDER": "local",
                "KMS_LOCAL_KEY_FILE": str(workdir / "root.key"), "WEB_CONCURRENCY": "2", "LOG_LEVEL": "error",
                "RATE_LIMITS": limits}
-        if args.worker_class:
-            env["SCAIVAULT_WORKER_CLASS"] = args.worker_class
         procs.append(subprocess.Popen([sys.executable, "-m", "scaivault.cli", "serve"], env=env, cwd=ROOT))
         wait_http(base + "/v1/health")
 
