@@ -19,7 +19,7 @@ from typing import Any, Callable, Sequence
 from .errors import ServiceUnavailable
 
 MAX_BATCH = 64
-MAX_INFLIGHT = 2
+MAX_INFLIGHT = 4            # measured against 1 and 2 (issue 10): more reads per second, lower p99
 
 
 class _Ticket:
