@@ -12,6 +12,7 @@ from scaivault.group_commit import GroupCommit
 
 from tests.secrets_support import HIGH_RATE_LIMITS, Callers, new_tenant
 from tests.test_audit_writer import no_audit_insert_url  # noqa: F401  (fixture)
+from tests.test_metrics import value
 
 
 @pytest.fixture(scope="module")
@@ -115,11 +116,15 @@ def test_a_write_is_one_statement_once_the_version_is_known(app, scaikey, monkey
         count[0] += 1
         return original(conn, *args, **kwargs)
 
+    written = value(app.test_client().get("/v1/metrics").get_data(as_text=True),
+                    "scaivault_audit_entries_total", action="write", success="true")
     monkeypatch.setattr(pg8000.core.CoreConnection, "handle_messages", counting)
     response = admin.put("/v1/secrets/w1/a", json={"data": {"v": 1}})
     monkeypatch.undo()
     assert response.status_code == 200 and response.get_json()["version"] == 2
     assert count[0] == 1
+    assert value(app.test_client().get("/v1/metrics").get_data(as_text=True),
+                 "scaivault_audit_entries_total", action="write", success="true") == written + 1
     db = app.extensions["scaivault"].db
     entries = db.query("SELECT extra_data FROM audit_log WHERE tenant_id = :t AND action = 'write' ORDER BY ts", t=tenant)
     assert [(e["extra_data"]["version"], e["extra_data"]["created"]) for e in entries] == [(1, True), (2, False)]

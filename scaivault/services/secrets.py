@@ -20,7 +20,8 @@ from typing import Any, Callable, Iterable
 from pg8000.exceptions import DatabaseError
 
 from ..audit import AuditEntry, record
-from ..audit.writer import audit_unavailable, entry_document, is_audit_failure, read_batch_and_record
+from ..audit.writer import (audit_unavailable, count_appended, entry_document, is_audit_failure,
+                            read_batch_and_record)
 from ..config import Settings, parse_duration
 from ..crypto import SealContext, register_sealed_column
 from ..db import Database, Session
@@ -450,6 +451,7 @@ class SecretStore:
             events = self.change_events(owner, path, version, "write") if self.change_events else None
             if events:
                 doc["events"] = events
+            started = time.perf_counter()
             try:
                 with self.db.session() as s:
                     rows = s.run_prepared(_WRITE_SQL, doc=json.dumps(doc, separators=(",", ":")), sealed=sealed)
@@ -463,6 +465,7 @@ class SecretStore:
                     return None
                 expected = moved
                 continue
+            count_appended("write", True, time.perf_counter() - started)
             self._versions[key] = version
             return secret_view(rows[0], path), expected == 0
         return None
