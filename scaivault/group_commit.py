@@ -71,41 +71,46 @@ class GroupCommit:
         with self._lock:
             batch = self._pending[:self.max_batch]
             del self._pending[:len(batch)]
+        outcomes: list[tuple[_Ticket, Any, BaseException | None]] = []
         try:
             if batch:
-                self._execute(batch)
+                outcomes = self._execute(batch)
+        except BaseException:          # the leader was killed mid-batch: the outcome is unknown
+            outcomes = [(t, None, ServiceUnavailable(message="request interrupted; retry it")) for t in batch]
+            raise
         finally:
-            with self._lock:
-                self._leaders -= 1
-                successor = None
-                if self._leaders < self.max_inflight:
-                    # the oldest waiting request not already promoted by another finishing leader
-                    successor = next((t for t in self._pending if not t.lead), None)
-                    if successor is not None:
-                        self._leaders += 1
-                        successor.lead = True
-            if successor is not None:
-                successor.wake.set()
+            # hand over before answering: woken in this order, the next leader sends its statement
+            # first, and the database works on it while this batch's requests finish their answers
+            self._hand_over()
+            for ticket, result, error in outcomes:
+                self._finish(ticket, result=result, error=error)
 
-    def _execute(self, batch: list[_Ticket]) -> None:
+    def _hand_over(self) -> None:
+        with self._lock:
+            self._leaders -= 1
+            successor = None
+            if self._leaders < self.max_inflight:
+                # the oldest waiting request not already promoted by another finishing leader
+                successor = next((t for t in self._pending if not t.lead), None)
+                if successor is not None:
+                    self._leaders += 1
+                    successor.lead = True
+        if successor is not None:
+            successor.wake.set()
+
+    def _execute(self, batch: list[_Ticket]) -> list[tuple[_Ticket, Any, BaseException | None]]:
         if self.on_batch is not None:
             self.on_batch(len(batch))
         try:
             results = self.run_batch([t.item for t in batch])
-        except BaseException as exc:
-            if not isinstance(exc, Exception):   # the leader was killed mid-batch: outcome unknown
-                for ticket in batch:
-                    self._finish(ticket, error=ServiceUnavailable(message="request interrupted; retry it"))
-                raise
-            if len(batch) > 1:
-                for ticket in batch:          # each alone: the outcome it would have had by itself
-                    self._execute([ticket])
-                return
-            for ticket in batch:
-                self._finish(ticket, error=exc)
-            return
-        for ticket, result in zip(batch, results):
-            self._finish(ticket, result=result)
+        except Exception as exc:
+            if len(batch) == 1:
+                return [(batch[0], None, exc)]
+            outcomes = []
+            for ticket in batch:              # each alone: the outcome it would have had by itself
+                outcomes += self._execute([ticket])
+            return outcomes
+        return [(t, r, None) for t, r in zip(batch, results)]
 
     @staticmethod
     def _finish(ticket: _Ticket, *, result: Any = None, error: BaseException | None = None) -> None:

@@ -191,7 +191,6 @@ def test_a_failing_batch_is_rerun_item_by_item():
     # drive one batch of three directly, as a leader would
     from scaivault.group_commit import _Ticket
     tickets = [_Ticket(x) for x in ("a", "bad", "c")]
-    gc._execute(tickets)
-    for t in tickets:
-        results[t.item] = (t.result, type(t.error).__name__ if t.error else None)
+    for ticket, result, error in gc._execute(tickets):
+        results[ticket.item] = (result, type(error).__name__ if error else None)
     assert results == {"a": ("A", None), "bad": (None, "ValueError"), "c": ("C", None)}
