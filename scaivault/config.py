@@ -151,6 +151,10 @@ class Settings:
     dev_mode: bool = False
     trusted_proxies: tuple = ()             # TRUSTED_PROXIES: ip_network objects whose X-Forwarded-For counts
     metrics_dir: str | None = None          # PROMETHEUS_MULTIPROC_DIR for `serve` (a temp dir when unset)
+    lease_sweep_interval: int = 30          # LEASE_SWEEP_INTERVAL: how often expired leases are revoked
+    lease_history_retention: int = 30 * 86400   # LEASE_HISTORY_RETENTION: revoked lease rows kept this long
+    dynamic_allowed_hosts: tuple = ()       # DYNAMIC_ALLOWED_HOSTS: host globs / CIDRs engines may reach (empty: any)
+    ui_client_id: str | None = None         # UI_CLIENT_ID: the admin UI's ScaiKey application (public client)
 
     def replace(self, **changes: Any) -> "Settings":
         return dataclasses.replace(self, **changes)
@@ -288,6 +292,25 @@ def _trusted_proxies(reader: _Reader) -> tuple:
     return tuple(networks)
 
 
+def _dynamic_allowed_hosts(reader: _Reader) -> tuple:
+    """DYNAMIC_ALLOWED_HOSTS: comma-separated host globs (db-*.internal) or CIDRs (10.0.0.0/8)."""
+    import ipaddress
+
+    entries: list = []
+    for item in (reader.string("DYNAMIC_ALLOWED_HOSTS") or "").split(","):
+        item = item.strip().lower()
+        if not item:
+            continue
+        if "/" in item:
+            try:
+                entries.append(ipaddress.ip_network(item, strict=False))
+            except ValueError:
+                raise ConfigError("DYNAMIC_ALLOWED_HOSTS", f"{item!r} is not a CIDR") from None
+        else:
+            entries.append(item)
+    return tuple(entries)
+
+
 def _rate_limits(reader: _Reader) -> Mapping[str, Mapping[str, Any]]:
     """RATE_LIMITS YAML: {category: {rate: int, window: duration}}; categories checked by ratelimit."""
     text = reader.env.get("RATE_LIMITS")
@@ -377,6 +400,10 @@ def load_settings(env: Mapping[str, str], *, dev_mode: bool = False, require_ser
         trusted_proxies=_trusted_proxies(r),
         dev_mode=dev_mode,
         metrics_dir=r.string("PROMETHEUS_MULTIPROC_DIR"),
+        lease_sweep_interval=r.duration("LEASE_SWEEP_INTERVAL", "30s"),
+        lease_history_retention=r.duration("LEASE_HISTORY_RETENTION", "30d"),
+        dynamic_allowed_hosts=_dynamic_allowed_hosts(r),
+        ui_client_id=r.string("UI_CLIENT_ID"),
     )
     if bool(settings.tls_cert_file) != bool(settings.tls_key_file):
         missing = "TLS_KEY_FILE" if settings.tls_cert_file else "TLS_CERT_FILE"

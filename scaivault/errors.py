@@ -26,6 +26,8 @@ STATUS_BY_CODE: dict[str, int] = {
     "policy_not_found": 404, "binding_not_found": 404, "rotation_policy_not_found": 404,
     "secret_policy_not_found": 404, "tenant_not_found": 404,
     "identity_not_found": 404, "token_not_found": 404, "export_not_found": 404,
+    "engine_not_found": 404, "role_not_found": 404, "lease_not_found": 404, "trust_rule_not_found": 404,
+    "lease_expired": 410,
     # 405 / 409 / 410 / 413 / 415 / 422 / 429
     "method_not_allowed": 405,
     "secret_exists": 409, "version_conflict": 409, "policy_in_use": 409, "conflict": 409,

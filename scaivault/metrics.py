@@ -45,6 +45,13 @@ DB_POOL_SIZE = Gauge("scaivault_db_pool_size", "Database pool size (connections 
 DB_POOL_AVAILABLE = Gauge("scaivault_db_pool_available", "Database pool connections free or not yet opened",
                           multiprocess_mode="livesum")
 
+# ---- dynamic credentials (issue 13); active leases are counted in PostgreSQL, so any worker's value is the truth
+LEASES_ACTIVE = Gauge("scaivault_leases_active", "Live leases (active or awaiting revocation)", ["engine"],
+                      multiprocess_mode="mostrecent")
+LEASES_GENERATED = Counter("scaivault_leases_generated_total", "Dynamic credentials generated", ["engine", "role"])
+ENGINE_HEALTH = Gauge("scaivault_engine_health", "1 when the engine's database answered its last connection, else 0",
+                      ["engine"], multiprocess_mode="mostrecent")
+
 # ---- audit
 AUDIT_ENTRIES = Counter("scaivault_audit_entries_total", "Audit entries written", ["action", "success"])
 AUDIT_WRITE_FAILURES = Counter("scaivault_audit_write_failures_total",

@@ -77,6 +77,26 @@ class Runtime:
 
         return SecretStore(self.db, self.keyring, self.settings)
 
+    @cached_property
+    def dynamic(self):
+        """Dynamic database credentials: engines, roles, leases, the sweeper (scaivault.services.dynamic)."""
+        from .services.dynamic import DynamicService
+
+        return DynamicService(self)
+
+    @cached_property
+    def token_exchange(self):
+        """Foreign workload tokens -> short-lived svx_ tokens (scaivault.auth.exchange)."""
+        from .auth.exchange import TokenExchange
+
+        return TokenExchange(self)
+
+    @cached_property
+    def trust_rules(self):
+        from .services.trust_rules import TrustRuleService
+
+        return TrustRuleService(self)
+
     def close(self) -> None:
         if "keyring" in self.__dict__:
             self.keyring.close()

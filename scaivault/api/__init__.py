@@ -16,6 +16,9 @@ BLUEPRINT_MODULES = [
     "scaivault.api.secrets",
     "scaivault.api.policies",
     "scaivault.api.openapi",
+    "scaivault.api.dynamic",
+    "scaivault.api.token_exchange",
+    "scaivault.ui",
 ]
 
 

@@ -30,6 +30,7 @@ DENIAL_ACTIONS: dict[str, str] = {
     "pki:issue": "pki_issue",
     "pki:admin": "pki_ca_create",
     "dynamic:generate": "dynamic_generate",
+    "dynamic:admin": "dynamic_config",
     "leases": "dynamic_renew",
     "audit:read": "audit_query",
     "audit:export": "export_created",
