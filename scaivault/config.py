@@ -151,6 +151,7 @@ class Settings:
     dev_mode: bool = False
     trusted_proxies: tuple = ()             # TRUSTED_PROXIES: ip_network objects whose X-Forwarded-For counts
     metrics_dir: str | None = None          # PROMETHEUS_MULTIPROC_DIR for `serve` (a temp dir when unset)
+    acme_ca_bundle: str | None = None       # ACME_CA_BUNDLE: extra CA certificates trusted for ACME directories
     lease_sweep_interval: int = 30          # LEASE_SWEEP_INTERVAL: how often expired leases are revoked
     lease_history_retention: int = 30 * 86400   # LEASE_HISTORY_RETENTION: revoked lease rows kept this long
     dynamic_allowed_hosts: tuple = ()       # DYNAMIC_ALLOWED_HOSTS: host globs / CIDRs engines may reach (empty: any)
@@ -400,6 +401,7 @@ def load_settings(env: Mapping[str, str], *, dev_mode: bool = False, require_ser
         trusted_proxies=_trusted_proxies(r),
         dev_mode=dev_mode,
         metrics_dir=r.string("PROMETHEUS_MULTIPROC_DIR"),
+        acme_ca_bundle=r.existing_file("ACME_CA_BUNDLE"),
         lease_sweep_interval=r.duration("LEASE_SWEEP_INTERVAL", "30s"),
         lease_history_retention=r.duration("LEASE_HISTORY_RETENTION", "30d"),
         dynamic_allowed_hosts=_dynamic_allowed_hosts(r),

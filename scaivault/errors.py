@@ -45,6 +45,10 @@ STATUS_BY_CODE: dict[str, int] = {
     "storage_unavailable": 503, "object_not_found": 404, "object_too_large": 413,
     "rotation_in_progress": 409,
     "audit_unavailable": 503,
+    # PKI and ACME (issue 12)
+    "certificate_not_allowed": 400, "ca_not_found": 404, "certificate_not_found": 404, "role_not_found": 404,
+    "acme_account_not_found": 404, "acme_order_not_found": 404, "dns_provider_not_found": 404,
+    "ca_not_ready": 409, "ca_revoked": 409, "acme_error": 502,
 }
 
 

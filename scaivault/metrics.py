@@ -36,6 +36,13 @@ GROUP_COMMIT_SIZE = Histogram("scaivault_group_commit_size", "Requests sharing o
                               ["kind"], buckets=(1, 2, 4, 8, 16, 32, 64))
 SECRET_ROTATIONS = Counter("scaivault_secret_rotations_total", "Secret rotations", ["status"])
 
+# ---- PKI and ACME (spec/10 metrics table; gauges set by the PKI job, the counter by ACME runners)
+CERTIFICATES_ACTIVE = Gauge("scaivault_certificates_active", "Issued certificates neither revoked nor expired",
+                            ["ca_id"], multiprocess_mode="livemax")
+CERTIFICATES_EXPIRING = Gauge("scaivault_certificates_expiring_soon", "Active certificates expiring within N days",
+                              ["within_days"], multiprocess_mode="livemax")
+ACME_ORDERS = Counter("scaivault_acme_orders_total", "ACME orders finished", ["provider", "status"])
+
 # ---- dependencies
 DB_LATENCY = Histogram("scaivault_db_latency_seconds", "Database round-trip latency", buckets=_LATENCY_BUCKETS)
 REDIS_LATENCY = Histogram("scaivault_redis_latency_seconds", "Redis round-trip latency", buckets=_LATENCY_BUCKETS)

@@ -32,6 +32,9 @@ need redis-server redis-server
 need redis-cli redis-tools
 need softhsm2-util softhsm2
 need npm npm                 # Azurite (Azure Blob) for tests/test_storage_azure_blob.py
+need pebble pebble           # ACME server for tests/test_acme_*.py (with pebble-challtestsrv)
+need named bind9             # authoritative DNS with TSIG dynamic updates for tests/test_acme_dns01.py
+need openssl openssl         # `openssl verify` of issued chains in tests/test_pki_*.py
 need chromium chromium       # the admin UI's browser tests (tests/test_ui_browser.py, Playwright)
 need mariadb-install-db mariadb-server-core   # a private mariadbd for tests/test_dynamic_credentials.py
 if [ "${#need_apt[@]}" -gt 0 ]; then

@@ -29,6 +29,7 @@ DENIAL_ACTIONS: dict[str, str] = {
     "secrets:batch_metadata": "list",
     "pki:issue": "pki_issue",
     "pki:admin": "pki_ca_create",
+    "acme:order": "acme_order",
     "dynamic:generate": "dynamic_generate",
     "dynamic:admin": "dynamic_config",
     "leases": "dynamic_renew",
