@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # CI smoke step: a declared dependency range is a tested range (design.md invariant 13).
 # Installs the LOWEST versions setup.cfg allows of the libraries ScaiVault patches or leans on
-# (gunicorn, gevent, pg8000, flask-limiter, flask) into a private virtualenv that sees the
+# (gunicorn, gevent, pg8000, flask-limiter, flask; the `server` extra) into a private virtualenv that sees the
 # rest of the environment, and runs a smoke subset under them: a served instance answering well
 # formed HTTP, the read path (one statement, audit chained), rate limits, the patches' checks.
 # Usage: bash tests/lowest_versions.sh [pytest args...]   (run after tests/run.sh set things up)
@@ -16,7 +16,8 @@ import configparser, re
 cfg = configparser.ConfigParser()
 cfg.read("setup.cfg")
 wanted = {"gunicorn", "gevent", "pg8000", "flask-limiter", "flask"}
-for line in cfg["options"]["install_requires"].split("\n"):
+lines = cfg["options"]["install_requires"].split("\n") + cfg["options.extras_require"]["server"].split("\n")
+for line in lines:
     m = re.match(r"\s*([A-Za-z0-9_.-]+)\s*>=\s*([\w.]+)", line)
     if m and m.group(1).lower() in wanted:
         print(f"{m.group(1)}=={m.group(2)}")

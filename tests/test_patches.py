@@ -93,7 +93,8 @@ def test_the_declared_ranges_of_patched_libraries_are_the_tested_ranges():
     cfg = configparser.ConfigParser()
     cfg.read(ROOT / "setup.cfg")
     requirements = {}
-    for line in cfg["options"]["install_requires"].split("\n"):
+    lines = cfg["options"]["install_requires"].split("\n") + cfg["options.extras_require"]["server"].split("\n")
+    for line in lines:
         m = re.match(r"\s*([A-Za-z0-9_.-]+)(\[.*\])?(.*)", line)
         if m and m.group(1):
             requirements[m.group(1).lower()] = m.group(3).strip()
