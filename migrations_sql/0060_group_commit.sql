@@ -104,11 +104,18 @@ $$;
 -- the one the caller sealed the new version for, insert the version, prune beyond max_versions,
 -- move the current version, append the audit entry (extra_data.pruned_versions filled in here:
 -- the canonical bytes arrive as the halves around it) and the change events, all in the
--- statement's own transaction. Anything unusual (a deleted row, a CAS or rotation-policy check,
--- a version that moved on) raises SQLSTATE SVW01 with the current version as the message, which
--- rolls everything back; the caller then reseals for that version or takes the general path.
-CREATE OR REPLACE FUNCTION sv_write_version(p jsonb, p_sealed bytea) RETURNS SETOF secrets
+-- statement's own transaction; the row comes back with written = true. A version that moved on
+-- writes nothing: the row comes back as it is with written = false (no row: the path is free
+-- again), and the caller reseals for its current version. Anything unusual (a deleted row, a CAS
+-- or rotation-policy check, a concurrent creator) raises SQLSTATE SVW01, which rolls everything
+-- back, and the caller takes the general path.
+CREATE OR REPLACE FUNCTION sv_write_version(p jsonb, p_sealed bytea)
+RETURNS TABLE (written boolean, id bigint, secret_type text, current_version integer, metadata jsonb,
+               created_at timestamptz, updated_at timestamptz, expires_at timestamptz,
+               rotation_policy_id text, max_versions integer, last_accessed_at timestamptz,
+               deleted_at timestamptz, recoverable_until timestamptz)
 LANGUAGE plpgsql AS $$
+#variable_conflict use_column
 DECLARE
     r secrets;
     v_version integer;
@@ -123,7 +130,7 @@ BEGIN
     END IF;
     IF NOT FOUND THEN
         IF (p->>'expected')::integer <> 0 THEN
-            RAISE EXCEPTION USING ERRCODE = 'SVW01', MESSAGE = '0';
+            RETURN;                -- deleted for good meanwhile: the caller reseals as version 1
         END IF;
         IF p->>'tenant' IS NOT NULL THEN
             INSERT INTO secrets (partner_id, tenant_id, path, secret_type, max_versions, created_by, updated_by)
@@ -146,7 +153,10 @@ BEGIN
         RAISE EXCEPTION USING ERRCODE = 'SVW01', MESSAGE = '-1';
     END IF;
     IF r.current_version <> (p->>'expected')::integer THEN
-        RAISE EXCEPTION USING ERRCODE = 'SVW01', MESSAGE = r.current_version::text;
+        RETURN QUERY SELECT false, r.id, r.secret_type, r.current_version, r.metadata, r.created_at,
+                            r.updated_at, r.expires_at, r.rotation_policy_id, r.max_versions,
+                            r.last_accessed_at, r.deleted_at, r.recoverable_until;
+        RETURN;                    -- moved on: nothing written
     END IF;
     v_version := r.current_version + 1;
     v_maxv := COALESCE((p->>'maxv')::integer, r.max_versions);
@@ -171,6 +181,8 @@ BEGIN
     IF jsonb_typeof(p->'events') = 'array' THEN
         PERFORM sv_secret_events(r.id, v_version, p->'events');
     END IF;
-    RETURN NEXT r;
+    RETURN QUERY SELECT true, r.id, r.secret_type, r.current_version, r.metadata, r.created_at,
+                        r.updated_at, r.expires_at, r.rotation_policy_id, r.max_versions,
+                        r.last_accessed_at, r.deleted_at, r.recoverable_until;
 END
 $$;

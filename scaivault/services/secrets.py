@@ -52,15 +52,10 @@ WRITE_ATTEMPTS = 3              # reseal-and-retry rounds of a one-statement wri
 _WRITE_SQL = "SELECT * FROM sv_write_version(CAST(:doc AS jsonb), :sealed)"
 
 
-def _moved_to(exc: DatabaseError) -> int | None:
-    """sv_write_version's answer SVW01: the secret's current version (-1: take the general path)."""
+def _general_path_needed(exc: DatabaseError) -> bool:
+    """sv_write_version's SQLSTATE SVW01: a case for the general, locked write."""
     info = exc.args[0] if exc.args and isinstance(exc.args[0], dict) else {}
-    if info.get("C") != "SVW01":
-        return None
-    try:
-        return int(info.get("M", "-1"))
-    except ValueError:
-        return -1
+    return info.get("C") == "SVW01"
 
 
 @dataclass(frozen=True)
@@ -427,9 +422,11 @@ class SecretStore:
         """The common write in one round trip (sv_write_version, migration 0060).
 
         The new version is sealed for the version this process last saw (or 1 for an unknown
-        path); the statement locks the row and commits only if that is still the next version.
-        When another writer moved it on, the statement says to which version, and we reseal and
-        try again. None: take the general path (a deleted row, a CAS or rotation-policy check).
+        path); the statement locks the row and writes only if that is still the next version.
+        When another writer moved it on, the statement writes nothing and returns the row as it
+        is (`written` false; no row: the path is free again), and we reseal for its version and
+        try again. None: take the general path (a deleted row, a CAS or rotation-policy check,
+        a concurrent creator).
         """
         key = (owner.partner_id, owner.tenant_id, path)
         expected = self._versions.get(key, 0)
@@ -456,14 +453,14 @@ class SecretStore:
                 with self.db.session() as s:
                     rows = s.run_prepared(_WRITE_SQL, doc=json.dumps(doc, separators=(",", ":")), sealed=sealed)
             except DatabaseError as exc:
-                moved = _moved_to(exc)
-                if moved is None:
-                    if is_audit_failure(exc):
-                        raise audit_unavailable(entry.stored_values(), exc) from None
-                    raise
-                if moved < 0:
+                if _general_path_needed(exc):
                     return None
-                expected = moved
+                if is_audit_failure(exc):
+                    raise audit_unavailable(entry.stored_values(), exc) from None
+                raise
+            if not rows or not rows[0]["written"]:      # moved on (or gone): nothing was written
+                expected = rows[0]["current_version"] if rows else 0
+                self._versions[key] = expected
                 continue
             count_appended("write", True, time.perf_counter() - started)
             self._versions[key] = version
