@@ -147,9 +147,11 @@ BEGIN
             RAISE EXCEPTION USING ERRCODE = 'SVW01', MESSAGE = '-1';
         END IF;
     END IF;
+    -- a rotation or secret policy on the secret: the lifecycle hook (issue 11) has more to do
     IF r.deleted_at IS NOT NULL
        OR (p->>'cas' IS NOT NULL AND (p->>'cas')::integer <> r.current_version)
-       OR (p->>'rotation' IS NOT NULL AND (p->>'rotation') IS DISTINCT FROM r.rotation_policy_id) THEN
+       OR (p->>'rotation' IS NOT NULL AND (p->>'rotation') IS DISTINCT FROM r.rotation_policy_id)
+       OR r.rotation_policy_id IS NOT NULL OR r.secret_policy_id IS NOT NULL THEN
         RAISE EXCEPTION USING ERRCODE = 'SVW01', MESSAGE = '-1';
     END IF;
     IF r.current_version <> (p->>'expected')::integer THEN

@@ -218,7 +218,9 @@ def test_policy_crud_round_trip_with_audit(app, admin, tenant):
     assert admin.delete(f"/v1/policies/{pid}").status_code == 200
     actions = [r["action"] for r in app.extensions["scaivault"].db.query(
         "SELECT action FROM audit_log WHERE tenant_id = :t AND action LIKE 'policy_%' ORDER BY ts", t=tenant)]
-    assert actions == ["policy_create", "policy_update", "policy_update", "policy_bind", "policy_unbind", "policy_delete"]
+    # reading a policy and its bindings is audited too (issue 9)
+    assert actions == ["policy_create", "policy_read", "policy_update", "policy_update", "policy_bind", "policy_read",
+                       "policy_unbind", "policy_delete"]
 
 
 def test_policy_list_is_paginated(admin):

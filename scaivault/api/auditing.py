@@ -7,13 +7,15 @@ views never need to audit their own denials.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from typing import Any
 
 from flask import g, request
 
-from ..audit import AuditEntry, record_now
+from ..audit import AuditEntry, record, record_now
+from ..audit.entry import new_entry_id
 from ..errors import ScaiVaultError
 
 log = logging.getLogger("scaivault.audit")
@@ -35,7 +37,14 @@ DENIAL_ACTIONS: dict[str, str] = {
     "leases": "dynamic_renew",
     "audit:read": "audit_query",
     "audit:export": "export_created",
+    "webhooks": "webhook_admin",
+    "subscriptions": "subscription_admin",
+    "subscriptions:poll": "subscription_event",
 }
+
+
+# refusals by policy evaluation (not scope): these are policy.violation events (issue 11)
+VIOLATION_CODES = frozenset({"access_denied", "ip_not_allowed", "mfa_required", "time_window_violation"})
 
 
 def denial_action(category: str | None) -> str | None:
@@ -72,6 +81,8 @@ def entry_for_request(action: str, *, secret_path: str | None = None, success: b
     if identity is not None:
         # the name (identity_id) can be shared or change; the actor is the immutable sub + home tenant
         entry.extra_data.setdefault("actor", identity.principal)
+    if g.get("client_request_id"):   # the caller's own correlation id, apart from the server's request_id
+        entry.extra_data.setdefault("client_request_id", g.client_request_id)
     acting_for = getattr(identity, "acting_for", None)
     if acting_for:  # an exchanged token: who it acts for is part of the record
         entry.extra_data.setdefault("acting_for", acting_for)
@@ -81,23 +92,59 @@ def entry_for_request(action: str, *, secret_path: str | None = None, success: b
     return entry
 
 
+def record_read(runtime, action: str, *, tenant_id: str | None = None, partner_id: str | None = None,
+                extra: dict[str, Any] | None = None) -> None:
+    """Audit a read of authorisation or identity data (policies, the identity cache) before it is answered.
+
+    Fail-closed like every read: if the entry cannot be written the request fails (503) and
+    nothing is returned. `tenant_id` names the tenant whose data was read, when not the request's.
+    """
+    entry = entry_for_request(action, extra=extra)
+    if tenant_id is not None:
+        entry.tenant_id, entry.partner_id = tenant_id, partner_id
+    if entry.tenant_id is None:
+        entry.extra_data.setdefault("scope", "platform")
+    record_now(runtime, entry)
+
+
 def record_denial(runtime, category: str | None, error: ScaiVaultError, secret_path: str | None = None) -> None:
     """Audit a refused request (success=false) unless the view already wrote its own entry.
 
     Only authorisation refusals (401/403) of audited categories are recorded, and only once the
     caller is known to act in a tenant; the audit failure of a denial is logged, not raised,
-    because the caller is refused either way.
+    because the caller is refused either way. An attempt to act in another tenant is always
+    recorded, naming the target, in the caller's home tenant and in the targeted tenant (F12).
     """
-    action = denial_action(category)
+    details = error.details or {}
+    cross_tenant = error.status == 403 and details.get("reason") == "cross_tenant"
+    action = denial_action(category) or ("cross_tenant_attempt" if cross_tenant else None)
     if g.get("audit_entry_built") or action is None or error.status not in (401, 403):
         return
-    if g.get("tenant") is None and getattr(g.get("identity"), "tenant_id", None) is None:
+    if g.get("tenant") is None and getattr(g.get("identity"), "tenant_id", None) is None and not cross_tenant:
         return
     if secret_path is None:
         secret_path = (request.view_args or {}).get("path")
-    entry = entry_for_request(action, secret_path=secret_path, success=False,
-                              extra={"error": error.code, "method": request.method})
-    try:
-        record_now(runtime, entry)
-    except ScaiVaultError:
-        log.warning("denial could not be audited", extra={"request_id": g.get("request_id"), "error": error.code})
+    extra = {"error": error.code, "method": request.method}
+    target = details.get("tenant_id") if cross_tenant else None
+    if target:
+        extra["target_tenant_id"] = target
+    entry = entry_for_request(action, secret_path=secret_path, success=False, extra=extra)
+    entries = [entry] if entry.tenant_id else []
+    target_row = runtime.authenticator.tenant(target) if target else None
+    if target_row is not None and target != entry.tenant_id:
+        copy = dataclasses.replace(entry, id=new_entry_id(), tenant_id=target, partner_id=target_row["partner_id"],
+                                   extra_data={**entry.extra_data, "home_tenant_id": entry.tenant_id})
+        entries.append(copy)
+    violation = error.status == 403 and error.code in VIOLATION_CODES and secret_path is not None
+    for item in entries:
+        try:
+            if violation and item is entry:
+                from ..lifecycle.hooks import policy_violation
+
+                with runtime.db.transaction() as session:     # the violation event commits with its audit entry
+                    record(session, item)
+                    policy_violation(session, item, secret_path, error)
+            else:
+                record_now(runtime, item)
+        except ScaiVaultError:
+            log.warning("denial could not be audited", extra={"request_id": g.get("request_id"), "error": error.code})

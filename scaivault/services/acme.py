@@ -26,6 +26,7 @@ from ..config import Settings
 from ..crypto import SealContext, register_sealed_column
 from ..db import Database
 from ..errors import ScaiVaultError, ValidationFailed
+from ..lifecycle.hooks import certificate_changed
 from ..pki import x509 as px
 from ..policy.paths import validate_path
 from .dns_providers import (DnsProviderError, DnsProviderStore, authoritative_servers, challenge_name,
@@ -369,22 +370,27 @@ class AcmeService:
         except Exception as exc:
             reason = _describe(exc)
             log.warning("ACME order failed", extra={"order_id": order_id, "error": type(exc).__name__})
+            self._undo(order_id, cleanup)     # before the outcome is visible: a finished order left nothing behind
             self._finish(order_id, "invalid", error=reason)
             self._count(row, "invalid")
             self._audit(row, audit, success=False, extra={"acme_order_id": order_id, "reason": reason})
             return "invalid"
-        finally:
-            for undo in cleanup:
-                try:
-                    undo()
-                except Exception as exc:   # logged: a leftover TXT record is harmless but untidy
-                    log.warning("ACME cleanup failed", extra={"order_id": order_id, "error": type(exc).__name__})
+        self._undo(order_id, cleanup)
         self._finish(order_id, "valid", stage="issued", serial=result["serial"], not_before=result["not_before"],
                      not_after=result["not_after"], order_url=result["order_url"])
         self._count(row, "valid")
         event = "certificate.renewed" if row["renewed_from"] else "certificate.issued"
         self._audit(row, audit, extra={"acme_order_id": order_id, "serial_number": result["serial"], "event": event})
         return "valid"
+
+    @staticmethod
+    def _undo(order_id: str, cleanup: list[Callable[[], None]]) -> None:
+        """Remove the order's challenge records (TXT records, http-01 tokens)."""
+        for undo in cleanup:
+            try:
+                undo()
+            except Exception as exc:   # logged: a leftover TXT record is harmless but untidy
+                log.warning("ACME cleanup failed", extra={"order_id": order_id, "error": type(exc).__name__})
 
     def _count(self, row: dict, status: str) -> None:
         from .. import metrics
@@ -395,7 +401,8 @@ class AcmeService:
     def _audit(self, row: dict, audit: AuditFn, *, success: bool = True, extra: dict) -> None:
         try:
             with self.db.transaction() as s:
-                record(s, audit("acme_order", secret_path=row["secret_path"], success=success, extra=extra))
+                record(s, entry := audit("acme_order", secret_path=row["secret_path"], success=success, extra=extra))
+                certificate_changed(s, entry)
         except ScaiVaultError:
             log.error("ACME order outcome could not be audited", extra={"order_id": row["id"]})
 

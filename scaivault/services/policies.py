@@ -6,16 +6,17 @@ transaction and then announced to the policy caches of every instance.
 """
 from __future__ import annotations
 
-import base64
 import json
 import secrets as pyrandom
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Callable, Iterable
 
+from .. import inputs
 from ..audit import AuditEntry, record
 from ..db import Database, Session
 from ..errors import ScaiVaultError
+from ..lifecycle.hooks import policy_changed
 from ..policy.cache import PolicyCache
 from ..policy.rules import parse_rules
 
@@ -48,22 +49,18 @@ def _new_id(prefix: str) -> str:
 
 
 def _encode_cursor(value: str) -> str:
-    return base64.urlsafe_b64encode(json.dumps({"after": value}).encode()).decode().rstrip("=")
+    return inputs.encode_cursor({"after": value})
 
 
 def decode_cursor(cursor: str | None) -> str | None:
     """The keyset position of an opaque cursor; 400 invalid_cursor when it is not one of ours."""
     if cursor is None or cursor == "":
         return None
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        doc = json.loads(raw)
-        after = doc["after"]
-        if not isinstance(after, str) or len(after) > 1024:
-            raise ValueError
-        return after
-    except Exception:
-        raise ScaiVaultError("invalid_cursor", "the cursor is malformed or expired; start again without it") from None
+    position = inputs.decode_cursor(cursor)
+    after = position.get("after") if isinstance(position, dict) else None
+    if not isinstance(after, str) or len(after) > 1024:
+        raise ScaiVaultError("invalid_cursor", "the cursor is malformed or expired; start again without it")
+    return after
 
 
 encode_cursor = _encode_cursor
@@ -72,13 +69,9 @@ encode_cursor = _encode_cursor
 def _page_limit(limit: Any, default: int = DEFAULT_PAGE, maximum: int = MAX_PAGE) -> int:
     if limit is None or limit == "":
         return default
-    try:
-        value = int(limit)
-    except (TypeError, ValueError):
-        raise ScaiVaultError("invalid_request", f"limit must be an integer between 1 and {maximum}") from None
-    if not 1 <= value <= maximum:
-        raise ScaiVaultError("invalid_request", f"limit must be between 1 and {maximum}")
-    return value
+    if isinstance(limit, int) and not isinstance(limit, bool):
+        limit = str(limit)
+    return inputs.parse_int(limit, "limit", low=1, high=maximum)
 
 
 page_limit = _page_limit
@@ -87,16 +80,10 @@ page_limit = _page_limit
 def _parse_time(value: Any, field: str) -> datetime | None:
     if value is None:
         return None
-    if isinstance(value, datetime):
-        ts = value
-    else:
-        try:
-            ts = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-        except ValueError:
-            raise ScaiVaultError("invalid_policy", f"{field} must be an ISO-8601 timestamp") from None
-    if ts.tzinfo is None:
-        ts = ts.replace(tzinfo=timezone.utc)
-    return ts
+    try:
+        return inputs.parse_timestamp(value)
+    except ValueError:
+        raise ScaiVaultError("invalid_policy", f"{field} must be an ISO-8601 timestamp") from None
 
 
 class PolicyService:
@@ -239,8 +226,10 @@ class PolicyService:
                     id=policy_id, partner=owner.partner_id or "", tenant=owner.tenant_id if scope == "tenant" else None,
                     scope=scope, name=fields["name"], description=fields["description"],
                     rules=json.dumps(fields["rules"]), active=fields.get("is_active", True), actor=actor)
-                record(s, audit("policy_create", extra={"policy_id": policy_id, "name": fields["name"],
-                                                        "scope": scope, "rule_count": len(fields["rules"])}))
+                record(s, entry := audit("policy_create", extra={"policy_id": policy_id, "name": fields["name"],
+                                                                 "scope": scope, "rule_count": len(fields["rules"])}))
+                policy_changed(s, "policy.created", entry, {"policy_id": policy_id, "name": fields["name"],
+                                                            "scope": scope, "rule_count": len(fields["rules"])})
         except DatabaseError as exc:
             if self._unique_violation(exc):
                 raise ScaiVaultError("conflict", "a policy with this name already exists",
@@ -267,8 +256,10 @@ class PolicyService:
                 params = {k: (json.dumps(v) if k == "rules" else v) for k, v in fields.items()}
                 row = s.one(f"UPDATE policies SET {sets}, updated_at = now(), updated_by = :actor "
                             f"WHERE id = :id RETURNING *", id=policy_id, actor=actor, **params)
-                record(s, audit("policy_update", extra={"policy_id": policy_id, "fields": sorted(fields),
-                                                        "partial": partial}))
+                record(s, entry := audit("policy_update", extra={"policy_id": policy_id, "fields": sorted(fields),
+                                                                 "partial": partial}))
+                policy_changed(s, "policy.updated", entry, {"policy_id": policy_id, "name": row["name"],
+                                                            "fields": sorted(fields)})
                 bindings = s.query("SELECT * FROM policy_bindings WHERE policy_id = :id ORDER BY created_at, id",
                                    id=policy_id)
         except DatabaseError as exc:
@@ -288,8 +279,10 @@ class PolicyService:
                 raise ScaiVaultError("policy_in_use", "the policy still has bindings; unbind them or pass force=true",
                                      details={"policy_id": policy_id, "binding_count": bound})
             s.execute("DELETE FROM policies WHERE id = :id", id=policy_id)
-            record(s, audit("policy_delete", extra={"policy_id": policy_id, "name": row["name"],
-                                                    "removed_bindings": bound, "force": force}))
+            record(s, entry := audit("policy_delete", extra={"policy_id": policy_id, "name": row["name"],
+                                                             "removed_bindings": bound, "force": force}))
+            policy_changed(s, "policy.deleted", entry, {"policy_id": policy_id, "name": row["name"],
+                                                        "removed_bindings": bound})
         self._changed(row)
         return {"id": policy_id, "deleted": True, "removed_bindings": bound}
 
@@ -326,9 +319,10 @@ class PolicyService:
                                VALUES (:id, :policy, :type, :identity, :expires, :actor) RETURNING *""",
                             id=binding_id, policy=policy_id, type=identity_type, identity=identity_id,
                             expires=expires_at, actor=actor)
-                record(s, audit("policy_bind", extra={"policy_id": policy_id, "binding_id": binding_id,
-                                                      "identity_type": identity_type, "identity_id": identity_id,
-                                                      "expires_at": iso(expires_at)}))
+                record(s, entry := audit("policy_bind", extra={"policy_id": policy_id, "binding_id": binding_id,
+                                                               "identity_type": identity_type,
+                                                               "identity_id": identity_id, "expires_at": iso(expires_at)}))
+                policy_changed(s, "policy.binding.created", entry, dict(entry.extra_data))
         except DatabaseError as exc:
             if self._unique_violation(exc):
                 raise ScaiVaultError("conflict", "this identity is already bound to the policy",
@@ -347,8 +341,9 @@ class PolicyService:
             if row is None:
                 raise ScaiVaultError("binding_not_found", "no such binding on this policy",
                                      details={"policy_id": policy_id, "binding_id": binding_id[:64]})
-            record(s, audit("policy_unbind", extra={"policy_id": policy_id, "binding_id": binding_id,
-                                                    "identity_id": row["identity_id"]}))
+            record(s, entry := audit("policy_unbind", extra={"policy_id": policy_id, "binding_id": binding_id,
+                                                             "identity_id": row["identity_id"]}))
+            policy_changed(s, "policy.binding.deleted", entry, dict(entry.extra_data))
         self._changed(policy)
         return {"id": binding_id, "deleted": True}
 

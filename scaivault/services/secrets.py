@@ -27,6 +27,7 @@ from ..crypto import SealContext, register_sealed_column
 from ..db import Database, Session
 from ..errors import ScaiVaultError, ValidationFailed
 from ..group_commit import GroupCommit
+from ..lifecycle.hooks import plain_write_events, secret_changed, secret_read
 from ..policy.paths import validate_path
 from .policies import decode_cursor, encode_cursor, iso, page_limit
 
@@ -56,6 +57,13 @@ def _general_path_needed(exc: DatabaseError) -> bool:
     """sv_write_version's SQLSTATE SVW01: a case for the general, locked write."""
     info = exc.args[0] if exc.args and isinstance(exc.args[0], dict) else {}
     return info.get("C") == "SVW01"
+
+
+def _check_lowering(may_lower_retention: Callable[[], None] | None) -> None:
+    """Lowering retention erases versions, like :destroy: refuse unless the caller's check passes (F11)."""
+    if may_lower_retention is None:
+        raise ScaiVaultError("access_denied", "lowering max_versions erases history and needs the delete permission")
+    may_lower_retention()
 
 
 @dataclass(frozen=True)
@@ -92,6 +100,8 @@ class WriteRequest:
     expires_in: str | None = None
     rotation_policy_id: str | None = None
     cas: int | None = None
+    secret_policy_id: str | None = None
+    rotation: dict | None = None    # set by the rotation service: {"policy_id", "cycle", "trigger", "auto"}
 
 
 def _now() -> datetime:
@@ -151,6 +161,7 @@ def secret_view(row: dict, path: str) -> dict:
         "updated_at": iso(row["updated_at"]),
         "expires_at": iso(row["expires_at"]),
         "rotation_policy_id": row["rotation_policy_id"],
+        "secret_policy_id": row.get("secret_policy_id"),
         "max_versions": row["max_versions"],
     }
     if "last_accessed_at" in row:
@@ -180,9 +191,6 @@ class SecretStore:
         self._last_flush = time.monotonic()
         self._versions: dict[tuple[str, str | None, str], int] = {}
         self._flusher: threading.Thread | None = None
-        # Events that join a secret change's transaction (issue 11's outbox): called with
-        # (owner, path, version, kind), returns a JSON-able list or None; see sv_secret_events.
-        self.change_events: Callable[[SecretOwner, str, int, str], list | None] | None = None
 
     # ================================================================== reads
     def read(self, owner: SecretOwner, path: str, version: int | None, audit: AuditFn) -> dict:
@@ -211,6 +219,7 @@ class SecretStore:
                 record(s, audit("read", secret_path=path, extra={"version": result["version"]}))
         self._touch(None, row)
         _count_read(owner, row["secret_type"])
+        secret_read(self.db, owner, path, result["version"], audit)
         return result
 
     @cached_property
@@ -399,8 +408,13 @@ class SecretStore:
         # a concurrent creator won: its row is committed now, lock it
         return row if row is not None else self._lock_row(s, owner, path)  # type: ignore[return-value]
 
-    def write(self, owner: SecretOwner, path: str, req: WriteRequest, actor: str, audit: AuditFn) -> tuple[dict, bool]:
-        """Append a version; returns (view, created). CAS and soft-delete rules apply under the row lock."""
+    def write(self, owner: SecretOwner, path: str, req: WriteRequest, actor: str, audit: AuditFn,
+              may_lower_retention: Callable[[], None] | None = None) -> tuple[dict, bool]:
+        """Append a version; returns (view, created). CAS and soft-delete rules apply under the row lock.
+
+        `may_lower_retention` raises unless the caller may erase history (the `delete` permission);
+        it is called when options.max_versions lowers an existing secret's retention.
+        """
         validate_path(path)
         plaintext = self._encode_data(req.data)
         if req.secret_type is not None and req.secret_type not in SECRET_TYPES:
@@ -411,11 +425,15 @@ class SecretStore:
         expires_at = self._expiry(req.expires_in)
         # load the sealing key now: fetching it under the row lock would need a second connection
         self.keyring.active_tenant_key(owner.partner_id, owner.seal_context(path, 1).key_scope)
-        fast = self._write_one_statement(owner, path, req, plaintext, expires_at, actor, audit)
+        # the one-statement path takes plain writes only; a lifecycle change (rotation, secret policy)
+        # or a retention change (may need the delete permission) takes the locked transaction
+        plain = (req.max_versions is None and req.rotation_policy_id is None
+                 and req.secret_policy_id is None and req.rotation is None)
+        fast = self._write_one_statement(owner, path, req, plaintext, expires_at, actor, audit) if plain else None
         if fast is not None:
             _count_write(owner)
             return fast
-        return self._write_locked(owner, path, req, plaintext, expires_at, actor, audit)
+        return self._write_locked(owner, path, req, plaintext, expires_at, actor, audit, may_lower_retention)
 
     def _write_one_statement(self, owner: SecretOwner, path: str, req: WriteRequest, plaintext: bytes,
                              expires_at: datetime | None, actor: str, audit: AuditFn) -> tuple[dict, bool] | None:
@@ -445,9 +463,10 @@ class SecretStore:
                    "audit": entry_document(entry, "pruned_versions")}
             if req.metadata is not None:
                 doc["metadata"] = req.metadata
-            events = self.change_events(owner, path, version, "write") if self.change_events else None
-            if events:
-                doc["events"] = events
+            # the change's events (issue 11's outbox) join the statement: sv_secret_events
+            doc["events"] = plain_write_events(
+                path, expected, version, entry, secret_type=req.secret_type or DEFAULT_SECRET_TYPE,
+                tags=(req.metadata or {}).get("tags"), expires_at=expires_at)
             started = time.perf_counter()
             try:
                 with self.db.session() as s:
@@ -468,7 +487,8 @@ class SecretStore:
         return None
 
     def _write_locked(self, owner: SecretOwner, path: str, req: WriteRequest, plaintext: bytes,
-                      expires_at: datetime | None, actor: str, audit: AuditFn) -> tuple[dict, bool]:
+                      expires_at: datetime | None, actor: str, audit: AuditFn,
+                      may_lower_retention: Callable[[], None] | None) -> tuple[dict, bool]:
         """The general write: one transaction, row locked first, every rule checked under the lock."""
         with self.db.transaction() as s:
             row = self._lock_or_create(s, owner, path, req.secret_type or DEFAULT_SECRET_TYPE, actor)
@@ -489,6 +509,8 @@ class SecretStore:
             version = row["current_version"] + 1
             sealed = self.keyring.seal(owner.seal_context(path, version), plaintext)
             max_versions = req.max_versions or row["max_versions"]
+            if not created and max_versions < row["max_versions"]:
+                _check_lowering(may_lower_retention)
             metadata = req.metadata if req.metadata is not None else row["metadata"]
             updated = s.run_prepared(
                 """WITH ins AS (
@@ -510,16 +532,14 @@ class SecretStore:
                 type=req.secret_type or (DEFAULT_SECRET_TYPE if created else row["secret_type"]),
                 metadata=json.dumps(metadata), expires_at=expires_at,
                 rotation=req.rotation_policy_id if req.rotation_policy_id is not None else row["rotation_policy_id"])[0]
-            record(s, audit("write", secret_path=path,
-                            extra={"version": version, "created": created, "pruned_versions": updated["pruned"],
-                                   **({"cas": req.cas} if req.cas is not None else {})}))
-            events = self.change_events(owner, path, version, "write") if self.change_events else None
-            if events:     # the same hook as sv_write_version's: the events join this transaction
-                s.execute("SELECT sv_secret_events(:id, :version, CAST(:events AS jsonb))",
-                          id=updated["id"], version=version, events=json.dumps(events))
+            entry = audit("write", secret_path=path,
+                          extra={"version": version, "created": created, "pruned_versions": updated["pruned"],
+                                 **({"cas": req.cas} if req.cas is not None else {})})
+            record(s, entry)
+            lifecycle = secret_changed(s, "write", owner, path, entry, before=row, after=updated, req=req)
         self._versions[(owner.partner_id, owner.tenant_id, path)] = version
         _count_write(owner)
-        return secret_view(updated, path), created
+        return {**secret_view(updated, path), **lifecycle}, created
 
     def _check_rotation_policy(self, s: Session, policy_id: str) -> None:
         """404 rotation_policy_not_found for an unknown id, once rotation policies are stored here."""
@@ -529,8 +549,12 @@ class SecretStore:
             raise ScaiVaultError("rotation_policy_not_found", "no such rotation policy",
                                  details={"rotation_policy_id": policy_id})
 
-    def update_metadata(self, owner: SecretOwner, path: str, patch: dict, actor: str, audit: AuditFn) -> dict:
-        """PATCH {path}:metadata: merge-patch metadata, change max_versions, rotation link or expiry; no new version."""
+    def update_metadata(self, owner: SecretOwner, path: str, patch: dict, actor: str, audit: AuditFn,
+                        may_lower_retention: Callable[[], None] | None = None) -> dict:
+        """PATCH {path}:metadata: merge-patch metadata, change max_versions, rotation link or expiry; no new version.
+
+        Lowering max_versions erases history, so it also needs `may_lower_retention` to pass (see write).
+        """
         allowed = {"metadata", "max_versions", "rotation_policy_id", "expires_in"}
         unknown = set(patch) - allowed
         if unknown or not patch:
@@ -558,6 +582,8 @@ class SecretStore:
             if "expires_in" in patch:
                 expires_at = self._expiry(patch["expires_in"])
             new_max = maxv if "max_versions" in patch else row["max_versions"]
+            if new_max < row["max_versions"]:
+                _check_lowering(may_lower_retention)
             updated = s.one(
                 """WITH pruned AS (
                        DELETE FROM secret_versions
@@ -572,9 +598,11 @@ class SecretStore:
                 id=row["id"], current=row["current_version"], maxv=new_max, metadata=json.dumps(metadata),
                 expires_at=expires_at, actor=actor,
                 rotation=rotation if "rotation_policy_id" in patch else row["rotation_policy_id"])
-            record(s, audit("write", secret_path=path, extra={"operation": "metadata_update", "fields": sorted(patch),
-                                                              "pruned_versions": updated["pruned"]}))
-        return secret_view(updated, path)
+            entry = audit("write", secret_path=path, extra={"operation": "metadata_update", "fields": sorted(patch),
+                                                            "pruned_versions": updated["pruned"]})
+            record(s, entry)
+            lifecycle = secret_changed(s, "metadata", owner, path, entry, before=row, after=updated)
+        return {**secret_view(updated, path), **lifecycle}
 
     # ================================================================== delete / restore / destroy
     def delete(self, owner: SecretOwner, path: str, permanent: bool, actor: str, audit: AuditFn) -> dict:
@@ -593,9 +621,11 @@ class SecretStore:
                                 id=row["id"], actor=actor, retention=self.settings.secret_delete_retention)
                 result = {"path": path, "permanent": False, "version_count": count,
                           "deleted_at": iso(updated["deleted_at"]), "recoverable_until": iso(updated["recoverable_until"])}
-            record(s, audit("delete", secret_path=path,
-                            extra={"permanent": permanent, "version_count": count,
-                                   **({"recoverable_until": result["recoverable_until"]} if not permanent else {})}))
+            entry = audit("delete", secret_path=path,
+                          extra={"permanent": permanent, "version_count": count,
+                                 **({"recoverable_until": result["recoverable_until"]} if not permanent else {})})
+            record(s, entry)
+            secret_changed(s, "delete", owner, path, entry, before=row, after=None, info=result)
         return result
 
     def restore(self, owner: SecretOwner, path: str, actor: str, audit: AuditFn) -> dict:
@@ -666,6 +696,7 @@ class SecretStore:
         for path in found:
             self._touch(None, rows[path])
             _count_read(owner, rows[path]["secret_type"])
+            secret_read(self.db, owner, path, found[path]["version"], audit)
         return found, errors
 
 
