@@ -56,6 +56,7 @@ def main() -> None:
         MigrationRunner(DatabaseURL.parse("DATABASE_URL", url)).apply()
         workdir = Path(tempfile.mkdtemp(prefix="svcpu-"))
         env = {"DATABASE_URL": url, "REDIS_URL": "redis://127.0.0.1:6379/15", "SCAIKEY_URL": standin.url,
+               "SCAIKEY_AUDIENCE": "scaivault",
                "BASE_URL": "http://127.0.0.1:8443", "KMS_PROVIDER": "local",
                "KMS_LOCAL_KEY_FILE": str(workdir / "root.key"), "LOG_LEVEL": "error",
                "RATE_LIMITS": "\n".join(f"{c}: {{rate: 100000000, window: 1m}}" for c in CATEGORIES)}

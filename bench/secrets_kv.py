@@ -182,6 +182,7 @@ def main() -> None:
         base = f"http://127.0.0.1:{port}"
         limits = "\n".join(f"{c}: {{rate: 100000000, window: 1m}}" for c in CATEGORIES)
         env = {**os.environ, "DATABASE_URL": url, "REDIS_URL": "redis://127.0.0.1:6379/15", "SCAIKEY_URL": standin.url,
+               "SCAIKEY_AUDIENCE": "scaivault",   # the stand-in's tokens carry aud=scaivault
                "BASE_URL": base, "BIND_ADDRESS": f"127.0.0.1:{port}", "KMS_PROVIDER": "local",
                "KMS_LOCAL_KEY_FILE": str(workdir / "root.key"), "WEB_CONCURRENCY": "2", "LOG_LEVEL": "error",
                "RATE_LIMITS": limits}
