@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from scaivault_sdk import ScaiVaultClient
 from scaivault_sdk.models import SecretType
 
-from .controls import Refused, SafetyControls
+from .controls import MASK, Refused, SafetyControls
 
 Handler = Callable[[ScaiVaultClient, SafetyControls, Any], Awaitable[Any]]
 
@@ -225,6 +225,13 @@ async def list_expiring_secrets(client, controls, args: ExpiringArgs):
     return {"secrets": dump(items)}
 
 
+@tool("rotate_secret", PathArgs, writes=True)
+async def rotate_secret(client, controls, args: PathArgs):
+    """Rotate a secret now through its attached rotation policy (returns the outcome, never the value)."""
+    result = await client.secrets.rotate(controls.check_path(args.path))
+    return {k: v for k, v in result.items() if k != "data"}
+
+
 @tool("get_secret_versions", PathArgs)
 async def get_secret_versions(client, controls, args: PathArgs):
     """The versions of a secret (numbers, dates, authors, state); never values."""
@@ -333,3 +340,147 @@ async def query_audit_logs(client, controls, args: AuditArgs):
 async def whoami(client, controls, args: NoArgs):
     """The identity, tenant, scopes and roles this MCP server acts as, and its safety controls."""
     return {**dump(await client.auth.whoami()), "mcp_controls": controls.describe()}
+
+
+# ------------------------------------------------------------------ dynamic credentials
+class EngineArgs(Args):
+    engine: str = Field(min_length=1, max_length=128)
+
+
+class CredsArgs(EngineArgs):
+    role: str = Field(min_length=1, max_length=128)
+    ttl: str | None = Field(default=None, description="lease TTL such as 15m; capped by the role's max_ttl")
+
+
+class LeaseListArgs(Args):
+    engine: str | None = None
+    role: str | None = None
+    state: Literal["active", "revoke_failed", "revoked", "live"] | None = None
+    limit: int = Field(default=100, ge=1, le=1000)
+
+
+class LeaseArgs(Args):
+    lease_id: str = Field(min_length=1, max_length=512, description="<engine>/<role>/<id>")
+
+
+class RenewArgs(LeaseArgs):
+    increment: str | None = Field(default=None, description="extend to now + increment, e.g. 30m")
+
+
+def _dynamic_path(controls: SafetyControls, engine: str, role: str | None = None) -> str:
+    """Dynamic credentials are governed on `dynamic/<engine>/<role>`, as in the server's policies."""
+    return controls.check_path("/".join(p for p in ("dynamic", engine, role) if p))
+
+
+def _lease_path(controls: SafetyControls, lease_id: str) -> None:
+    engine, _, rest = lease_id.partition("/")
+    _dynamic_path(controls, engine, rest.partition("/")[0] or None)
+
+
+@tool("generate_dynamic_credentials", CredsArgs, writes=True)
+async def generate_dynamic_credentials(client, controls, args: CredsArgs):
+    """Create a database user for ENGINE/ROLE under a lease (the password may be masked by SCAIVAULT_MASK_VALUES)."""
+    _dynamic_path(controls, args.engine, args.role)
+    creds = dump(await client.dynamic.generate(args.engine, args.role, ttl=args.ttl))
+    if controls.mask_values:       # the user name stays, so the lease can be recognised and revoked
+        creds["data"] = {k: v if k == "username" else MASK for k, v in creds["data"].items()}
+    return creds
+
+
+@tool("list_dynamic_engines", NoArgs)
+async def list_dynamic_engines(client, controls, args: NoArgs):
+    """Database engines the token may list (never root credentials)."""
+    engines = await client.dynamic.list_engines()
+    return {"engines": dump([e for e in engines if _folder_visible(controls, f"dynamic/{e.name}")])}
+
+
+@tool("list_dynamic_roles", EngineArgs)
+async def list_dynamic_roles(client, controls, args: EngineArgs):
+    """Roles of an engine (their SQL statements and TTLs)."""
+    controls.check_listing(f"dynamic/{args.engine}")
+    roles = await client.dynamic.list_roles(args.engine)
+    return {"roles": dump([r for r in roles if controls.permits(f"dynamic/{args.engine}/{r.name}")])}
+
+
+@tool("list_leases", LeaseListArgs)
+async def list_leases(client, controls, args: LeaseListArgs):
+    """Leases of generated credentials: the token's own and those of roles it may list (never passwords)."""
+    leases = [x async for x in client.leases.list(engine=args.engine, role=args.role, state=args.state,
+                                                   max_items=args.limit)]
+    return {"leases": dump([x for x in leases if controls.permits(f"dynamic/{x.engine}/{x.role}")])}
+
+
+@tool("renew_lease", RenewArgs, writes=True)
+async def renew_lease(client, controls, args: RenewArgs):
+    """Extend a lease (capped by its max TTL)."""
+    _lease_path(controls, args.lease_id)
+    return dump(await client.leases.renew(args.lease_id, increment=args.increment))
+
+
+@tool("revoke_lease", LeaseArgs, writes=True)
+async def revoke_lease(client, controls, args: LeaseArgs):
+    """Revoke a lease now: the database user is dropped."""
+    _lease_path(controls, args.lease_id)
+    return dump(await client.leases.revoke(args.lease_id))
+
+
+# ------------------------------------------------------------------ certificates
+class IssueArgs(Args):
+    role: str = Field(min_length=1, max_length=64, description="PKI role")
+    common_name: str | None = Field(default=None, max_length=253)
+    alt_names: list[str] = Field(default_factory=list, max_length=100)
+    ttl: str | None = Field(default=None, description="such as 720h; capped by the role")
+
+
+class CertListArgs(Args):
+    expiring_within: str | None = Field(default=None, description="such as 30d")
+    include_revoked: bool = False
+    limit: int = Field(default=100, ge=1, le=1000)
+
+
+class CertArgs(Args):
+    certificate_id: str = Field(min_length=1, max_length=64)
+
+
+class CertRevokeArgs(CertArgs):
+    reason: str | None = Field(default=None, description="key_compromise, superseded, ...")
+
+
+@tool("issue_certificate", IssueArgs, writes=True)
+async def issue_certificate(client, controls, args: IssueArgs):
+    """Issue a certificate and private key under a PKI role (the key may be masked by SCAIVAULT_MASK_VALUES)."""
+    controls.check_path(f"pki/issue/{args.role}")
+    issued = dump(await client.pki.issue(args.role, args.common_name, alt_names=args.alt_names or None, ttl=args.ttl))
+    if controls.mask_values and issued.get("private_key"):
+        issued["private_key"] = MASK
+    return issued
+
+
+@tool("list_certificates", CertListArgs)
+async def list_certificates(client, controls, args: CertListArgs):
+    """Issued certificates (names, serials, expiry, revocation), newest pages first."""
+    controls.check_listing("pki")
+    certs = [c async for c in client.pki.certificates(expiring_within=args.expiring_within,
+                                                      include_revoked=args.include_revoked, max_items=args.limit)]
+    return {"certificates": dump(certs)}
+
+
+@tool("get_certificate", CertArgs)
+async def get_certificate(client, controls, args: CertArgs):
+    """One issued certificate's record with its PEM (public; never a private key)."""
+    controls.check_path("pki")
+    return dump(await client.pki.get_certificate(args.certificate_id))
+
+
+@tool("revoke_certificate", CertRevokeArgs, writes=True)
+async def revoke_certificate(client, controls, args: CertRevokeArgs):
+    """Revoke an issued certificate; its CA's CRL is regenerated at once."""
+    controls.check_path("pki")
+    return dump(await client.pki.revoke_certificate(args.certificate_id, reason=args.reason))
+
+
+@tool("list_certificate_authorities", NoArgs)
+async def list_certificate_authorities(client, controls, args: NoArgs):
+    """The tenant's certificate authorities (admins)."""
+    controls.check_listing("pki")
+    return {"cas": dump(await client.pki.list_cas())}

@@ -11,7 +11,8 @@ from . import __version__
 from .calls import (Call, CallPlan, ClientCredentials, PageWalk, Plan, RetryHook, RetryPolicy, Send, Sleep,
                     StaticToken)
 from .errors import ConfigurationError
-from .resources import AuditAPI, AuthAPI, PoliciesAPI, SecretsAPI, SystemAPI, TokensAPI
+from .resources import (AuditAPI, AuthAPI, DynamicAPI, LeasesAPI, PkiAPI, PoliciesAPI, RotationAPI, SecretsAPI,
+                        SystemAPI, TokensAPI, WebhooksAPI)
 
 DEFAULT_TIMEOUT = 30.0
 POOL = httpx.Limits(max_connections=50, max_keepalive_connections=10, keepalive_expiry=30)
@@ -46,6 +47,11 @@ class _ClientBase:
         self.auth = AuthAPI(self)
         self.audit = AuditAPI(self)
         self.system = SystemAPI(self)
+        self.dynamic = DynamicAPI(self)
+        self.leases = LeasesAPI(self)
+        self.pki = PkiAPI(self)
+        self.rotation = RotationAPI(self)
+        self.webhooks = WebhooksAPI(self)
 
     @staticmethod
     def _request_args(action: Send) -> dict[str, Any]:

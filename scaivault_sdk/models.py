@@ -251,3 +251,174 @@ class AuditExport(Model):
     completed_at: str | None = None
     error: str | None = None
     manifest: list[dict[str, Any]] | None = Field(default=None, description="the files, once completed")
+
+
+class DynamicEngine(Model):
+    name: str
+    type: str = "database"
+    config: dict[str, Any] = Field(default_factory=dict)
+    default_ttl: int | str | None = None
+    max_ttl: int | str | None = None
+    health: str | None = None
+    root_rotated_at: str | None = None
+    created_at: str | None = None
+    updated_at: str | None = None
+
+
+class DynamicRole(Model):
+    engine: str
+    name: str
+    creation_statements: list[str] = Field(default_factory=list)
+    revocation_statements: list[str] | None = None
+    renew_statements: list[str] | None = None
+    default_ttl: int | str | None = None
+    max_ttl: int | str | None = None
+    created_at: str | None = None
+    updated_at: str | None = None
+
+
+class DynamicCredentials(Model):
+    """A generated credential: `data` holds username and password; keep `lease_id` to renew or revoke."""
+
+    lease_id: str
+    lease_duration: int
+    renewable: bool
+    expires_at: str
+    data: dict[str, Any]
+
+
+class Lease(Model):
+    lease_id: str
+    engine: str
+    role: str
+    identity_id: str | None = None
+    username: str | None = None
+    state: str
+    renewable: bool = False
+    issued_at: str | None = None
+    expires_at: str | None = None
+    max_expires_at: str | None = None
+    renewed_at: str | None = None
+    ttl: int = 0
+    revoked_at: str | None = None
+    revoke_attempts: int = 0
+    last_error: str | None = None
+    next_attempt_at: str | None = None
+
+
+class LeasePage(Model):
+    leases: list[Lease]
+    cursor: str | None = None
+    has_more: bool = False
+
+
+class CertificateAuthority(Model):
+    id: str
+    name: str
+    common_name: str | None = None
+    ca_type: str | None = None
+    parent_ca_id: str | None = None
+    key_type: str | None = None
+    status: str | None = None
+    serial_number: str | None = None
+    valid_until: str | None = None
+    certificates_issued: int = 0
+    certificate_pem: str | None = None
+    csr: str | None = None
+
+
+class PkiRole(Model):
+    name: str
+    ca_id: str | None = None
+    allowed_domains: list[str] = Field(default_factory=list)
+    max_ttl: int | str | None = None
+
+
+class IssuedCertificate(Model):
+    """The answer to issue/sign: `private_key` only for issue, and only in this answer."""
+
+    id: str
+    serial_number: str
+    certificate: str
+    ca_chain: list[str] = Field(default_factory=list)
+    expires_at: str | None = None
+    secret_path: str | None = None
+    private_key: str | None = None
+    private_key_type: str | None = None
+
+
+class CertificateRecord(Model):
+    id: str
+    ca_id: str | None = None
+    role: str | None = None
+    serial_number: str
+    common_name: str | None = None
+    dns_names: list[str] = Field(default_factory=list)
+    not_after: str | None = None
+    expires_at: str | None = None
+    revoked: bool = False
+    certificate: str | None = None
+
+
+class CertificatePage(Model):
+    certificates: list[CertificateRecord]
+    cursor: str | None = None
+    has_more: bool = False
+
+
+class ExchangedToken(Model):
+    """A ScaiVault token minted for a foreign workload token (GitHub Actions, Kubernetes)."""
+
+    access_token: str
+    token_type: str = "Bearer"
+    expires_in: int
+    issued_token_type: str | None = None
+    scope: str = ""
+
+
+class SecretPolicy(Model):
+    """A value-generation recipe (fields with generators)."""
+
+    id: str
+    name: str
+    description: str | None = None
+    policy_type: str | None = None
+    fields: list[dict[str, Any]] = Field(default_factory=list)
+    is_active: bool = True
+
+
+class RotationPolicy(Model):
+    id: str
+    name: str
+    interval: str | None = None
+    grace_period: str | None = None
+    warn_before: str | None = None
+    auto_generate: bool = False
+    secret_policy_id: str | None = None
+    webhook_ids: list[str] = Field(default_factory=list)
+    is_active: bool = True
+    secrets_count: int = 0
+
+
+class DataPage(Model):
+    """A page of the lifecycle listings (`data`, `cursor`, `has_more`)."""
+
+    data: list[dict[str, Any]]
+    cursor: str | None = None
+    has_more: bool = False
+
+
+class Webhook(Model):
+    id: str
+    name: str
+    url: str
+    events: list[str] = Field(default_factory=list)
+    filters: dict[str, Any] | None = None
+    enabled: bool = True
+    status: str | None = None
+
+
+class WebhookPage(Model):
+    webhooks: list[Webhook]
+    cursor: str | None = None
+    has_more: bool = False

@@ -8,11 +8,15 @@ from __future__ import annotations
 
 import functools
 from typing import Any, Callable, Iterable
+from urllib.parse import quote
 
 from pydantic import BaseModel
 
 from . import models as m
-from .calls import Call, drop_none, secret_url
+from .calls import Call, checked_path, drop_none, secret_url
+
+
+JWT_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:jwt"
 
 
 def parser(model: type[BaseModel]) -> Callable:
@@ -20,7 +24,7 @@ def parser(model: type[BaseModel]) -> Callable:
 
 
 def _json(response) -> Any:
-    return response.json()
+    return response.json() if response.content else None      # 204 No Content
 
 
 def _batch_result(response) -> m.BatchReadResult:
@@ -257,6 +261,31 @@ class AuthAPI(Namespace):
     def introspect(self, token: str) -> Call[dict]:
         return Call("POST", "/v1/auth/introspect", _json, json={"token": token}, idempotent=True)
 
+    @operation
+    def exchange(self, subject_token: str, *, scopes: list[str] | None = None, rule: str | None = None,
+                 tenant_id: str | None = None) -> Call[m.ExchangedToken]:
+        """Swap a foreign workload JWT for a short-lived ScaiVault token (no bearer needed; trust rules decide)."""
+        body = drop_none({"subject_token": subject_token, "subject_token_type": JWT_TOKEN_TYPE,
+                          "scopes": list(scopes) if scopes else None, "rule": rule, "tenant_id": tenant_id})
+        return Call("POST", "/v1/auth/exchange", parser(m.ExchangedToken), json=body)
+
+    @operation
+    def list_trust_rules(self) -> Call[list[dict]]:
+        return Call("GET", "/v1/auth/trust", lambda r: r.json()["rules"])
+
+    @operation
+    def create_trust_rule(self, name: str, *, issuer: str, audience: str, identity: str, max_scopes: list[str],
+                          conditions: dict[str, str] | None = None, jwks_url: str | None = None,
+                          ttl: str | None = None) -> Call[dict]:
+        """Which foreign tokens may be exchanged (issuer, audience, claim conditions) and for what identity."""
+        body = drop_none({"name": name, "issuer": issuer, "audience": audience, "identity": identity,
+                          "max_scopes": list(max_scopes), "conditions": conditions, "jwks_url": jwks_url, "ttl": ttl})
+        return Call("POST", "/v1/auth/trust", _json, json=body)
+
+    @operation
+    def delete_trust_rule(self, rule_id: str) -> Call[dict]:
+        return Call("DELETE", f"/v1/auth/trust/{_segment(rule_id)}", _json, idempotent=False)
+
 
 class AuditAPI(Namespace):
     """client.audit: queries (newest first), trails, summary, chain verification, exports."""
@@ -309,6 +338,291 @@ class AuditAPI(Namespace):
         return Call("GET", f"/v1/audit/exports/{_segment(export_id)}/files/{int(number)}", _bytes)
 
 
+class DynamicAPI(Namespace):
+    """client.dynamic: database engines, their roles, and credentials generated under a lease."""
+
+    @operation
+    def list_engines(self) -> Call[list[m.DynamicEngine]]:
+        return Call("GET", "/v1/dynamic/engines",
+                    lambda r: [m.DynamicEngine.model_validate(e) for e in r.json()["engines"]])
+
+    @operation
+    def get_engine(self, name: str) -> Call[m.DynamicEngine]:
+        return Call("GET", f"/v1/dynamic/engines/{_segment(name)}", parser(m.DynamicEngine))
+
+    @operation
+    def create_engine(self, name: str, *, plugin: str, connection_url: str, root_credentials_path: str,
+                      type: str = "database", default_ttl: str | int | None = None,
+                      max_ttl: str | int | None = None) -> Call[m.DynamicEngine]:
+        """The server reads the root credentials secret (the caller needs read on it) and tests the connection."""
+        body = drop_none({"name": name, "type": type, "default_ttl": default_ttl, "max_ttl": max_ttl,
+                          "config": {"plugin": plugin, "connection_url": connection_url,
+                                     "root_credentials_path": root_credentials_path}})
+        return Call("POST", "/v1/dynamic/engines", parser(m.DynamicEngine), json=body)
+
+    @operation
+    def update_engine(self, name: str, *, config: dict[str, Any] | None = None, default_ttl: str | int | None = None,
+                      max_ttl: str | int | None = None) -> Call[m.DynamicEngine]:
+        body = drop_none({"config": config, "default_ttl": default_ttl, "max_ttl": max_ttl})
+        return Call("PATCH", f"/v1/dynamic/engines/{_segment(name)}", parser(m.DynamicEngine), json=body,
+                    idempotent=True)
+
+    @operation
+    def delete_engine(self, name: str, *, force: bool = False) -> Call[dict]:
+        return Call("DELETE", f"/v1/dynamic/engines/{_segment(name)}", _json,
+                    params={"force": "true" if force else None}, idempotent=False)
+
+    @operation
+    def engine_health(self, name: str) -> Call[dict]:
+        return Call("GET", f"/v1/dynamic/engines/{_segment(name)}/health", _json)
+
+    @operation
+    def rotate_root(self, name: str) -> Call[dict]:
+        return Call("POST", f"/v1/dynamic/engines/{_segment(name)}/rotate-root", _json)
+
+    @operation
+    def list_roles(self, engine: str) -> Call[list[m.DynamicRole]]:
+        return Call("GET", f"/v1/dynamic/engines/{_segment(engine)}/roles",
+                    lambda r: [m.DynamicRole.model_validate(x) for x in r.json()["roles"]])
+
+    @operation
+    def get_role(self, engine: str, role: str) -> Call[m.DynamicRole]:
+        return Call("GET", f"/v1/dynamic/engines/{_segment(engine)}/roles/{_segment(role)}", parser(m.DynamicRole))
+
+    @operation
+    def put_role(self, engine: str, role: str, creation_statements: list[str], *,
+                 revocation_statements: list[str] | None = None, renew_statements: list[str] | None = None,
+                 default_ttl: str | int | None = None, max_ttl: str | int | None = None) -> Call[m.DynamicRole]:
+        """Create or replace a role (a replace is idempotent)."""
+        body = drop_none({"creation_statements": list(creation_statements),
+                          "revocation_statements": revocation_statements, "renew_statements": renew_statements,
+                          "default_ttl": default_ttl, "max_ttl": max_ttl})
+        return Call("PUT", f"/v1/dynamic/engines/{_segment(engine)}/roles/{_segment(role)}", parser(m.DynamicRole),
+                    json=body, idempotent=True)
+
+    @operation
+    def delete_role(self, engine: str, role: str) -> Call[dict]:
+        return Call("DELETE", f"/v1/dynamic/engines/{_segment(engine)}/roles/{_segment(role)}", _json,
+                    idempotent=False)
+
+    @operation
+    def generate(self, engine: str, role: str, *, ttl: str | int | None = None) -> Call[m.DynamicCredentials]:
+        """A new database user under a lease. Never repeated after a broken connection (it may exist already)."""
+        return Call("POST", f"/v1/dynamic/engines/{_segment(engine)}/creds/{_segment(role)}",
+                    parser(m.DynamicCredentials), json=drop_none({"ttl": ttl}), idempotent=False)
+
+
+class LeasesAPI(Namespace):
+    """client.leases: list, read, renew and revoke dynamic-credential leases."""
+
+    @paginated("leases")
+    def list(self, *, engine: str | None = None, role: str | None = None, identity: str | None = None,
+             state: str | None = None, page_size: int | None = None):
+        params = {"engine": engine, "role": role, "identity": identity, "state": state, "limit": page_size}
+        return lambda cursor: Call("GET", "/v1/leases", parser(m.LeasePage), params={**params, "cursor": cursor})
+
+    @operation
+    def get(self, lease_id: str) -> Call[m.Lease]:
+        return Call("GET", f"/v1/leases/{_lease(lease_id)}", parser(m.Lease))
+
+    @operation
+    def renew(self, lease_id: str, *, increment: str | int | None = None) -> Call[m.Lease]:
+        """Extend to now + increment (capped by the lease's max TTL); repeating it lands in the same place."""
+        return Call("POST", f"/v1/leases/{_lease(lease_id)}/renew", parser(m.Lease),
+                    json=drop_none({"increment": increment}), idempotent=True)
+
+    @operation
+    def revoke(self, lease_id: str) -> Call[m.Lease]:
+        """Revoke now; state `revoked`, or `revoke_failed` with a retry queued by the server."""
+        return Call("POST", f"/v1/leases/{_lease(lease_id)}/revoke", parser(m.Lease), idempotent=True)
+
+    @operation
+    def revoke_prefix(self, prefix: str) -> Call[dict]:
+        return Call("POST", "/v1/leases/revoke-prefix", _json, json={"prefix": prefix}, idempotent=True)
+
+
+class PkiAPI(Namespace):
+    """client.pki: certificate authorities, roles, issue and sign, the certificate inventory, revocation."""
+
+    @operation
+    def create_ca(self, name: str, common_name: str, *, ca_type: str = "root", parent_ca_id: str | None = None,
+                  key_type: str | None = None, key_size: int | None = None,
+                  ttl: str | None = None) -> Call[m.CertificateAuthority]:
+        body = drop_none({"name": name, "common_name": common_name, "ca_type": ca_type, "parent_ca_id": parent_ca_id,
+                          "key_type": key_type, "key_size": key_size, "ttl": ttl})
+        return Call("POST", "/v1/pki/ca", parser(m.CertificateAuthority), json=body)
+
+    @operation
+    def list_cas(self) -> Call[list[m.CertificateAuthority]]:
+        return Call("GET", "/v1/pki/ca", lambda r: [m.CertificateAuthority.model_validate(c) for c in r.json()["cas"]])
+
+    @operation
+    def get_ca(self, ca_id: str) -> Call[m.CertificateAuthority]:
+        return Call("GET", f"/v1/pki/ca/{_segment(ca_id)}", parser(m.CertificateAuthority))
+
+    @operation
+    def ca_certificate(self, ca_id: str) -> Call[str]:
+        """The CA certificate, PEM (served without authentication to relying parties)."""
+        return Call("GET", f"/v1/pki/ca/{_segment(ca_id)}/certificate", lambda r: r.text)
+
+    @operation
+    def create_role(self, name: str, ca_id: str, *, allowed_domains: list[str] | None = None,
+                    **options: Any) -> Call[m.PkiRole]:
+        """options: allow_subdomains, allow_wildcards, allow_ip_sans, key_type, key_bits, ttl, max_ttl, ..."""
+        body = drop_none({"name": name, "ca_id": ca_id, "allowed_domains": allowed_domains, **options})
+        return Call("POST", "/v1/pki/roles", parser(m.PkiRole), json=body)
+
+    @operation
+    def list_roles(self) -> Call[list[m.PkiRole]]:
+        return Call("GET", "/v1/pki/roles", lambda r: [m.PkiRole.model_validate(x) for x in r.json()["roles"]])
+
+    @operation
+    def get_role(self, name: str) -> Call[m.PkiRole]:
+        return Call("GET", f"/v1/pki/roles/{_segment(name)}", parser(m.PkiRole))
+
+    @operation
+    def delete_role(self, name: str) -> Call[dict]:
+        """The server answers 204; the SDK answers {"name", "deleted": True} like the other deletes."""
+        return Call("DELETE", f"/v1/pki/roles/{_segment(name)}", lambda r: {"name": name, "deleted": True},
+                    idempotent=False)
+
+    @operation
+    def issue(self, role: str, common_name: str | None = None, *, alt_names: list[str] | None = None,
+              ip_sans: list[str] | None = None, ttl: str | None = None, secret_path: str | None = None,
+              auto_renew: bool = False) -> Call[m.IssuedCertificate]:
+        """A certificate and a new private key (returned once); never repeated after a broken connection."""
+        body = drop_none({"common_name": common_name, "alt_names": alt_names, "ip_sans": ip_sans, "ttl": ttl,
+                          "secret_path": secret_path, "auto_renew": auto_renew or None})
+        return Call("POST", f"/v1/pki/issue/{_segment(role)}", parser(m.IssuedCertificate), json=body)
+
+    @operation
+    def sign(self, role: str, csr: str, *, common_name: str | None = None, alt_names: list[str] | None = None,
+             ttl: str | None = None) -> Call[m.IssuedCertificate]:
+        body = drop_none({"csr": csr, "common_name": common_name, "alt_names": alt_names, "ttl": ttl})
+        return Call("POST", f"/v1/pki/sign/{_segment(role)}", parser(m.IssuedCertificate), json=body)
+
+    @paginated("certificates")
+    def certificates(self, *, ca_id: str | None = None, expiring_within: str | None = None,
+                     include_revoked: bool = False, page_size: int | None = None):
+        params = {"ca_id": ca_id, "expiring_within": expiring_within,
+                  "include_revoked": "true" if include_revoked else None, "limit": page_size}
+        return lambda cursor: Call("GET", "/v1/pki/certificates", parser(m.CertificatePage),
+                                   params={**params, "cursor": cursor})
+
+    @operation
+    def get_certificate(self, cert_id: str) -> Call[m.CertificateRecord]:
+        return Call("GET", f"/v1/pki/certificates/{_segment(cert_id)}", parser(m.CertificateRecord))
+
+    @operation
+    def revoke_certificate(self, cert_id: str, *, reason: str | None = None) -> Call[m.CertificateRecord]:
+        return Call("POST", f"/v1/pki/certificates/{_segment(cert_id)}/revoke", parser(m.CertificateRecord),
+                    json=drop_none({"reason": reason}), idempotent=True)
+
+
+class RotationAPI(Namespace):
+    """client.rotation: secret policies (value recipes) and rotation policies (schedules), rotate now."""
+
+    @paginated("data")
+    def secret_policies(self, *, page_size: int | None = None):
+        return lambda cursor: Call("GET", "/v1/secret-policies", parser(m.DataPage),
+                                   params={"limit": page_size, "cursor": cursor})
+
+    @operation
+    def create_secret_policy(self, name: str, fields: list[dict[str, Any]], *, description: str | None = None,
+                             policy_type: str | None = None) -> Call[m.SecretPolicy]:
+        body = drop_none({"name": name, "fields": fields, "description": description, "policy_type": policy_type})
+        return Call("POST", "/v1/secret-policies", parser(m.SecretPolicy), json=body)
+
+    @operation
+    def delete_secret_policy(self, policy_id: str, *, force: bool = False) -> Call[Any]:
+        return Call("DELETE", f"/v1/secret-policies/{_segment(policy_id)}", _json,
+                    params={"force": "true" if force else None}, idempotent=False)
+
+    @paginated("data")
+    def policies(self, *, active_only: bool = False, page_size: int | None = None):
+        params = {"active_only": "true" if active_only else None, "limit": page_size}
+        return lambda cursor: Call("GET", "/v1/rotation/policies", parser(m.DataPage),
+                                   params={**params, "cursor": cursor})
+
+    @operation
+    def get_policy(self, policy_id: str) -> Call[m.RotationPolicy]:
+        return Call("GET", f"/v1/rotation/policies/{_segment(policy_id)}", parser(m.RotationPolicy))
+
+    @operation
+    def create_policy(self, name: str, interval: str, **options: Any) -> Call[m.RotationPolicy]:
+        """options: description, grace_period, warn_before, auto_generate, secret_policy_id, webhook_ids."""
+        return Call("POST", "/v1/rotation/policies", parser(m.RotationPolicy),
+                    json=drop_none({"name": name, "interval": interval, **options}))
+
+    @operation
+    def delete_policy(self, policy_id: str) -> Call[Any]:
+        return Call("DELETE", f"/v1/rotation/policies/{_segment(policy_id)}", _json, idempotent=False)
+
+    @operation
+    def attach(self, policy_id: str, secret_path: str) -> Call[dict]:
+        return Call("POST", f"/v1/rotation/policies/{_segment(policy_id)}/secrets", _json,
+                    json={"secret_path": checked_path(secret_path)})
+
+    @operation
+    def detach(self, policy_id: str, secret_path: str) -> Call[Any]:
+        return Call("DELETE", f"/v1/rotation/policies/{_segment(policy_id)}/secrets/{_lease(secret_path)}", _json,
+                    idempotent=False)
+
+    @operation
+    def rotate(self, policy_id: str, secret_paths: list[str] | None = None) -> Call[list[dict]]:
+        """Rotate the policy's secrets (or `secret_paths`) now; one history item per secret."""
+        return Call("POST", f"/v1/rotation/policies/{_segment(policy_id)}/rotate", _json,
+                    json=drop_none({"secret_paths": secret_paths}))
+
+    @operation
+    def history(self, policy_id: str, *, status: str | None = None, limit: int | None = None) -> Call[dict]:
+        return Call("GET", f"/v1/rotation/policies/{_segment(policy_id)}/history", _json,
+                    params={"status": status, "limit": limit})
+
+
+class WebhooksAPI(Namespace):
+    """client.webhooks: signed outbound event deliveries (admins)."""
+
+    @paginated("webhooks")
+    def list(self, *, page_size: int | None = None):
+        return lambda cursor: Call("GET", "/v1/webhooks", parser(m.WebhookPage),
+                                   params={"limit": page_size, "cursor": cursor})
+
+    @operation
+    def get(self, webhook_id: str) -> Call[m.Webhook]:
+        return Call("GET", f"/v1/webhooks/{_segment(webhook_id)}", parser(m.Webhook))
+
+    @operation
+    def create(self, name: str, url: str, secret: str, events: list[str], *, filters: dict[str, Any] | None = None,
+               enabled: bool | None = None) -> Call[m.Webhook]:
+        """`secret` signs the deliveries; it is write-only (never returned)."""
+        body = drop_none({"name": name, "url": url, "secret": secret, "events": list(events), "filters": filters,
+                          "enabled": enabled})
+        return Call("POST", "/v1/webhooks", parser(m.Webhook), json=body)
+
+    @operation
+    def update(self, webhook_id: str, **fields: Any) -> Call[m.Webhook]:
+        return Call("PATCH", f"/v1/webhooks/{_segment(webhook_id)}", parser(m.Webhook), json=drop_none(fields),
+                    idempotent=True)
+
+    @operation
+    def delete(self, webhook_id: str) -> Call[Any]:
+        return Call("DELETE", f"/v1/webhooks/{_segment(webhook_id)}", _json, idempotent=False)
+
+    @operation
+    def test(self, webhook_id: str) -> Call[dict]:
+        return Call("POST", f"/v1/webhooks/{_segment(webhook_id)}/test", _json)
+
+    @operation
+    def deliveries(self, webhook_id: str, *, status: str | None = None, limit: int | None = None) -> Call[dict]:
+        return Call("GET", f"/v1/webhooks/{_segment(webhook_id)}/deliveries", _json,
+                    params={"status": status, "limit": limit})
+
+    @operation
+    def redeliver(self, webhook_id: str, delivery_id: str) -> Call[dict]:
+        return Call("POST", f"/v1/webhooks/{_segment(webhook_id)}/deliveries/{_segment(delivery_id)}/redeliver", _json)
+
+
 class SystemAPI(Namespace):
     @operation
     def health(self) -> Call[dict]:
@@ -320,9 +634,12 @@ class SystemAPI(Namespace):
 
 
 def _segment(value: str) -> str:
-    from urllib.parse import quote
-
     return quote(str(value), safe="")
+
+
+def _lease(lease_id: str) -> str:
+    """Lease ids are `<engine>/<role>/<id>`: each segment encoded, dot segments refused (see checked_path)."""
+    return quote(checked_path(lease_id), safe="/")
 
 
 def _rules(rules: list[dict[str, Any] | m.PolicyRule]) -> list[dict[str, Any]]:

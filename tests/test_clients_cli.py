@@ -10,38 +10,16 @@ import stat
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import click
 import pytest
-from click.testing import CliRunner
 
-from scaivault.cli import build_cli, main
-from tests.clients_support import admin_token, new_tenant, user_token, vault  # noqa: F401
+from scaivault.cli import build_cli
+from tests.clients_support import admin_token, new_tenant, ok, run, user_token, vault  # noqa: F401
 from tests.foundation_support import CLI, child_env, free_port
 
 pytestmark = pytest.mark.slow
-
-
-@dataclass
-class Ran:
-    code: int
-    out: str
-    err: str
-
-    def json(self):
-        return json.loads(self.out)
-
-
-def run(args: list[str], env: dict, input: str | None = None) -> Ran:
-    """`scaivault ARGS` in this process (the real main(): click tree, SDK, HTTP to the served instance)."""
-    with CliRunner().isolation(input=input) as (out, err, _):
-        try:
-            code = main(args, env)
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else 1
-    return Ran(code, out.getvalue().decode(), err.getvalue().decode())
 
 
 @pytest.fixture(scope="module")
@@ -53,12 +31,6 @@ def tenant():
 def env(vault, scaikey, tenant, tmp_path_factory):
     home = tmp_path_factory.mktemp("home")
     return {"HOME": str(home), "SCAIVAULT_URL": vault.url, "SCAIVAULT_TOKEN": admin_token(scaikey, tenant)}
-
-
-def ok(args, env, input=None) -> Ran:
-    result = run(args, env, input)
-    assert result.code == 0, (args, result)
-    return result
 
 
 # ------------------------------------------------------------------ configuration and auth

@@ -3,16 +3,12 @@ tool listing with typed schemas, calls, and the safety controls refusing and mas
 from __future__ import annotations
 
 import json
-import sys
 
-import anyio
 import pytest
-from mcp import ClientSession, StdioServerParameters, stdio_client
 
 from scaivault_mcp.controls import MASK, Refused, SafetyControls
 from scaivault_sdk import SyncScaiVaultClient
-from tests.clients_support import admin_token, new_tenant, vault  # noqa: F401
-from tests.foundation_support import child_env
+from tests.clients_support import admin_token, new_tenant, run_mcp, vault  # noqa: F401
 
 pytestmark = pytest.mark.slow
 
@@ -27,25 +23,6 @@ def tenant_setup(vault, scaikey):
         client.secrets.write("apps/website/x", {"v": "site"})
         client.secrets.write("infra/root", {"password": "root-pw-99"})
     return tenant, token
-
-
-def run_mcp(vault, token: str, calls, **controls: str):
-    """Start scaivault-mcp as a subprocess, list its tools, run `calls` [(tool, args)], return both."""
-    env = child_env({"SCAIVAULT_URL": vault.url, "SCAIVAULT_TOKEN": token, "HOME": "/nonexistent", **controls})
-
-    async def session():
-        params = StdioServerParameters(command=sys.executable, args=["-m", "scaivault_mcp.server"], env=env)
-        async with stdio_client(params) as (read, write):
-            async with ClientSession(read, write) as s:
-                await s.initialize()
-                tools = {t.name: t for t in (await s.list_tools()).tools}
-                results = []
-                for name, args in calls:
-                    result = await s.call_tool(name, args)
-                    results.append((result.is_error, json.loads(result.content[0].text)))
-                return tools, results
-
-    return anyio.run(session)
 
 
 def test_tools_are_listed_with_typed_schemas_and_calls_reach_the_server(vault, tenant_setup):

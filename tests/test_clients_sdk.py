@@ -3,7 +3,6 @@ scenarios; retries of a real 429 and a real 503; client credentials against the 
 from __future__ import annotations
 
 import asyncio
-import inspect
 import secrets as pyrandom
 
 import pg8000.native
@@ -14,42 +13,10 @@ from scaivault_sdk import (AuthenticationError, AuthorizationError, ConflictErro
                            RetryPolicy, ScaiVaultClient, ScaiVaultConnectionError, ServiceUnavailableError,
                            SyncScaiVaultClient, ValidationError)
 from scaivault_sdk.models import Secret, SecretType
-from tests.clients_support import admin_token, new_tenant, serve, user_token, vault  # noqa: F401
+from tests.clients_support import FAST, Both, admin_token, new_tenant, serve, user_token, vault  # noqa: F401
 from tests.foundation_support import free_port
 
 pytestmark = pytest.mark.slow
-
-FAST = RetryPolicy(max_retries=3, backoff_base=0.05, backoff_max=0.2, max_wait=5)
-
-
-class Both:
-    """Runs one scenario with either client: `run(lambda c: c.secrets.read(...))` awaits when async."""
-
-    def __init__(self, kind: str, url: str, token: str, **kwargs):
-        self.kind = kind
-        if kind == "sync":
-            self.client = SyncScaiVaultClient(url, token, retry=kwargs.pop("retry", FAST), **kwargs)
-        else:
-            self.client = ScaiVaultClient(url, token, retry=kwargs.pop("retry", FAST), **kwargs)
-            self.loop = asyncio.new_event_loop()
-
-    def run(self, fn):
-        result = fn(self.client)
-        if self.kind == "async":
-            if inspect.isasyncgen(result):
-                async def collect():
-                    return [item async for item in result]
-                return self.loop.run_until_complete(collect())
-            return self.loop.run_until_complete(result)
-        return list(result) if inspect.isgenerator(result) else result
-
-    def close(self):
-        if self.kind == "sync":
-            self.client.close()
-        else:
-            self.loop.run_until_complete(self.client.aclose())
-            self.loop.close()
-
 
 @pytest.fixture(params=["sync", "async"])
 def make(request, vault):
@@ -284,3 +251,43 @@ def test_a_broken_connection_repeats_reads_but_never_a_plain_write(kind):
         client.close()
     finally:
         server.close()
+
+
+def test_a_foreign_workload_token_is_exchanged_by_the_sdk_and_the_cli(vault, scaikey, tmp_path):
+    from tests.clients_support import ALL_SCOPES, ok, run
+    from tests.oidc_issuer import OidcIssuer
+
+    github = OidcIssuer().start()
+    try:
+        tenant = new_tenant()
+        admin = admin_token(scaikey, tenant, scopes=ALL_SCOPES + ("admin",))
+        with SyncScaiVaultClient(vault.url, admin, retry=FAST) as client:
+            client.auth.create_trust_rule("deploy", issuer=github.url, audience="scaivault",
+                                          identity="sa:deployer", max_scopes=["secrets:read"],
+                                          conditions={"repository": "acme/app"}, ttl="15m")
+            assert [r["name"] for r in client.auth.list_trust_rules()] == ["deploy"]
+            client.secrets.write("deploy/db", {"password": "deploy-pw"})
+            client.policies.bind(client.policies.create("deployer", [{"path_pattern": "deploy/*",
+                                                                      "permissions": ["read"]}]).id,
+                                 "service_account", "sa:deployer")
+        foreign = github.mint(aud="scaivault", sub="repo:acme/app:ref:refs/heads/main", repository="acme/app")
+        with SyncScaiVaultClient(vault.url, None, tenant_id=tenant, retry=FAST) as anonymous:
+            minted = anonymous.auth.exchange(foreign, scopes=["secrets:read"])
+            with pytest.raises(AuthenticationError):
+                anonymous.auth.exchange(github.mint(aud="scaivault", repository="evil/app"))
+        assert minted.scope == "secrets:read" and minted.expires_in <= 900
+        with SyncScaiVaultClient(vault.url, minted.access_token, retry=FAST) as workload:
+            assert workload.secrets.read("deploy/db").data == {"password": "deploy-pw"}
+
+        token_file = tmp_path / "oidc.jwt"
+        token_file.write_text(foreign)
+        env = {"HOME": str(tmp_path), "SCAIVAULT_URL": vault.url, "SCAIVAULT_TENANT_ID": tenant}
+        printed = ok(["auth", "exchange", "--subject-token-file", str(token_file)], env).out.strip()
+        assert printed.startswith(minted.access_token[:4]) and printed != minted.access_token   # a fresh one
+        saved = ok(["auth", "exchange", "--subject-token-file", "-", "--save"], env, input=foreign)
+        assert "token saved" in saved.out and foreign not in saved.out
+        assert ok(["secrets", "read", "deploy/db", "--field", "password"], env).out == "deploy-pw\n"
+        assert ok(["auth", "whoami", "--json"], env).json()["identity_id"].startswith("sa:deployer")
+        assert run(["auth", "exchange", "--subject-token-file", str(tmp_path / "none")], env).code == 1
+    finally:
+        github.stop()

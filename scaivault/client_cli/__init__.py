@@ -1,5 +1,5 @@
-"""The client subcommands of `scaivault` (config, auth, secrets, policies, tokens, audit, completion),
-built on scaivault_sdk. The SDK (and with it httpx and ssl) is imported only when one of them runs."""
+"""The client subcommands of `scaivault` (config, auth, secrets, policies, tokens, audit, dynamic, pki,
+rotation, webhooks, import, completion), built on scaivault_sdk. The SDK (and with it httpx and ssl) is imported only when one of them runs."""
 from __future__ import annotations
 
 import logging
@@ -71,9 +71,10 @@ def sdk(ctx: click.Context):
 
 
 def register_client_commands(cli: click.Group) -> None:
-    from . import audit, auth, importers, policies, secrets, tokens
+    from . import audit, auth, dynamic, importers, pki, policies, rotation, secrets, tokens
 
     for group in (auth.config_group, auth.auth_group, secrets.secrets_group, policies.policies_group,
-                  tokens.tokens_group, audit.audit_group, importers.import_group):
+                  tokens.tokens_group, audit.audit_group, dynamic.dynamic_group, pki.pki_group,
+                  rotation.rotation_group, rotation.webhooks_group, importers.import_group):
         cli.add_command(group)
     cli.add_command(auth.completion)

@@ -83,6 +83,39 @@ def login(ctx: click.Context, token: str | None) -> None:
     click.echo(f"logged in as {me.identity_id} (tenant {me.tenant_id or '-'}); token saved in {path}")
 
 
+@auth_group.command("exchange", help="Exchange a foreign workload token (GitHub Actions OIDC, Kubernetes service "
+                                     "account) for a ScaiVault token; prints it, or saves it with --save.")
+@click.option("--subject-token-file", "token_file", required=True,
+              help="File holding the foreign JWT ('-' = stdin), e.g. /var/run/secrets/tokens/scaivault.")
+@click.option("--scope", "scopes", multiple=True, help="Wanted scope (repeatable; at most the rule's).")
+@click.option("--rule", help="Trust rule name (when several could match).")
+@click.option("--save", is_flag=True, help="Save the minted token in the configuration file instead of printing it.")
+@json_option
+@click.pass_context
+def exchange(ctx: click.Context, token_file: str, scopes: tuple[str, ...], rule: str | None, save: bool,
+             as_json: bool) -> None:
+    from scaivault_sdk import SyncScaiVaultClient
+    from scaivault_sdk.config import config_path, update_file
+
+    try:
+        subject = (sys.stdin.read() if token_file == "-" else open(token_file, encoding="utf-8").read()).strip()
+    except OSError as exc:
+        fail(f"cannot read {token_file}: {exc.strerror}", 1)
+    config = client_config(ctx)
+    if not config.base_url:
+        fail("no server URL: run `scaivault config set base_url URL` first (or set SCAIVAULT_URL)", 1)
+    with SyncScaiVaultClient(config.base_url, None, tenant_id=config.tenant_id, timeout=config.timeout,
+                             verify=config.ca_cert or True) as client:
+        minted = client.auth.exchange(subject, scopes=list(scopes) or None, rule=rule)
+    if save:
+        update_file({"token": minted.access_token}, config_path(env(ctx)))
+        click.echo(f"token saved (expires in {minted.expires_in}s, scopes {minted.scope})", err=as_json)
+    if as_json:
+        print_json({**minted.model_dump(), **({"access_token": "(saved)"} if save else {})})
+    elif not save:
+        click.echo(minted.access_token)
+
+
 @auth_group.command("logout", help="Remove the saved token from the configuration file.")
 @click.pass_context
 def logout(ctx: click.Context) -> None:
