@@ -81,14 +81,46 @@ def wrk(url: str, seconds: int, token: str | None, script: str | None, timeout: 
 
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     errors = re.search(r"Socket errors: (.*)", out)
+    latency = re.search(r"^\s+Latency\s+\S+\s+\S+\s+([\d.]+)(us|ms|s)\s", out, re.M)
+    peak = float(latency.group(1)) if latency else float("nan")
+    if latency:
+        peak = peak / 1000 if latency.group(2) == "us" else peak * 1000 if latency.group(2) == "s" else peak
+    total = re.search(r"(\d+) requests in", out)
     return {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)), "p50": ms("50"), "p99": ms("99"),
+            "requests": int(total.group(1)) if total else 0,
+            "p90": ms("90"), "max": peak,
             "non2xx": int(non2xx.group(1)) if non2xx else 0, "socket_errors": errors.group(1) if errors else ""}
+
+
+def tree_cpu(pid: int) -> float:
+    """CPU seconds (user + system) used so far by `pid` and its living descendants."""
+    total, todo = 0.0, [pid]
+    tick = os.sysconf("SC_CLK_TCK")
+    while todo:
+        p = todo.pop()
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick
+            for task in Path(f"/proc/{p}/task").iterdir():
+                todo += [int(c) for c in (task / "children").read_text().split()]
+        except (OSError, IndexError, ValueError):
+            continue
+    return total
+
+
+def wrk_with_cpu(pid: int, *args, **kwargs) -> dict:
+    """wrk, plus the server's CPU time per request (steadier than req/s on a shared machine)."""
+    before = tree_cpu(pid)
+    result = wrk(*args, **kwargs)
+    used = tree_cpu(pid) - before
+    result["server_cpu_us"] = used / max(1, result["requests"]) * 1e6
+    return result
 
 
 def row(name: str, r: dict, ceiling: float | None) -> str:
     ratio = f"{r['rps'] / ceiling:.2f}" if ceiling else "-"
     return (f"| {name} | {r['rps']:.0f} | {r['p50']:.1f} | {r['p99']:.1f} | {ratio} | {r['non2xx']} "
-            f"| {r['socket_errors'] or 0} |")
+            f"| {r['socket_errors'] or 0} | {r.get('server_cpu_us', 0):.0f} |")
 
 
 def timed(fn, n: int = 15) -> float:
@@ -131,6 +163,7 @@ def main() -> None:
     ap.add_argument("--only", default="ceiling,read,write,mix,batch,list")
     ap.add_argument("--list-secrets", type=int, default=100_000)
     ap.add_argument("--keep", action="store_true", help="seed, then keep serving for manual probing")
+    ap.add_argument("--json-out", help="also write the wrk figures as JSON here (bench/pair.py reads them)")
     args = ap.parse_args()
     only = set(args.only.split(","))
     seconds = args.duration
@@ -149,6 +182,7 @@ def main() -> None:
         base = f"http://127.0.0.1:{port}"
         limits = "\n".join(f"{c}: {{rate: 100000000, window: 1m}}" for c in CATEGORIES)
         env = {**os.environ, "DATABASE_URL": url, "REDIS_URL": "redis://127.0.0.1:6379/15", "SCAIKEY_URL": standin.url,
+               "SCAIKEY_AUDIENCE": "scaivault",   # the stand-in's tokens carry aud=scaivault
                "BASE_URL": base, "BIND_ADDRESS": f"127.0.0.1:{port}", "KMS_PROVIDER": "local",
                "KMS_LOCAL_KEY_FILE": str(workdir / "root.key"), "WEB_CONCURRENCY": "2", "LOG_LEVEL": "error",
                "RATE_LIMITS": limits}
@@ -230,14 +264,15 @@ end""")
                  "-b", f"127.0.0.1:{cport}", "--log-level", "error", "bench.ceiling:app"],
                 env={**env, "BENCH_TENANT": TENANT}, cwd=ROOT))
             wait_http(f"http://127.0.0.1:{cport}/q?p=bench/app-001/db")
-            results["ceiling: one-query Flask route"] = wrk(f"http://127.0.0.1:{cport}/q", seconds, None, ceiling_lua)
+            results["ceiling: one-query Flask route"] = wrk_with_cpu(procs[-1].pid, f"http://127.0.0.1:{cport}/q", seconds,
+                                                                     None, ceiling_lua)
             ceiling = results["ceiling: one-query Flask route"]["rps"]
             procs[-1].terminate()
             procs[-1].wait(10)
             procs.pop()
         for key, script in (("read", read_lua), ("write", write_lua), ("mix", mix_lua)):
             if key in only:
-                results[f"{key} (policy-scoped JWT, audit on)"] = wrk(base + "/", seconds, user, script)
+                results[f"{key} (policy-scoped JWT, audit on)"] = wrk_with_cpu(procs[0].pid, base + "/", seconds, user, script)
                 print(key, results[f"{key} (policy-scoped JWT, audit on)"], flush=True)
         if "batch" in only:
             results["batch read, 100 paths per request"] = wrk(base + "/v1/secrets/batch", seconds, user, batch_lua, timeout="10s")
@@ -245,8 +280,9 @@ end""")
         lines.append(f"wrk -t2 -c32 -d{seconds}s --latency; {NSECRETS} secrets of {len(json.dumps(VALUE))} bytes; "
                      f"WEB_CONCURRENCY=2; {os.cpu_count()} CPUs; load average before: {os.getloadavg()[0]:.2f}")
         lines.append("")
-        lines.append("| workload | req/s | p50 ms | p99 ms | ratio to ceiling | non-2xx | socket errors |")
-        lines.append("|---|---|---|---|---|---|---|")
+        lines.append("| workload | req/s | p50 ms | p99 ms | ratio to ceiling | non-2xx | socket errors "
+                     "| server CPU us/request |")
+        lines.append("|---|---|---|---|---|---|---|---|")
         for key, r in results.items():
             lines.append(row(key, r, ceiling))
         if "batch" in only:
@@ -292,6 +328,9 @@ end""")
             r = results["list first page (admin)"]
             lines.append(f"| first page of 100, admin | {r['rps']:.0f} | {r['p50']:.1f} | {r['p99']:.1f} |")
         print("\n".join(lines), flush=True)
+        if args.json_out:
+            Path(args.json_out).write_text(json.dumps({"results": results, "ceiling": ceiling,
+                                                       "load_before": os.getloadavg()[0]}))
         out = workdir / "results.md"
         out.write_text("\n".join(lines) + "\n")
         print(f"\nwritten to {out}")

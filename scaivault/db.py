@@ -13,11 +13,11 @@ connections that failed; a lost connection is never fatal to the process.
 """
 from __future__ import annotations
 
-import functools
+import collections
 import logging
 import os
-import queue
 import select
+import socket
 import ssl
 import threading
 import time
@@ -29,16 +29,13 @@ import pg8000.converters
 import pg8000.native
 from pg8000.exceptions import DatabaseError, InterfaceError
 
+from . import patches
 from .config import DatabaseURL
 from .errors import ServiceUnavailable
 
 log = logging.getLogger("scaivault.db")
 
-# pg8000 re-parses every statement's text for :named parameters on each run (about a
-# millisecond for a long statement, the largest CPU cost of a secret read); the result
-# depends only on the text, so parse each distinct statement once.
-if not hasattr(pg8000.native.to_statement, "cache_info"):
-    pg8000.native.to_statement = functools.lru_cache(maxsize=4096)(pg8000.native.to_statement)
+patches.pg8000_statement_cache()
 
 IDLE_CHECK_SECONDS = 30.0
 CHECKOUT_TIMEOUT_SECONDS = 10.0
@@ -104,7 +101,19 @@ def connect(url: DatabaseURL, *, timeout: float = 30.0, application_name: str = 
         reason = _reason(exc)
         raise DatabaseUnavailable(f"cannot connect to the database at {url.redacted}: {reason}", reason) from None
     conn.register_in_adapter(TIMESTAMPTZ_OID, _timestamptz_in)
+    _no_delay(conn)
     return conn
+
+
+def _no_delay(conn: pg8000.native.Connection) -> None:
+    """TCP_NODELAY: a statement larger than pg8000's write buffer (a read batch) leaves in two
+    segments, and without it Nagle holds the second until the server's delayed ACK (~40 ms)."""
+    sock = patches.pg8000_socket(conn)
+    if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            pass
 
 
 TIMESTAMPTZ_OID = 1184
@@ -122,11 +131,12 @@ def _timestamptz_in(text: str):
 def _looks_closed(conn: pg8000.native.Connection) -> bool:
     """True when an idle connection's socket is readable: the server closed it or sent FATAL.
 
-    An idle connection has nothing to read, so this costs no round trip.
+    An idle connection has nothing to read, so this costs no round trip. Without access to the
+    socket (an untested pg8000) it answers False and the idle ping of checkout decides.
     """
-    sock = getattr(conn, "_usock", None)
+    sock = patches.pg8000_socket(conn)
     if sock is None:
-        return True
+        return False
     try:
         readable, _, _ = select.select([sock], [], [], 0)
     except (OSError, ValueError):
@@ -194,11 +204,25 @@ def _observe_latency(seconds: float) -> None:
     DB_LATENCY.observe(seconds)
 
 
-class Pool:
-    """A bounded LIFO pool of connections belonging to one process.
+class _Waiter:
+    """A checkout waiting its turn: handed a connection, or the right to open one."""
 
-    Checkout checks health: a connection whose socket shows the server went away is replaced
-    (no round trip), and one idle longer than IDLE_CHECK_SECONDS is pinged first.
+    __slots__ = ("event", "conn", "may_open")
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.conn: tuple[pg8000.native.Connection, float] | None = None
+        self.may_open = False
+
+
+class Pool:
+    """A bounded pool of connections belonging to one process, fair to waiters.
+
+    Idle connections are reused last-in first-out (warm ones first); checkouts that must wait
+    are served first-in first-out: a returned connection goes straight to the oldest waiter, and
+    a new arrival never takes one while others wait (otherwise arrivals jump the queue and the
+    tail grows; issue 10). Checkout checks health: a connection whose socket shows the server
+    went away is replaced (no round trip), and one idle longer than IDLE_CHECK_SECONDS is pinged.
     """
 
     def __init__(self, url: DatabaseURL, size: int, name: str,
@@ -208,38 +232,57 @@ class Pool:
         self.name = name
         self.checkout_timeout = checkout_timeout
         self.pid = os.getpid()
-        self._idle: queue.LifoQueue = queue.LifoQueue()
+        self._idle: list[tuple[pg8000.native.Connection, float]] = []
+        self._waiters: collections.deque[_Waiter] = collections.deque()
         self._created = 0
         self._lock = threading.Lock()
 
     @property
     def stats(self) -> dict[str, int]:
         return {"pool_size": self.size, "pool_open": self._created,
-                "pool_available": self.size - self._created + self._idle.qsize()}
+                "pool_available": self.size - self._created + len(self._idle), "pool_waiting": len(self._waiters)}
 
     def _open(self) -> pg8000.native.Connection:
         try:
             return connect(self.url, application_name=f"scaivault-{self.name}")
         except DatabaseUnavailable as exc:
-            with self._lock:
-                self._created -= 1
+            self._release_slot()
             log.warning("database connection failed", extra={"error": exc.message})
             raise DatabaseUnavailable("database unavailable", exc.reason) from None
 
+    def _release_slot(self) -> None:
+        """One connection fewer exists: the oldest waiter may open its own."""
+        with self._lock:
+            self._created -= 1
+            if not self._waiters:
+                return
+            waiter = self._waiters.popleft()
+            self._created += 1
+            waiter.may_open = True
+        waiter.event.set()
+
     def checkout(self) -> pg8000.native.Connection:
-        try:
-            conn, idle_since = self._idle.get_nowait()
-        except queue.Empty:
+        waiter = None
+        with self._lock:
+            if self._idle and not self._waiters:
+                conn, idle_since = self._idle.pop()
+            elif self._created < self.size:
+                self._created += 1
+                conn = None
+            else:
+                waiter = _Waiter()
+                self._waiters.append(waiter)
+        if waiter is not None:
+            waiter.event.wait(self.checkout_timeout)
             with self._lock:
-                can_open = self._created < self.size
-                if can_open:
-                    self._created += 1
-            if can_open:
+                if waiter.conn is None and not waiter.may_open:
+                    self._waiters.remove(waiter)
+                    raise ServiceUnavailable(message="database pool exhausted")
+            if waiter.may_open:
                 return self._open()
-            try:
-                conn, idle_since = self._idle.get(timeout=self.checkout_timeout)
-            except queue.Empty:
-                raise ServiceUnavailable(message="database pool exhausted") from None
+            conn, idle_since = waiter.conn
+        elif conn is None:
+            return self._open()
         if _looks_closed(conn):
             self.discard(conn)
             return self.checkout()
@@ -252,11 +295,17 @@ class Pool:
         return conn
 
     def checkin(self, conn: pg8000.native.Connection) -> None:
-        self._idle.put((conn, time.monotonic()))
+        item = (conn, time.monotonic())
+        with self._lock:
+            if not self._waiters:
+                self._idle.append(item)
+                return
+            waiter = self._waiters.popleft()
+            waiter.conn = item
+        waiter.event.set()
 
     def discard(self, conn: pg8000.native.Connection) -> None:
-        with self._lock:
-            self._created -= 1
+        self._release_slot()
         try:
             conn.close()
         except Exception:
@@ -264,10 +313,10 @@ class Pool:
 
     def close(self) -> None:
         while True:
-            try:
-                conn, _ = self._idle.get_nowait()
-            except queue.Empty:
-                return
+            with self._lock:
+                if not self._idle:
+                    return
+                conn, _ = self._idle.pop()
             self.discard(conn)
 
 

@@ -37,6 +37,8 @@ RATE_LIMITER_FALLBACK = Gauge("scaivault_rate_limiter_fallback",
 SECRETS_TOTAL = Gauge("scaivault_secrets_total", "Live secrets", ["tenant"], multiprocess_mode="livemax")
 SECRET_READS = Counter("scaivault_secret_reads_total", "Secret reads", ["tenant", "secret_type"])
 SECRET_WRITES = Counter("scaivault_secret_writes_total", "Secret writes", ["tenant"])
+GROUP_COMMIT_SIZE = Histogram("scaivault_group_commit_size", "Requests sharing one statement and commit",
+                              ["kind"], buckets=(1, 2, 4, 8, 16, 32, 64))
 SECRET_ROTATIONS = Counter("scaivault_secret_rotations_total", "Secret rotations", ["status"])
 
 # ---- PKI and ACME (spec/10 metrics table; gauges set by the PKI job, the counter by ACME runners)

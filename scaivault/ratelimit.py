@@ -14,13 +14,15 @@ probes Redis again with a back-off.
 """
 from __future__ import annotations
 
-import functools
 import logging
 import math
+import os
 import threading
 import time
 from dataclasses import dataclass
 from typing import Any, Mapping
+
+from . import patches
 
 log = logging.getLogger("scaivault.ratelimit")
 
@@ -86,12 +88,16 @@ class Decision:
     retry_after: int = 0   # seconds until a refused request could pass
 
 
-# Refill, take `cost`, store; returns {allowed, tokens}. Tokens travel as strings (Lua numbers
-# would be truncated to integers on the way back). TIME is the Redis server's clock.
+# Refill, put back `giveback` (a lease's unused tokens), take `cost` (or up to `want` >= cost
+# when a lease is asked for and the bucket has them), store; returns {allowed, tokens, now,
+# taken}. Tokens travel as strings (Lua numbers would be truncated to integers on the way
+# back). TIME is the Redis server's clock.
 TOKEN_BUCKET_LUA = """
 local capacity = tonumber(ARGV[1])
 local per_second = tonumber(ARGV[2])
 local cost = tonumber(ARGV[3])
+local giveback = tonumber(ARGV[4] or '0')
+local want = tonumber(ARGV[5] or ARGV[3])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local state = redis.call('HMGET', KEYS[1], 'tokens', 'at')
@@ -102,15 +108,34 @@ if tokens == nil or at == nil then
 elseif now > at then
   tokens = math.min(capacity, tokens + (now - at) * per_second)
 end
+tokens = math.min(capacity, tokens + giveback)
 local allowed = 0
+local taken = 0
 if tokens >= cost then
-  tokens = tokens - cost
+  taken = math.max(cost, math.min(want, math.floor(tokens)))
+  tokens = tokens - taken
   allowed = 1
 end
 redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'at', tostring(now))
 redis.call('PEXPIRE', KEYS[1], math.ceil((capacity - tokens) / per_second * 1000) + 1000)
-return {allowed, tostring(tokens), tostring(now)}
+return {allowed, tostring(tokens), tostring(now), tostring(taken)}
 """
+
+# Leases (docs/decisions.md, "Rate limits without a round trip"): a bucket of at least
+# LEASE_MIN_CAPACITY tokens lends a worker a slice of LEASE_FRACTION of its capacity, taken from
+# the shared bucket in Redis before any of it is spent; requests then decide in memory until the
+# slice is used up or LEASE_SECONDS have passed, and unused tokens go back to the shared bucket.
+# Smaller buckets stay exact: every request is one Redis round trip.
+LEASE_MIN_CAPACITY = 500
+LEASE_FRACTION = 0.01
+LEASE_SECONDS = 1.0
+
+
+@dataclass
+class _Lease:
+    left: float              # tokens this process holds and may spend without asking
+    shared: float            # the shared bucket's level when the slice was taken
+    expires: float           # time.monotonic() after which the rest goes back
 
 
 class MemoryBuckets:
@@ -151,30 +176,103 @@ class RateLimits:
         self._next_probe = 0.0
         self._failures = 0
         self._lock = threading.Lock()
+        self._leases: dict[str, _Lease] = {}
+        self._lease_params: dict[str, tuple[int, float]] = {}
+        self._reconciler_pid: int | None = None
 
     # ------------------------------------------------------------------ counting
     def hit(self, category: str, who: str, cost: int = 1) -> Decision:
-        """Take `cost` tokens from `who`'s bucket in `category` and decide; one storage round trip."""
+        """Take `cost` tokens from `who`'s bucket in `category` and decide.
+
+        One storage round trip for a small bucket; a large one decides in memory from a leased
+        slice, with one round trip per slice. `who` is an opaque bucket owner.
+        """
         capacity, window = self.limits[category]
         per_second = capacity / window
-        allowed, tokens, now = self._take(f"{KEY_PREFIX}:{category}:{who}", capacity, per_second, cost)
+        key = f"{KEY_PREFIX}:{category}:{who}"
+        if capacity >= LEASE_MIN_CAPACITY and self._shared and not self._fallback:
+            allowed, tokens, now = self._take_leased(key, capacity, per_second, cost)
+        else:
+            allowed, tokens, now, _ = self._take(key, capacity, per_second, cost)
         reset_at = math.ceil(now + (capacity - tokens) / per_second)
         retry_after = 0 if allowed else max(1, math.ceil((cost - tokens) / per_second))
         return Decision(category, capacity, int(tokens), reset_at, allowed, retry_after)
 
-    def _take(self, key: str, capacity: int, per_second: float, cost: int) -> tuple[bool, float, float]:
+    def _take_leased(self, key: str, capacity: int, per_second: float, cost: int) -> tuple[bool, float, float]:
+        clock = time.monotonic()
+        with self._lock:
+            lease = self._leases.get(key)
+            if lease is not None and clock < lease.expires and lease.left >= cost:
+                lease.left -= cost
+                return True, lease.shared + lease.left, time.time()
+            giveback = 0.0
+            if lease is not None:
+                giveback = lease.left
+                del self._leases[key]
+        slice_ = max(1, int(capacity * LEASE_FRACTION))
+        allowed, tokens, now, taken = self._take(key, capacity, per_second, cost, giveback=giveback,
+                                                 want=cost + slice_)
+        if allowed and taken > cost:
+            with self._lock:
+                held = self._leases.get(key)
+                if held is not None:        # another request took a slice meanwhile: keep both
+                    held.left += taken - cost
+                else:
+                    self._leases[key] = _Lease(taken - cost, tokens, time.monotonic() + LEASE_SECONDS)
+            self._start_reconciler()
+            tokens += taken - cost
+        return allowed, tokens, now
+
+    def reconcile(self) -> int:
+        """Give the unused tokens of expired leases back to the shared buckets; returns how many leases."""
+        clock = time.monotonic()
+        with self._lock:
+            expired = [(key, lease) for key, lease in self._leases.items() if lease.expires <= clock]
+            for key, _ in expired:
+                del self._leases[key]
+        for key, lease in expired:
+            params = self._lease_params.pop(key, None)
+            if lease.left > 0 and params is not None:
+                self._take(key, params[0], params[1], 0, giveback=lease.left, want=0)
+        return len(expired)
+
+    def _start_reconciler(self) -> None:
+        if self._reconciler_pid == os.getpid():
+            return
+        with self._lock:
+            if self._reconciler_pid == os.getpid():
+                return
+            self._reconciler_pid = os.getpid()
+        # a thread (a greenlet under gunicorn's gevent worker); it only talks to Redis
+        threading.Thread(target=self._reconcile_forever, name="scaivault-rate-leases", daemon=True).start()
+
+    def _reconcile_forever(self) -> None:
+        while True:
+            time.sleep(LEASE_SECONDS)
+            try:
+                self.reconcile()
+            except Exception as exc:   # never let the reconciler die; leases simply expire unused
+                log.warning("rate-limit lease reconciliation failed", extra={"error": type(exc).__name__})
+
+    def _take(self, key: str, capacity: int, per_second: float, cost: int, *, giveback: float = 0.0,
+              want: int | None = None) -> tuple[bool, float, float, float]:
         if not self._shared or (self._fallback and not self._probe_due()):
-            return self._local.take(key, capacity, per_second, cost)
+            return (*self._local.take(key, capacity, per_second, cost), float(cost))
         try:
             started = time.perf_counter()
-            allowed, tokens, now = self._bucket_script()(keys=[key], args=[capacity, repr(per_second), cost])
+            allowed, tokens, now, taken = self._bucket_script()(
+                keys=[key], args=[capacity, repr(per_second), cost, repr(giveback), want if want is not None else cost])
             _observe_redis(time.perf_counter() - started)
         except Exception as exc:  # any storage failure: keep serving, count locally
             self._enter_fallback(exc)
-            return self._local.take(key, capacity, per_second, cost)
+            return (*self._local.take(key, capacity, per_second, cost), float(cost))
         if self._fallback:
             self._leave_fallback()
-        return bool(int(allowed)), float(tokens), float(now)
+        if want is not None and want > cost:
+            if len(self._lease_params) > MemoryBuckets.MAX_BUCKETS:
+                self._lease_params.clear()     # a lease without its parameters simply lapses
+            self._lease_params[key] = (capacity, per_second)
+        return bool(int(allowed)), float(tokens), float(now), float(taken)
 
     def _bucket_script(self):
         if self._script is None:
@@ -229,7 +327,12 @@ def init_rate_limits(app, settings) -> RateLimits:
 
     if settings.redis_url:
         storage_uri = settings.redis_url
-        options = {"socket_timeout": REDIS_TIMEOUT_SECONDS, "socket_connect_timeout": REDIS_TIMEOUT_SECONDS}
+        runtime = app.extensions.get("scaivault")
+        if runtime is not None:
+            # one Redis pool per process: flask-limiter's storage rides the runtime's
+            options = {"connection_pool": runtime.redis.connection_pool}
+        else:
+            options = {"socket_timeout": REDIS_TIMEOUT_SECONDS, "socket_connect_timeout": REDIS_TIMEOUT_SECONDS}
     else:
         storage_uri, options = "memory://", {}
     try:
@@ -241,29 +344,11 @@ def init_rate_limits(app, settings) -> RateLimits:
     limiter = Limiter(_request_key, app=app, storage_uri=storage_uri, storage_options=options,
                       headers_enabled=False,
                       default_limits=[])
-    _remove_limiter_hooks(app, limiter)
+    patches.flask_limiter_without_request_hooks(app, limiter)
     limits = RateLimits(limiter, effective_limits(settings.rate_limits), storage_uri)
     app.extensions["scaivault_rate_limits"] = limits
     app.after_request(_add_headers)
     return limits
-
-
-def _remove_limiter_hooks(app, limiter) -> None:
-    """Keep flask-limiter for its storage, without its per-request hooks.
-
-    `init_app` registers a before_request filter (plus after/teardown hooks) that resolves the
-    decorated and default limits of every request; ScaiVault has none, so it never limits
-    anything, yet it cost 5-8% of a secret read. `enforce()` is the one check per request.
-    """
-    def ours(hook) -> bool:
-        owner = getattr(hook, "__self__", None)
-        if owner is None and isinstance(hook, functools.partial) and hook.args:
-            owner = hook.args[0]
-        return owner is limiter
-
-    for hooks in (app.before_request_funcs, app.after_request_funcs, app.teardown_request_funcs):
-        if None in hooks:
-            hooks[None] = [hook for hook in hooks[None] if not ours(hook)]
 
 
 def _request_key() -> str:

@@ -6,10 +6,9 @@ GRACEFUL_TIMEOUT_SECONDS, then exit. SIGINT (Ctrl-C) is gunicorn's quick shutdow
 from __future__ import annotations
 
 import atexit
-import json
+import gc
 import logging
 import os
-import secrets
 import shutil
 import ssl
 import sys
@@ -18,6 +17,7 @@ import tempfile
 from gunicorn.app.base import BaseApplication
 from gunicorn.glogging import Logger as GunicornLogger
 
+from . import patches
 from .config import Settings
 
 GRACEFUL_TIMEOUT_SECONDS = 30
@@ -36,42 +36,6 @@ class ServerLogger(GunicornLogger):
         self.error_log.handlers = []
         self.error_log.propagate = True
         self.error_log.setLevel(logging.getLogger().level)
-
-
-def _quiet_failed_handshakes(worker) -> None:
-    """A TCP probe or a client without a certificate fails the TLS handshake inside gevent's
-    accept greenlet; that is routine, so keep gevent from printing a traceback for it."""
-    import gevent
-
-    hub = gevent.get_hub()
-    hub.NOT_ERROR = tuple(set(hub.NOT_ERROR) | {ssl.SSLError})
-
-
-_PARSER_ERROR_CODES = {403: "forbidden", 500: "internal_error"}
-
-
-def _write_error_envelope(sock, status_int, reason, mesg) -> None:
-    """gunicorn's answer to a request it cannot parse, as the spec/10 JSON envelope.
-
-    gunicorn's own page is HTML and quotes the offending request text; this names neither.
-    """
-    from gunicorn import util
-
-    code = _PARSER_ERROR_CODES.get(status_int, "invalid_request")
-    request_id = "req_" + secrets.token_hex(12)
-    body = json.dumps({"error": {"code": code, "message": f"malformed HTTP request ({reason.lower()})",
-                                 "request_id": request_id}}).encode()
-    head = (f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\nContent-Type: application/json\r\n"
-            f"X-Request-ID: {request_id}\r\nContent-Length: {len(body)}\r\n\r\n").encode("latin1")
-    util.write_nonblock(sock, head + body)
-
-
-def _json_parser_errors(worker) -> None:
-    """The worker's handle_error() is gunicorn's only caller of util.write_error; its HTML page
-    would break the rule that every answer is the JSON envelope."""
-    from gunicorn import util
-
-    util.write_error = _write_error_envelope
 
 
 def prepare_metrics_directory(settings: Settings) -> str:
@@ -101,84 +65,20 @@ def _mark_worker_dead(server, worker) -> None:
     mark_worker_dead(worker.pid)
 
 
-class _HeaderCapture:
-    """Stands in for the client socket while gunicorn formats a header block."""
-
-    def __init__(self) -> None:
-        self.data = b""
-
-    def sendall(self, data: bytes) -> None:
-        self.data += data
-
-
-def _one_send_responses() -> None:
-    """Send a response's header block and its first body piece in one send().
-
-    gunicorn writes them in two; on loopback and in containers each send() also pays for the
-    receiver's side, which made send() the largest self time of a secret read. A JSON
-    answer is one body piece, so it now leaves in one segment. No sendfile (nothing here
-    serves files), so every body goes through write().
-    """
-    from gunicorn import util
-    from gunicorn.http import wsgi
-
-    if getattr(wsgi.Response, "one_send", False):
-        return
-
-    class OneSendResponse(wsgi.Response):
-        one_send = True
-        _head: bytes | None = None
-
-        def send_headers(self):
-            if self.headers_sent:
-                return
-            sock, capture = self.sock, _HeaderCapture()
-            self.sock = capture
-            try:
-                super().send_headers()
-            finally:
-                self.sock = sock
-            self._head = capture.data
-
-        def _flush_head(self) -> None:
-            head, self._head = self._head, None
-            if head:
-                util.write(self.sock, head)
-
-        def _emit_body(self, data):
-            head, self._head = self._head, None
-            if head and not self.chunked:
-                util.write(self.sock, head + data)
-                return
-            if head:
-                util.write(self.sock, head)
-            super()._emit_body(data)
-
-        def write(self, arg):
-            super().write(arg)
-            self._flush_head()      # a body-less answer (HEAD, 204, 304) returns before _emit_body
-
-        def sendfile(self, respiter):
-            return False
-
-        def close(self):
-            if not self.headers_sent:
-                self.send_headers()
-            self._flush_head()
-            super().close()
-
-    wsgi.Response = OneSendResponse
-
-
 def _post_worker_init(worker) -> None:
     """gunicorn post_worker_init hook: TLS handshake noise off, background jobs on."""
-    _json_parser_errors(worker)
-    _one_send_responses()
+    patches.gunicorn_json_parser_errors()
+    patches.gunicorn_one_send_responses()
     if worker.cfg.certfile:
-        _quiet_failed_handshakes(worker)
+        patches.gevent_quiet_tls_handshakes()
     from .jobs.scheduler import start_in_worker
 
     start_in_worker(worker)
+    # The app, its modules and caches built so far live as long as the worker: move them out of
+    # the collector's reach, so that a full collection under load walks only request garbage
+    # (part of the p99 tail; issue 10).
+    gc.collect()
+    gc.freeze()
 
 
 class ScaiVaultServer(BaseApplication):
@@ -194,7 +94,7 @@ class ScaiVaultServer(BaseApplication):
         options = {
             "bind": [s.bind_address] + ([s.metrics_bind_address] if s.metrics_bind_address else []),
             "workers": s.web_concurrency,
-            "worker_class": "gevent",
+            "worker_class": patches.server_worker_class(),
             "worker_connections": 1000,
             "graceful_timeout": GRACEFUL_TIMEOUT_SECONDS,
             "timeout": WORKER_TIMEOUT_SECONDS,

@@ -53,7 +53,8 @@ def test_request_counters_move_by_endpoint_category_not_by_url(client, scaikey, 
     assert value(after, "scaivault_requests_total", method="GET", path_category="unmatched", status="404") >= 1
     assert value(after, "scaivault_request_duration_seconds_count", method="GET", path_category="audit:read") >= 3
     assert value(after, "scaivault_db_latency_seconds_count") > value(before, "scaivault_db_latency_seconds_count")
-    assert value(after, "scaivault_redis_latency_seconds_count") >= value(before, "scaivault_redis_latency_seconds_count") + 3
+    # a large bucket is leased (issue 10): the caller's first request takes a slice, the rest decide in memory
+    assert value(after, "scaivault_redis_latency_seconds_count") >= value(before, "scaivault_redis_latency_seconds_count") + 1
     assert value(after, "scaivault_db_pool_size") >= 1
     # no secret path and no identity ever becomes a label
     assert "very-secret-name" not in after and "m@x.io" not in after and "usr_metrics" not in after

@@ -86,10 +86,10 @@ def test_flask_limiter_adds_no_check_of_its_own_to_each_request(app):
 
 
 def test_a_user_agent_quoting_the_version_placeholder_still_chains(app, admin, tenant):
-    from scaivault.audit.writer import _VERSION_MARK
+    from scaivault.audit.writer import _FILL_MARK
 
     assert admin.put("/v1/secrets/rp/ua", json={"data": {"v": "x"}}).status_code == 201
-    agent = f'x"version":{_VERSION_MARK} {_VERSION_MARK}'
+    agent = f'x"version":{_FILL_MARK} {_FILL_MARK}'
     assert admin.get("/v1/secrets/rp/ua", headers={"User-Agent": agent}).status_code == 200
     [entry] = read_entries(app, tenant, "rp/ua")
     assert entry["extra_data"]["version"] == 1

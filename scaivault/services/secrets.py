@@ -14,15 +14,20 @@ import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from functools import cached_property
 from typing import Any, Callable, Iterable
 
+from pg8000.exceptions import DatabaseError
+
 from ..audit import AuditEntry, record
-from ..audit.writer import read_and_record
+from ..audit.writer import (audit_unavailable, count_appended, entry_document, is_audit_failure,
+                            read_batch_and_record)
 from ..config import Settings, parse_duration
 from ..crypto import SealContext, register_sealed_column
 from ..db import Database, Session
 from ..errors import ScaiVaultError, ValidationFailed
-from ..lifecycle.hooks import secret_changed, secret_read
+from ..group_commit import GroupCommit
+from ..lifecycle.hooks import plain_write_events, secret_changed, secret_read
 from ..policy.paths import validate_path
 from .policies import decode_cursor, encode_cursor, iso, page_limit
 
@@ -43,6 +48,15 @@ LIST_SCAN_CAP = 20000           # rows examined per listing page before answerin
 BATCH_EXPANSION_CAP = 1000
 
 AuditFn = Callable[..., AuditEntry]
+
+WRITE_ATTEMPTS = 3              # reseal-and-retry rounds of a one-statement write before the general path
+_WRITE_SQL = "SELECT * FROM sv_write_version(CAST(:doc AS jsonb), :sealed)"
+
+
+def _general_path_needed(exc: DatabaseError) -> bool:
+    """sv_write_version's SQLSTATE SVW01: a case for the general, locked write."""
+    info = exc.args[0] if exc.args and isinstance(exc.args[0], dict) else {}
+    return info.get("C") == "SVW01"
 
 
 def _check_lowering(may_lower_retention: Callable[[], None] | None) -> None:
@@ -175,26 +189,24 @@ class SecretStore:
         self._touch_lock = threading.Lock()
         self._pending_touches: set[int] = set()
         self._last_flush = time.monotonic()
+        self._versions: dict[tuple[str, str | None, str], int] = {}
+        self._flusher: threading.Thread | None = None
 
     # ================================================================== reads
     def read(self, owner: SecretOwner, path: str, version: int | None, audit: AuditFn) -> dict:
         """The secret with its data; the audit entry (success or not) is durable before return.
 
-        One statement selects the row and, when it is readable, appends the success entry
-        (committed on return). The value is opened after the connection is back in the pool:
-        opening may need the pool itself (a tenant key not yet in the cache). A read that
-        fails records its own entry with success=false (a second statement; rare).
+        Concurrent reads of this process ride one statement and one commit (group commit,
+        `read_batch`): it selects each row and, when readable, appends its success entry; a
+        request returns from it only once that statement has committed. The value is opened
+        after the connection is back in the pool: opening may need the pool itself (a tenant
+        key not yet in the cache). A read that fails records its own entry with success=false
+        (a second statement; rare).
         """
-        with self.db.session() as s:
-            row = read_and_record(s, audit("read", secret_path=path), f"""
-                SELECT {_READ_COLUMNS}, now() AS checked_at, v.version AS audit_version,
-                       (s.deleted_at IS NULL AND (s.expires_at IS NULL OR s.expires_at > now())
-                        AND v.version IS NOT NULL AND v.sealed_data IS NOT NULL) AS audit_ok
-                  FROM secrets s
-                  LEFT JOIN secret_versions v ON v.secret_id = s.id
-                       AND v.version = COALESCE(CAST(:version AS integer), s.current_version)
-                 WHERE {owner.where()} AND s.path = :path""",
-                path=path, version=version, **owner.params())
+        row = self.read_batch.submit({"tenant": owner.tenant_id, "partner": owner.partner_id, "path": path,
+                                      "version": version, "entry": audit("read", secret_path=path)})
+        if row is not None:
+            self._note_version(owner, path, row["current_version"])
         try:
             result = self._open_row(owner, path, version, row)
         except ScaiVaultError as exc:
@@ -202,13 +214,28 @@ class SecretStore:
                 record(s, audit("read", secret_path=path, success=False,
                                 extra={"error": exc.code, **({"version": version} if version else {})}))
             raise
-        if not row["audited"]:   # cannot happen while _open_row and audit_ok agree; never skip the entry
+        if not row["audited"]:   # cannot happen while _open_row and the statement agree; never skip the entry
             with self.db.session() as s:
                 record(s, audit("read", secret_path=path, extra={"version": result["version"]}))
         self._touch(None, row)
         _count_read(owner, row["secret_type"])
         secret_read(self.db, owner, path, result["version"], audit)
         return result
+
+    @cached_property
+    def read_batch(self) -> GroupCommit:
+        """This process's group commit of audited reads (one per process: created after fork)."""
+        return GroupCommit(self._run_read_batch, on_batch=_observe_batch)
+
+    def _run_read_batch(self, items: list[dict]) -> list[dict | None]:
+        with self.db.session() as s:
+            return read_batch_and_record(s, items)
+
+    def _note_version(self, owner: SecretOwner, path: str, version: int) -> None:
+        """Remember a secret's current version: the next write seals for it without asking first."""
+        if len(self._versions) > 100_000:
+            self._versions.clear()
+        self._versions[(owner.partner_id, owner.tenant_id, path)] = version
 
     def _open_row(self, owner: SecretOwner, path: str, version: int | None, row: dict | None) -> dict:
         if row is None or row["deleted_at"] is not None:
@@ -257,11 +284,23 @@ class SecretStore:
         if s is not None:
             self._write_touches(s, ids)
             return
-        with self.db.session() as own:
-            self._write_touches(own, ids)
+        # off the request: the read that happens to be due must not pay four more round trips (p99)
+        flusher = threading.Thread(target=self._write_touches_alone, args=(ids,), name="scaivault-touches", daemon=True)
+        self._flusher = flusher
+        flusher.start()
+
+    def _write_touches_alone(self, ids: list[int]) -> None:
+        try:
+            with self.db.session() as own:
+                self._write_touches(own, ids)
+        except Exception as exc:   # pool exhausted, database gone: access times are best effort
+            log.warning("last_accessed_at not updated", extra={"error": type(exc).__name__})
 
     def flush_touches(self) -> None:
-        """Write pending access times now (tests, shutdown)."""
+        """Write pending access times now (tests, shutdown), after any flush already under way."""
+        flusher = self._flusher
+        if flusher is not None:
+            flusher.join(10)
         with self._touch_lock:
             ids, self._pending_touches, self._last_flush = list(self._pending_touches), set(), time.monotonic()
         if ids:
@@ -386,6 +425,71 @@ class SecretStore:
         expires_at = self._expiry(req.expires_in)
         # load the sealing key now: fetching it under the row lock would need a second connection
         self.keyring.active_tenant_key(owner.partner_id, owner.seal_context(path, 1).key_scope)
+        # the one-statement path takes plain writes only; a lifecycle change (rotation, secret policy)
+        # or a retention change (may need the delete permission) takes the locked transaction
+        plain = (req.max_versions is None and req.rotation_policy_id is None
+                 and req.secret_policy_id is None and req.rotation is None)
+        fast = self._write_one_statement(owner, path, req, plaintext, expires_at, actor, audit) if plain else None
+        if fast is not None:
+            _count_write(owner)
+            return fast
+        return self._write_locked(owner, path, req, plaintext, expires_at, actor, audit, may_lower_retention)
+
+    def _write_one_statement(self, owner: SecretOwner, path: str, req: WriteRequest, plaintext: bytes,
+                             expires_at: datetime | None, actor: str, audit: AuditFn) -> tuple[dict, bool] | None:
+        """The common write in one round trip (sv_write_version, migration 0060).
+
+        The new version is sealed for the version this process last saw (or 1 for an unknown
+        path); the statement locks the row and writes only if that is still the next version.
+        When another writer moved it on, the statement writes nothing and returns the row as it
+        is (`written` false; no row: the path is free again), and we reseal for its version and
+        try again. None: take the general path (a deleted row, a CAS or rotation-policy check,
+        a concurrent creator).
+        """
+        key = (owner.partner_id, owner.tenant_id, path)
+        expected = self._versions.get(key, 0)
+        for _ in range(WRITE_ATTEMPTS):
+            version = expected + 1
+            sealed = self.keyring.seal(owner.seal_context(path, version), plaintext)
+            entry = audit("write", secret_path=path,
+                          extra={"version": version, "created": expected == 0, "pruned_versions": 0,
+                                 **({"cas": req.cas} if req.cas is not None else {})})
+            doc = {"tenant": owner.tenant_id, "partner": owner.partner_id, "path": path, "expected": expected,
+                   "actor": actor, "size": len(plaintext), "type": req.secret_type,
+                   "create_type": req.secret_type or DEFAULT_SECRET_TYPE,
+                   "default_maxv": self.settings.secret_max_versions_default, "maxv": req.max_versions,
+                   "expires_at": expires_at.isoformat() if expires_at is not None else None,
+                   "rotation": req.rotation_policy_id, "cas": req.cas,
+                   "audit": entry_document(entry, "pruned_versions")}
+            if req.metadata is not None:
+                doc["metadata"] = req.metadata
+            # the change's events (issue 11's outbox) join the statement: sv_secret_events
+            doc["events"] = plain_write_events(
+                path, expected, version, entry, secret_type=req.secret_type or DEFAULT_SECRET_TYPE,
+                tags=(req.metadata or {}).get("tags"), expires_at=expires_at)
+            started = time.perf_counter()
+            try:
+                with self.db.session() as s:
+                    rows = s.run_prepared(_WRITE_SQL, doc=json.dumps(doc, separators=(",", ":")), sealed=sealed)
+            except DatabaseError as exc:
+                if _general_path_needed(exc):
+                    return None
+                if is_audit_failure(exc):
+                    raise audit_unavailable(entry.stored_values(), exc) from None
+                raise
+            if not rows or not rows[0]["written"]:      # moved on (or gone): nothing was written
+                expected = rows[0]["current_version"] if rows else 0
+                self._versions[key] = expected
+                continue
+            count_appended("write", True, time.perf_counter() - started)
+            self._versions[key] = version
+            return secret_view(rows[0], path), expected == 0
+        return None
+
+    def _write_locked(self, owner: SecretOwner, path: str, req: WriteRequest, plaintext: bytes,
+                      expires_at: datetime | None, actor: str, audit: AuditFn,
+                      may_lower_retention: Callable[[], None] | None) -> tuple[dict, bool]:
+        """The general write: one transaction, row locked first, every rule checked under the lock."""
         with self.db.transaction() as s:
             row = self._lock_or_create(s, owner, path, req.secret_type or DEFAULT_SECRET_TYPE, actor)
             if row["deleted_at"] is not None:
@@ -433,6 +537,7 @@ class SecretStore:
                                  **({"cas": req.cas} if req.cas is not None else {})})
             record(s, entry)
             lifecycle = secret_changed(s, "write", owner, path, entry, before=row, after=updated, req=req)
+        self._versions[(owner.partner_id, owner.tenant_id, path)] = version
         _count_write(owner)
         return {**secret_view(updated, path), **lifecycle}, created
 
@@ -859,6 +964,14 @@ def _count_read(owner: SecretOwner, secret_type: str) -> None:
     try:
         from .. import metrics
         metrics.SECRET_READS.labels(tenant=owner.metric_label, secret_type=secret_type).inc()
+    except Exception:
+        pass
+
+
+def _observe_batch(size: int) -> None:
+    try:
+        from .. import metrics
+        metrics.GROUP_COMMIT_SIZE.labels(kind="read").observe(size)
     except Exception:
         pass
 
