@@ -243,7 +243,31 @@ def read_secret(path: str, partner: bool):
     route = None if partner else rt.federation.route(owner, path)
     if route is not None and route.mode == "proxy":
         return jsonify(rt.federation.proxy_read(owner, path, route, entry_for_request))
-    return jsonify(rt.secret_store.read(owner, path, version, entry_for_request))
+    try:
+        return jsonify(rt.secret_store.read(owner, path, version, entry_for_request))
+    except ScaiVaultError as exc:
+        raise _sub_resource_hint(exc, owner, path, partner) from None
+
+
+CUSTOM_METHODS = ("versions", "metadata", "restore", "destroy")
+
+
+def _sub_resource_hint(exc: ScaiVaultError, owner: SecretOwner, path: str, partner: bool) -> ScaiVaultError:
+    """`GET app/db/versions` where app/db exists but app/db/versions does not: name `app/db:versions` (issue 16).
+
+    Only for a caller that may read or list the parent, so the hint never tells anyone else it exists.
+    """
+    parent, _, last = path.rpartition("/")
+    if exc.code != "secret_not_found" or last not in CUSTOM_METHODS or not parent:
+        return exc
+    rt, identity = runtime(), g.identity
+    ctx = request_context(identity, request.remote_addr)
+    if not any(rt.access.decide(identity, g.tenant, parent, perm, ctx, partner_secret=partner).allowed
+               for perm in ("read", "list")) or not rt.secret_store.exists(owner, parent):
+        return exc
+    return ScaiVaultError("secret_not_found", f"no secret at {path}; custom methods take a colon: "
+                          f"GET {'/v1/partner/secrets' if partner else '/v1/secrets'}/{parent}:{last}",
+                          details={**(exc.details or {}), "path": path, "hint": f"{parent}:{last}"})
 
 
 @endpoint("secrets:write", scope="secrets:write", body=SecretWriteBody, response=SecretMetadataView,
@@ -255,7 +279,8 @@ def write_secret(path: str, partner: bool):
     req = WriteRequest(data=body.data, secret_type=body.secret_type, metadata=body.metadata,
                        max_versions=options.max_versions, expires_in=options.expires_in,
                        rotation_policy_id=options.rotation_policy_id, cas=options.cas,
-                       secret_policy_id=body.secret_policy_id)
+                       secret_policy_id=body.secret_policy_id,
+                       keep_expiry="expires_in" not in options.model_fields_set)   # null clears, absent keeps
     view, created = write_version(_owner(partner), path, req, _actor(), may_lower_retention=_may_erase(path, partner))
     return jsonify(view), (201 if created else 200)
 

@@ -102,6 +102,7 @@ class WriteRequest:
     cas: int | None = None
     secret_policy_id: str | None = None
     rotation: dict | None = None    # set by the rotation service: {"policy_id", "cycle", "trigger", "auto"}
+    keep_expiry: bool = False       # the PUT named no expires_in: an existing (future) expiry stays (issue 16)
 
 
 def _now() -> datetime:
@@ -461,6 +462,8 @@ class SecretStore:
                    "expires_at": expires_at.isoformat() if expires_at is not None else None,
                    "rotation": req.rotation_policy_id, "cas": req.cas,
                    "audit": entry_document(entry, "pruned_versions")}
+            if req.keep_expiry:
+                del doc["expires_at"]      # sv_write_version (0070) keeps the row's future expiry
             if req.metadata is not None:
                 doc["metadata"] = req.metadata
             # the change's events (issue 11's outbox) join the statement: sv_secret_events
@@ -485,6 +488,11 @@ class SecretStore:
             self._versions[key] = version
             return secret_view(rows[0], path), expected == 0
         return None
+
+    def exists(self, owner: SecretOwner, path: str) -> bool:
+        """Is there a live (not deleted) secret at `path`? For hints only; never audited as a read."""
+        return bool(self.db.query(f"SELECT 1 FROM secrets s WHERE {owner.where()} AND s.path = :path "
+                                  "AND s.deleted_at IS NULL", path=path, **owner.params()))
 
     def _write_locked(self, owner: SecretOwner, path: str, req: WriteRequest, plaintext: bytes,
                       expires_at: datetime | None, actor: str, audit: AuditFn,
@@ -512,6 +520,8 @@ class SecretStore:
             if not created and max_versions < row["max_versions"]:
                 _check_lowering(may_lower_retention)
             metadata = req.metadata if req.metadata is not None else row["metadata"]
+            if req.keep_expiry and row["expires_at"] is not None and row["expires_at"] > _now():
+                expires_at = row["expires_at"]
             updated = s.run_prepared(
                 """WITH ins AS (
                        INSERT INTO secret_versions (secret_id, version, partner_id, tenant_id, sealed_data, size_bytes, created_by)
