@@ -201,7 +201,7 @@ def test_only_admins_manage_backends_and_a_credential_must_be_readable_by_its_au
     plain = callers.user(f"dev@{tenant}.example", tenant, scopes=FED_SCOPES)
     listed = plain.get("/v1/federation/backends")
     assert listed.status_code == 403
-    other = callers.user(f"admin@other.example", new_tenant(), scopes=FED_SCOPES, role="tenant_admin")
+    other = callers.user("admin@other.example", new_tenant(), scopes=FED_SCOPES, role="tenant_admin")
     backends = admin.get("/v1/federation/backends").get_json()["backends"]
     foreign = other.get(f"/v1/federation/backends/{backends[0]['id']}")
     assert foreign.status_code == 404 and error_code(foreign) == "federation_backend_not_found"
