@@ -13,7 +13,6 @@ import secrets
 import shutil
 import ssl
 import sys
-import tempfile
 
 from gunicorn.app.base import BaseApplication
 from gunicorn.glogging import Logger as GunicornLogger
@@ -82,7 +81,10 @@ def prepare_metrics_directory(settings: Settings) -> str:
                     "/v1/metrics will show one worker only")
     directory = settings.metrics_dir
     if directory is None:
-        directory = tempfile.mkdtemp(prefix="scaivault-metrics-")
+        from .metrics_dir import create_master_directory, remove_stale_directories
+
+        remove_stale_directories()          # left by masters killed with -9
+        directory = create_master_directory()
         master = os.getpid()
         # workers inherit atexit handlers; only the master removes the directory
         atexit.register(lambda: os.getpid() == master and shutil.rmtree(directory, ignore_errors=True))
