@@ -172,12 +172,21 @@ def _one_send_responses() -> None:
     wsgi.Response = OneSendResponse
 
 
+def _warm_up(worker) -> None:
+    """Pool, JWKS and keys ready before this worker accepts (bounded by WORKER_WARMUP_TIMEOUT)."""
+    from .warmup import warm_worker
+
+    runtime = worker.wsgi.extensions["scaivault"]
+    warm_worker(runtime, runtime.settings.worker_warmup_timeout, worker.wsgi)
+
+
 def _post_worker_init(worker) -> None:
     """gunicorn post_worker_init hook: TLS handshake noise off, background jobs on."""
     _json_parser_errors(worker)
     _one_send_responses()
     if worker.cfg.certfile:
         _quiet_failed_handshakes(worker)
+    _warm_up(worker)
     from .jobs.scheduler import start_in_worker
 
     start_in_worker(worker)

@@ -96,6 +96,12 @@ class JwksCache:
         self._keys = keys
         self._fetched_at = time.monotonic()
 
+    def preload(self) -> None:
+        """Fetch the signing keys now (a new worker warming up), unless they are fresh."""
+        if self.configured and (not self._keys or time.monotonic() - self._fetched_at > JWKS_MAX_AGE_SECONDS):
+            with self._lock:
+                self._fetch()
+
     def key_for(self, kid: str | None, alg: str) -> jwt.PyJWK:
         """The public key for `kid` usable with `alg`, or token_invalid."""
         if not isinstance(kid, str) or not kid:
