@@ -177,7 +177,7 @@ def _warm_up(worker) -> None:
     from .warmup import warm_worker
 
     runtime = worker.wsgi.extensions["scaivault"]
-    warm_worker(runtime, runtime.settings.worker_warmup_timeout, worker.wsgi)
+    warm_worker(runtime, runtime.settings.worker_warmup_timeout)
 
 
 def _post_worker_init(worker) -> None:

@@ -20,14 +20,14 @@ MAX_PARTNER_KEYS = 1000
 MAX_TENANT_KEYS = 5000
 
 
-def warm_worker(runtime, timeout: float, app=None) -> dict[str, Any]:
-    """Warm `runtime` (and `app`) for at most `timeout` seconds; returns what was done (for the log and tests)."""
+def warm_worker(runtime, timeout: float) -> dict[str, Any]:
+    """Warm `runtime` for at most `timeout` seconds; returns what was done (for the log and tests)."""
     report: dict[str, Any] = {"done": False}
     if timeout <= 0:
         return report
     started = time.monotonic()
     deadline = started + timeout
-    thread = threading.Thread(target=_warm, args=(runtime, deadline, report, app), name="worker-warmup", daemon=True)
+    thread = threading.Thread(target=_warm, args=(runtime, deadline, report), name="worker-warmup", daemon=True)
     thread.start()
     thread.join(timeout)
     report["seconds"] = round(time.monotonic() - started, 3)
@@ -43,11 +43,9 @@ def _public(report: dict) -> dict:
     return {k: v for k, v in report.items() if k != "errors"} | {"failed_steps": sorted(report.get("errors", {}))}
 
 
-def _warm(runtime, deadline: float, report: dict, app) -> None:
+def _warm(runtime, deadline: float, report: dict) -> None:
     errors: dict[str, str] = report.setdefault("errors", {})
     steps = [("database", _open_pool), ("jwks", _load_jwks), ("keys", _unwrap_keys), ("redis", _connect_redis)]
-    if app is not None:
-        steps.append(("request", lambda runtime, deadline: _probe_request(app)))
     for name, step in steps:
         if time.monotonic() >= deadline:
             errors[name] = "out of time"
@@ -124,8 +122,3 @@ def _connect_redis(runtime, deadline: float) -> bool:
     runtime.redis.ping()
     return True
 
-
-def _probe_request(app) -> int:
-    """One readiness request through the whole WSGI stack: the first request of a process pays
-    for routing tables, lazily built validators and the audit statement's preparation."""
-    return app.test_client().get("/v1/health/ready").status_code
