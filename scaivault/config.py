@@ -387,6 +387,7 @@ def load_settings(env: Mapping[str, str], *, dev_mode: bool = False, require_ser
         raise ConfigError(missing, "TLS_CERT_FILE and TLS_KEY_FILE must be set together")
     if settings.tls_client_ca_file and not settings.tls_cert_file:
         raise ConfigError("TLS_CLIENT_CA_FILE", "needs TLS_CERT_FILE and TLS_KEY_FILE (mTLS requires TLS)")
-    if settings.bootstrap_super_admin and not settings.bootstrap_super_admin.startswith("user:"):
-        raise ConfigError("BOOTSTRAP_SUPER_ADMIN", "must be user:<email> or empty")
+    if settings.bootstrap_super_admin and not (settings.bootstrap_super_admin.startswith("user:")
+                                               or settings.bootstrap_super_admin.startswith("usr_")):
+        raise ConfigError("BOOTSTRAP_SUPER_ADMIN", "must be user:<email>, a ScaiKey user id (usr_...) or empty")
     return settings

@@ -266,12 +266,12 @@ def _remove_limiter_hooks(app, limiter) -> None:
 
 
 def _request_key() -> str:
-    """Who a bucket belongs to: the identity, or the client IP before authentication."""
+    """Who a bucket belongs to: the identity's sub and tenant, or the client IP before authentication."""
     from flask import g, request
 
     identity = g.get("identity")
     if identity is not None:
-        return identity.identity_id
+        return identity.principal
     return "ip:" + (request.remote_addr or "unknown")
 
 

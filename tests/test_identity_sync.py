@@ -223,7 +223,7 @@ def test_a_tenant_user_triggers_a_sync_of_its_own_tenant_only(sync_app, director
     run = sync_app.extensions["scaivault"].db.one("SELECT kind, tenant_id FROM identity_sync_runs WHERE id = :id",
                                                   id=resp.get_json()["sync_id"])
     assert run == {"kind": "tenant", "tenant_id": "tnt_s1"}
-    assert client.post("/v1/identity/sync?tenant_id=tnt_s2", headers=auth(user)).status_code == 403
+    assert client.post("/v1/identity/sync?tenant_id=tnt_s2", headers=auth(user)).status_code == 404
     assert client.post("/v1/identity/sync?partner_id=ptn_s1", headers=auth(user)).status_code == 403
     for _ in range(100):
         rows = client.get("/v1/identity/sync/history", headers=auth(user)).get_json()["syncs"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 import pytest
 
 from scaivault.crypto import SealContext
+from scaivault.identity import store
 from tests.fakes.keyrings import migrated_database
 
 
@@ -45,6 +46,9 @@ def test_super_admin_rotates_the_root_and_values_stay_readable(keys_app, scaikey
 def test_a_partner_admin_rotates_its_own_tenant_key_only(keys_app, scaikey, auth):
     keyring = keys_app.extensions["scaivault"].keyring
     keyring.seal(SealContext("ptn_acme", "tnt_blue", "secret", "x", 1), b"v")
+    with keys_app.extensions["scaivault"].db.transaction() as s:
+        store.upsert_tenant(s, {"id": "tnt_blue", "partner_id": "ptn_acme"})
+        store.upsert_tenant(s, {"id": "tnt_x", "partner_id": "ptn_other"})
     client = keys_app.test_client()
     headers = auth(token(scaikey, "partner_admin"))
     ok = client.post("/v1/system/keys/rotate", json={"scope": "tenant", "tenant_id": "tnt_blue"}, headers=headers)
@@ -52,7 +56,8 @@ def test_a_partner_admin_rotates_its_own_tenant_key_only(keys_app, scaikey, auth
     assert ok.get_json()["version"] == 2
     other = client.post("/v1/system/keys/rotate", json={"scope": "tenant", "tenant_id": "tnt_x",
                                                         "partner_id": "ptn_other"}, headers=headers)
-    assert other.status_code == 403 and other.get_json()["error"]["code"] == "tenant_access_denied"
+    # another partner's tenant looks exactly like one that does not exist (F7)
+    assert other.status_code == 404 and other.get_json()["error"]["code"] == "tenant_not_found"
     root = client.post("/v1/system/keys/rotate", json={"scope": "root"}, headers=headers)
     assert root.status_code == 403 and root.get_json()["error"]["code"] == "forbidden"
 

@@ -121,7 +121,8 @@ def test_the_dev_token_is_a_super_admin_with_every_scope(app, client, auth):
 
 
 def test_introspect_reports_active_and_inactive_tokens(client, scaikey, auth, alice):
-    admin = scaikey.mint(sub="usr_intro", tenant_id="tnt_pat", scopes=("admin",))
+    admin = scaikey.mint(sub="usr_intro", tenant_id="tnt_pat", partner_id="ptn_pat", scopes=("admin",),
+                         role="tenant_admin")
     pat = _create(client, auth(alice)).get_json()["token"]
     body = client.post("/v1/auth/introspect", json={"token": pat}, headers=auth(admin)).get_json()
     assert body["active"] is True
@@ -166,3 +167,16 @@ def test_with_redis_down_tokens_still_authenticate_and_revocation_still_holds(ma
     time.sleep(0.6)   # one epoch check interval: without Redis the cache lives at most that long
     resp = client.get("/v1/auth/whoami", headers=auth(created["token"]))
     assert resp.status_code == 401 and resp.get_json()["error"]["code"] == "token_revoked"
+
+
+def test_introspect_needs_an_admin_role_and_sees_only_tokens_within_its_reach(client, scaikey, auth, alice):
+    pat = _create(client, auth(alice)).get_json()["token"]
+    plain = scaikey.mint(sub="usr_intro_plain", tenant_id="tnt_pat", partner_id="ptn_pat", scopes=("admin",))
+    resp = client.post("/v1/auth/introspect", json={"token": pat}, headers=auth(plain))
+    assert resp.status_code == 403 and resp.get_json()["error"]["code"] == "forbidden"
+    # an admin of another tenant learns nothing about this tenant's tokens
+    elsewhere = scaikey.mint(sub="usr_intro_else", tenant_id="tnt_pat_other", partner_id="ptn_pat_other",
+                             scopes=("admin",), role="tenant_admin")
+    for token in (pat, alice):
+        resp = client.post("/v1/auth/introspect", json={"token": token}, headers=auth(elsewhere))
+        assert resp.status_code == 200 and resp.get_json() == {"active": False}

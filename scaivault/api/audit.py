@@ -13,6 +13,7 @@ from ..audit.entry import IDENTITY_TYPES
 from ..errors import ScaiVaultError, ValidationFailed
 from ..policy.paths import validate_path
 from .auditing import entry_for_request
+from .authorization import admin
 from .http import runtime
 from .pipeline import endpoint
 
@@ -82,14 +83,6 @@ def parse_limit() -> int:
     return limit
 
 
-def require_audit_admin() -> None:
-    """Audit data is readable by admins of the tenant (or its partner, or the platform) only."""
-    identity, tenant = g.identity, g.tenant
-    if not identity.admin_over(tenant.tenant_id, tenant.partner_id):
-        raise ScaiVaultError("access_denied", "reading the audit log needs an admin role over this tenant",
-                             details={"tenant_id": tenant.tenant_id})
-
-
 def audited_query(what: str, extra: dict[str, Any] | None = None) -> None:
     """Reads of the audit log are themselves audited (action `audit_query`)."""
     record_now(runtime(), entry_for_request("audit_query", extra={"endpoint": what, **(extra or {})}))
@@ -102,10 +95,9 @@ def _filters_used(flt: queries.AuditFilter) -> list[str]:
 # ------------------------------------------------------------------ queries
 
 @bp.get("/v1/audit/logs")
-@endpoint("audit:read", scope="audit:read")
+@endpoint("audit:read", scope="audit:read", authorize=admin())
 def list_logs():
     """Query audit entries (every filter of spec/30 7.4, cursor pagination)."""
-    require_audit_admin()
     flt = parse_filter(request.args.to_dict(), tenant_id=g.tenant.tenant_id)
     limit = parse_limit()
     page = queries.list_entries(runtime().db, flt, limit=limit, cursor=request.args.get("cursor") or None)
@@ -114,10 +106,9 @@ def list_logs():
 
 
 @bp.get("/v1/audit/secrets/<path:path>")
-@endpoint("audit:read", scope="audit:read")
+@endpoint("audit:read", scope="audit:read", authorize=admin())
 def secret_trail(path: str):
     """All access to one secret over time plus a 30-day summary."""
-    require_audit_admin()
     validate_path(path)
     tenant_id = g.tenant.tenant_id
     flt = parse_filter(request.args.to_dict(), tenant_id=tenant_id)
@@ -130,10 +121,9 @@ def secret_trail(path: str):
 
 
 @bp.get("/v1/audit/identities/<identity_id>")
-@endpoint("audit:read", scope="audit:read")
+@endpoint("audit:read", scope="audit:read", authorize=admin())
 def identity_trail(identity_id: str):
     """Everything one identity did in this tenant, plus a summary (offboarding)."""
-    require_audit_admin()
     if len(identity_id) > 320 or "\x00" in identity_id:
         raise ValidationFailed({"identity_id": "must be at most 320 characters"})
     tenant_id = g.tenant.tenant_id
@@ -148,10 +138,9 @@ def identity_trail(identity_id: str):
 
 
 @bp.get("/v1/audit/summary")
-@endpoint("audit:read", scope="audit:read")
+@endpoint("audit:read", scope="audit:read", authorize=admin())
 def summary():
     """Aggregate statistics for a window (default: the last 30 days)."""
-    require_audit_admin()
     flt = parse_filter(request.args.to_dict(), tenant_id=g.tenant.tenant_id)
     if flt.since is None:
         flt.since = (flt.until or datetime.now(timezone.utc)) - timedelta(days=30)
@@ -161,13 +150,12 @@ def summary():
 
 
 @bp.get("/v1/audit/verify")
-@endpoint("audit:read", scope="audit:read")
+@endpoint("audit:read", scope="audit:read", authorize=admin())
 def verify():
     """Walk this tenant's hash chains (optionally a from/to window) and report the first break.
 
     `?chain=platform` (super_admin) walks the chain of platform-level entries (no tenant).
     """
-    require_audit_admin()
     fields: dict[str, str] = {}
     since = parse_timestamp("from", request.args.get("from"), fields)
     until = parse_timestamp("to", request.args.get("to"), fields)
@@ -216,10 +204,10 @@ def _require_read_permission(path: str) -> None:
 
 
 @bp.post("/v1/audit/export")
-@endpoint("audit:export", scope="audit:export", body=ExportBody)
+@endpoint("audit:export", scope="audit:export", body=ExportBody,
+          authorize=admin())
 def create_export():
     """Start an export job (202); poll /v1/audit/exports/{id} for its manifest."""
-    require_audit_admin()
     body: ExportBody = g.body
     unknown = sorted(set(body.filters) - set(FILTER_KEYS))
     if unknown:
@@ -252,26 +240,23 @@ def create_export():
 
 
 @bp.get("/v1/audit/exports")
-@endpoint("audit:read", scope="audit:export")   # polling must not eat the 5/min export budget
+@endpoint("audit:read", scope="audit:export", authorize=admin())   # polling must not eat the 5/min export budget
 def list_exports():
     """Export jobs of this tenant, newest first."""
-    require_audit_admin()
     return jsonify({"exports": [exports.present(r) for r in exports.list_exports(runtime(), g.tenant.tenant_id)]})
 
 
 @bp.get("/v1/audit/exports/<export_id>")
-@endpoint("audit:read", scope="audit:export")
+@endpoint("audit:read", scope="audit:export", authorize=admin())
 def get_export(export_id: str):
     """Status of one export job and, once completed, its manifest."""
-    require_audit_admin()
     return jsonify(exports.present(exports.get_export(runtime(), g.tenant.tenant_id, export_id)))
 
 
 @bp.get("/v1/audit/exports/<export_id>/files/<int:number>")
-@endpoint("audit:read", scope="audit:export")
+@endpoint("audit:read", scope="audit:export", authorize=admin())
 def download_export_file(export_id: str, number: int):
     """One file of a completed export (decrypted from the storage backend)."""
-    require_audit_admin()
     rt = runtime()
     job = exports.get_export(rt, g.tenant.tenant_id, export_id)
     data = exports.read_part(rt, job, number)

@@ -68,6 +68,9 @@ def entry_for_request(action: str, *, secret_path: str | None = None, success: b
         request_id=g.get("request_id"),
         extra_data=dict(extra or {}),
     )
+    if identity is not None:
+        # the name (identity_id) can be shared or change; the actor is the immutable sub + home tenant
+        entry.extra_data.setdefault("actor", identity.principal)
     acting_for = getattr(identity, "acting_for", None)
     if acting_for:  # an exchanged token: who it acts for is part of the record
         entry.extra_data.setdefault("acting_for", acting_for)

@@ -7,11 +7,12 @@ from flask import Blueprint, g, jsonify
 from pydantic import BaseModel, Field, field_validator
 
 from .. import audit
-from ..auth import personal_tokens
+from ..auth import personal_tokens, tenancy
 from ..auth.identity import Identity
 from ..config import parse_duration
 from .auditing import entry_for_request
 from .http import runtime
+from .authorization import identity_only, role
 from .pipeline import endpoint
 
 bp = Blueprint("auth", __name__)
@@ -109,19 +110,28 @@ def whoami_view(identity: Identity) -> dict:
     }
 
 
+def _within_reach(caller: Identity, subject: Identity) -> bool:
+    """Is the subject's home tenant (or, tenant-less, the platform) within an admin role of the caller?"""
+    if tenancy.platform_reach(caller):
+        return True
+    return subject.tenant_id is not None and caller.admin_over(subject.tenant_id, subject.partner_id)
+
+
 @bp.get("/v1/auth/whoami")
-@endpoint("auth", tenant=False, response=WhoamiResponse)
+@endpoint("auth", tenant=False, response=WhoamiResponse, authorize=identity_only())
 def whoami():
     """The caller's identity as derived from its token."""
     return jsonify(whoami_view(g.identity))
 
 
 @bp.post("/v1/auth/introspect")
-@endpoint("auth", scope="admin", tenant=False, body=IntrospectBody, response=IntrospectResponse)
+@endpoint("auth", scope="admin", tenant=False, body=IntrospectBody, response=IntrospectResponse,
+          authorize=role("super_admin", "partner_admin", "tenant_admin"))
 def introspect():
     """Whether a token is active, and whose it is; {"active": false} otherwise (HTTP 200)."""
     identity = runtime().authenticator.peek(g.body.token)
-    if identity is None:
+    # F17: a token outside the caller's admin reach is reported exactly like an inactive one
+    if identity is None or not _within_reach(g.identity, identity):
         return jsonify({"active": False})
     return jsonify({
         "active": True,
@@ -135,7 +145,8 @@ def introspect():
 
 
 @bp.post("/v1/auth/tokens")
-@endpoint("auth", tenant=False, body=CreateTokenBody, response=CreatedToken, status=201)
+@endpoint("auth", tenant=False, body=CreateTokenBody, response=CreatedToken, status=201,
+          authorize=identity_only())
 def create_token():
     """Create a personal access token for the caller; the `token` value is shown only here."""
     rt = runtime()
@@ -147,16 +158,16 @@ def create_token():
 
 
 @bp.get("/v1/auth/tokens")
-@endpoint("auth", tenant=False, response=TokenList)
+@endpoint("auth", tenant=False, response=TokenList, authorize=identity_only())
 def list_tokens():
     """The caller's personal access tokens (never their values)."""
     with runtime().db.session() as s:
-        rows = personal_tokens.list_for(s, g.identity.identity_id)
+        rows = personal_tokens.list_for(s, g.identity)
     return jsonify({"tokens": [personal_tokens.public_view(r) for r in rows], "total": len(rows)})
 
 
 @bp.delete("/v1/auth/tokens/<token_id>")
-@endpoint("auth", tenant=False, response=TokenView)
+@endpoint("auth", tenant=False, response=TokenView, authorize=identity_only())
 def revoke_token(token_id: str):
     """Revoke one of the caller's personal access tokens; every instance refuses it within a second."""
     rt = runtime()

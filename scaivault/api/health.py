@@ -9,6 +9,7 @@ from flask import Blueprint, current_app, jsonify
 from .. import __version__, ratelimit
 from ..health import HealthChecker
 from .http import runtime
+from .authorization import identity_only
 from .pipeline import endpoint
 
 bp = Blueprint("health", __name__)
@@ -49,7 +50,7 @@ def readiness():
 
 
 @bp.get("/v1/health/detailed")
-@endpoint(None, scope="admin", tenant=False)
+@endpoint(None, scope="admin", tenant=False, authorize=identity_only())
 def detailed():
     results, errors = _checker().run(detailed=True)
     return jsonify({

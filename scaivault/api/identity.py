@@ -11,11 +11,12 @@ from pydantic import BaseModel, Field
 from .. import audit
 from ..auth import roles as role_store
 from ..auth import tenancy
-from ..auth.identity import ADMIN_ROLES, Identity, user_identity_id
+from ..auth.identity import ADMIN_ROLES, Identity, principal_key, user_identity_id
 from ..errors import ScaiVaultError
 from ..identity import store, sync, webhooks
 from .auditing import entry_for_request
 from .http import runtime
+from .authorization import identity_only, reach, require_reach, role
 from .pipeline import endpoint
 
 bp = Blueprint("identity", __name__)
@@ -60,16 +61,14 @@ def _platform(identity: Identity) -> bool:
     return tenancy.platform_reach(identity)
 
 
-def _require_tenant_reach(tenant_id: str) -> dict:
-    """The cached tenant if the caller may look into it (same rules as acting in it)."""
-    if not tenancy.TENANT_ID_RE.match(tenant_id):
-        raise ScaiVaultError("invalid_request", "malformed tenant id")
-    rt = runtime()
-    tenancy.resolve(g.identity, rt.authenticator.tenant, None, tenant_id)
-    row = rt.authenticator.tenant(tenant_id)
-    if row is None:
-        raise ScaiVaultError("tenant_not_found", "no such tenant", details={"tenant_id": tenant_id})
-    return row
+def _reachable_or_missing(tenant_id: str, what: str) -> None:
+    """An object of a tenant outside the caller's reach answers exactly like one that does not exist (F6)."""
+    try:
+        require_reach(tenant_id)
+    except ScaiVaultError as exc:
+        if exc.code == "tenant_not_found":
+            raise ScaiVaultError("identity_not_found", f"no such {what} in the identity cache") from None
+        raise
 
 
 def _partner_view(row: dict) -> dict:
@@ -87,20 +86,27 @@ def _user_views(s, rows: list[dict]) -> list[dict]:
     groups = {r["member_id"]: r["groups"] for r in s.query(
         """SELECT member_id, array_agg(group_id ORDER BY group_id) AS groups FROM identity_group_members
            WHERE member_type = 'user' AND member_id = ANY(CAST(:ids AS text[])) GROUP BY member_id""", ids=ids)}
-    identity_ids = [user_identity_id(r["email"]) for r in rows if r["email"]]
+    principals = [principal_key(r["id"], r["tenant_id"]) for r in rows]
     roles: dict[str, list[str]] = {}
-    for r in s.query("""SELECT identity_id, role FROM identity_role_assignments
-                        WHERE identity_id = ANY(CAST(:ids AS text[])) ORDER BY role""", ids=identity_ids):
-        roles.setdefault(r["identity_id"], []).append(r["role"])
+    for r in s.query("""SELECT principal, role FROM identity_role_assignments
+                        WHERE principal = ANY(CAST(:ps AS text[])) ORDER BY role""", ps=principals):
+        roles.setdefault(r["principal"], []).append(r["role"])
     return [{"id": r["id"], "tenant_id": r["tenant_id"], "email": r["email"], "display_name": r["display_name"],
              "status": r["status"], "mfa_enabled": r["mfa_enabled"], "groups": list(groups.get(r["id"], [])),
-             "roles": roles.get(user_identity_id(r["email"]) if r["email"] else "", []), "last_synced_at": _iso(r["last_synced_at"])}
+             "roles": roles.get(principal_key(r["id"], r["tenant_id"]), []), "last_synced_at": _iso(r["last_synced_at"])}
             for r in rows]
+
+
+def _name_tenant() -> str | None:
+    """The tenant a name (`user:<email>`, `group:<name>`) is resolved in: the one the request names, else home."""
+    named, _ = tenancy.requested_tenant(request.environ.get("scaivault.path_tenant"), request.headers.get("X-Tenant-ID"))
+    return named or g.identity.tenant_id
 
 
 # ----------------------------------------------------------------------------- cache listings
 @bp.get("/v1/identity/partners")
-@endpoint("identity:read", scope="identity:read", tenant=False, query={**PAGING, "status": "e.g. ACTIVE"})
+@endpoint("identity:read", scope="identity:read", tenant=False, query={**PAGING, "status": "e.g. ACTIVE"},
+          authorize=identity_only())
 def list_partners():
     """Cached partners: all for platform admins, otherwise the caller's own partner."""
     page, size, offset = _paging()
@@ -118,7 +124,7 @@ def list_partners():
 
 @bp.get("/v1/identity/tenants")
 @endpoint("identity:read", scope="identity:read", tenant=False,
-          query={**PAGING, "partner_id": "only this partner", "status": "e.g. ACTIVE"})
+          query={**PAGING, "partner_id": "only this partner", "status": "e.g. ACTIVE"}, authorize=identity_only())
 def list_tenants():
     """Cached tenants within the caller's reach (platform, partner, or its own tenant)."""
     page, size, offset = _paging()
@@ -138,10 +144,9 @@ def list_tenants():
 
 @bp.get("/v1/identity/tenants/<tenant_id>/users")
 @endpoint("identity:read", scope="identity:read", tenant=False,
-          query={**PAGING, "status": "e.g. ACTIVE", "q": "search in email and name"})
+          query={**PAGING, "status": "e.g. ACTIVE", "q": "search in email and name"}, authorize=reach("tenant_id"))
 def list_users(tenant_id: str):
     """Cached users of one tenant; `q` searches email and name."""
-    _require_tenant_reach(tenant_id)
     page, size, offset = _paging()
     with runtime().db.session() as s:
         rows, total = store.list_users(s, tenant_id, status=_text_arg("status"), q=_text_arg("q"),
@@ -151,10 +156,9 @@ def list_users(tenant_id: str):
 
 
 @bp.get("/v1/identity/tenants/<tenant_id>/groups")
-@endpoint("identity:read", scope="identity:read", tenant=False, query=PAGING)
+@endpoint("identity:read", scope="identity:read", tenant=False, query=PAGING, authorize=reach("tenant_id"))
 def list_groups(tenant_id: str):
     """Cached groups of one tenant."""
-    _require_tenant_reach(tenant_id)
     page, size, offset = _paging()
     with runtime().db.session() as s:
         rows, total = store.list_groups(s, tenant_id, limit=size, offset=offset)
@@ -165,7 +169,7 @@ def list_groups(tenant_id: str):
 
 
 @bp.get("/v1/identity/groups/<group_id>/members")
-@endpoint("identity:read", scope="identity:read", tenant=False, query=PAGING)
+@endpoint("identity:read", scope="identity:read", tenant=False, query=PAGING, authorize=reach(None))
 def group_members(group_id: str):
     """Direct members of a cached group (users and nested groups)."""
     page, size, offset = _paging()
@@ -173,7 +177,7 @@ def group_members(group_id: str):
         group = store.group(s, group_id[:128])
     if group is None or group["deleted_at"] is not None or not group["tenant_id"]:
         raise ScaiVaultError("identity_not_found", "no such group in the identity cache")
-    _require_tenant_reach(group["tenant_id"])
+    _reachable_or_missing(group["tenant_id"], "group")
     with runtime().db.session() as s:
         rows, total = store.group_members(s, group_id, limit=size, offset=offset)
     members = []
@@ -188,7 +192,7 @@ def group_members(group_id: str):
 
 
 @bp.get("/v1/identity/resolve/<identity_type>/<path:identity_id>")
-@endpoint("identity:read", scope="identity:read", tenant=False)
+@endpoint("identity:read", scope="identity:read", tenant=False, authorize=reach(None))
 def resolve_identity(identity_type: str, identity_id: str):
     """One cached identity with its group memberships: a user (usr_ id or email), group or service account."""
     if identity_type not in IDENTITY_TYPES:
@@ -199,20 +203,21 @@ def resolve_identity(identity_type: str, identity_id: str):
     rt = runtime()
     with rt.db.session() as s:
         if identity_type == "user":
-            row = store.user(s, key) or (store.user_by_email(s, key) if "@" in key else None)
+            row = store.user(s, key) or (store.user_by_email(s, _name_tenant(), key) if "@" in key else None)
             if row is None or row["deleted_at"] is not None:
                 raise ScaiVaultError("identity_not_found", "no such user in the identity cache")
             body = _user_views(s, [row])[0]
             body.update(type="user", identity_id=user_identity_id(row["email"]) if row["email"] else "user:" + row["id"],
                         group_names=["group:" + gr["name"] for gr in store.groups_of_user(s, row["id"])])
         elif identity_type == "group":
-            row = store.group(s, key) or store.group_by_name(s, g.identity.tenant_id, key)
+            row = store.group(s, key) or store.group_by_name(s, _name_tenant(), key)
             if row is None or row["deleted_at"] is not None:
                 raise ScaiVaultError("identity_not_found", "no such group in the identity cache")
             body = {"id": row["id"], "type": "group", "identity_id": "group:" + row["name"], "tenant_id": row["tenant_id"],
                     "name": row["name"], "description": row["description"], "last_synced_at": _iso(row["last_synced_at"])}
         else:
-            row = store.application_by_client_id(s, key) or store.application_by_name(s, key)
+            row = store.application_by_client_id(s, key) or store.application_by_name(s, _name_tenant(),
+                                                                                      g.identity.partner_id, key)
             if row is None:
                 raise ScaiVaultError("identity_not_found", "no such service account in the identity cache")
             body = {"id": row["id"], "type": "service_account",
@@ -220,7 +225,7 @@ def resolve_identity(identity_type: str, identity_id: str):
                     "client_id": row["client_id"], "name": row["name"], "tenant_id": row["tenant_id"],
                     "partner_id": row["partner_id"], "scope": row["scope"], "last_synced_at": _iso(row["last_synced_at"])}
     if body.get("tenant_id"):
-        _require_tenant_reach(body["tenant_id"])
+        _reachable_or_missing(body["tenant_id"], identity_type.replace("_", " "))
     elif not _platform(g.identity):
         raise ScaiVaultError("identity_not_found", "no such identity in the identity cache")
     return jsonify(body)
@@ -235,13 +240,13 @@ def _run_view(row: dict) -> dict:
 
 @bp.post("/v1/identity/sync")
 @endpoint("identity:sync", scope="identity:admin", tenant=False, status=202,
-          query={"partner_id": "sync only this partner", "tenant_id": "sync only this tenant"})
+          query={"partner_id": "sync only this partner", "tenant_id": "sync only this tenant"}, authorize=reach(None))
 def trigger_sync():
     """Start a full (or partner/tenant-limited) sync from ScaiKey; answers 202 at once."""
     partner_id, tenant_id = _text_arg("partner_id", 64), _text_arg("tenant_id", 64)
     identity: Identity = g.identity
     if tenant_id is not None:
-        _require_tenant_reach(tenant_id)
+        require_reach(tenant_id)
     elif partner_id is not None:
         if not _platform(identity) and partner_id not in tenancy.partner_reach(identity):
             raise ScaiVaultError("access_denied", "you may not sync this partner",
@@ -261,7 +266,7 @@ def trigger_sync():
 
 
 @bp.get("/v1/identity/sync/history")
-@endpoint("identity:read", scope="identity:read", tenant=False, query=PAGING)
+@endpoint("identity:read", scope="identity:read", tenant=False, query=PAGING, authorize=identity_only())
 def sync_history():
     """Past and running sync runs, newest first."""
     page, size, offset = _paging()
@@ -279,7 +284,7 @@ def sync_history():
 
 # ----------------------------------------------------------------------------- roles
 @bp.get("/v1/identity/roles")
-@endpoint("identity:read", tenant=False)
+@endpoint("identity:read", tenant=False, authorize=identity_only())
 def list_roles():
     """The admin roles ScaiVault assigns and their reach."""
     return jsonify({"roles": [{"name": name, "level": level, "description": text}
@@ -287,41 +292,38 @@ def list_roles():
 
 
 def _role_target(user_id: str) -> role_store.RoleTarget:
-    """user_id is a cached usr_ id or a `user:<email>` identity (which need not be cached)."""
+    """user_id is a cached usr_ id, or `user:<email>` of a cached user of the tenant the request names
+    (else the caller's own): roles are stored under the user's sub and tenant, so the user must be known."""
     rt = runtime()
     with rt.db.session() as s:
         if user_id.startswith("user:"):
-            email = user_id[5:]
-            row = store.user_by_email(s, email)
+            row = store.user_by_email(s, _name_tenant(), user_id[5:]) if len(user_id) <= 325 else None
         else:
             row = store.user(s, user_id)
-            if row is None or row["deleted_at"] is not None or not row["email"]:
-                raise ScaiVaultError("identity_not_found", "no such user in the identity cache")
-            email = row["email"]
-        tenant_id = row["tenant_id"] if row else None
-        tenant_row = store.tenant(s, tenant_id) if tenant_id else None
-    if not email or len(email) > 320:
-        raise ScaiVaultError("identity_not_found", "no such user")
-    return role_store.RoleTarget(identity_id=user_identity_id(email), tenant_id=tenant_id,
+        if row is None or row["deleted_at"] is not None:
+            raise ScaiVaultError("identity_not_found", "no such user in the identity cache")
+        tenant_row = store.tenant(s, row["tenant_id"]) if row["tenant_id"] else None
+    return role_store.RoleTarget(identity_id=user_identity_id(row["email"]) if row["email"] else "user:" + row["id"],
+                                 subject=row["id"], tenant_id=row["tenant_id"],
                                  partner_id=tenant_row["partner_id"] if tenant_row else None)
 
 
 def _may_view_roles(target: role_store.RoleTarget) -> bool:
     identity: Identity = g.identity
-    return (identity.identity_id == target.identity_id or _platform(identity)
+    return (identity.principal == target.principal or _platform(identity)
             or identity.admin_over(target.tenant_id, target.partner_id)
             or (target.tenant_id is not None and target.tenant_id == identity.tenant_id))
 
 
 @bp.get("/v1/identity/users/<path:user_id>/roles")
-@endpoint("identity:read", scope="identity:read", tenant=False)
+@endpoint("identity:read", scope="identity:read", tenant=False, authorize=identity_only())
 def get_user_roles(user_id: str):
     """The stored admin roles of one user (ScaiKey-synced and ScaiVault-assigned)."""
     target = _role_target(user_id[:330])
     if not _may_view_roles(target):
         raise ScaiVaultError("identity_not_found", "no such user")
     with runtime().db.session() as s:
-        rows = role_store.stored_assignments(s, target.identity_id)
+        rows = role_store.stored_assignments(s, target.principal)
     return jsonify({"identity_id": target.identity_id, "roles": [r["role"] for r in rows],
                     "assignments": [{k: _iso(v) for k, v in r.items()} for r in rows]})
 
@@ -331,7 +333,8 @@ class RolesBody(BaseModel):
 
 
 @bp.put("/v1/identity/users/<path:user_id>/roles")
-@endpoint("identity:read", scope="identity:admin", tenant=False, body=RolesBody)
+@endpoint("identity:read", scope="identity:admin", tenant=False, body=RolesBody,
+          authorize=role("super_admin", "partner_admin"))
 def put_user_roles(user_id: str):
     """Replace a user's stored roles (only super/partner admins; only super_admin grants super_admin)."""
     target = _role_target(user_id[:330])
@@ -339,6 +342,7 @@ def put_user_roles(user_id: str):
     with rt.db.transaction() as s:
         rows = role_store.replace_roles(s, g.identity, target, g.body.roles)
         audit.record(s, entry_for_request("role_assign", extra={"target": target.identity_id,
+                                                                "target_principal": target.principal,
                                                                 "roles": [r["role"] for r in rows]}))
     rt.authenticator.invalidate()
     return jsonify({"identity_id": target.identity_id, "roles": [r["role"] for r in rows]})

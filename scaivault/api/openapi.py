@@ -155,6 +155,9 @@ def build_document(app: Flask) -> dict:
             op["security"] = []
         if scope:
             op["x-required-scope"] = scope
+        authorization = _view_attr(view, "authorization")
+        if authorization is not None:
+            op["x-authorization"] = authorization.describe()
         if category:
             op["x-rate-limit-category"] = category
         paths.setdefault(path, {})[method] = op

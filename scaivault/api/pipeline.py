@@ -1,8 +1,9 @@
-"""The request pipeline every endpoint runs: authenticate -> tenant -> rate limit -> scope.
+"""The request pipeline every endpoint runs: authenticate -> tenant -> rate limit -> scope -> authorise.
 
-Policy authorisation, the service call and the audit entry follow inside the view, which
-knows the path it acts on. Views declare their place with @endpoint(category, scope=...);
-the attributes it leaves on the view let tests walk the URL map.
+Views declare their place with @endpoint(category, scope=..., authorize=...): the declared
+authorisation (scaivault.api.authorization) is checked here, before the view runs, so a view
+body holds only the domain call and its audit entry. The attributes @endpoint leaves on the
+view let tests walk the URL map (every authenticated view must declare `authorize`).
 """
 from __future__ import annotations
 
@@ -16,19 +17,24 @@ from .. import ratelimit
 from ..errors import ScaiVaultError, ValidationFailed
 from ..auth import authenticate_request, require_scope, resolve_tenant
 from .auditing import record_failure
+from .authorization import Authorization
 from .http import json_body, runtime
 
 
 def endpoint(category: str | None, *, scope: str | None = None, authenticated: bool = True,
              tenant: bool = True, body: type[BaseModel] | None = None,
              response: type[BaseModel] | None = None, summary: str | None = None,
-             query: dict[str, str] | None = None, status: int = 200) -> Callable:
+             query: dict[str, str] | None = None, status: int = 200,
+             authorize: Authorization | None = None) -> Callable:
     """Wrap a view in the pipeline. `category=None` only for unmetered probes (health, metrics).
 
     `body`: a pydantic model; the JSON body is validated into `g.body` before the view runs
     (malformed JSON -> 400 invalid_request, failing fields -> 422 validation_error).
     `response`: a pydantic model documenting the 2xx body in /v1/openapi.json.
     `query`: documented query parameters {name: description}; `status`: the success status.
+    `authorize`: what the caller needs beyond the scope (scaivault.api.authorization: identity_only(),
+    permission("read"), admin(), role("super_admin"), reach("tenant_id")); required on every
+    authenticated view (a test walks the URL map), checked after the scope and before the body.
     """
     if category is not None and category not in ratelimit.CATEGORIES:
         raise ValueError(f"unknown rate-limit category {category!r}")
@@ -46,6 +52,8 @@ def endpoint(category: str | None, *, scope: str | None = None, authenticated: b
                     ratelimit.enforce(category)
                 if scope is not None:
                     require_scope(g.identity, scope)
+                if authorize is not None and authenticated:
+                    authorize.check(kwargs)
                 if body is not None:
                     g.body = parse_body(body)
                 return view(*args, **kwargs)
@@ -61,6 +69,7 @@ def endpoint(category: str | None, *, scope: str | None = None, authenticated: b
         wrapper.rate_category = category          # type: ignore[attr-defined]
         wrapper.required_scope = scope            # type: ignore[attr-defined]
         wrapper.authenticated = authenticated     # type: ignore[attr-defined]
+        wrapper.authorization = authorize         # type: ignore[attr-defined]
         wrapper.body_model = body                 # type: ignore[attr-defined]
         wrapper.response_model = response         # type: ignore[attr-defined]
         wrapper.query_params = dict(query or {})  # type: ignore[attr-defined]

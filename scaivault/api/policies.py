@@ -19,6 +19,7 @@ from ..policy.rules import RequestContext
 from ..services.policies import PolicyOwner, PolicyService
 from .auditing import entry_for_request
 from .http import runtime
+from .authorization import admin, identity_only
 from .pipeline import endpoint
 
 bp = Blueprint("policies", __name__)
@@ -150,11 +151,6 @@ def _owner() -> PolicyOwner:
     return PolicyOwner(g.tenant.tenant_id, g.tenant.partner_id)
 
 
-def _require_admin() -> None:
-    if not runtime().access.admin_over_tenant(g.identity, g.tenant):
-        raise ScaiVaultError("access_denied", "managing policies needs an admin role for this tenant")
-
-
 def _may_change(policy: dict) -> None:
     """Partner-scope policies are changed by partner admins only."""
     if policy["tenant_id"] is None and not runtime().access.admin_over_partner(g.identity, policy["partner_id"]):
@@ -169,9 +165,9 @@ def _dump(model: BaseModel) -> dict:
 @bp.get("/v1/policies")
 @endpoint("policies", scope="policies:read", response=PolicyListView, summary="List policies",
           query={"scope": "tenant or partner", "include_inactive": "true: inactive ones too",
-                 "limit": "page size, 1..200 (default 50)", "cursor": "from the previous page"})
+                 "limit": "page size, 1..200 (default 50)", "cursor": "from the previous page"},
+          authorize=admin())
 def list_policies():
-    _require_admin()
     args = request.args
     include_inactive = (args.get("include_inactive") or "").lower() in ("1", "true", "yes")
     return jsonify(_service().list(_owner(), scope=args.get("scope"), include_inactive=include_inactive,
@@ -180,9 +176,9 @@ def list_policies():
 
 @bp.post("/v1/policies")
 @endpoint("policies", scope="policies:write", body=PolicyBody, response=PolicyView, summary="Create a policy",
-          status=201)
+          status=201,
+          authorize=admin())
 def create_policy():
-    _require_admin()
     body = _dump(g.body)
     if body.get("scope") == "partner" and not runtime().access.admin_over_partner(g.identity, g.tenant.partner_id):
         raise ScaiVaultError("access_denied", "partner-scope policies are created by partner admins")
@@ -190,26 +186,26 @@ def create_policy():
 
 
 @bp.get("/v1/policies/<policy_id>")
-@endpoint("policies", scope="policies:read", response=PolicyView, summary="Get a policy with its rules and bindings")
+@endpoint("policies", scope="policies:read", response=PolicyView, summary="Get a policy with its rules and bindings",
+          authorize=admin())
 def get_policy(policy_id: str):
-    _require_admin()
     return jsonify(_service().get(_owner(), policy_id))
 
 
 @bp.put("/v1/policies/<policy_id>")
 @endpoint("policies", scope="policies:write", body=PolicyBody, response=PolicyView,
-          summary="Replace a policy's name, description and rules (bindings are kept)")
+          summary="Replace a policy's name, description and rules (bindings are kept)",
+          authorize=admin())
 def replace_policy(policy_id: str):
-    _require_admin()
     return jsonify(_service().update(_owner(), policy_id, _dump(g.body), g.identity.identity_id, entry_for_request,
                                      partial=False, may_change=_may_change))
 
 
 @bp.patch("/v1/policies/<policy_id>")
 @endpoint("policies", scope="policies:write", body=PolicyPatchBody, response=PolicyView,
-          summary="Change some fields of a policy")
+          summary="Change some fields of a policy",
+          authorize=admin())
 def patch_policy(policy_id: str):
-    _require_admin()
     return jsonify(_service().update(_owner(), policy_id, _dump(g.body), g.identity.identity_id, entry_for_request,
                                      partial=True, may_change=_may_change))
 
@@ -217,47 +213,53 @@ def patch_policy(policy_id: str):
 @bp.delete("/v1/policies/<policy_id>")
 @endpoint("policies", scope="policies:write", response=DeletedView,
           summary="Delete a policy (409 policy_in_use while bound, unless force=true)",
-          query={"force": "true: remove the bindings too"})
+          query={"force": "true: remove the bindings too"},
+          authorize=admin())
 def delete_policy(policy_id: str):
-    _require_admin()
     force = (request.args.get("force") or "").lower() in ("1", "true", "yes")
     return jsonify(_service().delete(_owner(), policy_id, force, entry_for_request, _may_change))
 
 
 @bp.get("/v1/policies/<policy_id>/bindings")
-@endpoint("policies", scope="policies:read", response=BindingListView, summary="List a policy's bindings")
+@endpoint("policies", scope="policies:read", response=BindingListView, summary="List a policy's bindings",
+          authorize=admin())
 def list_bindings(policy_id: str):
-    _require_admin()
     return jsonify(_service().bindings(_owner(), policy_id))
 
 
 @bp.post("/v1/policies/<policy_id>/bindings")
 @endpoint("policies", scope="policies:write", body=BindingBody, response=BindingView,
-          summary="Bind a policy to a user, service account or group", status=201)
+          summary="Bind a policy to a user, service account or group", status=201,
+          authorize=admin())
 def create_binding(policy_id: str):
-    _require_admin()
     return jsonify(_service().bind(_owner(), policy_id, _dump(g.body), g.identity.identity_id, entry_for_request,
                                    _may_change)), 201
 
 
 @bp.delete("/v1/policies/<policy_id>/bindings/<binding_id>")
-@endpoint("policies", scope="policies:write", response=DeletedView, summary="Remove a binding")
+@endpoint("policies", scope="policies:write", response=DeletedView, summary="Remove a binding",
+          authorize=admin())
 def delete_binding(policy_id: str, binding_id: str):
-    _require_admin()
     return jsonify(_service().unbind(_owner(), policy_id, binding_id, entry_for_request, _may_change))
 
 
 @bp.post("/v1/policies/test")
 @endpoint("policies:test", scope="policies:read", body=PolicyTestBody, response=PolicyTestView,
-          summary="Dry run: would this identity get this permission on this path, and by which rule (not audited)")
+          summary="Dry run: would this identity get this permission on this path, and by which rule (not audited)",
+          authorize=identity_only())
 def test_policy():
     body: PolicyTestBody = g.body
     identity = g.identity
     rt = runtime()
     target = body.identity_id or identity.identity_id
     is_self = target == identity.identity_id
-    if not is_self:
-        _require_admin()
+    # F9: testing someone else, or groups one is not in, shows other policies' rules: admins only
+    if not rt.access.admin_over_tenant(identity, g.tenant):
+        foreign_groups = sorted(set(body.groups or ()) - set(identity.groups))
+        if not is_self or foreign_groups:
+            raise ScaiVaultError("access_denied", "testing another identity or other groups needs an admin role "
+                                 "for this tenant", details={"groups": foreign_groups} if foreign_groups else None)
+        body.groups = None   # a non-admin is tested with the groups it really has
     validate_path(body.path)
     groups = tuple(body.groups) if body.groups is not None else (identity.groups if is_self else ())
     bad = [grp for grp in groups if not isinstance(grp, str) or not grp.startswith("group:")]

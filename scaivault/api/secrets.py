@@ -22,6 +22,7 @@ from ..policy.paths import validate_path
 from ..services.secrets import MAX_VERSIONS_LIMIT, SecretOwner, WriteRequest
 from .auditing import entry_for_request, record_denial
 from .http import runtime
+from .authorization import permission
 from .pipeline import endpoint
 
 bp = Blueprint("secrets", __name__)
@@ -190,17 +191,6 @@ def _owner(partner: bool) -> SecretOwner:
     return SecretOwner(tenant.partner_id or "", tenant.tenant_id)
 
 
-def _authorize(path: str, permission: str, partner: bool, category: str) -> None:
-    """Role or policy must grant `permission` on `path`; a refusal is audited and raised."""
-    rt = runtime()
-    decision = rt.access.decide(g.identity, g.tenant, path, permission,
-                                request_context(g.identity, request.remote_addr), partner_secret=partner)
-    if not decision.allowed:
-        error = decision.error(path)
-        record_denial(rt, category, error, secret_path=path)
-        raise error
-
-
 def _actor() -> str:
     return g.identity.identity_id
 
@@ -231,19 +221,17 @@ def _route(rule: str, name: str, view, methods: list[str]) -> None:
 
 # ------------------------------------------------------------------ single secrets
 @endpoint("secrets:read", scope="secrets:read", response=SecretView, summary="Read a secret (current or ?version=N)",
-          query={"version": "version number to read; default the current version"})
+          query={"version": "version number to read; default the current version"},
+          authorize=permission("read"))
 def read_secret(path: str, partner: bool):
-    validate_path(path)
     version = _int_arg("version")
-    _authorize(path, "read", partner, "secrets:read")
     return jsonify(runtime().secret_store.read(_owner(partner), path, version, entry_for_request))
 
 
 @endpoint("secrets:write", scope="secrets:write", body=SecretWriteBody, response=SecretMetadataView,
-          summary="Write a new version (201 for a new path, 200 for a new version)", status=201)
+          summary="Write a new version (201 for a new path, 200 for a new version)", status=201,
+          authorize=permission("write"))
 def write_secret(path: str, partner: bool):
-    validate_path(path)
-    _authorize(path, "write", partner, "secrets:write")
     body: SecretWriteBody = g.body
     options = body.options or WriteOptions()
     req = WriteRequest(data=body.data, secret_type=body.secret_type, metadata=body.metadata,
@@ -255,51 +243,45 @@ def write_secret(path: str, partner: bool):
 
 @endpoint("secrets:delete", scope="secrets:delete", response=DeleteView,
           summary="Delete a secret (soft, restorable until recoverable_until; ?permanent=true destroys every version)",
-          query={"permanent": "true: destroy every version now, no restore"})
+          query={"permanent": "true: destroy every version now, no restore"},
+          authorize=permission("delete"))
 def delete_secret(path: str, partner: bool):
-    validate_path(path)
     permanent = _bool_arg("permanent")
-    _authorize(path, "delete", partner, "secrets:delete")
     return jsonify(runtime().secret_store.delete(_owner(partner), path, permanent, _actor(), entry_for_request))
 
 
-@endpoint("secrets:list", scope="secrets:list", response=VersionsView, summary="List the versions of a secret")
+@endpoint("secrets:list", scope="secrets:list", response=VersionsView, summary="List the versions of a secret",
+          authorize=permission("list"))
 def secret_versions(path: str, partner: bool):
-    validate_path(path)
-    _authorize(path, "list", partner, "secrets:list")
     return jsonify(runtime().secret_store.versions(_owner(partner), path, entry_for_request))
 
 
 @endpoint("secrets:list", scope="secrets:list", response=SecretDetailView,
-          summary="Read a secret's metadata, version count and rotation link (never the value)")
+          summary="Read a secret's metadata, version count and rotation link (never the value)",
+          authorize=permission("list"))
 def read_metadata(path: str, partner: bool):
-    validate_path(path)
-    _authorize(path, "list", partner, "secrets:list")
     return jsonify(runtime().secret_store.read_metadata(_owner(partner), path, entry_for_request))
 
 
 @endpoint("secrets:write", scope="secrets:write", body=MetadataPatchBody, response=SecretMetadataView,
-          summary="Update metadata, max_versions, rotation link or expiry without a new version")
+          summary="Update metadata, max_versions, rotation link or expiry without a new version",
+          authorize=permission("write"))
 def patch_metadata(path: str, partner: bool):
-    validate_path(path)
-    _authorize(path, "write", partner, "secrets:write")
     patch = g.body.model_dump(exclude_unset=True)
     return jsonify(runtime().secret_store.update_metadata(_owner(partner), path, patch, _actor(), entry_for_request))
 
 
 @endpoint("secrets:delete", scope="secrets:delete", response=SecretMetadataView,
-          summary="Restore a soft-deleted secret within its retention")
+          summary="Restore a soft-deleted secret within its retention",
+          authorize=permission("delete"))
 def restore_secret(path: str, partner: bool):
-    validate_path(path)
-    _authorize(path, "delete", partner, "secrets:delete")
     return jsonify(runtime().secret_store.restore(_owner(partner), path, _actor(), entry_for_request))
 
 
 @endpoint("secrets:delete", scope="secrets:delete", body=DestroyBody, response=DestroyView,
-          summary="Destroy versions: erase their ciphertext for good (reads answer 410 version_destroyed)")
+          summary="Destroy versions: erase their ciphertext for good (reads answer 410 version_destroyed)",
+          authorize=permission("delete"))
 def destroy_versions(path: str, partner: bool):
-    validate_path(path)
-    _authorize(path, "delete", partner, "secrets:delete")
     return jsonify(runtime().secret_store.destroy(_owner(partner), path, g.body.versions, _actor(), entry_for_request))
 
 
@@ -310,7 +292,8 @@ def destroy_versions(path: str, partner: bool):
                  "limit": "page size, 1..1000 (default 100)", "cursor": "from the previous page",
                  "tag": "only secrets carrying this tag", "owner": "only secrets whose metadata.owner is this",
                  "q": "only paths containing this substring", "include_deleted": "true: soft-deleted ones too",
-                 "expires_within": "only secrets expiring within this duration (e.g. 30d), expired ones included"})
+                 "expires_within": "only secrets expiring within this duration (e.g. 30d), expired ones included"},
+          authorize=permission("list", each=True))
 def list_secrets(partner: bool):
     args = request.args
     prefix = args.get("prefix", "")
@@ -354,7 +337,8 @@ def _batch_error(exc: ScaiVaultError) -> dict:
 
 @bp.post("/v1/secrets/batch")
 @endpoint("secrets:batch", scope="secrets:read", body=BatchReadBody, response=BatchReadView,
-          summary="Read up to 100 secrets; each path authorised on its own; partial success unless fail_fast")
+          summary="Read up to 100 secrets; each path authorised on its own; partial success unless fail_fast",
+          authorize=permission("read", each=True))
 def batch_read():
     body: BatchReadBody = g.body
     options = body.options
@@ -396,7 +380,8 @@ def batch_read():
 
 @bp.post("/v1/secrets/batch/metadata")
 @endpoint("secrets:batch_metadata", scope="secrets:list", body=BatchMetadataBody, response=BatchMetadataView,
-          summary="Metadata of up to 100 paths (or glob patterns with expand_wildcards), never values")
+          summary="Metadata of up to 100 paths (or glob patterns with expand_wildcards), never values",
+          authorize=permission("list", each=True))
 def batch_metadata():
     body: BatchMetadataBody = g.body
     rt = runtime()

@@ -13,6 +13,7 @@ from ..errors import ScaiVaultError
 from ..plugins import describe_plugins
 from .auditing import entry_for_request
 from .http import runtime
+from .authorization import role
 from .pipeline import endpoint
 
 bp = Blueprint("system", __name__)
@@ -26,17 +27,10 @@ class RotateKeysBody(BaseModel):
     partner_id: str | None = Field(default=None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
 
 
-def _require_role(*roles: str) -> None:
-    if not g.identity.roles.intersection(roles):
-        raise ScaiVaultError("forbidden", f"this operation needs the role {' or '.join(roles)}",
-                             details={"required_roles": list(roles)})
-
-
 @bp.get("/v1/system/plugins")
-@endpoint("system", scope="admin", tenant=False)
+@endpoint("system", scope="admin", tenant=False, authorize=role("super_admin", "partner_admin"))
 def list_plugins():
     """Loaded plugins, their versions and what each provides."""
-    _require_role("super_admin", "partner_admin")
     rt = runtime()
     return jsonify({"plugins": describe_plugins(rt.plugins),
                     "selected": {"kms_provider": rt.settings.kms_provider,
@@ -44,10 +38,9 @@ def list_plugins():
 
 
 @bp.get("/v1/system/keys")
-@endpoint("system", scope="admin", tenant=False)
+@endpoint("system", scope="admin", tenant=False, authorize=role("super_admin", "partner_admin"))
 def list_keys():
     """Root, partner and tenant key versions and status; never key material."""
-    _require_role("super_admin", "partner_admin")
     rt = runtime()
     # a partner admin sees the keys of its own partner only
     partner = None if g.identity.is_super_admin else (g.identity.partner_id or "")
@@ -68,7 +61,7 @@ def list_keys():
 
 
 @bp.post("/v1/system/keys/rotate")
-@endpoint("system", scope="admin", tenant=False, body=RotateKeysBody)
+@endpoint("system", scope="admin", tenant=False, body=RotateKeysBody, authorize=role("super_admin", "partner_admin"))
 def rotate_keys():
     """Rotate the root (re-wrap partner keys) or one tenant's key (re-wrap its data keys)."""
     body: RotateKeysBody = g.body
@@ -76,17 +69,13 @@ def rotate_keys():
     actor = g.identity.identity_id
     partner = None
     if body.scope == "root":
-        _require_role("super_admin")
+        if not g.identity.is_super_admin:
+            raise ScaiVaultError("forbidden", "a root rotation needs the role super_admin",
+                                 details={"required_roles": ["super_admin"]})
         if body.tenant_id or body.partner_id:
             raise ScaiVaultError("invalid_request", "a root rotation takes no tenant_id or partner_id")
     else:
-        partner = body.partner_id or g.identity.partner_id
-        if not partner:
-            raise ScaiVaultError("invalid_request", "partner_id is required for a tenant key rotation")
-        if not g.identity.is_super_admin:
-            _require_role("partner_admin")
-            if partner != g.identity.partner_id:
-                raise ScaiVaultError("tenant_access_denied", "a partner admin rotates keys of its own partner only")
+        partner = _rotation_partner(rt, body)
     try:
         if body.scope == "root":
             result = rotate_root(rt.keyring, actor=actor)
@@ -98,6 +87,27 @@ def rotate_keys():
         raise
     _audit(rt, body, partner, True, {"key_rotation": result.as_dict()})
     return jsonify(result.as_dict())
+
+
+def _rotation_partner(rt, body: RotateKeysBody) -> str:
+    """The partner whose tenant key rotates: the tenant must exist, belong to it, and be in the caller's reach.
+
+    Anything else is one uniform 404, so a partner admin learns nothing about other partners' tenants.
+    """
+    identity = g.identity
+    if body.tenant_id is None:
+        partner = body.partner_id or identity.partner_id
+        if not partner:
+            raise ScaiVaultError("invalid_request", "partner_id is required for a tenant key rotation")
+        if not identity.is_super_admin and not identity.admin_over(None, partner):
+            raise ScaiVaultError("tenant_not_found", "no such partner")
+        return partner
+    row = rt.authenticator.tenant(body.tenant_id)
+    partner = row["partner_id"] if row is not None and row["deleted_at"] is None else None
+    if (partner is None or (body.partner_id is not None and body.partner_id != partner)
+            or not (identity.is_super_admin or identity.admin_over(None, partner))):
+        raise ScaiVaultError("tenant_not_found", "no such tenant", details={"tenant_id": body.tenant_id})
+    return partner
 
 
 def _audit(rt, body: RotateKeysBody, partner: str | None, success: bool, extra: dict) -> None:

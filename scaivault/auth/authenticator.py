@@ -17,7 +17,7 @@ from ..errors import ScaiVaultError
 from ..identity import store
 from . import personal_tokens, roles
 from .epoch import AuthEpoch
-from .identity import Identity, RoleGrant, user_identity_id
+from .identity import Identity, RoleGrant, principal_key, user_identity_id
 from .jwks import JwksCache
 from .scaikey_tokens import CLOCK_SKEW_SECONDS, ScaiKeyTokenVerifier
 from .scopes import parse_scope_claim
@@ -38,6 +38,15 @@ def _utc(ts: float | int | None) -> datetime | None:
 
 def _printable(text: str, limit: int) -> bool:
     return 0 < len(text) <= limit and text.isprintable()
+
+
+def _application_within(app: dict, tenant_id: str | None, partner_id: str | None) -> bool:
+    """A cached application may name a token only if it lives where the token does."""
+    if app["tenant_id"]:
+        return app["tenant_id"] == tenant_id
+    if app["partner_id"]:
+        return app["partner_id"] == partner_id
+    return True   # a GLOBAL application
 
 
 def user_is_inactive(row: dict | None) -> bool:
@@ -168,16 +177,19 @@ class Authenticator:
             if is_service:
                 client_id = claims.get("client_id") if isinstance(claims.get("client_id"), str) else sub
                 app = store.application_by_client_id(s, client_id)
+                if app is not None and not _application_within(app, tenant_id, partner_id):
+                    app = None   # a name is resolved within the caller's tenant (or partner) only
                 name = (app and (app["slug"] or app["name"])) or client_id
                 identity_id, identity_type, display = "sa:" + name, "service_account", name
             else:
                 user = store.user(s, sub)
                 if user_is_inactive(user):
                     raise ScaiVaultError("token_revoked", "the user behind this token is suspended or removed")
-                email = claims.get("email") if isinstance(claims.get("email"), str) and claims.get("email") else None
-                if email is not None and not _printable(email, 320):
+                claimed = claims.get("email") if isinstance(claims.get("email"), str) and claims.get("email") else None
+                if claimed is not None and not _printable(claimed, 320):
                     raise ScaiVaultError("token_invalid", "the token's email claim is malformed")
-                email = email or (user and user["email"])
+                # spec/15 2.4: the cached user row wins; the claim only names a user the cache has not seen
+                email = (user and user["email"]) or claimed
                 identity_id = user_identity_id(email) if email else "user:" + sub
                 identity_type = "user"
                 display = claims.get("name") if isinstance(claims.get("name"), str) and _printable(claims["name"], 256) else None
@@ -187,12 +199,13 @@ class Authenticator:
                     groups += ["group:" + g["name"] for g in store.groups_of_user(s, sub)]
                     if mfa_at is None and user["mfa_enabled"] and isinstance(amr, list) and "mfa" in amr:
                         mfa_at = _utc(claims.get("iat"))
-            promoted = bootstrap and self._maybe_bootstrap(s, identity_id)
-            grants = roles.grants_from_claims(claims, tenant_id, partner_id) + roles.stored_grants(s, identity_id)
+            principal = principal_key(sub, tenant_id)
+            promoted = bootstrap and self._maybe_bootstrap(s, identity_type, identity_id, sub, principal)
+            grants = roles.grants_from_claims(claims, tenant_id, partner_id) + roles.stored_grants(s, principal)
         if tenant_row is not None:
             self._tenants[tenant_row["id"]] = (tenant_row, time.time())
         if promoted:
-            self._audit_bootstrap(identity_id, tenant_id)
+            self._audit_bootstrap(identity_id, principal, tenant_id)
             self.invalidate()   # other processes may hold this identity without its new role
         act = claims.get("act")
         return Identity(
@@ -205,23 +218,25 @@ class Authenticator:
             acting_for=act.get("sub") if isinstance(act, dict) and isinstance(act.get("sub"), str) else None,
         )
 
-    def _maybe_bootstrap(self, s, identity_id: str) -> bool:
-        """Promote the BOOTSTRAP_SUPER_ADMIN identity on its first authenticated request, once ever."""
+    def _maybe_bootstrap(self, s, identity_type: str, identity_id: str, subject: str, principal: str) -> bool:
+        """Bind BOOTSTRAP_SUPER_ADMIN to the first matching sign-in (its sub and tenant), once ever."""
         target = self.runtime.settings.bootstrap_super_admin
-        if not target or identity_id in self._bootstrapped or identity_id != target.lower():
+        if not target or principal in self._bootstrapped:
             return False
-        promoted = roles.promote_bootstrap_admin(s, identity_id)
-        self._bootstrapped.add(identity_id)
+        if identity_type != "user" or (identity_id != target.lower() if target.startswith("user:") else subject != target):
+            return False
+        promoted = roles.promote_bootstrap_admin(s, target, principal, identity_id)
+        self._bootstrapped.add(principal)
         if promoted:
-            log.warning("bootstrap super admin promoted", extra={"identity": identity_id})
+            log.warning("bootstrap super admin promoted", extra={"identity": identity_id, "principal": principal})
         return promoted
 
-    def _audit_bootstrap(self, identity_id: str, tenant_id: str | None) -> None:
+    def _audit_bootstrap(self, identity_id: str, principal: str, tenant_id: str | None) -> None:
         from ..audit import AuditEntry, record_now
 
         record_now(self.runtime, AuditEntry(action="bootstrap_promote", tenant_id=tenant_id, identity_type="system",
                                             identity_id="system:bootstrap",
-                                            extra_data={"promoted": identity_id, "role": "super_admin",
+                                            extra_data={"promoted": identity_id, "principal": principal, "role": "super_admin",
                                                         "source": "BOOTSTRAP_SUPER_ADMIN"}))
 
     # ------------------------------------------------------------------ PAT
@@ -229,18 +244,22 @@ class Authenticator:
         with self.runtime.db.transaction() as s:
             row = personal_tokens.find(s, token)
             groups: list[str] = []
+            identity_id = row["identity_id"]
             if row["identity_type"] == "user":
                 user = store.user(s, row["subject"])
                 if user_is_inactive(user):
                     raise ScaiVaultError("token_revoked", "the owner of this personal token is suspended or removed")
                 if user:
                     groups = ["group:" + g["name"] for g in store.groups_of_user(s, row["subject"])]
+                    # the binding name follows the cache (an email change or the first sync), the owner does not
+                    if user["email"]:
+                        identity_id = user_identity_id(user["email"])
             snapshot_role = row["roles"][0] if row["roles"] else None
             grants = roles.grants_from_claims({"role": snapshot_role}, row["tenant_id"], row["partner_id"])
-            grants += roles.stored_grants(s, row["identity_id"])
+            grants += roles.stored_grants(s, principal_key(row["subject"], row["tenant_id"]))
             personal_tokens.touch(s, row["id"])
         identity = Identity(
-            identity_id=row["identity_id"], identity_type=row["identity_type"], subject=row["subject"],
+            identity_id=identity_id, identity_type=row["identity_type"], subject=row["subject"],
             tenant_id=row["tenant_id"], partner_id=row["partner_id"], scopes=frozenset(row["scopes"]),
             groups=tuple(dict.fromkeys(groups)), roles=frozenset(g.role for g in grants),
             display_name=row["display_name"], token_kind="pat", token_id=row["id"], issued_at=row["created_at"],

@@ -12,6 +12,15 @@ def user_identity_id(email: str) -> str:
     return "user:" + email.strip().lower()
 
 
+def principal_key(subject: str, tenant_id: str | None) -> str:
+    """The immutable, tenant-qualified key of an identity: `<tenant_id>/<sub>` (`-/<sub>` without a tenant).
+
+    Every identity-owned record (role grants, personal tokens, rate-limit buckets, the audit
+    actor) is keyed on it; `user:<email>` and `sa:<name>` are only names for policy bindings.
+    """
+    return f"{tenant_id or '-'}/{subject}"
+
+
 @dataclass(frozen=True)
 class RoleGrant:
     """One admin role and its reach: partner_id for partner_admin, tenant_id for tenant_admin."""
@@ -25,7 +34,7 @@ class RoleGrant:
 class Identity:
     """An authenticated caller (spec/10 section 2.4 and spec/15 section 2.4)."""
 
-    identity_id: str                      # user:<email> | sa:<name> | user:<sub>
+    identity_id: str                      # the binding name: user:<email> | sa:<name> | user:<sub>
     identity_type: str                    # user | service_account
     subject: str                          # the token's sub (or the PAT's owner subject)
     tenant_id: str | None                 # the token's home tenant
@@ -42,6 +51,11 @@ class Identity:
     claims: dict = field(default_factory=dict, compare=False, repr=False)
     grants: tuple[RoleGrant, ...] = ()    # roles with their reach (see admin_over)
     acting_for: str | None = None         # act.sub of an exchanged token (recorded in audit)
+
+    @property
+    def principal(self) -> str:
+        """The immutable key (sub + home tenant) every identity-owned record is stored under."""
+        return principal_key(self.subject, self.tenant_id)
 
     def has_scope(self, scope: str) -> bool:
         return scope in self.scopes

@@ -12,7 +12,7 @@ from datetime import datetime, timezone
 
 from ..db import Session
 from ..errors import ScaiVaultError
-from .identity import ADMIN_ROLES, Identity
+from .identity import ADMIN_ROLES, Identity, principal_key
 from .scopes import ALL_SCOPES, endpoint_scopes
 
 PREFIX = "skt_"
@@ -55,8 +55,8 @@ def issue(s: Session, creator: Identity, name: str, scopes: list[str], lifetime_
     if not 60 <= lifetime_seconds <= MAX_LIFETIME_SECONDS:
         raise ScaiVaultError("validation_error", "expires_in must be between 1m and 366d",
                              details={"fields": {"expires_in": "must be between 1m and 366d"}})
-    count = s.scalar("""SELECT count(*) FROM personal_tokens WHERE identity_id = :i
-                        AND revoked_at IS NULL AND expires_at > now()""", i=creator.identity_id)
+    count = s.scalar("""SELECT count(*) FROM personal_tokens WHERE subject = :sub AND tenant_id IS NOT DISTINCT FROM :t
+                        AND revoked_at IS NULL AND expires_at > now()""", sub=creator.subject, t=creator.tenant_id)
     if count >= MAX_TOKENS_PER_IDENTITY:
         raise ScaiVaultError("conflict", f"at most {MAX_TOKENS_PER_IDENTITY} active personal tokens per identity")
     value = new_token_value()
@@ -95,14 +95,20 @@ def touch(s: Session, token_id: str) -> None:
                  AND (last_used_at IS NULL OR last_used_at < now() - interval '1 minute')""", id=token_id)
 
 
-def list_for(s: Session, identity_id: str) -> list[dict]:
-    return s.query("SELECT * FROM personal_tokens WHERE identity_id = :i ORDER BY created_at DESC, id", i=identity_id)
+def list_for(s: Session, owner: Identity) -> list[dict]:
+    """The PATs of one owner, by its sub and tenant (never by a name two identities could share)."""
+    return s.query("""SELECT * FROM personal_tokens WHERE subject = :sub AND tenant_id IS NOT DISTINCT FROM :t
+                      ORDER BY created_at DESC, id""", sub=owner.subject, t=owner.tenant_id)
+
+
+def owned_by(row: dict, identity: Identity) -> bool:
+    return row["subject"] == identity.subject and row["tenant_id"] == identity.tenant_id
 
 
 def revoke(s: Session, caller: Identity, token_id: str) -> dict:
     """Revoke one PAT of the caller (a super_admin may revoke anyone's); token_not_found otherwise."""
     row = s.one("SELECT * FROM personal_tokens WHERE id = :id", id=token_id)
-    if row is None or (row["identity_id"] != caller.identity_id and not caller.is_super_admin):
+    if row is None or not (owned_by(row, caller) or caller.is_super_admin):
         raise ScaiVaultError("token_not_found", "no such personal access token")
     if row["revoked_at"] is None:
         row = s.one("UPDATE personal_tokens SET revoked_at = now() WHERE id = :id RETURNING *", id=token_id)
@@ -113,6 +119,7 @@ def revoke(s: Session, caller: Identity, token_id: str) -> dict:
 DEV_PARTNER = "ptn_dev"
 DEV_TENANT = "tnt_dev"
 DEV_IDENTITY = "user:dev@localhost"
+DEV_SUBJECT = "usr_dev"
 
 
 def issue_dev_token(runtime) -> str:
@@ -124,10 +131,11 @@ def issue_dev_token(runtime) -> str:
                      'ACTIVE', false) ON CONFLICT (id) DO NOTHING""", p=DEV_PARTNER)
         s.execute("""INSERT INTO identity_tenants (id, partner_id, name, slug, status, synced) VALUES (:t, :p,
                      'Development', 'dev', 'ACTIVE', false) ON CONFLICT (id) DO NOTHING""", t=DEV_TENANT, p=DEV_PARTNER)
-        s.execute("""INSERT INTO identity_role_assignments (identity_id, role, source, granted_by)
-                     VALUES (:i, 'super_admin', 'bootstrap', 'system:dev') ON CONFLICT DO NOTHING""", i=DEV_IDENTITY)
+        s.execute("""INSERT INTO identity_role_assignments (principal, identity_id, role, source, granted_by)
+                     VALUES (:p, :i, 'super_admin', 'bootstrap', 'system:dev') ON CONFLICT DO NOTHING""",
+                  p=principal_key(DEV_SUBJECT, DEV_TENANT), i=DEV_IDENTITY)
         every_scope = ALL_SCOPES | endpoint_scopes()
-        creator = Identity(identity_id=DEV_IDENTITY, identity_type="user", subject="usr_dev", tenant_id=DEV_TENANT,
+        creator = Identity(identity_id=DEV_IDENTITY, identity_type="user", subject=DEV_SUBJECT, tenant_id=DEV_TENANT,
                            partner_id=DEV_PARTNER, scopes=every_scope, roles=frozenset({"super_admin"}),
                            display_name="Development admin", grants=(RoleGrant("super_admin"),))
         _, value = issue(s, creator, "scaivault dev", sorted(every_scope), DEFAULT_LIFETIME_SECONDS)

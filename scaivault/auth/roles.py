@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from ..db import Session
 from ..errors import ScaiVaultError
-from .identity import ADMIN_ROLES, Identity, RoleGrant
+from .identity import ADMIN_ROLES, Identity, RoleGrant, principal_key
 
 log = logging.getLogger("scaivault.auth.roles")
 
@@ -33,25 +33,31 @@ def grants_from_claims(claims: dict, tenant_id: str | None, partner_id: str | No
     return []
 
 
-def stored_grants(s: Session, identity_id: str) -> list[RoleGrant]:
+def stored_grants(s: Session, principal: str) -> list[RoleGrant]:
+    """The unexpired stored roles of one principal (`<tenant>/<sub>`, see principal_key)."""
     rows = s.query("""SELECT role, partner_id, tenant_id FROM identity_role_assignments
-                      WHERE identity_id = :i AND (expires_at IS NULL OR expires_at > now()) ORDER BY role""",
-                   i=identity_id)
+                      WHERE principal = :p AND (expires_at IS NULL OR expires_at > now()) ORDER BY role""",
+                   p=principal)
     return [RoleGrant(r["role"], r["partner_id"], r["tenant_id"]) for r in rows]
 
 
-def stored_assignments(s: Session, identity_id: str) -> list[dict]:
+def stored_assignments(s: Session, principal: str) -> list[dict]:
     return s.query("""SELECT role, partner_id, tenant_id, source, granted_by, granted_at, expires_at
-                      FROM identity_role_assignments WHERE identity_id = :i ORDER BY role""", i=identity_id)
+                      FROM identity_role_assignments WHERE principal = :p ORDER BY role""", p=principal)
 
 
 @dataclass(frozen=True)
 class RoleTarget:
-    """Whose roles change, and where they live (for the reach of the roles granted)."""
+    """Whose roles change (a cached user: sub and tenant), and where they live (the reach of the roles)."""
 
-    identity_id: str
+    identity_id: str          # the user's binding name, recorded with the grant for display
+    subject: str
     tenant_id: str | None
     partner_id: str | None
+
+    @property
+    def principal(self) -> str:
+        return principal_key(self.subject, self.tenant_id)
 
 
 def replace_roles(s: Session, caller: Identity, target: RoleTarget, roles: list[str]) -> list[dict]:
@@ -68,11 +74,14 @@ def replace_roles(s: Session, caller: Identity, target: RoleTarget, roles: list[
     if not caller_super and (target.partner_id is None or target.partner_id not in caller_partners):
         raise ScaiVaultError("forbidden", "the user is outside your partner")
     # assignments synced from ScaiKey are ScaiKey's to change; the PUT replaces ScaiVault's own
-    current = {r["role"] for r in stored_assignments(s, target.identity_id) if r["source"] != "scaikey"}
+    current = {r["role"] for r in stored_assignments(s, target.principal) if r["source"] != "scaikey"}
     if "super_admin" in set(wanted) ^ current and not caller_super:
         raise ScaiVaultError("forbidden", "only a super_admin may grant or remove super_admin")
-    if target.identity_id == caller.identity_id:
-        gained = set(wanted) - caller.roles
+    if target.principal == caller.principal:
+        # a role held only through the token's claim is transient: storing it for oneself is
+        # self-elevation too (it would outlive the claim), so compare with the stored roles
+        held = {g.role for g in stored_grants(s, caller.principal)}
+        gained = set(wanted) - held
         if gained:
             raise ScaiVaultError("forbidden", "you may not raise your own privileges",
                                  details={"roles": sorted(gained)})
@@ -80,31 +89,38 @@ def replace_roles(s: Session, caller: Identity, target: RoleTarget, roles: list[
         raise ScaiVaultError("invalid_role", "tenant_admin needs a user who belongs to a tenant")
     if "partner_admin" in wanted and not target.partner_id:
         raise ScaiVaultError("invalid_role", "partner_admin needs a user whose tenant belongs to a partner")
-    s.execute("DELETE FROM identity_role_assignments WHERE identity_id = :i AND source <> 'scaikey'",
-              i=target.identity_id)
+    s.execute("DELETE FROM identity_role_assignments WHERE principal = :p AND source <> 'scaikey'",
+              p=target.principal)
     for role in wanted:
         s.execute(
-            """INSERT INTO identity_role_assignments (identity_id, role, partner_id, tenant_id, source, granted_by)
-               VALUES (:i, :r, :p, :t, 'store', :by) ON CONFLICT (identity_id, role) DO NOTHING""",
-            i=target.identity_id, r=role,
+            """INSERT INTO identity_role_assignments (principal, identity_id, role, partner_id, tenant_id, source,
+                                                      granted_by)
+               VALUES (:pr, :i, :r, :p, :t, 'store', :by) ON CONFLICT (principal, role) DO NOTHING""",
+            pr=target.principal, i=target.identity_id, r=role,
             p=target.partner_id if role in ("partner_admin", "tenant_admin") else None,
-            t=target.tenant_id if role == "tenant_admin" else None, by=caller.identity_id)
-    return stored_assignments(s, target.identity_id)
+            t=target.tenant_id if role == "tenant_admin" else None, by=caller.principal)
+    return stored_assignments(s, target.principal)
 
 
 BOOTSTRAP_MARKER = "bootstrap_super_admin_promoted:"
 
 
-def promote_bootstrap_admin(s: Session, identity_id: str) -> bool:
-    """Grant super_admin to the BOOTSTRAP_SUPER_ADMIN identity once ever; True if this call did it."""
+def promote_bootstrap_admin(s: Session, target: str, principal: str, identity_id: str) -> bool:
+    """Bind BOOTSTRAP_SUPER_ADMIN to the first matching sign-in's principal, once ever; True if this call did.
+
+    The marker is per setting value, not per identity: a second user who later shows the same
+    email (another tenant, a renamed account) is never promoted.
+    """
     inserted = s.query(
-        """INSERT INTO system_state (key, value) VALUES (:k, jsonb_build_object('identity_id', CAST(:i AS text), 'at', now()))
-           ON CONFLICT (key) DO NOTHING RETURNING key""", k=BOOTSTRAP_MARKER + identity_id, i=identity_id)
+        """INSERT INTO system_state (key, value)
+           VALUES (:k, jsonb_build_object('identity_id', CAST(:i AS text), 'principal', CAST(:p AS text), 'at', now()))
+           ON CONFLICT (key) DO NOTHING RETURNING key""", k=BOOTSTRAP_MARKER + target.lower(), i=identity_id,
+        p=principal)
     if not inserted:
         return False
-    s.execute("""INSERT INTO identity_role_assignments (identity_id, role, source, granted_by)
-                 VALUES (:i, 'super_admin', 'bootstrap', 'system:bootstrap')
-                 ON CONFLICT (identity_id, role) DO NOTHING""", i=identity_id)
+    s.execute("""INSERT INTO identity_role_assignments (principal, identity_id, role, source, granted_by)
+                 VALUES (:p, :i, 'super_admin', 'bootstrap', 'system:bootstrap')
+                 ON CONFLICT (principal, role) DO NOTHING""", p=principal, i=identity_id)
     return True
 
 

@@ -193,7 +193,11 @@ def _rewrap_column(keyring: Keyring, column, partner_id: str, tenant_id: str | N
     skipped, so one damaged value cannot block the rotation of all the others."""
     db = keyring.db
     if tenant_id is not None:
+        # selected by partner AND tenant: a tenant id never reaches rows sealed under another partner
         where, params = f"{column.tenant_column} = :owner", {"owner": tenant_id}
+        if column.partner_column:
+            where += f" AND {column.partner_column} = :partner"
+            params["partner"] = partner_id
     elif column.partner_column:
         where, params = f"{column.tenant_column} IS NULL AND {column.partner_column} = :owner", {"owner": partner_id}
     else:

@@ -129,9 +129,12 @@ def user(s: Session, user_id: str) -> dict | None:
     return s.one("SELECT * FROM identity_users WHERE id = :id", id=user_id)
 
 
-def user_by_email(s: Session, email: str) -> dict | None:
-    return s.one("""SELECT * FROM identity_users WHERE lower(email) = lower(:e) AND deleted_at IS NULL
-                    ORDER BY last_synced_at DESC NULLS LAST LIMIT 1""", e=email)
+def user_by_email(s: Session, tenant_id: str | None, email: str) -> dict | None:
+    """The cached user of ONE tenant with this email: an email names a user only within its tenant."""
+    if not tenant_id:
+        return None
+    return s.one("""SELECT * FROM identity_users WHERE tenant_id = :t AND lower(email) = lower(:e) AND deleted_at IS NULL
+                    ORDER BY last_synced_at DESC NULLS LAST LIMIT 1""", t=tenant_id, e=email)
 
 
 def list_users(s: Session, tenant_id: str, *, status: str | None, q: str | None, limit: int,
@@ -252,9 +255,12 @@ def application_by_client_id(s: Session, client_id: str) -> dict | None:
                     ORDER BY last_synced_at DESC NULLS LAST LIMIT 1""", c=client_id)
 
 
-def application_by_name(s: Session, name: str) -> dict | None:
+def application_by_name(s: Session, tenant_id: str | None, partner_id: str | None, name: str) -> dict | None:
+    """The cached application named so within the tenant (or its partner, or GLOBAL): names are not unique."""
     return s.one("""SELECT * FROM identity_applications WHERE (slug = :n OR name = :n) AND deleted_at IS NULL
-                    ORDER BY last_synced_at DESC NULLS LAST LIMIT 1""", n=name)
+                    AND (tenant_id = :t OR (tenant_id IS NULL AND (partner_id = :p OR partner_id IS NULL)))
+                    ORDER BY (tenant_id IS NULL), (partner_id IS NULL), last_synced_at DESC NULLS LAST LIMIT 1""",
+                 n=name, t=tenant_id or "", p=partner_id or "")
 
 
 # ----------------------------------------------------------------------------- soft delete
@@ -272,12 +278,12 @@ def soft_delete(s: Session, kind: str, object_id: str) -> int:
     return n
 
 
-def group_identities_of(s: Session, identity_id: str) -> tuple[str, ...]:
+def group_identities_of(s: Session, tenant_id: str | None, identity_id: str) -> tuple[str, ...]:
     """`group:<name>` of every cached group (nested included) an identity id such as
-    `user:alice@acme.example` belongs to; () for service accounts and unknown users."""
+    `user:alice@acme.example` of `tenant_id` belongs to; () for service accounts and unknown users."""
     if not identity_id.startswith("user:"):
         return ()
-    row = user_by_email(s, identity_id[5:])
+    row = user_by_email(s, tenant_id, identity_id[5:])
     if row is None:
         return ()
     return tuple(dict.fromkeys("group:" + g["name"] for g in groups_of_user(s, row["id"])))

@@ -13,7 +13,7 @@ import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
-from ..auth.identity import user_identity_id
+from ..auth.identity import principal_key, user_identity_id
 from ..errors import ScaiVaultError
 from . import store
 from .scaikey_admin import ScaiKeyAdminClient
@@ -142,18 +142,21 @@ def apply(s, snap: Snapshot, partner_id: str | None, tenant_id: str | None) -> d
 
 def _apply_admin_roles(s, snap: Snapshot) -> None:
     """ScaiKey's admin-role assignments, stored with source 'scaikey' (ScaiVault's own rows untouched)."""
-    emails = {u["id"]: u.get("email") for u in snap.users}
+    users = {u["id"]: u for u in snap.users}
     s.execute("DELETE FROM identity_role_assignments WHERE source = 'scaikey'")
     for r in snap.admin_roles or []:
         role = str(r.get("role", "")).lower()
-        email = emails.get(r.get("user_id"))
-        if role not in ("super_admin", "partner_admin", "tenant_admin") or not email or r.get("is_active") is False:
+        user = users.get(r.get("user_id"))
+        if role not in ("super_admin", "partner_admin", "tenant_admin") or not user or r.get("is_active") is False:
             continue
-        s.execute("""INSERT INTO identity_role_assignments (identity_id, role, partner_id, tenant_id, source,
+        user_tenant = user.get("tenant_id") or (user.get("tenant") or {}).get("id")
+        email = user.get("email")
+        s.execute("""INSERT INTO identity_role_assignments (principal, identity_id, role, partner_id, tenant_id, source,
                                                             granted_by, expires_at)
-                     VALUES (:i, :r, :p, :t, 'scaikey', 'scaikey', CAST(:e AS timestamptz))
-                     ON CONFLICT (identity_id, role) DO NOTHING""",
-                  i=user_identity_id(email), r=role, p=r.get("partner_id"), t=r.get("tenant_id"), e=r.get("expires_at"))
+                     VALUES (:pr, :i, :r, :p, :t, 'scaikey', 'scaikey', CAST(:e AS timestamptz))
+                     ON CONFLICT (principal, role) DO NOTHING""",
+                  pr=principal_key(user["id"], user_tenant), i=user_identity_id(email) if email else "user:" + user["id"],
+                  r=role, p=r.get("partner_id"), t=r.get("tenant_id"), e=r.get("expires_at"))
 
 
 def run_sync(runtime, run: dict) -> dict:

@@ -11,8 +11,11 @@ from __future__ import annotations
 
 from ..auth.identity import Identity, TenantContext
 from .cache import PolicyCache
-from .engine import ALLOW_ALL, Decision, PolicySet
+from .engine import ALLOW_ALL, Decision, PolicySet, compile_policies
 from .rules import RequestContext
+
+NO_POLICIES = compile_policies([])
+
 
 def request_context(identity: Identity, source_ip: str | None) -> RequestContext:
     return RequestContext(source_ip=source_ip, mfa_verified_at=identity.mfa_verified_at)
@@ -37,10 +40,19 @@ class AccessControl:
         return tuple(sorted({identity.identity_id, *identity.groups}))
 
     def tenant_policies(self, identity: Identity, tenant: TenantContext) -> PolicySet | None:
-        """None when an admin role grants everything, else the caller's compiled policies."""
+        """None when an admin role grants everything, else the caller's compiled policies.
+
+        Binding names (`user:<email>`, `sa:<name>`, `group:<name>`) resolve within the caller's
+        own tenant, and for partner-scope policies within its own partner: a visitor from
+        another tenant who happens to carry the same name is not the one the binding means.
+        """
         if self.admin_over_tenant(identity, tenant):
             return None
-        return self.cache.get(tenant.tenant_id, tenant.partner_id, self._ids(identity))
+        if identity.tenant_id == tenant.tenant_id:
+            return self.cache.get(tenant.tenant_id, tenant.partner_id, self._ids(identity))
+        if identity.partner_id and identity.partner_id == tenant.partner_id:
+            return self.cache.get(None, tenant.partner_id, self._ids(identity))
+        return NO_POLICIES
 
     def partner_policies(self, identity: Identity, tenant: TenantContext, permission: str) -> PolicySet | None:
         """For partner secrets: None when a role grants `permission`, else partner-scope policies."""
@@ -48,6 +60,8 @@ class AccessControl:
             return None
         if permission in ("read", "list") and self.admin_over_tenant(identity, tenant):
             return None
+        if not identity.partner_id or identity.partner_id != tenant.partner_id:
+            return NO_POLICIES
         return self.cache.get(None, tenant.partner_id, self._ids(identity))
 
     def decide(self, identity: Identity, tenant: TenantContext, path: str, permission: str,
