@@ -23,7 +23,7 @@ from .errors import KmsUnavailable
 
 log = logging.getLogger("scaivault.crypto")
 
-PROBE_INTERVAL_SECONDS = 5.0
+PROBE_INTERVAL_SECONDS = 2.0
 
 
 class CircuitBreaker:
