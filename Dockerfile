@@ -1,5 +1,7 @@
 # ScaiVault: one image. `scaivault serve` by default; `docker run IMAGE migrate` runs migrations.
-# Build: docker build -t scailabs/scaivault:1.0.0 .   (EXTRAS selects the KMS/storage SDKs)
+# Build: V=$(python3 -c 'import scaivault; print(scaivault.__version__)')
+#        docker build --build-arg VERSION=$V -t scailabs/scaivault:$V .   (EXTRAS selects the SDKs)
+# VERSION defaults to scaivault.__version__ (a test keeps the two equal).
 
 FROM python:3.11-slim AS build
 WORKDIR /src
@@ -12,6 +14,9 @@ COPY migrations_sql ./migrations_sql
 RUN pip wheel --no-cache-dir --wheel-dir /wheels ".[${EXTRAS}]"
 
 FROM python:3.11-slim
+ARG VERSION=0.1.0
+LABEL org.opencontainers.image.title="ScaiVault" \
+      org.opencontainers.image.version="${VERSION}"
 ARG EXTRAS=aws,gcp,azure,hashicorp,pkcs11,s3,gcs,azure_blob
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \

@@ -153,6 +153,7 @@ class Settings:
     metrics_dir: str | None = None          # PROMETHEUS_MULTIPROC_DIR for `serve` (a temp dir when unset)
     kms_cache_grace: int = 3600             # KMS_CACHE_GRACE: cached keys outlive KMS_CACHE_TTL this long while the KMS is unreachable
     worker_warmup_timeout: int = 15         # WORKER_WARMUP_TIMEOUT: a new worker warms up at most this long before accepting
+    ui_client_id: str | None = None         # UI_CLIENT_ID: the admin UI's ScaiKey application (public client)
 
     def replace(self, **changes: Any) -> "Settings":
         return dataclasses.replace(self, **changes)
@@ -381,6 +382,7 @@ def load_settings(env: Mapping[str, str], *, dev_mode: bool = False, require_ser
         metrics_dir=r.string("PROMETHEUS_MULTIPROC_DIR"),
         kms_cache_grace=r.duration("KMS_CACHE_GRACE", "1h"),
         worker_warmup_timeout=r.duration("WORKER_WARMUP_TIMEOUT", "15s"),
+        ui_client_id=r.string("UI_CLIENT_ID"),
     )
     if bool(settings.tls_cert_file) != bool(settings.tls_key_file):
         missing = "TLS_KEY_FILE" if settings.tls_cert_file else "TLS_CERT_FILE"

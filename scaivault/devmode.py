@@ -18,6 +18,33 @@ from . import __version__
 log = logging.getLogger("scaivault.dev")
 
 DEV_DATABASE = "scaivault"
+LOCK_FILE = "dev.lock"
+
+
+class DataDirectoryBusy(RuntimeError):
+    """Another `scaivault dev` holds the data directory."""
+
+
+def lock_data_directory(data_dir: Path) -> int:
+    """Hold an exclusive lock on the data directory for the life of this process.
+
+    A second `scaivault dev` on the same directory would otherwise stop the first one's
+    embedded database on its way out. The lock dies with the process (kill -9 included).
+    """
+    import fcntl
+
+    fd = os.open(data_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        raise DataDirectoryBusy(
+            f"another `scaivault dev` (pid {holder}) is using {data_dir}; stop it first "
+            "or pass --data-dir for a second instance") from None
+    os.ftruncate(fd, 0)
+    os.write(fd, str(os.getpid()).encode())
+    return fd
 
 
 class EmbeddedPostgres:
@@ -139,6 +166,11 @@ def run_dev(args, env: dict) -> int:
     data_dir = Path(args.data_dir).expanduser().resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     os.chmod(data_dir, 0o755)  # the embedded server may run as its own system user (as root)
+    try:
+        lock_data_directory(data_dir)
+    except DataDirectoryBusy as exc:
+        sys.stderr.write(f"scaivault dev: {exc}\n")
+        return 1
 
     # validate the developer's overrides before starting anything
     probe_env = dev_environment(env, data_dir, args.bind, "postgresql://postgres@localhost/probe")

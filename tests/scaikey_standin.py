@@ -26,6 +26,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 PLATFORM_DISCOVERY = "/api/v1/platform/oauth/.well-known/openid-configuration"
 PLATFORM_JWKS = "/api/v1/platform/.well-known/jwks.json"
 PLATFORM_TOKEN = "/api/v1/platform/oauth/token"
+PLATFORM_AUTHORIZE = "/api/v1/platform/oauth/authorize"
 ADMIN_RESOURCES = ("partners", "tenants", "users", "groups", "applications", "admin-roles", "agents")
 
 
@@ -120,6 +121,11 @@ class ScaiKeyStandin:
         self.admin_delay = 0.0                      # seconds each admin list call sleeps
         self.fail_resource: str | None = None       # admin resource answering 500
         self.per_page_max = 50
+        # browser sign-in (authorization code + PKCE): the user the authorize endpoint signs in,
+        # as keyword arguments of mint(); None answers the browser with error=access_denied
+        self.browser_user: dict | None = None
+        self.public_clients: set[str] = set()       # client ids allowed to use authorization_code
+        self._codes: dict[str, dict] = {}           # code -> what the token endpoint must check
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
         self._url: str | None = None
@@ -278,7 +284,41 @@ def _handler_for(standin: ScaiKeyStandin):
                 return self._send(200, standin.jwks())
             if path.startswith("/api/v1/admin/"):
                 return self._admin(path[len("/api/v1/admin/"):].strip("/"), query)
+            if path in (PLATFORM_AUTHORIZE, "/oauth/authorize"):
+                return self._authorize(query)
             return self._send(404, {"detail": "Not Found"})
+
+        def _redirect(self, location: str) -> None:
+            self.send_response(302)
+            self.send_header("Location", location)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def _authorize(self, query: dict) -> None:
+            """An already signed-in ScaiKey session: approve at once and send the browser back."""
+            from urllib.parse import urlencode
+
+            redirect_uri, state = query.get("redirect_uri", ""), query.get("state", "")
+            if (query.get("client_id") not in standin.public_clients or query.get("response_type") != "code"
+                    or query.get("code_challenge_method") != "S256" or not query.get("code_challenge")):
+                return self._send(400, {"error": "invalid_request"})
+            if standin.browser_user is None:
+                return self._redirect(redirect_uri + "?" + urlencode({"error": "access_denied", "state": state}))
+            code = secrets.token_urlsafe(24)
+            standin._codes[code] = {"client_id": query["client_id"], "redirect_uri": redirect_uri,
+                                    "challenge": query["code_challenge"], "user": dict(standin.browser_user)}
+            return self._redirect(redirect_uri + "?" + urlencode({"code": code, "state": state}))
+
+        def _redeem_code(self, form: dict) -> None:
+            grant = standin._codes.pop(form.get("code", ""), None)   # codes are single-use
+            verifier = form.get("code_verifier", "")
+            challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+            if (grant is None or grant["client_id"] != form.get("client_id")
+                    or grant["redirect_uri"] != form.get("redirect_uri")
+                    or not hmac.compare_digest(grant["challenge"], challenge)):
+                return self._send(400, {"error": "invalid_grant"})
+            token = standin.mint(**grant["user"])
+            return self._send(200, {"access_token": token, "token_type": "Bearer", "expires_in": 3600})
 
         def _admin(self, rest: str, query: dict) -> None:
             auth = self.headers.get("Authorization", "")
@@ -337,6 +377,8 @@ def _handler_for(standin: ScaiKeyStandin):
                 pair = _b64decode_basic(auth[6:])
                 if pair:
                     client_id, secret = pair
+            if form.get("grant_type") == "authorization_code":
+                return self._redeem_code(form)
             client = standin.clients.get(client_id or "")
             if form.get("grant_type") != "client_credentials":
                 return self._send(400, {"error": "unsupported_grant_type"})

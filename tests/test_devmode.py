@@ -87,3 +87,20 @@ def test_dev_starts_from_an_empty_directory_and_answers_ready(empty_directory):
         _, err = _ctrl_c(proc)
     assert proc.returncode == 0, err
     assert not (data / "pgdata" / "postmaster.pid").exists()
+
+
+@pytest.mark.slow
+def test_a_second_dev_on_the_same_data_directory_is_refused_and_the_first_keeps_serving(empty_directory):
+    port, other_port = free_port(), free_port()
+    first = _start(empty_directory, port)
+    try:
+        assert get_ready(f"http://127.0.0.1:{port}", timeout=90).status_code == 200
+        second = _start(empty_directory, other_port)
+        out, err = second.communicate(timeout=60)
+        assert second.returncode == 1
+        assert "another `scaivault dev`" in err and str(first.pid) in err
+        ready = requests.get(f"http://127.0.0.1:{port}/v1/health/ready", timeout=5)
+        assert ready.status_code == 200 and ready.json()["checks"]["database"] == "ok"
+    finally:
+        _, err = _ctrl_c(first)
+    assert first.returncode == 0, err

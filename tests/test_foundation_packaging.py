@@ -87,3 +87,28 @@ def test_importing_the_cli_leaves_ssl_unimported_so_gevent_can_patch_it_first():
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+def test_the_readme_documents_each_variable_in_one_table_row_only():
+    rows = [line for line in (ROOT / "README.md").read_text().splitlines() if line.startswith("| `")]
+    seen: dict[str, int] = {}
+    for row in rows:
+        first_cell = row.split("|")[1]
+        for name in re.findall(r"`([A-Z][A-Z0-9_]+)`", first_cell):
+            seen[name] = seen.get(name, 0) + 1
+    assert {name: n for name, n in seen.items() if n > 1} == {}
+
+
+def test_the_image_label_the_cli_and_the_version_endpoint_report_the_package_version(client):
+    import subprocess
+    import sys
+
+    from scaivault import __version__
+
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert re.search(r"^ARG VERSION=(\S+)$", dockerfile, re.M).group(1) == __version__
+    assert 'org.opencontainers.image.version="${VERSION}"' in dockerfile
+    cli = subprocess.run([sys.executable, "-m", "scaivault.cli", "--version"], capture_output=True, text=True,
+                         timeout=60)
+    assert cli.stdout.strip() == f"scaivault {__version__}"
+    assert client.get("/v1/version").get_json()["version"] == __version__

@@ -16,6 +16,7 @@ BLUEPRINT_MODULES = [
     "scaivault.api.secrets",
     "scaivault.api.policies",
     "scaivault.api.openapi",
+    "scaivault.ui",
 ]
 
 

@@ -78,8 +78,8 @@ def build_document(app: Flask) -> dict:
     models: dict[type[BaseModel], None] = {}
     operations: list[tuple[str, str, Any, Any, list[dict]]] = []
     for rule in sorted(app.url_map.iter_rules(), key=lambda r: (r.rule, r.endpoint)):
-        if rule.endpoint == "static":
-            continue
+        if rule.endpoint == "static" or not rule.rule.startswith("/v1/"):
+            continue   # the API document: not the admin UI's pages
         view = app.view_functions[rule.endpoint]
         path, path_params = _openapi_path(rule.rule)
         path_params = [p for p in path_params if p["name"] not in (rule.defaults or {})]
