@@ -33,6 +33,7 @@ need redis-cli redis-tools
 need softhsm2-util softhsm2
 need npm npm                 # Azurite (Azure Blob) for tests/test_storage_azure_blob.py
 need chromium chromium       # the admin UI's browser tests (tests/test_ui_browser.py, Playwright)
+need nginx nginx-light       # the fleet drill (tests/drills/test_fleet.py): three instances behind nginx
 if [ "${#need_apt[@]}" -gt 0 ]; then
   say "installing ${need_apt[*]}"
   $SUDO apt-get update -qq
