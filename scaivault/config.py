@@ -242,11 +242,20 @@ class _Reader:
         return value
 
     def redis_url(self, name: str, required: bool) -> str | None:
-        """A redis://, rediss:// or unix:// URL with a numeric port and database index."""
-        value = self.url(name, ("redis", "rediss", "unix"), required=required)
+        """A redis://, rediss:// or unix:// URL with a numeric port and database index, or
+        redis+sentinel://[:pass@]host:port[,host:port...]/<service>[/<db>] (Redis Sentinel)."""
+        value = self.url(name, ("redis", "rediss", "unix", "redis+sentinel"), required=required)
         if value is None:
             return None
         parts = urlsplit(value)
+        if parts.scheme == "redis+sentinel":
+            from .redis_store import parse_sentinel_url
+
+            try:
+                parse_sentinel_url(value)
+            except ValueError as exc:
+                raise ConfigError(name, str(exc)) from None
+            return value
         try:
             parts.port
         except ValueError:

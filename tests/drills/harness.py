@@ -355,7 +355,7 @@ class Load:
     """
 
     def __init__(self, base_url: str | list[str], token: str, *, writers: int = 4, readers: int = 2,
-                 paths_per_writer: int = 3, timeout: float = 30.0, prefix: str | None = None):
+                 paths_per_writer: int = 3, timeout: float = 30.0, prefix: str | None = None, pace: float = 0.0):
         self.urls = [base_url] if isinstance(base_url, str) else list(base_url)
         self.token = token
         self.writers = writers
@@ -363,6 +363,7 @@ class Load:
         self.paths = [f"{prefix or 'drill-' + secrets.token_hex(3)}/w{w}/p{p}"
                       for w in range(writers) for p in range(paths_per_writer)]
         self.timeout = timeout
+        self.pace = pace                      # seconds each thread sleeps between requests (a paced load)
         self.record = LoadRecord()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -414,6 +415,8 @@ class Load:
                     outcome.code = (body.get("error") or {}).get("code")
             self.record.add(outcome)
             n += 1
+            if self.pace:
+                time.sleep(self.pace)
 
     def _read_loop(self, index: int) -> None:
         session = self._session()
@@ -437,7 +440,7 @@ class Load:
                     outcome.code = (body.get("error") or {}).get("code")
             self.record.add(outcome)
             n += 1
-            time.sleep(0.005)
+            time.sleep(self.pace or 0.005)
 
 
 def _json(response) -> dict:
