@@ -75,4 +75,4 @@ def test_a_respawned_workers_first_secret_read_costs_what_a_warm_workers_does(ba
     warm, first, log = first_read_after_respawn(base_env, scaikey, "15s")
     assert "worker warmed up" in log
     # a cold worker pays 0.12-0.23 s here (pool, JWKS, keys, catalog caches, first WSGI request)
-    assert first < max(4 * warm, warm + 0.05), (warm, first)
+    assert first < max(4 * warm, warm + 0.08), (warm, first)
