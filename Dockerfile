@@ -1,14 +1,16 @@
 # ScaiVault: one image. `scaivault serve` by default; `docker run IMAGE migrate` runs migrations.
 # Build: V=$(python3 -c 'import scaivault; print(scaivault.__version__)')
-#        docker build --build-arg VERSION=$V -t scailabs/scaivault:$V .   (EXTRAS selects the SDKs)
+#        docker build --build-arg VERSION=$V -t scailabs/scaivault:$V .   (EXTRAS: `server` plus the SDKs)
 # VERSION defaults to scaivault.__version__ (a test keeps the two equal).
 
 FROM python:3.11-slim AS build
 WORKDIR /src
-ARG EXTRAS=aws,gcp,azure,hashicorp,pkcs11,s3,gcs,azure_blob
+ARG EXTRAS=server,aws,gcp,azure,hashicorp,pkcs11,s3,gcs,azure_blob
 COPY pyproject.toml setup.cfg README.md wsgi.py ./
 COPY scaivault ./scaivault
 COPY plugins ./plugins
+COPY scaivault_sdk ./scaivault_sdk
+COPY scaivault_mcp ./scaivault_mcp
 COPY migrations_sql ./migrations_sql
 # wheels for ScaiVault and every dependency, so the final stage needs no compiler or network
 RUN pip wheel --no-cache-dir --wheel-dir /wheels ".[${EXTRAS}]"
@@ -17,7 +19,7 @@ FROM python:3.11-slim
 ARG VERSION=0.1.0
 LABEL org.opencontainers.image.title="ScaiVault" \
       org.opencontainers.image.version="${VERSION}"
-ARG EXTRAS=aws,gcp,azure,hashicorp,pkcs11,s3,gcs,azure_blob
+ARG EXTRAS=server,aws,gcp,azure,hashicorp,pkcs11,s3,gcs,azure_blob
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     BIND_ADDRESS=0.0.0.0:8443 \

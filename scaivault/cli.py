@@ -1,6 +1,7 @@
-"""`scaivault` command line: serve | migrate | dev (more commands register themselves below).
+"""`scaivault` command line: the server subcommands (serve, migrate, dev, keys, identity, healthcheck)
+and the client groups of scaivault.client_cli (config, auth, secrets, policies, tokens, audit).
 
-Only the standard library is imported at module level: `serve` and `dev` must let gevent
+Only the standard library and click are imported at module level: `serve` and `dev` must let gevent
 patch sockets, ssl and threads before anything else imports them.
 """
 from __future__ import annotations
@@ -9,6 +10,8 @@ import argparse
 import os
 import sys
 from typing import NoReturn
+
+import click
 
 EXIT_FAILURE = 1        # a dependency (database) unreachable, or another start-up failure
 EXIT_CONFIG = 2         # a configuration variable is missing or malformed
@@ -118,64 +121,142 @@ def cmd_identity(args, env) -> int:
     return run_identity_command(args, load_settings(env))
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from . import __version__
-
-    parser = argparse.ArgumentParser(prog="scaivault", description="ScaiVault secrets manager")
-    parser.add_argument("--version", action="version", version=f"scaivault {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
-    serve = sub.add_parser("serve", help="run the API under gunicorn with gevent workers")
-    serve.add_argument("--no-migrate", action="store_true", help="refuse to start if migrations are pending")
-    serve.set_defaults(func=cmd_serve)
-    migrate = sub.add_parser("migrate", help="apply pending database migrations and exit")
-    migrate.set_defaults(func=cmd_migrate)
-    health = sub.add_parser("healthcheck", help="probe this host's /v1/health (for container HEALTHCHECKs)")
-    health.add_argument("--timeout", type=float, default=3.0)
-    health.set_defaults(func=cmd_healthcheck)
-    dev = sub.add_parser("dev", help="run everything on this machine (embedded PostgreSQL, local KMS)")
-    dev.add_argument("--data-dir", default="./.scaivault-dev",
-                     help="embedded database, key file and state (kept between runs)")
-    dev.add_argument("--bind", default="127.0.0.1:8200", help="HOST:PORT to listen on (plain HTTP)")
-    dev.set_defaults(func=cmd_dev)
-    keys = sub.add_parser("keys", help="key hierarchy: status and rotation")
-    keys_sub = keys.add_subparsers(dest="keys_command", required=True)
-    rotate = keys_sub.add_parser("rotate", help="re-wrap partner keys under the configured KMS key (resumable), "
-                                                "or rotate one tenant's key with --tenant")
-    rotate.add_argument("--partner", help="partner id (with --tenant, or alone for the partner's own key)")
-    rotate.add_argument("--tenant", help="tenant id: rotate this tenant's key instead of the root")
-    keys_status = keys_sub.add_parser("status", help="print key versions and rotations as JSON (never material)")
-    keys_status.add_argument("--partner", help="only this partner's keys")
-    keys.set_defaults(func=cmd_keys)
-    identity = sub.add_parser("identity", help="identity cache: sync from ScaiKey now")
-    identity_sub = identity.add_subparsers(dest="identity_command", required=True)
-    identity_sync = identity_sub.add_parser("sync", help="run one full (or partner/tenant) sync and print it as JSON")
-    identity_sync.add_argument("--partner", help="only this partner")
-    identity_sync.add_argument("--tenant", help="only this tenant")
-    identity.set_defaults(func=cmd_identity)
-    return parser
+SERVER_EXTRA_HINT = "the server commands need the server extra: pip install 'scaivault[server]'"
 
 
-def main(argv: list[str] | None = None, env: dict | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] in (["serve"], ["dev"]):
-        # gevent must patch the standard library before ssl, sockets or threads are imported
-        from gevent import monkey
+class ServerCommand(click.Command):
+    """A server subcommand: its modules are imported when it runs, and their absence names the extra."""
 
-        monkey.patch_all()
-    from .config import ConfigError
-    from .errors import ScaiVaultError
-    from .migrate import MigrationError
+    def invoke(self, ctx: click.Context):
+        from .errors import ScaiVaultError   # no third-party imports: safe on a client-only install
 
-    args = build_parser().parse_args(argv)
-    env = dict(os.environ) if env is None else env
+        try:
+            return _run_server_command(super().invoke, ctx)
+        except ScaiVaultError as exc:
+            _fail(EXIT_FAILURE, f"cannot start: {exc.message}")
+
+
+def _run_server_command(invoke, ctx: click.Context):
     try:
-        return args.func(args, env) or 0
+        from .config import ConfigError
+        from .migrate import MigrationError
+    except ModuleNotFoundError as exc:
+        _fail(EXIT_FAILURE, f"{SERVER_EXTRA_HINT} (missing module {exc.name})")
+    try:
+        return invoke(ctx)
     except ConfigError as exc:
         _fail(EXIT_CONFIG, f"configuration error: {exc.variable}: {exc.problem}")
     except MigrationError as exc:
         _fail(EXIT_SCHEMA, f"refusing to start: {exc}")
-    except ScaiVaultError as exc:
-        _fail(EXIT_FAILURE, f"cannot start: {exc.message}")
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").split(".")[0] in ("scaivault", "plugins"):
+            raise
+        _fail(EXIT_FAILURE, f"{SERVER_EXTRA_HINT} (missing module {exc.name})")
+
+
+def _server(func, **fields):
+    """Call one of the cmd_* functions above with an argparse-like namespace, as before click."""
+    ctx = click.get_current_context()
+    return func(argparse.Namespace(**fields), ctx.obj["env"]) or 0
+
+
+def build_cli() -> click.Group:
+    """The whole `scaivault` tree: server subcommands here, client groups from scaivault.client_cli."""
+    from . import __version__
+    from .client_cli import register_client_commands
+
+    @click.group(context_settings={"help_option_names": ["-h", "--help"]},
+                 help="ScaiVault secrets manager: run the server, or talk to one.")
+    @click.version_option(__version__, "--version", prog_name="scaivault", message="%(prog)s %(version)s")
+    def cli() -> None:
+        pass
+
+    @cli.command(cls=ServerCommand, help="Run the API under gunicorn with gevent workers.")
+    @click.option("--no-migrate", is_flag=True, help="Refuse to start if migrations are pending.")
+    def serve(no_migrate: bool) -> int:
+        return _server(cmd_serve, no_migrate=no_migrate)
+
+    @cli.command(cls=ServerCommand, help="Apply pending database migrations and exit.")
+    def migrate() -> int:
+        return _server(cmd_migrate)
+
+    @cli.command(cls=ServerCommand, help="Probe this host's /v1/health (for container HEALTHCHECKs).")
+    @click.option("--timeout", type=float, default=3.0, show_default=True)
+    def healthcheck(timeout: float) -> int:
+        return _server(cmd_healthcheck, timeout=timeout)
+
+    @cli.command(cls=ServerCommand, help="Run everything on this machine (embedded PostgreSQL, local KMS).")
+    @click.option("--data-dir", default="./.scaivault-dev", show_default=True,
+                  help="Embedded database, key file and state (kept between runs).")
+    @click.option("--bind", default="127.0.0.1:8200", show_default=True, help="HOST:PORT to listen on (plain HTTP).")
+    def dev(data_dir: str, bind: str) -> int:
+        return _server(cmd_dev, data_dir=data_dir, bind=bind)
+
+    @cli.group(help="Key hierarchy: status and rotation.")
+    def keys() -> None:
+        pass
+
+    @keys.command("rotate", cls=ServerCommand, help="Re-wrap partner keys under the configured KMS key "
+                                                    "(resumable), or rotate one tenant's key with --tenant.")
+    @click.option("--partner", help="Partner id (with --tenant, or alone for the partner's own key).")
+    @click.option("--tenant", help="Tenant id: rotate this tenant's key instead of the root.")
+    def keys_rotate(partner: str | None, tenant: str | None) -> int:
+        return _server(cmd_keys, keys_command="rotate", partner=partner, tenant=tenant)
+
+    @keys.command("status", cls=ServerCommand, help="Print key versions and rotations as JSON (never material).")
+    @click.option("--partner", help="Only this partner's keys.")
+    def keys_status(partner: str | None) -> int:
+        return _server(cmd_keys, keys_command="status", partner=partner)
+
+    @cli.group(help="Identity cache: sync from ScaiKey now.")
+    def identity() -> None:
+        pass
+
+    @identity.command("sync", cls=ServerCommand, help="Run one full (or partner/tenant) sync and print it as JSON.")
+    @click.option("--partner", help="Only this partner.")
+    @click.option("--tenant", help="Only this tenant.")
+    def identity_sync(partner: str | None, tenant: str | None) -> int:
+        return _server(cmd_identity, identity_command="sync", partner=partner, tenant=tenant)
+
+    register_client_commands(cli)
+    return cli
+
+
+def main(argv: list[str] | None = None, env: dict | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] in (["serve"], ["dev"]) and not {"-h", "--help"} & set(argv):
+        # gevent must patch the standard library before ssl, sockets or threads are imported
+        try:
+            from gevent import monkey
+        except ModuleNotFoundError:
+            _fail(EXIT_FAILURE, f"{SERVER_EXTRA_HINT} (missing module gevent)")
+        monkey.patch_all()
+    env = dict(os.environ) if env is None else env
+    cli = build_cli()
+    try:
+        result = cli.main(args=argv, prog_name="scaivault", standalone_mode=False, obj={"env": env})
+    except click.UsageError as exc:
+        exc.show()
+        return usage_exit_code(exc)
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except click.Abort:
+        sys.stderr.write("scaivault: aborted\n")
+        return EXIT_FAILURE
+    return result if isinstance(result, int) else 0
+
+
+def usage_exit_code(exc: click.UsageError) -> int:
+    """2 as before for the server commands; 5 (validation) under the client commands, where 2 means authentication."""
+    ctx = exc.ctx
+    while ctx is not None:
+        if getattr(ctx.command, "client_command", False):
+            from .client_cli.output import EXIT_VALIDATION
+
+            return EXIT_VALIDATION
+        ctx = ctx.parent
+    return exc.exit_code
 
 
 if __name__ == "__main__":

@@ -153,6 +153,10 @@ class Settings:
     metrics_dir: str | None = None          # PROMETHEUS_MULTIPROC_DIR for `serve` (a temp dir when unset)
     kms_cache_grace: int = 3600             # KMS_CACHE_GRACE: cached keys outlive KMS_CACHE_TTL this long while the KMS is unreachable
     worker_warmup_timeout: int = 15         # WORKER_WARMUP_TIMEOUT: a new worker warms up at most this long before accepting
+    acme_ca_bundle: str | None = None       # ACME_CA_BUNDLE: extra CA certificates trusted for ACME directories
+    lease_sweep_interval: int = 30          # LEASE_SWEEP_INTERVAL: how often expired leases are revoked
+    lease_history_retention: int = 30 * 86400   # LEASE_HISTORY_RETENTION: revoked lease rows kept this long
+    dynamic_allowed_hosts: tuple = ()       # DYNAMIC_ALLOWED_HOSTS: host globs / CIDRs engines may reach (empty: any)
     ui_client_id: str | None = None         # UI_CLIENT_ID: the admin UI's ScaiKey application (public client)
 
     def replace(self, **changes: Any) -> "Settings":
@@ -300,6 +304,25 @@ def _trusted_proxies(reader: _Reader) -> tuple:
     return tuple(networks)
 
 
+def _dynamic_allowed_hosts(reader: _Reader) -> tuple:
+    """DYNAMIC_ALLOWED_HOSTS: comma-separated host globs (db-*.internal) or CIDRs (10.0.0.0/8)."""
+    import ipaddress
+
+    entries: list = []
+    for item in (reader.string("DYNAMIC_ALLOWED_HOSTS") or "").split(","):
+        item = item.strip().lower()
+        if not item:
+            continue
+        if "/" in item:
+            try:
+                entries.append(ipaddress.ip_network(item, strict=False))
+            except ValueError:
+                raise ConfigError("DYNAMIC_ALLOWED_HOSTS", f"{item!r} is not a CIDR") from None
+        else:
+            entries.append(item)
+    return tuple(entries)
+
+
 def _rate_limits(reader: _Reader) -> Mapping[str, Mapping[str, Any]]:
     """RATE_LIMITS YAML: {category: {rate: int, window: duration}}; categories checked by ratelimit."""
     text = reader.env.get("RATE_LIMITS")
@@ -391,6 +414,10 @@ def load_settings(env: Mapping[str, str], *, dev_mode: bool = False, require_ser
         metrics_dir=r.string("PROMETHEUS_MULTIPROC_DIR"),
         kms_cache_grace=r.duration("KMS_CACHE_GRACE", "1h"),
         worker_warmup_timeout=r.duration("WORKER_WARMUP_TIMEOUT", "15s"),
+        acme_ca_bundle=r.existing_file("ACME_CA_BUNDLE"),
+        lease_sweep_interval=r.duration("LEASE_SWEEP_INTERVAL", "30s"),
+        lease_history_retention=r.duration("LEASE_HISTORY_RETENTION", "30d"),
+        dynamic_allowed_hosts=_dynamic_allowed_hosts(r),
         ui_client_id=r.string("UI_CLIENT_ID"),
     )
     if bool(settings.tls_cert_file) != bool(settings.tls_key_file):

@@ -26,6 +26,8 @@ STATUS_BY_CODE: dict[str, int] = {
     "policy_not_found": 404, "binding_not_found": 404, "rotation_policy_not_found": 404,
     "secret_policy_not_found": 404, "tenant_not_found": 404,
     "identity_not_found": 404, "token_not_found": 404, "export_not_found": 404,
+    "engine_not_found": 404, "role_not_found": 404, "lease_not_found": 404, "trust_rule_not_found": 404,
+    "lease_expired": 410,
     # 405 / 409 / 410 / 413 / 415 / 422 / 429
     "method_not_allowed": 405,
     "secret_exists": 409, "version_conflict": 409, "policy_in_use": 409, "conflict": 409,
@@ -43,6 +45,10 @@ STATUS_BY_CODE: dict[str, int] = {
     "storage_unavailable": 503, "object_not_found": 404, "object_too_large": 413,
     "rotation_in_progress": 409,
     "audit_unavailable": 503,
+    # PKI and ACME (issue 12)
+    "certificate_not_allowed": 400, "ca_not_found": 404, "certificate_not_found": 404, "role_not_found": 404,
+    "acme_account_not_found": 404, "acme_order_not_found": 404, "dns_provider_not_found": 404,
+    "ca_not_ready": 409, "ca_revoked": 409, "acme_error": 502,
 }
 
 

@@ -102,6 +102,18 @@ class HealthChecker:
         self.runtime.storage.exists("health/probe")
         return {"status": "ok", "latency_ms": round((time.perf_counter() - started) * 1000)}
 
+    def check_dynamic_leases(self) -> dict:
+        """Live leases and revocations awaiting a retry (degraded while any is failing)."""
+        row = self.runtime.db.one("""SELECT count(*) FILTER (WHERE state = 'active') AS active,
+                                            count(*) FILTER (WHERE state = 'revoke_failed') AS revoke_failed,
+                                            min(due_at) FILTER (WHERE state = 'revoke_failed') AS next_retry_at
+                                       FROM dynamic_leases WHERE state <> 'revoked'""")
+        result = {"status": "degraded" if row["revoke_failed"] else "ok", "active": row["active"],
+                  "revoke_failed": row["revoke_failed"]}
+        if row["next_retry_at"] is not None:
+            result["next_retry_at"] = row["next_retry_at"].isoformat().replace("+00:00", "Z")
+        return result
+
     def checks(self, detailed: bool = False) -> dict[str, Callable[[], dict]]:
         checks = {"database": self.check_database, "audit": self.check_audit, "redis": self.check_redis,
                   "encryption": self.check_encryption}
@@ -109,6 +121,8 @@ class HealthChecker:
         if detailed and provider != "db":
             # spec/10 section 9 shows it as checks.s3; named after the configured provider
             checks[provider] = self.check_storage
+        if detailed:
+            checks["dynamic_leases"] = self.check_dynamic_leases
         return checks
 
     def run(self, detailed: bool = False) -> tuple[dict[str, dict], dict[str, str]]:

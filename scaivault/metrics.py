@@ -34,6 +34,13 @@ SECRET_READS = Counter("scaivault_secret_reads_total", "Secret reads", ["tenant"
 SECRET_WRITES = Counter("scaivault_secret_writes_total", "Secret writes", ["tenant"])
 SECRET_ROTATIONS = Counter("scaivault_secret_rotations_total", "Secret rotations", ["status"])
 
+# ---- PKI and ACME (spec/10 metrics table; gauges set by the PKI job, the counter by ACME runners)
+CERTIFICATES_ACTIVE = Gauge("scaivault_certificates_active", "Issued certificates neither revoked nor expired",
+                            ["ca_id"], multiprocess_mode="livemax")
+CERTIFICATES_EXPIRING = Gauge("scaivault_certificates_expiring_soon", "Active certificates expiring within N days",
+                              ["within_days"], multiprocess_mode="livemax")
+ACME_ORDERS = Counter("scaivault_acme_orders_total", "ACME orders finished", ["provider", "status"])
+
 # ---- dependencies
 DB_LATENCY = Histogram("scaivault_db_latency_seconds", "Database round-trip latency", buckets=_LATENCY_BUCKETS)
 REDIS_LATENCY = Histogram("scaivault_redis_latency_seconds", "Redis round-trip latency", buckets=_LATENCY_BUCKETS)
@@ -46,6 +53,13 @@ DB_POOL_SIZE = Gauge("scaivault_db_pool_size", "Database pool size (connections 
                      multiprocess_mode="livesum")
 DB_POOL_AVAILABLE = Gauge("scaivault_db_pool_available", "Database pool connections free or not yet opened",
                           multiprocess_mode="livesum")
+
+# ---- dynamic credentials (issue 13); active leases are counted in PostgreSQL, so any worker's value is the truth
+LEASES_ACTIVE = Gauge("scaivault_leases_active", "Live leases (active or awaiting revocation)", ["engine"],
+                      multiprocess_mode="mostrecent")
+LEASES_GENERATED = Counter("scaivault_leases_generated_total", "Dynamic credentials generated", ["engine", "role"])
+ENGINE_HEALTH = Gauge("scaivault_engine_health", "1 when the engine's database answered its last connection, else 0",
+                      ["engine"], multiprocess_mode="mostrecent")
 
 # ---- audit
 AUDIT_ENTRIES = Counter("scaivault_audit_entries_total", "Audit entries written", ["action", "success"])

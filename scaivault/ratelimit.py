@@ -39,6 +39,7 @@ CATEGORIES: dict[str, tuple[int, int]] = {
     "pki:issue": (50, 60),
     "pki:admin": (20, 60),
     "acme:order": (30, 60),
+    "pki:public": (600, 60),         # anonymous CA certificates, CRLs and http-01 answers, keyed by client IP
     "webhooks": (20, 60),
     "subscriptions": (20, 60),
     "subscriptions:poll": (240, 60),

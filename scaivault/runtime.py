@@ -77,6 +77,48 @@ class Runtime:
 
         return SecretStore(self.db, self.keyring, self.settings)
 
+    @cached_property
+    def pki(self):
+        """Internal CAs, roles, issuance, inventory and CRLs (scaivault.services.pki)."""
+        from .services.pki import PkiService
+
+        return PkiService(self.db, self.keyring, self.settings, self.secret_store)
+
+    @cached_property
+    def dns_providers(self):
+        """Tenants' DNS providers for dns-01 over the `scaivault_dns_providers` plugins."""
+        from .plugins import registrations
+        from .services.dns_providers import DnsProviderStore
+
+        return DnsProviderStore(self.db, self.keyring, lambda: registrations("scaivault_dns_providers", self.plugins))
+
+    @cached_property
+    def acme(self):
+        """The ACME client: accounts, orders and their background runners (scaivault.services.acme)."""
+        from .services.acme import AcmeService
+
+        return AcmeService(self.db, self.keyring, self.settings, self.secret_store, self.dns_providers)
+
+    @cached_property
+    def dynamic(self):
+        """Dynamic database credentials: engines, roles, leases, the sweeper (scaivault.services.dynamic)."""
+        from .services.dynamic import DynamicService
+
+        return DynamicService(self)
+
+    @cached_property
+    def token_exchange(self):
+        """Foreign workload tokens -> short-lived svx_ tokens (scaivault.auth.exchange)."""
+        from .auth.exchange import TokenExchange
+
+        return TokenExchange(self)
+
+    @cached_property
+    def trust_rules(self):
+        from .services.trust_rules import TrustRuleService
+
+        return TrustRuleService(self)
+
     def close(self) -> None:
         if "keyring" in self.__dict__:
             self.keyring.close()

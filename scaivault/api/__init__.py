@@ -16,6 +16,10 @@ BLUEPRINT_MODULES = [
     "scaivault.api.secrets",
     "scaivault.api.policies",
     "scaivault.api.openapi",
+    "scaivault.api.pki",
+    "scaivault.api.acme",
+    "scaivault.api.dynamic",
+    "scaivault.api.token_exchange",
     "scaivault.ui",
 ]
 

@@ -30,3 +30,13 @@ def json_body(*, required: bool = True) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise ScaiVaultError("invalid_request", "the body must be a JSON object")
     return body
+
+
+def bool_arg(name: str) -> bool:
+    """A true/false query parameter (absent = false), or a precise `invalid_request` error."""
+    raw = (request.args.get(name) or "").lower()
+    if raw in ("", "false", "0", "no"):
+        return False
+    if raw in ("true", "1", "yes"):
+        return True
+    raise ScaiVaultError("invalid_request", f"{name} must be true or false")

@@ -55,7 +55,7 @@ class PolicyPatchBody(BaseModel):
 
 class BindingBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    identity_type: str = Field(description="user, service_account or group")
+    identity_type: str = Field(description="user, service_account, group or dynamic_engine")
     identity_id: str = Field(description="user:<email>, sa:<name> or group:<name>")
     expires_at: datetime | None = Field(default=None, description="the binding lapses at this time")
 

@@ -21,7 +21,7 @@ from ..policy.glob import PathPattern
 from ..policy.paths import validate_path
 from ..services.secrets import MAX_VERSIONS_LIMIT, SecretOwner, WriteRequest
 from .auditing import entry_for_request, record_denial
-from .http import runtime
+from .http import bool_arg, runtime
 from .authorization import permission
 from .pipeline import endpoint
 
@@ -204,13 +204,7 @@ def _int_arg(name: str) -> int | None:
     return int(raw)
 
 
-def _bool_arg(name: str) -> bool:
-    raw = (request.args.get(name) or "").lower()
-    if raw in ("", "false", "0", "no"):
-        return False
-    if raw in ("true", "1", "yes"):
-        return True
-    raise ScaiVaultError("invalid_request", f"{name} must be true or false")
+_bool_arg = bool_arg
 
 
 def _route(rule: str, name: str, view, methods: list[str]) -> None:

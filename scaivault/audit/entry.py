@@ -18,7 +18,9 @@ ACTIONS: frozenset[str] = frozenset({
     "policy_create", "policy_update", "policy_delete", "policy_bind", "policy_unbind",
     "pki_issue", "pki_sign", "pki_revoke", "pki_ca_create",
     "dynamic_generate", "dynamic_renew", "dynamic_revoke",
+    "dynamic_config", "token_exchange", "trust_rule_change",
     "webhook_delivery", "subscription_event", "federation_sync", "identity_sync", "export_created",
+    "pki_admin", "pki_read", "acme_order",
 })
 
 IDENTITY_TYPES: frozenset[str] = frozenset({"user", "service_account", "group", "anonymous", "system"})

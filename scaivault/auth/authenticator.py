@@ -17,6 +17,7 @@ from ..errors import ScaiVaultError
 from ..identity import store
 from . import personal_tokens, roles
 from .epoch import AuthEpoch
+from .exchange import PREFIX as EXCHANGED_TOKEN_PREFIX
 from .identity import Identity, RoleGrant, principal_key, user_identity_id
 from .jwks import JwksCache
 from .scaikey_tokens import CLOCK_SKEW_SECONDS, ScaiKeyTokenVerifier
@@ -111,6 +112,8 @@ class Authenticator:
                 raise ScaiVaultError("token_expired", "the token has expired")
         if token.startswith(personal_tokens.PREFIX):
             identity, valid_until = self._from_personal_token(token)
+        elif token.startswith(EXCHANGED_TOKEN_PREFIX):
+            identity, valid_until = self.runtime.token_exchange.identity_for_token(token)
         elif token.startswith("eyJ"):
             claims, valid_until = self._verified_claims(key, token)
             identity = self._from_claims(claims, bootstrap=not introspection)

@@ -47,6 +47,8 @@ def _iso(value: datetime | None) -> str | None:
 
 def issue(s: Session, creator: Identity, name: str, scopes: list[str], lifetime_seconds: int) -> tuple[dict, str]:
     """Create a PAT for `creator`; returns (row, the skt_ value to show once)."""
+    if creator.token_kind == "exchange":   # a 90-day PAT would outlive the short exchanged token
+        raise ScaiVaultError("forbidden", "a personal token cannot be created with an exchanged token")
     wanted = list(dict.fromkeys(scopes))
     missing = [sc for sc in wanted if sc not in creator.scopes]
     if missing:

@@ -6,7 +6,7 @@ ALL_SCOPES = frozenset({
     "policies:read", "policies:write",
     "audit:read", "audit:export",
     "pki:issue", "pki:admin",
-    "dynamic:read", "dynamic:write", "dynamic:admin", "leases:read", "leases:write",
+    "dynamic:read", "dynamic:write", "dynamic:admin", "dynamic:manage", "leases:read", "leases:write",
     "webhooks:read", "webhooks:write", "subscriptions:read", "subscriptions:write",
     "federation:read", "federation:write",
     "identity:read", "identity:admin",

@@ -14,6 +14,8 @@ log = logging.getLogger("scaivault.jobs")
 JOB_MODULES = [
     "scaivault.jobs.identity_sync",
     "scaivault.jobs.audit_partitions",
+    "scaivault.jobs.pki",
+    "scaivault.jobs.lease_expiry",
 ]
 
 

@@ -21,7 +21,8 @@ from ..policy.rules import parse_rules
 
 AuditFn = Callable[..., AuditEntry]      # audit(action, secret_path=None, extra=None) -> AuditEntry
 
-IDENTITY_PREFIXES = {"user": "user:", "service_account": "sa:", "group": "group:"}
+IDENTITY_PREFIXES = {"user": "user:", "service_account": "sa:", "group": "group:",
+                     "dynamic_engine": "dynamic:"}   # dynamic:<engine>, the identity of a dynamic engine
 DEFAULT_PAGE = 50
 MAX_PAGE = 200
 MAX_NAME = 128
@@ -306,7 +307,7 @@ class PolicyService:
         if isinstance(identity_id, str) and "\x00" in identity_id:
             raise ScaiVaultError("invalid_policy", "identity_id must not contain NUL characters")
         if identity_type not in IDENTITY_PREFIXES:
-            raise ScaiVaultError("invalid_policy", "identity_type must be user, service_account or group")
+            raise ScaiVaultError("invalid_policy", "identity_type must be user, service_account, group or dynamic_engine")
         prefix = IDENTITY_PREFIXES[identity_type]
         if (not isinstance(identity_id, str) or not identity_id.startswith(prefix) or len(identity_id) <= len(prefix)
                 or len(identity_id) > 320):

@@ -107,7 +107,7 @@ def _security_headers(response: Response) -> Response:
 
 # ------------------------------------------------------------------ pages
 @bp.get("/")
-@endpoint(None, authenticated=False, tenant=False)
+@endpoint("auth", authenticated=False, tenant=False)
 def shell():
     session = _store().find(request.cookies.get(SESSION_COOKIE))
     if session is None:
@@ -184,7 +184,7 @@ def _signed_in(token: str) -> Response:
 
 
 @bp.post("/logout")
-@endpoint(None, authenticated=False, tenant=False)
+@endpoint("auth", authenticated=False, tenant=False)
 def logout():
     secret = request.cookies.get(SESSION_COOKIE)
     session = _store().find(secret)

@@ -1,0 +1,170 @@
+"""/v1/pki/acme (accounts, orders), /v1/dns/providers and the anonymous http-01 answer.
+
+Authorisation (docs/decisions.md, PKI): accounts and DNS providers need pki:admin and a policy
+grant on pki/acme/accounts/<name> or dns/providers/<name>; orders need pki:issue and `write` on
+the secret path the certificate lands in (reading an order: `read` on it).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, Response, g, jsonify, request
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..errors import ScaiVaultError
+from ..policy.paths import validate_path
+from ..services.policies import page_limit
+from .auditing import entry_for_request
+from .http import runtime
+from .authorization import permission
+from .pipeline import endpoint
+from .pki_access import actor, audit_read, authorize, owner, require_any_scope, visible
+
+bp = Blueprint("acme", __name__)
+
+
+class AccountBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(max_length=64)
+    provider: str
+    environment: str = "production"
+    email: str | None = Field(default=None, max_length=254)
+    directory_url: str | None = Field(default=None, max_length=2048)
+    eab_kid: str | None = Field(default=None, max_length=512)
+    eab_hmac_key: str | None = Field(default=None, max_length=512)
+
+
+class OrderBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    account_id: str = Field(max_length=64)
+    domains: list[str] = Field(min_length=1, max_length=100)
+    challenge: str = "http-01"
+    dns_provider_id: str | None = Field(default=None, max_length=64)
+    secret_path: str = Field(max_length=512)
+    key_type: str = "ec256"
+    auto_renew: bool = False
+
+
+class DnsProviderBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(max_length=64)
+    provider_type: str = Field(max_length=64)
+    credentials: dict[str, Any] = Field(default_factory=dict, description="sealed; never returned")
+    config: dict[str, Any] = Field(default_factory=dict, description="non-secret settings (server, port, ...)")
+    managed_zones: list[str] = Field(min_length=1, max_length=100)
+    verify: bool = True
+
+
+# ------------------------------------------------------------------ accounts
+@bp.post("/v1/pki/acme/accounts")
+@endpoint("pki:admin", scope="pki:admin", body=AccountBody, status=201,
+          summary="Register an ACME account (the key is generated, sealed, never returned)",
+          authorize=permission("write", each=True))
+def register_account():
+    body: AccountBody = g.body
+    authorize(f"pki/acme/accounts/{body.name[:64]}", "write", "pki:admin")
+    view = runtime().acme.register_account(owner(), body.model_dump(), actor(), entry_for_request)
+    return jsonify(view), 201
+
+
+@bp.get("/v1/pki/acme/accounts")
+@endpoint("pki:admin", scope="pki:admin", summary="List ACME accounts", authorize=permission("list", each=True))
+def list_accounts():
+    accounts = runtime().acme.list_accounts(owner())
+    audit_read("pki/acme/accounts", listed=len(accounts))
+    return jsonify({"accounts": accounts})
+
+
+@bp.get("/v1/pki/acme/accounts/<account_id>")
+@endpoint("pki:admin", scope="pki:admin", summary="One ACME account", authorize=permission("read", each=True))
+def get_account(account_id: str):
+    row = runtime().acme.account(owner(), account_id)
+    authorize(f"pki/acme/accounts/{row['name']}", "read", "pki:admin")
+    audit_read(f"pki/acme/accounts/{row['name']}")
+    return jsonify(runtime().acme.account_view(row))
+
+
+# ------------------------------------------------------------------ orders
+@bp.post("/v1/pki/acme/orders")
+@endpoint("acme:order", scope="pki:issue", body=OrderBody, status=202,
+          summary="Order a certificate; the work runs in the background (poll the order)",
+          authorize=permission("write", each=True))
+def create_order():
+    body: OrderBody = g.body
+    validate_path(body.secret_path)
+    authorize(body.secret_path, "write", "pki:issue")
+    view = runtime().acme.create_order(owner(), body.model_dump(), actor(), entry_for_request)
+    return jsonify(view), 202
+
+
+@bp.get("/v1/pki/acme/orders/<order_id>")
+@endpoint("acme:order", summary="One ACME order: pending, processing, valid or invalid (with the reason)",
+          authorize=permission("read", each=True))
+def get_order(order_id: str):
+    require_any_scope("pki:issue", "pki:admin")
+    row = runtime().acme.order(owner(), order_id)
+    authorize(row["secret_path"], "read", "pki:issue")
+    audit_read(row["secret_path"], acme_order_id=row["id"])
+    return jsonify(runtime().acme.order_view(row))
+
+
+@bp.get("/v1/pki/acme/orders")
+@endpoint("acme:order", summary="ACME orders whose secret path the caller may list",
+          query={"limit": "1..200", "cursor": "from the previous page"}, authorize=permission("list", each=True))
+def list_orders():
+    require_any_scope("pki:issue", "pki:admin")
+    limit = page_limit(request.args.get("limit"), 50, 200)
+    page = runtime().acme.list_orders(owner(), limit, request.args.get("cursor"), visible("list"))
+    audit_read("pki/acme/orders", listed=len(page["orders"]))
+    return jsonify(page)
+
+
+# ------------------------------------------------------------------ DNS providers
+@bp.post("/v1/dns/providers")
+@endpoint("pki:admin", scope="pki:admin", body=DnsProviderBody, status=201,
+          summary="Add a DNS provider for dns-01 (credentials sealed; verify=true checks them first)",
+          authorize=permission("write", each=True))
+def create_dns_provider():
+    body: DnsProviderBody = g.body
+    authorize(f"dns/providers/{body.name[:64]}", "write", "pki:admin")
+    view = runtime().dns_providers.create(owner(), body.model_dump(), actor(), entry_for_request)
+    return jsonify(view), 201
+
+
+@bp.get("/v1/dns/providers")
+@endpoint("pki:admin", scope="pki:admin", summary="List DNS providers (never their credentials)",
+          authorize=permission("list", each=True))
+def list_dns_providers():
+    providers = runtime().dns_providers.list(owner())
+    audit_read("dns/providers", listed=len(providers))
+    return jsonify({"providers": providers})
+
+
+@bp.get("/v1/dns/providers/<provider_id>")
+@endpoint("pki:admin", scope="pki:admin", summary="One DNS provider (never its credentials)",
+          authorize=permission("read", each=True))
+def get_dns_provider(provider_id: str):
+    row = runtime().dns_providers.get(owner(), provider_id)
+    authorize(f"dns/providers/{row['name']}", "read", "pki:admin")
+    audit_read(f"dns/providers/{row['name']}")
+    return jsonify(runtime().dns_providers.view(row))
+
+
+@bp.delete("/v1/dns/providers/<provider_id>")
+@endpoint("pki:admin", scope="pki:admin", status=204, summary="Delete a DNS provider not used by open orders",
+          authorize=permission("delete", each=True))
+def delete_dns_provider(provider_id: str):
+    row = runtime().dns_providers.get(owner(), provider_id)
+    authorize(f"dns/providers/{row['name']}", "delete", "pki:admin")
+    runtime().dns_providers.delete(owner(), row["id"], entry_for_request)
+    return Response(status=204)
+
+
+# ------------------------------------------------------------------ http-01
+@bp.get("/.well-known/acme-challenge/<token>")
+@endpoint("pki:public", authenticated=False, tenant=False, summary="http-01 key authorization for a pending ACME challenge")
+def http01(token: str):
+    answer = runtime().acme.http_challenge(token)
+    if answer is None:
+        raise ScaiVaultError("not_found", "no pending ACME challenge has this token")
+    return Response(answer, mimetype="application/octet-stream")

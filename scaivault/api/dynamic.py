@@ -1,0 +1,314 @@
+"""/v1/dynamic/engines (engines, roles, credentials) and /v1/leases.
+
+Policies govern dynamic credentials on the path `dynamic/{engine}/{role}` (credentials: read;
+roles: read/list/write/delete) and `dynamic/{engine}` (engines: read/list/write/delete,
+rotate-root: rotate), with the scopes dynamic:read (read, generate, leases) and
+dynamic:manage (configuration). The paths are composed from several view arguments, so each
+view declares `permission(..., each=True)` and checks its path in one function, `_authorize`.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, g, jsonify, request
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
+
+from ..errors import ScaiVaultError
+from ..policy.access import request_context
+from .auditing import entry_for_request, record_denial
+from .authorization import permission
+from .http import bool_arg, runtime
+from .pipeline import endpoint, parse_body
+
+bp = Blueprint("dynamic", __name__)
+
+Duration = StrictStr | StrictInt | None     # a bool is not a duration
+
+
+class EngineConfig(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    plugin: str | None = Field(default=None, description="postgresql | mysql | mariadb | a third-party plugin")
+    connection_url: str | None = Field(default=None, description="URL with {{username}} and {{password}} placeholders")
+    root_credentials_path: str | None = Field(default=None, description="secret holding {username, password}")
+
+
+class EngineBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str | None = Field(default=None, description="engine name (a-z, 0-9, _ and -); immutable")
+    type: str | None = Field(default=None, description="database")
+    config: EngineConfig | None = None
+    default_ttl: Duration = Field(default=None, description="lease TTL when none is asked for (default 1h)")
+    max_ttl: Duration = Field(default=None, description="upper bound of any lease of this engine (default 24h)")
+
+
+class RoleBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str | None = Field(default=None, description="the role name (POST .../roles only)")
+    creation_statements: list[str] = Field(description="run in order to create the user; {{name}} {{password}} {{expiration}}")
+    revocation_statements: list[str] | None = Field(default=None, description="run on revoke and expiry (default: drop the user)")
+    renew_statements: list[str] | None = Field(default=None, description="run on renew ({{name}} {{expiration}})")
+    default_ttl: Duration = None
+    max_ttl: Duration = None
+
+
+class CredsBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    ttl: Duration = Field(default=None, description="lease TTL; capped by the role's and the engine's max_ttl")
+
+
+class RenewBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    increment: Duration = Field(default=None, description="extend to now + increment (default: the role's TTL)")
+
+
+class RevokePrefixBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    prefix: str = Field(min_length=1, max_length=256, description="lease id prefix: <engine>/, <engine>/<role>/, ...")
+
+
+class LeaseCreds(BaseModel):
+    username: str
+    password: str
+
+
+class CredsView(BaseModel):
+    lease_id: str
+    lease_duration: int
+    renewable: bool
+    expires_at: str
+    data: LeaseCreds
+
+
+# ------------------------------------------------------------------ authorisation (one place)
+def _authorize(path: str, permission: str, category: str) -> None:
+    """Role or policy must grant `permission` on `path`; a refusal is audited and raised."""
+    rt = runtime()
+    decision = rt.access.decide(g.identity, g.tenant, path, permission, request_context(g.identity, request.remote_addr))
+    if not decision.allowed:
+        error = decision.error(path)
+        record_denial(rt, category, error, secret_path=path)
+        raise error
+
+
+def _allows(path: str, permission: str) -> bool:
+    rt = runtime()
+    return rt.access.decide(g.identity, g.tenant, path, permission,
+                            request_context(g.identity, request.remote_addr)).allowed
+
+
+def _lease_access(tenant_id: str, lease_id: str, permission: str, owner_permission: str | None) -> dict:
+    """The lease, if the caller may act on it: its owner (by principal) needs `owner_permission` on
+    the role (None: nothing more), anyone else `permission`."""
+    lease, owner = runtime().dynamic.lease(tenant_id, lease_id)
+    path = f"dynamic/{lease['engine']}/{lease['role']}"
+    if owner == g.identity.principal:
+        if owner_permission:
+            _authorize(path, owner_permission, "leases")
+        return lease
+    _authorize(path, permission, "leases")
+    return lease
+
+
+def _body() -> dict[str, Any]:
+    return g.body.model_dump(exclude_unset=True)
+
+
+def _optional_body(model: type[BaseModel]) -> dict[str, Any]:
+    """An optional JSON body (an empty POST is fine), validated against `model`."""
+    if not request.get_data(cache=True).strip():
+        return {}
+    return parse_body(model).model_dump(exclude_unset=True)
+
+
+def _actor() -> str:
+    return g.identity.identity_id
+
+
+# ------------------------------------------------------------------ engines
+@bp.post("/v1/dynamic/engines")
+@endpoint("dynamic:admin", scope="dynamic:manage", body=EngineBody, status=201,
+          summary="Create an engine: reads the root credentials secret (caller needs read) and tests the connection",
+          authorize=permission("write", each=True))
+def create_engine():
+    body = _body()
+    name = body.get("name")
+    if isinstance(name, str):
+        _authorize(f"dynamic/{name}", "write", "dynamic:admin")
+    tenant = g.tenant
+    view = runtime().dynamic.create_engine(tenant.tenant_id, tenant.partner_id, body, _actor(), entry_for_request,
+                                           lambda path: _authorize(path, "read", "dynamic:admin"))
+    return jsonify(view), 201
+
+
+@bp.get("/v1/dynamic/engines")
+@endpoint("dynamic:admin", scope="dynamic:read", summary="List the engines the caller may list",
+          authorize=permission("list", each=True))
+def list_engines():
+    return jsonify(runtime().dynamic.list_engines(g.tenant.tenant_id, lambda name: _allows(f"dynamic/{name}", "list")))
+
+
+@bp.get("/v1/dynamic/engines/<name>")
+@endpoint("dynamic:admin", scope="dynamic:read", summary="Read an engine (never its root credentials)",
+          authorize=permission("read", each=True))
+def get_engine(name: str):
+    _authorize(f"dynamic/{name}", "read", "dynamic:admin")
+    return jsonify(runtime().dynamic.engine_view(runtime().dynamic.engine(g.tenant.tenant_id, name)))
+
+
+@bp.patch("/v1/dynamic/engines/<name>")
+@endpoint("dynamic:admin", scope="dynamic:manage", body=EngineBody,
+          summary="Update an engine; a changed connection is tested again",
+          authorize=permission("write", each=True))
+def update_engine(name: str):
+    _authorize(f"dynamic/{name}", "write", "dynamic:admin")
+    return jsonify(runtime().dynamic.update_engine(g.tenant.tenant_id, name, _body(), _actor(), entry_for_request,
+                                                   lambda path: _authorize(path, "read", "dynamic:admin")))
+
+
+@bp.delete("/v1/dynamic/engines/<name>")
+@endpoint("dynamic:admin", scope="dynamic:manage", query={"force": "true: revoke the live leases first"},
+          summary="Delete an engine (409 while leases are live unless ?force=true)",
+          authorize=permission("delete", each=True))
+def delete_engine(name: str):
+    force = bool_arg("force")
+    _authorize(f"dynamic/{name}", "delete", "dynamic:admin")
+    return jsonify(runtime().dynamic.delete_engine(g.tenant.tenant_id, name, force, entry_for_request))
+
+
+@bp.get("/v1/dynamic/engines/<name>/health")
+@endpoint("dynamic:admin", scope="dynamic:read", summary="Test the engine's connection; lease counts and failed revocations",
+          authorize=permission("read", each=True))
+def engine_health(name: str):
+    _authorize(f"dynamic/{name}", "read", "dynamic:admin")
+    return jsonify(runtime().dynamic.health(g.tenant.tenant_id, name))
+
+
+@bp.post("/v1/dynamic/engines/<name>/rotate-root")
+@endpoint("dynamic:admin", scope="dynamic:manage",
+          summary="Set a new root password in the database and store it as the next version of the root secret",
+          authorize=permission("rotate", each=True))
+def rotate_root(name: str):
+    _authorize(f"dynamic/{name}", "rotate", "dynamic:admin")
+    return jsonify(runtime().dynamic.rotate_root(g.tenant.tenant_id, name, _actor(), entry_for_request,
+                                                 lambda path: _authorize(path, "rotate", "dynamic:admin")))
+
+
+# ------------------------------------------------------------------ roles
+@bp.get("/v1/dynamic/engines/<name>/roles")
+@endpoint("dynamic:admin", scope="dynamic:read", summary="List the roles of an engine the caller may list",
+          authorize=permission("list", each=True))
+def list_roles(name: str):
+    return jsonify(runtime().dynamic.list_roles(g.tenant.tenant_id, name,
+                                                lambda role: _allows(f"dynamic/{name}/{role}", "list")))
+
+
+@bp.post("/v1/dynamic/engines/<name>/roles")
+@endpoint("dynamic:admin", scope="dynamic:manage", body=RoleBody, status=201, summary="Create or replace a role (name in the body)",
+          authorize=permission("write", each=True))
+def create_role(name: str):
+    body = _body()
+    role = body.pop("name", None)
+    if not isinstance(role, str):
+        raise ScaiVaultError("invalid_role", "name is required")
+    return _put_role(name, role, body)
+
+
+@bp.put("/v1/dynamic/engines/<name>/roles/<role>")
+@endpoint("dynamic:admin", scope="dynamic:manage", body=RoleBody, status=201, summary="Create (201) or replace (200) a role",
+          authorize=permission("write", each=True))
+def put_role(name: str, role: str):
+    body = _body()
+    if body.pop("name", role) != role:
+        raise ScaiVaultError("invalid_role", "the name in the body differs from the path")
+    return _put_role(name, role, body)
+
+
+def _put_role(name: str, role: str, body: dict):
+    _authorize(f"dynamic/{name}/{role}", "write", "dynamic:admin")
+    view, created = runtime().dynamic.put_role(g.tenant.tenant_id, name, role, body, _actor(), entry_for_request)
+    return jsonify(view), (201 if created else 200)
+
+
+@bp.get("/v1/dynamic/engines/<name>/roles/<role>")
+@endpoint("dynamic:admin", scope="dynamic:read", summary="Read a role",
+          authorize=permission("read", each=True))
+def get_role(name: str, role: str):
+    _authorize(f"dynamic/{name}/{role}", "read", "dynamic:admin")
+    return jsonify(runtime().dynamic.get_role(g.tenant.tenant_id, name, role))
+
+
+@bp.delete("/v1/dynamic/engines/<name>/roles/<role>")
+@endpoint("dynamic:admin", scope="dynamic:manage", summary="Delete a role (409 while it has live leases)",
+          authorize=permission("delete", each=True))
+def delete_role(name: str, role: str):
+    _authorize(f"dynamic/{name}/{role}", "delete", "dynamic:admin")
+    return jsonify(runtime().dynamic.delete_role(g.tenant.tenant_id, name, role, entry_for_request))
+
+
+# ------------------------------------------------------------------ credentials
+@bp.post("/v1/dynamic/engines/<name>/creds/<role>")
+@endpoint("dynamic:generate", scope="dynamic:read", response=CredsView,
+          summary="Generate a credential: a new database user under a lease",
+          authorize=permission("read", each=True))
+def generate_creds(name: str, role: str):
+    _authorize(f"dynamic/{name}/{role}", "read", "dynamic:generate")
+    body = _optional_body(CredsBody)
+    return jsonify(runtime().dynamic.generate(g.tenant.tenant_id, name, role, body.get("ttl"), _actor(),
+                                              g.identity.principal, entry_for_request))
+
+
+# ------------------------------------------------------------------ leases
+@bp.get("/v1/leases")
+@endpoint("leases", scope="dynamic:read", summary="List leases: the caller's own and those of roles it may list",
+          query={"engine": "engine name", "role": "role name", "identity": "identity that generated it",
+                 "state": "active | revoke_failed | revoked | live", "limit": "1..1000 (default 100)",
+                 "cursor": "from the previous page"},
+          authorize=permission("list", each=True))
+def list_leases():
+    args = request.args
+    rt = runtime()
+    admin = rt.access.admin_over_tenant(g.identity, g.tenant)
+    visible = None if admin else (lambda engine, role: _allows(f"dynamic/{engine}/{role}", "list"))
+    return jsonify(rt.dynamic.list_leases(g.tenant.tenant_id, engine=args.get("engine"), role=args.get("role"),
+                                          identity=args.get("identity"), state=args.get("state"),
+                                          limit=args.get("limit"), cursor=args.get("cursor"),
+                                          visible_roles=visible, caller=g.identity.principal))
+
+
+@bp.get("/v1/leases/<path:lease_id>")
+@endpoint("leases", scope="dynamic:read", summary="Read a lease (never its password)",
+          authorize=permission("list", each=True))
+def get_lease(lease_id: str):
+    return jsonify(_lease_access(g.tenant.tenant_id, lease_id, "list", None))
+
+
+@bp.post("/v1/leases/<path:lease_id>/renew")
+@endpoint("leases", scope="dynamic:read",
+          summary="Renew a lease by `increment`, capped by its max TTL",
+          authorize=permission("write", each=True))
+def renew_lease(lease_id: str):
+    rt = runtime()
+    _lease_access(g.tenant.tenant_id, lease_id, "write", "read")
+    body = _optional_body(RenewBody)
+    return jsonify(rt.dynamic.renew(g.tenant.tenant_id, lease_id, body.get("increment"), entry_for_request))
+
+
+@bp.post("/v1/leases/<path:lease_id>/revoke")
+@endpoint("leases", scope="dynamic:read",
+          summary="Revoke a lease now (200 revoked; 202 when the database refused and a retry is queued)",
+          authorize=permission("delete", each=True))
+def revoke_lease(lease_id: str):
+    rt = runtime()
+    _lease_access(g.tenant.tenant_id, lease_id, "delete", None)
+    view = rt.dynamic.revoke(g.tenant.tenant_id, lease_id, entry_for_request)
+    return jsonify(view), (200 if view["state"] == "revoked" else 202)
+
+
+@bp.post("/v1/leases/revoke-prefix")
+@endpoint("leases", scope="dynamic:manage", body=RevokePrefixBody,
+          summary="Revoke every live lease whose id starts with the prefix (admin on that part of dynamic/)",
+          authorize=permission("admin", each=True))
+def revoke_prefix():
+    prefix = g.body.prefix
+    _authorize("dynamic/" + prefix.strip("/"), "admin", "leases")
+    return jsonify(runtime().dynamic.revoke_prefix(g.tenant.tenant_id, prefix, entry_for_request))
