@@ -19,7 +19,7 @@ import threading
 import time
 from typing import Any, Callable, Hashable
 
-from .errors import KmsUnavailable
+from .errors import KmsError, KmsUnavailable
 
 log = logging.getLogger("scaivault.crypto")
 
@@ -84,8 +84,13 @@ class CircuitBreaker:
         while self.opened_at is not None and not self._closed.wait(self.probe_interval):
             try:
                 self.probe()
-            except Exception as exc:  # unreachable, or the probe could not run (database down)
-                self.last_error = getattr(exc, "message", None) or type(exc).__name__
+            except KmsUnavailable as exc:
+                self.last_error = exc.message
+                continue
+            except KmsError:
+                pass                  # the KMS answered (with a refusal): reachable; calls get the refusal
+            except Exception as exc:  # the probe could not run (database down): try again later
+                self.last_error = type(exc).__name__
                 continue
             self.reset()
 

@@ -153,13 +153,6 @@ class Keyring:
         provider = self.provider_for(key_ref)
         timed("decrypt", lambda: provider.unwrap(wrapped, ROOT_CHECK_AAD))
 
-    def kms_known_down(self) -> bool:
-        """True while every key of the active root is behind an open breaker."""
-        root = self._root
-        refs = [root.key_ref, root.secondary_key_ref] if root is not None else [self._configured_ref()]
-        refs = [r for r in refs if r]
-        return bool(refs) and all(self._breakers.get(r) is not None and self._breakers[r].is_open for r in refs)
-
     # ------------------------------------------------------------------ root record
 
     def _load_root(self, status: str = "active") -> RootRecord | None:
