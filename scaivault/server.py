@@ -177,7 +177,7 @@ def _warm_up(worker) -> None:
     from .warmup import warm_worker
 
     runtime = worker.wsgi.extensions["scaivault"]
-    warm_worker(runtime, runtime.settings.worker_warmup_timeout)
+    warm_worker(runtime, runtime.settings.worker_warmup_timeout, worker.wsgi.extensions.get("scaivault_rate_limits"))
 
 
 def _post_worker_init(worker) -> None:

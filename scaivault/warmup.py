@@ -20,14 +20,15 @@ MAX_PARTNER_KEYS = 1000
 MAX_TENANT_KEYS = 5000
 
 
-def warm_worker(runtime, timeout: float) -> dict[str, Any]:
-    """Warm `runtime` for at most `timeout` seconds; returns what was done (for the log and tests)."""
+def warm_worker(runtime, timeout: float, rate_limits=None) -> dict[str, Any]:
+    """Warm `runtime` (and the app's rate-limit storage) for at most `timeout` seconds; returns
+    what was done (for the log and tests)."""
     report: dict[str, Any] = {"done": False}
     if timeout <= 0:
         return report
     started = time.monotonic()
     deadline = started + timeout
-    thread = threading.Thread(target=_warm, args=(runtime, deadline, report), name="worker-warmup", daemon=True)
+    thread = threading.Thread(target=_warm, args=(runtime, deadline, report, rate_limits), name="worker-warmup", daemon=True)
     thread.start()
     thread.join(timeout)
     report["seconds"] = round(time.monotonic() - started, 3)
@@ -43,9 +44,12 @@ def _public(report: dict) -> dict:
     return {k: v for k, v in report.items() if k != "errors"} | {"failed_steps": sorted(report.get("errors", {}))}
 
 
-def _warm(runtime, deadline: float, report: dict) -> None:
+def _warm(runtime, deadline: float, report: dict, rate_limits) -> None:
     errors: dict[str, str] = report.setdefault("errors", {})
     steps = [("database", _open_pool), ("jwks", _load_jwks), ("keys", _unwrap_keys), ("redis", _connect_redis)]
+    if rate_limits is not None and rate_limits.storage_uri.startswith(("redis", "rediss", "unix")):
+        # the limiter has its own Redis pool: connect it too (its first EVALSHA would pay for it)
+        steps.append(("rate_limit_storage", lambda runtime, deadline: rate_limits.limiter.storage.get_connection().ping()))
     for name, step in steps:
         if time.monotonic() >= deadline:
             errors[name] = "out of time"
