@@ -173,7 +173,7 @@ def create(settings, key_ref: str | None) -> Pkcs11Key:
     opts = settings.kms_options
     library = require_option(settings, "KMS_LIBRARY")
     slot = opts.get("KMS_SLOT")
-    if slot is not None and not slot.strip().isdigit():
+    if slot is not None and not (slot.strip().isascii() and slot.strip().isdigit()):
         raise ConfigError("KMS_SLOT", f"must be a slot number, got {slot!r}")
     pin = read_secret_file("KMS_PIN_FILE", require_option(settings, "KMS_PIN_FILE"))
     return Pkcs11Key(library, opts.get("KMS_TOKEN_LABEL"), int(slot) if slot else None,

@@ -12,6 +12,7 @@ from werkzeug.exceptions import HTTPException
 from . import __version__
 from .config import Settings
 from .errors import STATUS_BY_CODE, ScaiVaultError
+from .inputs import text_problem
 from .logging_setup import configure_logging
 from .runtime import Runtime
 
@@ -59,6 +60,19 @@ def _new_request_id() -> str:
     return "req_" + secrets.token_hex(12)
 
 
+def _refuse_unstorable_url_text() -> None:
+    """One guard for every endpoint: no NUL or lone surrogate in the URL path or a query key or value."""
+    problem = text_problem(request.path)
+    if problem:
+        raise ScaiVaultError("invalid_request", f"the URL path {problem}")
+    for key, value in request.args.items(multi=True):
+        if text_problem(key):
+            raise ScaiVaultError("invalid_request", f"a query parameter name {text_problem(key)}")
+        if text_problem(value):
+            raise ScaiVaultError("invalid_request", f"the query parameter {key[:64]} {text_problem(value)}",
+                                 details={"parameter": key[:64]})
+
+
 def create_app(settings: Settings, runtime: Runtime | None = None) -> Flask:
     """Build the WSGI application for one process."""
     configure_logging(settings.log_level, settings.log_format)
@@ -66,6 +80,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes
     app.json.sort_keys = False
     app.url_map.strict_slashes = False
+    app.url_map.merge_slashes = False     # `//` is a bad path (JSON 4xx), never werkzeug's HTML 308 redirect
     runtime = runtime or Runtime(settings)
     app.extensions["scaivault"] = runtime
     app.wsgi_app = TenantPrefixMiddleware(app.wsgi_app)
@@ -77,8 +92,12 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> Flask:
     @app.before_request
     def _start_request():
         g.started = time.perf_counter()
+        # the request id (audit entries, error envelopes, X-Request-ID) is always the server's own;
+        # a client's well-formed X-Request-ID is kept apart, so it can never name an audit entry (F16)
         incoming = request.headers.get("X-Request-ID", "")
-        g.request_id = incoming if REQUEST_ID_RE.match(incoming) else _new_request_id()
+        g.request_id = _new_request_id()
+        g.client_request_id = incoming if REQUEST_ID_RE.match(incoming) else None
+        _refuse_unstorable_url_text()
         path_tenant = request.environ.get("scaivault.path_tenant")
         if path_tenant is not None and not TENANT_ID_RE.match(path_tenant):
             raise ScaiVaultError("invalid_request", "tenant id in the path is malformed")
@@ -96,6 +115,8 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> Flask:
     @app.after_request
     def _finish_request(response: Response) -> Response:
         response.headers["X-Request-ID"] = g.get("request_id") or _new_request_id()
+        if g.get("client_request_id"):
+            response.headers["X-Client-Request-ID"] = g.client_request_id
         response.headers.setdefault("Cache-Control", "no-store")
         if not access_log.isEnabledFor(logging.INFO):
             return response
@@ -107,6 +128,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> Flask:
             "request",
             extra={"method": request.method, "path": request.path, "status": response.status_code,
                    "duration_ms": round(elapsed_ms, 2), "request_id": g.get("request_id"),
+                   "client_request_id": g.get("client_request_id"),
                    "remote_addr": request.remote_addr,
                    "identity": getattr(identity, "identity_id", None)},
         )

@@ -25,8 +25,9 @@ class ConfigError(Exception):
         self.problem = problem
 
 
-_DURATION_RE = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
+_DURATION_RE = re.compile(r"^\s*([0-9]{1,12})\s*([smhdw])\s*$", re.ASCII)
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+MAX_DURATION_SECONDS = 100 * 365 * 86400   # 36500d: beyond it a date overflows or means "never"
 
 
 def parse_duration(text: str) -> int:
@@ -36,7 +37,10 @@ def parse_duration(text: str) -> int:
     m = _DURATION_RE.match(text)
     if not m:
         raise ValueError("not a duration (use forms such as 30s, 15m, 48h, 90d)")
-    return int(m.group(1)) * _UNIT_SECONDS[m.group(2)]
+    seconds = int(m.group(1)) * _UNIT_SECONDS[m.group(2)]
+    if seconds > MAX_DURATION_SECONDS:
+        raise ValueError("the duration is longer than 36500d")
+    return seconds
 
 
 def redact_url(url: str) -> str:
@@ -88,7 +92,7 @@ class DatabaseURL:
         unix_sock = None
         socket_dir = query.get("host")
         if "port" in query:  # libpq style, mostly with ?host=/socket/dir
-            if not query["port"].isdigit():
+            if not (query["port"].isascii() and query["port"].isdigit()):
                 raise ConfigError(variable, "has a port parameter that is not a number")
             port = int(query["port"])
         if socket_dir and socket_dir.startswith("/"):
@@ -153,6 +157,7 @@ class Settings:
     metrics_dir: str | None = None          # PROMETHEUS_MULTIPROC_DIR for `serve` (a temp dir when unset)
     kms_cache_grace: int = 3600             # KMS_CACHE_GRACE: cached keys outlive KMS_CACHE_TTL this long while the KMS is unreachable
     worker_warmup_timeout: int = 15         # WORKER_WARMUP_TIMEOUT: a new worker warms up at most this long before accepting
+    metrics_bind_address: str | None = None  # METRICS_BIND_ADDRESS: a second listener serving /v1/metrics
     acme_ca_bundle: str | None = None       # ACME_CA_BUNDLE: extra CA certificates trusted for ACME directories
     lease_sweep_interval: int = 30          # LEASE_SWEEP_INTERVAL: how often expired leases are revoked
     lease_history_retention: int = 30 * 86400   # LEASE_HISTORY_RETENTION: revoked lease rows kept this long
@@ -266,7 +271,7 @@ class _Reader:
             raise ConfigError(name, "has a port that is not a number (percent-encode special "
                                     "characters in the password)") from None
         db = parts.path.strip("/")
-        if parts.scheme != "unix" and db and not db.isdigit():
+        if parts.scheme != "unix" and db and not (db.isascii() and db.isdigit()):
             raise ConfigError(name, "must end in a database number such as /0")
         return value
 
@@ -282,11 +287,13 @@ class _Reader:
         return MappingProxyType({k: v for k, v in self.env.items() if k.startswith(prefix) and v.strip()})
 
 
-def _bind_address(reader: _Reader) -> str:
-    value = reader.string("BIND_ADDRESS", "0.0.0.0:8443")
+def _bind_address(reader: _Reader, name: str = "BIND_ADDRESS", default: str | None = "0.0.0.0:8443") -> str | None:
+    value = reader.string(name, default)
+    if value is None:
+        return None
     host, sep, port = value.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ConfigError("BIND_ADDRESS", f"must be HOST:PORT, got {value!r}")
+    if not sep or not host or not port.isascii() or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(name, f"must be HOST:PORT, got {value!r}")
     return value
 
 
@@ -414,6 +421,7 @@ def load_settings(env: Mapping[str, str], *, dev_mode: bool = False, require_ser
         metrics_dir=r.string("PROMETHEUS_MULTIPROC_DIR"),
         kms_cache_grace=r.duration("KMS_CACHE_GRACE", "1h"),
         worker_warmup_timeout=r.duration("WORKER_WARMUP_TIMEOUT", "15s"),
+        metrics_bind_address=_bind_address(r, "METRICS_BIND_ADDRESS", None),
         acme_ca_bundle=r.existing_file("ACME_CA_BUNDLE"),
         lease_sweep_interval=r.duration("LEASE_SWEEP_INTERVAL", "30s"),
         lease_history_retention=r.duration("LEASE_HISTORY_RETENTION", "30d"),
@@ -425,6 +433,12 @@ def load_settings(env: Mapping[str, str], *, dev_mode: bool = False, require_ser
         raise ConfigError(missing, "TLS_CERT_FILE and TLS_KEY_FILE must be set together")
     if settings.tls_client_ca_file and not settings.tls_cert_file:
         raise ConfigError("TLS_CLIENT_CA_FILE", "needs TLS_CERT_FILE and TLS_KEY_FILE (mTLS requires TLS)")
+    if strict and not settings.scaikey_audience:
+        # issue 9: without it a token ScaiKey issued to ANY application would be accepted here
+        raise ConfigError("SCAIKEY_AUDIENCE", "is required outside `scaivault dev`: the client_id(s) of ScaiVault's "
+                          "application in ScaiKey (comma-separated), matched against each token's aud")
+    if settings.metrics_bind_address and settings.metrics_bind_address == settings.bind_address:
+        raise ConfigError("METRICS_BIND_ADDRESS", "must differ from BIND_ADDRESS (it is a second listener)")
     if settings.bootstrap_super_admin and not (settings.bootstrap_super_admin.startswith("user:")
                                                or settings.bootstrap_super_admin.startswith("usr_")):
         raise ConfigError("BOOTSTRAP_SUPER_ADMIN", "must be user:<email>, a ScaiKey user id (usr_...) or empty")

@@ -44,9 +44,12 @@ STATUS_BY_CODE: dict[str, int] = {
     "decryption_failed": 500,                     # a sealed value failed authentication (moved/tampered)
     "storage_unavailable": 503, "object_not_found": 404, "object_too_large": 413,
     "rotation_in_progress": 409,
+    "tenant_partner_unknown": 409,               # issue 9 F2: never seal under a guessed partner
     "audit_unavailable": 503,
+    # federation (spec/50 section 3)
+    "federation_backend_not_found": 404, "federated_path_read_only": 409, "federation_unavailable": 503,
     # PKI and ACME (issue 12)
-    "certificate_not_allowed": 400, "ca_not_found": 404, "certificate_not_found": 404, "role_not_found": 404,
+    "certificate_not_allowed": 400, "ca_not_found": 404, "certificate_not_found": 404,
     "acme_account_not_found": 404, "acme_order_not_found": 404, "dns_provider_not_found": 404,
     "ca_not_ready": 409, "ca_revoked": 409, "acme_error": 502,
 }

@@ -78,6 +78,13 @@ class Runtime:
         return SecretStore(self.db, self.keyring, self.settings)
 
     @cached_property
+    def federation(self):
+        """Federation backends: configuration, read routing and sync (scaivault.federation)."""
+        from .federation.service import FederationService
+
+        return FederationService(self)
+
+    @cached_property
     def pki(self):
         """Internal CAs, roles, issuance, inventory and CRLs (scaivault.services.pki)."""
         from .services.pki import PkiService

@@ -203,7 +203,7 @@ class ScaiVaultServer(BaseApplication):
     def options(self) -> dict:
         s = self.settings
         options = {
-            "bind": [s.bind_address],
+            "bind": [s.bind_address] + ([s.metrics_bind_address] if s.metrics_bind_address else []),
             "workers": s.web_concurrency,
             "worker_class": "gevent",
             "worker_connections": 1000,

@@ -113,6 +113,7 @@ def base_env(database_url, redis_url, tmp_path_factory, scaikey) -> dict[str, st
         "DATABASE_URL": database_url,
         "REDIS_URL": redis_url,
         "SCAIKEY_URL": scaikey.url,
+        "SCAIKEY_AUDIENCE": "scaivault",   # the stand-in's tokens carry aud=scaivault; required outside dev
         "IDENTITY_SYNC_WEBHOOK_SECRET": scaikey.webhook_secret,
         "BASE_URL": "http://127.0.0.1:8443",
         "KMS_PROVIDER": "local",

@@ -119,6 +119,7 @@ class ScaiKeyStandin:
         self.requests: list[tuple[str, str]] = []   # (method, path) seen, for assertions
         self.jwks_fetches = 0
         self.admin_delay = 0.0                      # seconds each admin list call sleeps
+        self.stall_seconds = 0.0                    # seconds discovery and JWKS requests hang (unresponsive ScaiKey)
         self.fail_resource: str | None = None       # admin resource answering 500
         self.per_page_max = 50
         # browser sign-in (authorization code + PKCE): the user the authorize endpoint signs in,
@@ -259,16 +260,21 @@ def _handler_for(standin: ScaiKeyStandin):
 
         def _send(self, status: int, body: dict | list) -> None:
             raw = json.dumps(body).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(raw)))
-            self.end_headers()
-            self.wfile.write(raw)
+            try:
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(raw)))
+                self.end_headers()
+                self.wfile.write(raw)
+            except (BrokenPipeError, ConnectionResetError):
+                pass   # the client gave up on a stalled answer (stall_seconds)
 
         def do_GET(self):
             parts = urlsplit(self.path)
             path, query = parts.path, {k: v[-1] for k, v in parse_qs(parts.query).items()}
             standin.requests.append(("GET", path))
+            if standin.stall_seconds and (path.endswith("/openid-configuration") or path.endswith("/jwks.json")):
+                time.sleep(standin.stall_seconds)
             if path == PLATFORM_DISCOVERY or (path.startswith("/api/v1/auth/tenants/")
                                               and path.endswith("/.well-known/openid-configuration")):
                 doc = {"issuer": standin.issuer, "token_endpoint": standin.url + PLATFORM_TOKEN,

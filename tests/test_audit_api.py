@@ -167,7 +167,8 @@ def test_a_caller_without_an_admin_role_is_refused_and_the_refusal_is_audited(cl
     response = client.get("/v1/audit/logs", headers={**auth(token), "X-Request-ID": "req-nosy-1"})
     assert response.status_code == 403
     assert response.get_json()["error"]["code"] == "access_denied"
-    row = runtime.db.one("SELECT action, success, identity_id, tenant_id FROM audit_log WHERE request_id = 'req-nosy-1'")
+    row = runtime.db.one("SELECT action, success, identity_id, tenant_id FROM audit_log WHERE request_id = :r",
+                         r=response.headers["X-Request-ID"])
     assert row == {"action": "audit_query", "success": False, "identity_id": "user:nosy@x.io", "tenant_id": tenant_id}
 
 
@@ -180,16 +181,21 @@ def test_a_token_without_the_audit_scope_is_refused(client, scaikey, auth, tenan
 
 
 def test_reading_the_audit_log_is_itself_audited(client, runtime, admin_headers, tenant_id):
-    client.get("/v1/audit/logs", query_string={"action": "read"}, headers={**admin_headers, "X-Request-ID": "req-q-1"})
-    row = runtime.db.one("SELECT action, success, extra_data FROM audit_log WHERE request_id = 'req-q-1'")
+    response = client.get("/v1/audit/logs", query_string={"action": "read"},
+                          headers={**admin_headers, "X-Request-ID": "req-q-1"})
+    row = runtime.db.one("SELECT action, success, extra_data FROM audit_log WHERE request_id = :r",
+                         r=response.headers["X-Request-ID"])
     assert row["action"] == "audit_query" and row["success"] is True
-    assert row["extra_data"] == {"endpoint": "logs", "filters": ["action"], "actor": row["extra_data"]["actor"]}
+    assert row["extra_data"] == {"endpoint": "logs", "filters": ["action"], "actor": row["extra_data"]["actor"],
+                                 "client_request_id": "req-q-1"}
 
 
 def test_health_probes_and_metrics_scrapes_are_not_audited(client, runtime):
     for path in ("/v1/health", "/v1/health/ready", "/v1/version", "/v1/metrics"):
-        client.get(path, headers={"X-Request-ID": "req-probe-" + path.replace("/", "-")})
-    assert runtime.db.scalar("SELECT count(*) FROM audit_log WHERE request_id LIKE 'req-probe-%'") == 0
+        response = client.get(path, headers={"X-Request-ID": "req-probe-" + path.replace("/", "-")})
+        assert runtime.db.scalar("SELECT count(*) FROM audit_log WHERE request_id = :r",
+                                 r=response.headers["X-Request-ID"]) == 0
+    assert runtime.db.scalar("SELECT count(*) FROM audit_log WHERE extra_data->>'client_request_id' LIKE 'req-probe-%'") == 0
 
 
 def test_the_secret_trail_answers_who_read_this_secret(client, runtime, admin_headers, tenant_id):
@@ -271,7 +277,8 @@ def test_an_export_runs_as_a_job_and_its_files_hold_the_matching_entries(client,
     assert {r["action"] for r in rows} == {"read", "write"}
     listed = client.get("/v1/audit/exports", headers=admin_headers).get_json()["exports"]
     assert created["export_id"] in [e["export_id"] for e in listed]
-    audit_row = runtime.db.one("SELECT action, extra_data FROM audit_log WHERE request_id = :r", r=f"req-exp-{fmt}")
+    audit_row = runtime.db.one("SELECT action, extra_data FROM audit_log WHERE request_id = :r",
+                               r=response.headers["X-Request-ID"])
     assert audit_row["action"] == "export_created"
     assert audit_row["extra_data"]["export_id"] == created["export_id"]
     # the stored file is sealed, not plaintext

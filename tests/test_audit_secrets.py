@@ -42,13 +42,14 @@ def entries(admin, request_id):
 
 
 def test_a_write_and_a_read_each_leave_one_entry_with_every_field_and_no_value(admin, tenant):
-    assert admin.put("/v1/secrets/db/prod/password", json={"data": {"password": SECRET_VALUE}},
-                     headers={"X-Request-ID": "req-w-" + tenant, "User-Agent": "scaivault-python/1.0.0"}
-                     ).status_code in (200, 201)
+    write = admin.put("/v1/secrets/db/prod/password", json={"data": {"password": SECRET_VALUE}},
+                      headers={"X-Request-ID": "req-w-" + tenant, "User-Agent": "scaivault-python/1.0.0"})
+    assert write.status_code in (200, 201)
     read = admin.get("/v1/secrets/db/prod/password", headers={"X-Request-ID": "req-r-" + tenant})
     assert read.status_code == 200 and read.get_json()["data"]["password"] == SECRET_VALUE
-    [write_entry] = entries(admin, "req-w-" + tenant)
-    [read_entry] = entries(admin, "req-r-" + tenant)
+    [write_entry] = entries(admin, write.headers["X-Request-ID"])
+    [read_entry] = entries(admin, read.headers["X-Request-ID"])
+    assert write_entry["extra_data"]["client_request_id"] == "req-w-" + tenant
     assert write_entry["action"] == "write" and read_entry["action"] == "read"
     for e in (write_entry, read_entry):
         assert e["success"] is True and e["tenant_id"] == tenant
@@ -66,7 +67,7 @@ def test_a_denied_read_leaves_one_failed_entry(admin, callers, tenant):
     stranger = callers.user("stranger@x.example", tenant)
     refused = stranger.get("/v1/secrets/app/key", headers={"X-Request-ID": "req-d-" + tenant})
     assert refused.status_code == 403
-    [entry] = entries(admin, "req-d-" + tenant)
+    [entry] = entries(admin, refused.headers["X-Request-ID"])
     assert entry["action"] == "read" and entry["success"] is False
     assert entry["identity_id"] == "user:stranger@x.example" and entry["secret_path"] == "app/key"
     assert entry["extra_data"]["error"] == "access_denied"
@@ -76,7 +77,7 @@ def test_a_policy_change_is_audited(admin, tenant):
     created = admin.post("/v1/policies", json={"name": "readers", "rules": [
         {"path_pattern": "app/*", "permissions": ["read"]}]}, headers={"X-Request-ID": "req-p-" + tenant})
     assert created.status_code == 201, created.get_json()
-    [entry] = entries(admin, "req-p-" + tenant)
+    [entry] = entries(admin, created.headers["X-Request-ID"])
     assert entry["action"] == "policy_create" and entry["success"] is True
     assert entry["extra_data"]["policy_id"] == created.get_json()["id"]
 
@@ -134,6 +135,6 @@ def test_a_refused_policy_change_is_audited_with_its_action(admin, callers, tena
     refused = outsider.post("/v1/policies", json={"name": "mine", "rules": [
         {"path_pattern": "**", "permissions": ["read"]}]}, headers={"X-Request-ID": "req-pd-" + tenant})
     assert refused.status_code == 403
-    [entry] = entries(admin, "req-pd-" + tenant)
+    [entry] = entries(admin, refused.headers["X-Request-ID"])
     assert entry["action"] == "policy_create" and entry["success"] is False
     assert entry["identity_id"] == "user:outsider@x.example"

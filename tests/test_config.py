@@ -13,6 +13,7 @@ MINIMAL = {
     "DATABASE_URL": "postgresql://vault:pw@db.internal:5432/scaivault?sslmode=require",
     "REDIS_URL": "redis://cache:6379/0",
     "SCAIKEY_URL": "https://scaikey.example",
+    "SCAIKEY_AUDIENCE": "scaivault",
     "BASE_URL": "https://vault.example",
     "KMS_PROVIDER": "local",
 }
@@ -30,7 +31,7 @@ def test_defaults_follow_the_deployment_guide():
     assert s.identity_sync_interval == 15 * 60
     assert s.max_request_bytes == 1024 * 1024
     assert s.storage_provider == "db"
-    assert s.scaikey_audience == ()
+    assert s.scaikey_audience == ("scaivault",)
     assert s.bootstrap_super_admin is None
     assert s.web_concurrency >= 1
 
@@ -164,6 +165,18 @@ def test_serve_with_a_missing_variable_exits_2_with_one_line_naming_it():
     result = run_cli(["serve"], env)
     assert result.returncode == 2
     assert "BASE_URL" in _one_line(result.stderr)
+
+
+def test_serve_without_scaikey_audience_exits_2_naming_it_but_dev_mode_does_not_need_it():
+    env = {k: v for k, v in MINIMAL.items() if k != "SCAIKEY_AUDIENCE"}
+    result = run_cli(["serve"], env)
+    assert result.returncode == 2
+    assert "SCAIKEY_AUDIENCE" in result.stderr
+    with pytest.raises(ConfigError) as raised:
+        load_settings(env)
+    assert raised.value.variable == "SCAIKEY_AUDIENCE"
+    assert load_settings(env, dev_mode=True).scaikey_audience == ()
+    assert load_settings(env, require_services=False).scaikey_audience == ()   # migrate checks no tokens
 
 
 def test_serve_with_a_malformed_variable_exits_2():

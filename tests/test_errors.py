@@ -105,20 +105,22 @@ def test_failing_fields_get_422_with_the_fields_named(probe):
 
 def test_an_unexpected_exception_is_a_500_envelope_without_its_message(probe, capsys):
     response = probe.get("/v1/_probe/crash")
-    error = _envelope(response, 500, "internal_error")
+    _envelope(response, 500, "internal_error")
     assert "hunter2" not in response.get_data(as_text=True)
     assert "hunter2" not in capsys.readouterr().err
 
 
-def test_a_well_formed_request_id_is_echoed(client):
+def test_a_well_formed_client_request_id_is_echoed_apart_from_the_servers_own(client):
     response = client.get("/v1/health", headers={"X-Request-ID": "deploy-42.check:7"})
-    assert response.headers["X-Request-ID"] == "deploy-42.check:7"
+    assert response.headers["X-Request-ID"].startswith("req_")
+    assert response.headers["X-Client-Request-ID"] == "deploy-42.check:7"
 
 
 @pytest.mark.parametrize("bad", ["has space", "x" * 200, "semi;colon", "<script>"])
 def test_a_malformed_request_id_is_replaced_by_a_generated_one(client, bad):
     response = client.get("/v1/nope", headers={"X-Request-ID": bad})
     assert response.headers["X-Request-ID"].startswith("req_")
+    assert "X-Client-Request-ID" not in response.headers
     assert response.get_json()["error"]["request_id"] == response.headers["X-Request-ID"]
 
 

@@ -106,7 +106,8 @@ def reference_match(pattern: str, path: str) -> bool:
 
 LITERALS = ["a", "b", "ab", "ssl", "x-1", "db_2"]
 path_strategy = st.lists(st.sampled_from(LITERALS), min_size=1, max_size=7).map("/".join)
-pattern_segment = st.sampled_from(LITERALS + ["*", "**", "?", "a*", "*b", "a?", "?b", "*s*", "x-?"])
+pattern_segment = st.sampled_from(LITERALS + ["*", "**", "?", "a*", "*b", "a?", "?b", "*s*", "x-?",
+                                             "*a*b", "a*b*", "*?*", "?*b", "a*?b*", "*b*b*"])
 
 
 def _valid_pattern(segments: list[str]) -> bool:
@@ -130,6 +131,52 @@ def test_a_literal_pattern_matches_exactly_its_own_path(path):
     assert not PathPattern.compile(path).matches(path + "/x")
     assert PathPattern.compile(path + "/**").matches(path + "/x")
     assert not PathPattern.compile(path + "/**").matches(path)
+
+
+# ----------------------------------------------------------------- bounded time (issue 9 F5)
+PATHOLOGICAL = "*a*a*a*a*a*a*a*a*a*a*a*a*b"   # the review's rule: 5 s on a 30-character path before
+
+
+@pytest.mark.parametrize("length", [30, 200, 512])
+def test_a_pathological_rule_is_matched_in_milliseconds(length):
+    """Invariant 12 (nothing a tenant controls can stall a worker): a policy author's pattern is
+    matched without backtracking, so the review's rule on a long path costs microseconds, not seconds."""
+    import time
+
+    compiled = PathPattern.compile(PATHOLOGICAL)
+    for path in ("a" * length, "/".join(["a" * (length // 10)] * 10)[:length].strip("/"), "a" * (length - 1) + "b"):
+        started = time.perf_counter()
+        for _ in range(100):
+            compiled.matches(path)
+        assert (time.perf_counter() - started) / 100 < 0.002, (length, path)
+    assert compiled.matches("a" * 12 + "b") and not compiled.matches("a" * 11 + "b")
+
+
+@pytest.mark.parametrize("pattern", [
+    "**/a*/**/a*/**/a*/**/a*/**/b",            # many `**` runs: placed leftmost-first, never every split
+    "**/*a*a*/**/*a*a*/**/*a*a*/**/b",         # several per segment: runs and chunks placed leftmost-first
+    "*a*a*a*/*a*a*a*/*a*a*a*/*a*a*a*/b",
+])
+def test_deep_and_many_star_patterns_are_matched_in_bounded_time(pattern):
+    import time
+
+    compiled = PathPattern.compile(pattern)
+    for path in ("/".join(["a" * 50] * 10), "/".join(["a" * 50] * 9) + "/c", "/".join(["ab" * 25] * 10)):
+        started = time.perf_counter()
+        assert not compiled.matches(path)
+        assert time.perf_counter() - started < 0.01, (pattern, path)
+    assert compiled.matches("x/aaa/aaa/aaa/aaa/b" if pattern.startswith("**") else "aaa/aaa/aaa/aaa/b")
+
+
+def test_a_pattern_with_too_many_wildcards_is_refused_with_validation_error():
+    """The limit on wildcards per pattern (defence in depth next to the linear matcher)."""
+    from scaivault.policy.glob import MAX_WILDCARDS
+
+    PathPattern.compile("?" * MAX_WILDCARDS)
+    with pytest.raises(ScaiVaultError) as exc:
+        PathPattern.compile("?" * (MAX_WILDCARDS + 1))
+    assert exc.value.code == "validation_error" and exc.value.status == 422
+    assert PathPattern.compile("?" * (MAX_WILDCARDS + 1), max_wildcards=None).matches("a" * (MAX_WILDCARDS + 1))
 
 
 @pytest.fixture(scope="module")

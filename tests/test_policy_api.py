@@ -218,9 +218,10 @@ def test_policy_crud_round_trip_with_audit(app, admin, tenant):
     assert admin.delete(f"/v1/policies/{pid}").status_code == 200
     actions = [(r["action"], r["success"]) for r in app.extensions["scaivault"].db.query(
         "SELECT action, success FROM audit_log WHERE tenant_id = :t AND action LIKE 'policy_%' ORDER BY ts", t=tenant)]
-    # the refused second unbind has its entry too (success=false)
-    assert actions == [("policy_create", True), ("policy_update", True), ("policy_update", True), ("policy_bind", True),
-                       ("policy_unbind", True), ("policy_unbind", False), ("policy_delete", True)]
+    # reading a policy and its bindings is audited too (issue 9); so is the refused second unbind (issue 18)
+    assert actions == [("policy_create", True), ("policy_read", True), ("policy_update", True), ("policy_update", True),
+                       ("policy_bind", True), ("policy_read", True), ("policy_unbind", True), ("policy_unbind", False),
+                       ("policy_delete", True)]
 
 
 def test_policy_list_is_paginated(admin):

@@ -144,10 +144,19 @@ def test_a_partner_scoped_service_token_reaches_the_tenants_of_its_partner_only(
     assert _probe(probe_client, {**auth(token), "X-Tenant-ID": "tnt_ten_b1"}).status_code == 403
 
 
-def test_a_personal_token_of_a_partner_admin_keeps_the_partner_reach(probe_client, scaikey, auth):
+def test_a_personal_token_has_the_partner_reach_of_a_stored_role_only(probe_client, scaikey, auth):
+    """F3: roles are derived at use; a `role` claim of the minting token is not kept."""
     creator = scaikey.mint(sub="usr_pa_pat", tenant_id="tnt_ten_a1", partner_id="ptn_ten_a", role="partner_admin",
                            scopes=("identity:read",))
     pat = probe_client.post("/v1/auth/tokens", json={"name": "pa", "scopes": ["identity:read"]},
                             headers=auth(creator)).get_json()["token"]
+    assert _probe(probe_client, {**auth(creator), "X-Tenant-ID": "tnt_ten_a2"}).status_code == 200
+    assert _probe(probe_client, {**auth(pat), "X-Tenant-ID": "tnt_ten_a2"}).status_code == 403
+    rt = probe_client.application.extensions["scaivault"]
+    with rt.db.transaction() as s:
+        s.execute("""INSERT INTO identity_role_assignments (principal, identity_id, role, partner_id, source)
+                     VALUES ('tnt_ten_a1/usr_pa_pat', 'user:usr_pa_pat', 'partner_admin', 'ptn_ten_a', 'store')
+                     ON CONFLICT DO NOTHING""")
+    rt.authenticator.invalidate()
     assert _probe(probe_client, {**auth(pat), "X-Tenant-ID": "tnt_ten_a2"}).status_code == 200
     assert _probe(probe_client, {**auth(pat), "X-Tenant-ID": "tnt_ten_b1"}).status_code == 403

@@ -249,3 +249,52 @@ def test_ui_pages_carry_a_strict_content_security_policy_and_need_a_session(serv
     # a callback that this browser did not start is refused
     stray = requests.get(served.url + "/ui/callback?code=abc&state=def", timeout=10)
     assert stray.status_code == 400 and "text/html" in stray.headers["Content-Type"]
+
+
+def test_admin_resources_such_as_federation_backends_have_list_and_detail_pages(page, served, scaikey):
+    from tests.fakes.servers import MotoServer
+
+    moto = MotoServer().start()
+    try:
+        token = scaikey.mint(**{**ADMIN, "scopes": ADMIN["scopes"] + ("federation:read", "federation:write")})
+        bearer = {"Authorization": f"Bearer {token}"}
+        requests.put(served.url + "/v1/secrets/infra/ui-aws", headers=bearer, timeout=10,
+                     json={"data": {"access_key_id": "testing", "secret_access_key": "testing"}})
+        moto.client("secretsmanager").create_secret(Name="uifed/one", SecretString='{"k": "v"}')
+        created = requests.post(served.url + "/v1/federation/backends", headers=bearer, timeout=30, json={
+            "name": "ui-aws", "type": "aws-secrets-manager", "mode": "sync", "sync_interval": "10m",
+            "config": {"region": "us-east-1", "endpoint": moto.url, "credentials_path": "infra/ui-aws"},
+            "path_mapping": {"uifed/**": "uifed/**"}})
+        assert created.status_code == 201, created.text
+        sign_in(page, served, scaikey, {**ADMIN, "scopes": ADMIN["scopes"] + ("federation:read", "federation:write")})
+        page.click("nav >> text=Federation")
+        page.click("a:has-text('ui-aws')")
+        page.wait_for_selector("h2:has-text('Status')")
+        assert "aws-secrets-manager" in page.inner_text("#view")
+        page.click("button:has-text('Sync now')")
+        page.wait_for_selector("pre.ok:has-text('\"written\": 1')")
+        shot(page, "federation")
+        assert page.errors == []
+    finally:
+        moto.stop()
+
+
+def test_pki_pages_list_authorities_and_show_one_with_its_actions(page, served, scaikey):
+    admin = {**ADMIN, "scopes": ADMIN["scopes"] + ("pki:admin", "pki:issue")}
+    bearer = {"Authorization": f"Bearer {scaikey.mint(**admin)}"}
+    created = requests.post(served.url + "/v1/pki/ca", headers=bearer, timeout=60, json={
+        "ca_type": "root", "name": "ui-root", "common_name": "UI Test Root", "key_type": "ec", "key_bits": 256,
+        "ttl": "8760h"})
+    assert created.status_code == 201, created.text
+    sign_in(page, served, scaikey, admin)
+    page.click("nav >> text=PKI")
+    page.click("a:has-text('ui-root')")
+    page.wait_for_selector("h1:has-text('Certificate authorities: ui-root')")
+    assert "UI Test Root" in page.inner_text("#view")
+    assert "Regenerate CRL" in page.inner_text("#view")
+    page.click("button:has-text('Regenerate CRL')")
+    page.wait_for_selector("pre.ok")
+    page.click(".tabs >> text=Certificate roles")
+    page.wait_for_selector("h1:has-text('Certificate roles')")
+    shot(page, "pki")
+    assert page.errors == []

@@ -16,6 +16,7 @@ BLUEPRINT_MODULES = [
     "scaivault.api.secrets",
     "scaivault.api.policies",
     "scaivault.api.openapi",
+    "scaivault.api.federation",
     "scaivault.api.pki",
     "scaivault.api.acme",
     "scaivault.api.dynamic",

@@ -7,6 +7,7 @@ from typing import Any, Literal
 from flask import Blueprint, Response, g, jsonify, request
 from pydantic import BaseModel, ConfigDict, Field
 
+from .. import inputs
 from ..audit import exports, queries, record_now
 from ..audit.chain import verify_chain
 from ..audit.entry import IDENTITY_TYPES
@@ -20,7 +21,7 @@ from .pipeline import endpoint
 bp = Blueprint("audit", __name__)
 
 FILTER_KEYS = ("from", "to", "action", "identity_id", "identity_type", "path_prefix", "success", "source_ip",
-               "request_id")
+               "request_id", "actor")
 
 
 # ------------------------------------------------------------------ request parsing
@@ -29,11 +30,10 @@ def parse_timestamp(name: str, value: Any, fields: dict[str, str]) -> datetime |
     if value is None or value == "":
         return None
     try:
-        ts = datetime.fromisoformat(str(value).strip())
+        return inputs.parse_timestamp(value)
     except ValueError:
         fields[name] = "must be an ISO 8601 timestamp such as 2026-01-31T12:00:00Z"
         return None
-    return ts if ts.tzinfo else ts.replace(tzinfo=timezone.utc)
 
 
 def parse_filter(source: dict[str, Any], *, tenant_id: str) -> queries.AuditFilter:
@@ -59,7 +59,8 @@ def parse_filter(source: dict[str, Any], *, tenant_id: str) -> queries.AuditFilt
     if success not in (None, True, False):
         fields["success"] = "must be true or false"
     text = {}
-    for name, limit in (("identity_id", 320), ("path_prefix", 512), ("source_ip", 64), ("request_id", 128)):
+    for name, limit in (("identity_id", 320), ("path_prefix", 512), ("source_ip", 64), ("request_id", 128),
+                        ("actor", 400)):
         value = source.get(name)
         if value is not None and (not isinstance(value, str) or len(value) > limit or "\x00" in value):
             fields[name] = f"must be a string of at most {limit} characters"
@@ -74,13 +75,7 @@ def parse_limit() -> int:
     raw = request.args.get("limit")
     if raw is None or raw == "":
         return queries.DEFAULT_LIMIT
-    try:
-        limit = int(raw)
-    except ValueError:
-        raise ValidationFailed({"limit": "must be an integer"}) from None
-    if not 1 <= limit <= queries.MAX_LIMIT:
-        raise ValidationFailed({"limit": f"must be between 1 and {queries.MAX_LIMIT}"})
-    return limit
+    return inputs.parse_int(raw, "limit", low=1, high=queries.MAX_LIMIT, code="validation_error")
 
 
 def audited_query(what: str, extra: dict[str, Any] | None = None) -> None:

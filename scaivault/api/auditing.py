@@ -8,6 +8,7 @@ failure whose transaction rolled back its entry gets one of its own, in a separa
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from typing import Any
@@ -15,6 +16,7 @@ from typing import Any
 from flask import g, request
 
 from ..audit import AuditEntry, record_now
+from ..audit.entry import new_entry_id
 from ..errors import ScaiVaultError
 
 log = logging.getLogger("scaivault.audit")
@@ -73,6 +75,8 @@ def entry_for_request(action: str, *, secret_path: str | None = None, success: b
     if identity is not None:
         # the name (identity_id) can be shared or change; the actor is the immutable sub + home tenant
         entry.extra_data.setdefault("actor", identity.principal)
+    if g.get("client_request_id"):   # the caller's own correlation id, apart from the server's request_id
+        entry.extra_data.setdefault("client_request_id", g.client_request_id)
     acting_for = getattr(identity, "acting_for", None)
     if acting_for:  # an exchanged token: who it acts for is part of the record
         entry.extra_data.setdefault("acting_for", acting_for)
@@ -84,6 +88,21 @@ def entry_for_request(action: str, *, secret_path: str | None = None, success: b
     return entry
 
 
+def record_read(runtime, action: str, *, tenant_id: str | None = None, partner_id: str | None = None,
+                extra: dict[str, Any] | None = None) -> None:
+    """Audit a read of authorisation or identity data (policies, the identity cache) before it is answered.
+
+    Fail-closed like every read: if the entry cannot be written the request fails (503) and
+    nothing is returned. `tenant_id` names the tenant whose data was read, when not the request's.
+    """
+    entry = entry_for_request(action, extra=extra)
+    if tenant_id is not None:
+        entry.tenant_id, entry.partner_id = tenant_id, partner_id
+    if entry.tenant_id is None:
+        entry.extra_data.setdefault("scope", "platform")
+    record_now(runtime, entry)
+
+
 def record_denial(runtime, category: str | None, error: ScaiVaultError, secret_path: str | None = None) -> None:
     """Audit a refused or failed request (success=false, the error code) unless it has its entry.
 
@@ -92,23 +111,37 @@ def record_denial(runtime, category: str | None, error: ScaiVaultError, secret_p
     likely rolled back (audit insert refused, connection lost, commit failed), so the failure
     is recorded here on a connection of its own. Only requests acting in a known tenant are
     recorded; an audit failure here is logged, not raised: the caller is refused either way.
+    An attempt to act in another tenant is always recorded, naming the target, in the caller's
+    home tenant and in the targeted tenant (F12).
     """
-    action = denial_action(category)
+    details = error.details or {}
+    cross_tenant = error.status == 403 and details.get("reason") == "cross_tenant"
+    action = denial_action(category) or ("cross_tenant_attempt" if cross_tenant else None)
     if action is None or g.get("audit_failure_built"):
         return
     if g.get("audit_entry_built") and error.status < 500:
         return
-    if g.get("tenant") is None and getattr(g.get("identity"), "tenant_id", None) is None:
+    if g.get("tenant") is None and getattr(g.get("identity"), "tenant_id", None) is None and not cross_tenant:
         return
     if secret_path is None:
         secret_path = (request.view_args or {}).get("path")
-    entry = entry_for_request(action, secret_path=secret_path, success=False,
-                              extra={"error": error.code, "method": request.method})
-    try:
-        record_now(runtime, entry)
-    except ScaiVaultError:
-        log.warning("a refused or failed request could not be audited",
-                    extra={"request_id": g.get("request_id"), "error": error.code})
+    extra = {"error": error.code, "method": request.method}
+    target = details.get("tenant_id") if cross_tenant else None
+    if target:
+        extra["target_tenant_id"] = target
+    entry = entry_for_request(action, secret_path=secret_path, success=False, extra=extra)
+    entries = [entry] if entry.tenant_id else []
+    target_row = runtime.authenticator.tenant(target) if target else None
+    if target_row is not None and target != entry.tenant_id:
+        copy = dataclasses.replace(entry, id=new_entry_id(), tenant_id=target, partner_id=target_row["partner_id"],
+                                   extra_data={**entry.extra_data, "home_tenant_id": entry.tenant_id})
+        entries.append(copy)
+    for item in entries:
+        try:
+            record_now(runtime, item)
+        except ScaiVaultError:
+            log.warning("a refused or failed request could not be audited",
+                        extra={"request_id": g.get("request_id"), "error": error.code})
 
 
 record_failure = record_denial

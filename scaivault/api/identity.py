@@ -8,13 +8,13 @@ from typing import Any
 from flask import Blueprint, g, jsonify, request
 from pydantic import BaseModel, Field
 
-from .. import audit
+from .. import audit, inputs
 from ..auth import roles as role_store
 from ..auth import tenancy
 from ..auth.identity import ADMIN_ROLES, Identity, principal_key, user_identity_id
 from ..errors import ScaiVaultError
 from ..identity import store, sync, webhooks
-from .auditing import entry_for_request
+from .auditing import entry_for_request, record_read
 from .http import runtime
 from .authorization import identity_only, reach, require_reach, role
 from .pipeline import endpoint
@@ -38,11 +38,10 @@ def _paging() -> tuple[int, int, int]:
     fields = {}
     values = {}
     for name, default, high in (("page", 1, 1_000_000), ("page_size", 50, MAX_PAGE_SIZE)):
-        raw = request.args.get(name, str(default))
-        if not raw.isdigit() or not 1 <= int(raw) <= high:
+        try:
+            values[name] = inputs.parse_int(request.args.get(name, str(default)), name, low=1, high=high)
+        except ScaiVaultError:
             fields[name] = f"must be an integer between 1 and {high}"
-        else:
-            values[name] = int(raw)
     if fields:
         raise ScaiVaultError("validation_error", "bad pagination parameters", details={"fields": fields})
     return values["page"], values["page_size"], (values["page"] - 1) * values["page_size"]
@@ -61,10 +60,17 @@ def _platform(identity: Identity) -> bool:
     return tenancy.platform_reach(identity)
 
 
-def _reachable_or_missing(tenant_id: str, what: str) -> None:
+def _audit_read(endpoint_name: str, tenant_row: dict | None = None, **extra: Any) -> None:
+    """The identity cache is who-is-who of a tenant: reading it is audited (`identity_read`) before answering."""
+    record_read(runtime(), "identity_read", tenant_id=tenant_row["id"] if tenant_row else None,
+                partner_id=tenant_row["partner_id"] if tenant_row else None,
+                extra={"endpoint": endpoint_name, **{k: v for k, v in extra.items() if v is not None}})
+
+
+def _reachable_or_missing(tenant_id: str, what: str) -> dict:
     """An object of a tenant outside the caller's reach answers exactly like one that does not exist (F6)."""
     try:
-        require_reach(tenant_id)
+        return require_reach(tenant_id)
     except ScaiVaultError as exc:
         if exc.code == "tenant_not_found":
             raise ScaiVaultError("identity_not_found", f"no such {what} in the identity cache") from None
@@ -119,6 +125,7 @@ def list_partners():
             rows = [row] if row and row["deleted_at"] is None and status in (None, row["status"]) else []
             total = len(rows)
             rows = rows[offset:offset + size]
+    _audit_read("partners", count=len(rows))
     return jsonify({"partners": [_partner_view(r) for r in rows], "total": total, "page": page, "page_size": size})
 
 
@@ -139,6 +146,7 @@ def list_tenants():
         rows, total = store.list_tenants(s, partner_id=_text_arg("partner_id"), status=_text_arg("status"),
                                          limit=size, offset=offset, restrict_partners=restrict_partners,
                                          restrict_tenant=restrict_tenant)
+    _audit_read("tenants", count=len(rows))
     return jsonify({"tenants": [_tenant_view(r) for r in rows], "total": total, "page": page, "page_size": size})
 
 
@@ -152,6 +160,7 @@ def list_users(tenant_id: str):
         rows, total = store.list_users(s, tenant_id, status=_text_arg("status"), q=_text_arg("q"),
                                        limit=size, offset=offset)
         views = _user_views(s, rows)
+    _audit_read("users", g.reached_tenant, count=len(views), q=_text_arg("q"))
     return jsonify({"users": views, "total": total, "page": page, "page_size": size})
 
 
@@ -165,6 +174,7 @@ def list_groups(tenant_id: str):
     groups = [{"id": r["id"], "tenant_id": r["tenant_id"], "name": r["name"], "identity_id": "group:" + r["name"],
                "description": r["description"], "group_type": r["group_type"], "member_count": r["member_count"],
                "last_synced_at": _iso(r["last_synced_at"])} for r in rows]
+    _audit_read("groups", g.reached_tenant, count=len(groups))
     return jsonify({"groups": groups, "total": total, "page": page, "page_size": size})
 
 
@@ -177,7 +187,7 @@ def group_members(group_id: str):
         group = store.group(s, group_id[:128])
     if group is None or group["deleted_at"] is not None or not group["tenant_id"]:
         raise ScaiVaultError("identity_not_found", "no such group in the identity cache")
-    _reachable_or_missing(group["tenant_id"], "group")
+    tenant_row = _reachable_or_missing(group["tenant_id"], "group")
     with runtime().db.session() as s:
         rows, total = store.group_members(s, group_id, limit=size, offset=offset)
     members = []
@@ -188,6 +198,7 @@ def group_members(group_id: str):
         else:
             member.update(group_id=r["member_id"], name=r["group_name"])
         members.append(member)
+    _audit_read("group_members", tenant_row, group_id=group["id"], count=len(members))
     return jsonify({"members": members, "total": total, "page": page, "page_size": size})
 
 
@@ -224,10 +235,12 @@ def resolve_identity(identity_type: str, identity_id: str):
                     "identity_id": "sa:" + (row["slug"] or row["name"] or row["client_id"]),
                     "client_id": row["client_id"], "name": row["name"], "tenant_id": row["tenant_id"],
                     "partner_id": row["partner_id"], "scope": row["scope"], "last_synced_at": _iso(row["last_synced_at"])}
+    tenant_row = None
     if body.get("tenant_id"):
-        _reachable_or_missing(body["tenant_id"], identity_type.replace("_", " "))
+        tenant_row = _reachable_or_missing(body["tenant_id"], identity_type.replace("_", " "))
     elif not _platform(g.identity):
         raise ScaiVaultError("identity_not_found", "no such identity in the identity cache")
+    _audit_read("resolve", tenant_row, type=identity_type, id=body["id"])
     return jsonify(body)
 
 
@@ -279,6 +292,7 @@ def sync_history():
                                    partner_ids=sorted(tenancy.partner_reach(identity)))
         # platform-wide runs are listed without their platform-wide counts
         views = [{**_run_view(r), "counts": {}} if r["kind"] == "full" else _run_view(r) for r in rows]
+    _audit_read("sync_history", count=len(views))
     return jsonify({"syncs": views, "total": total, "page": page, "page_size": size})
 
 
@@ -321,9 +335,10 @@ def get_user_roles(user_id: str):
     """The stored admin roles of one user (ScaiKey-synced and ScaiVault-assigned)."""
     target = _role_target(user_id[:330])
     if not _may_view_roles(target):
-        raise ScaiVaultError("identity_not_found", "no such user")
+        raise ScaiVaultError("identity_not_found", "no such user in the identity cache")
     with runtime().db.session() as s:
         rows = role_store.stored_assignments(s, target.principal)
+    _audit_read("user_roles", None, target=target.identity_id, target_principal=target.principal)
     return jsonify({"identity_id": target.identity_id, "roles": [r["role"] for r in rows],
                     "assignments": [{k: _iso(v) for k, v in r.items()} for r in rows]})
 
@@ -360,7 +375,7 @@ def scaikey_webhook():
                              "(IDENTITY_SYNC_WEBHOOK_SECRET)")
     raw = request.get_data(cache=True)
     webhooks.verify_signature(secret, request.headers, raw)
-    envelope = webhooks.parse_envelope(raw, request.headers)
+    envelope = webhooks.parse_envelope(raw)
     event_id, event_type = envelope["event_id"], envelope["event_type"]
     try:
         with rt.db.transaction() as s:

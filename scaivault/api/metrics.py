@@ -3,7 +3,9 @@
 Request metrics are recorded here once for every endpoint: the `path_category` label is the
 view's rate-limit category (bounded), `probe` for health/version/metrics, `unmatched` when no
 route matched. Scrapes are not audited and not rate limited; METRICS_TOKEN, when set,
-requires `Authorization: Bearer <METRICS_TOKEN>`.
+requires `Authorization: Bearer <METRICS_TOKEN>`. Without a token, metrics (tenant ids,
+per-tenant activity) are served only over loopback or on METRICS_BIND_ADDRESS, a second
+listener that serves nothing but metrics and health probes (issue 9 F15).
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from flask import Blueprint, Flask, Response, current_app, g, request
 
 from .. import metrics
 from ..errors import ScaiVaultError
+from ..inputs import is_ascii_digits
 from .http import runtime
 from .pipeline import endpoint
 
@@ -24,16 +27,64 @@ bp = Blueprint("metrics", __name__)
 @endpoint(None, authenticated=False)
 def scrape():
     """Prometheus text exposition of every ScaiVault series."""
-    token = runtime().settings.metrics_token
+    settings = runtime().settings
+    token = settings.metrics_token
     if token:
         supplied = request.headers.get("Authorization", "")
         expected = "Bearer " + token
         if not hmac.compare_digest(supplied.encode(), expected.encode()):
             raise ScaiVaultError("authentication_required", "a valid metrics bearer token is required",
                                  headers={"WWW-Authenticate": 'Bearer realm="metrics"'})
+    elif not (on_metrics_listener(settings.metrics_bind_address) or _over_loopback()):
+        raise ScaiVaultError("forbidden", "metrics are served over loopback or on METRICS_BIND_ADDRESS only "
+                             "(or anywhere with METRICS_TOKEN)")
     _sample_pool_gauges()
     body, content_type = metrics.exposition()
     return Response(body, status=200, content_type=content_type)
+
+
+def _local_address() -> tuple[str, int] | None:
+    """(host, port) of the listener this request came in on."""
+    sock = request.environ.get("gunicorn.socket")
+    if sock is not None:
+        try:
+            host, port = sock.getsockname()[:2]
+            return str(host), int(port)
+        except (OSError, TypeError, ValueError):
+            return None
+    port = request.environ.get("SERVER_PORT", "")
+    return (request.environ.get("SERVER_NAME", ""), int(port)) if is_ascii_digits(str(port), 5) else None
+
+
+def on_metrics_listener(metrics_bind_address: str | None) -> bool:
+    """True when the request arrived on the METRICS_BIND_ADDRESS listener."""
+    if not metrics_bind_address:
+        return False
+    local = _local_address()
+    host, _, port = metrics_bind_address.rpartition(":")
+    host = host.strip("[]")
+    return local is not None and local[1] == int(port) and (host in ("0.0.0.0", "::", "*") or local[0] == host)
+
+
+def _over_loopback() -> bool:
+    """The TCP peer is this host and no proxy forwarded the request on someone else's behalf."""
+    import ipaddress
+
+    if "X-Forwarded-For" in request.headers or "Forwarded" in request.headers:
+        return False
+    peer = request.environ.get("scaivault.proxy_addr") or request.environ.get("REMOTE_ADDR") or ""
+    try:
+        return ipaddress.ip_address(peer.split("%")[0]).is_loopback
+    except ValueError:
+        return False
+
+
+@bp.before_app_request
+def _metrics_listener_serves_metrics_only():
+    if request.endpoint in ("metrics.scrape", "health.liveness", "health.readiness") or \
+            not on_metrics_listener(runtime().settings.metrics_bind_address):
+        return None
+    raise ScaiVaultError("not_found", "this listener (METRICS_BIND_ADDRESS) serves /v1/metrics and health probes only")
 
 
 def _sample_pool_gauges() -> None:

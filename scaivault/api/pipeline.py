@@ -8,6 +8,7 @@ view let tests walk the URL map (every authenticated view must declare `authoriz
 from __future__ import annotations
 
 import functools
+import json
 from typing import Callable
 
 from flask import g, request
@@ -81,10 +82,14 @@ def endpoint(category: str | None, *, scope: str | None = None, authenticated: b
 
 
 def parse_body(model: type[BaseModel]) -> BaseModel:
-    """The JSON body validated against `model`; field errors become 422 validation_error."""
-    raw = json_body()
+    """The JSON body validated strictly against `model`; field errors become 422 validation_error.
+
+    Strict JSON-mode validation: `"cas": true` is not 1 and `"cas": "2"` is not 2 (issue 9 F13);
+    a model names the members that may hold NUL in `nul_allowed_under` (sealed secret data).
+    """
+    raw = json_body(nul_allowed_under=getattr(model, "nul_allowed_under", frozenset()))
     try:
-        return model.model_validate(raw)
+        return model.model_validate_json(json.dumps(raw), strict=True)
     except ValidationError as exc:
         fields = {".".join(str(p) for p in err["loc"]) or "body": err["msg"] for err in exc.errors()}
         raise ValidationFailed(fields) from None

@@ -13,11 +13,12 @@ from flask import Blueprint, g, jsonify, request
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..errors import ScaiVaultError
+from ..inputs import UtcTimestamp
 from ..policy.engine import compile_policies
 from ..policy.paths import validate_path
 from ..policy.rules import RequestContext
 from ..services.policies import PolicyOwner, PolicyService
-from .auditing import entry_for_request
+from .auditing import entry_for_request, record_read
 from .http import runtime
 from .authorization import admin, identity_only
 from .pipeline import endpoint
@@ -57,14 +58,14 @@ class BindingBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
     identity_type: str = Field(description="user, service_account, group or dynamic_engine")
     identity_id: str = Field(description="user:<email>, sa:<name> or group:<name>")
-    expires_at: datetime | None = Field(default=None, description="the binding lapses at this time")
+    expires_at: UtcTimestamp | None = Field(default=None, description="the binding lapses at this time")
 
 
 class TestContext(BaseModel):
     model_config = ConfigDict(extra="forbid")
     source_ip: str | None = None
     mfa_verified: bool = False
-    timestamp: datetime | None = None
+    timestamp: UtcTimestamp | None = None
 
 
 class PolicyTestBody(BaseModel):
@@ -157,6 +158,11 @@ def _may_change(policy: dict) -> None:
         raise ScaiVaultError("access_denied", "partner-scope policies are managed by partner admins")
 
 
+def _audit_read(extra: dict) -> None:
+    """Policies are authorisation data: reading them is audited (`policy_read`), before they are answered."""
+    record_read(runtime(), "policy_read", extra=extra)
+
+
 def _dump(model: BaseModel) -> dict:
     return model.model_dump(exclude_unset=True)
 
@@ -170,8 +176,10 @@ def _dump(model: BaseModel) -> dict:
 def list_policies():
     args = request.args
     include_inactive = (args.get("include_inactive") or "").lower() in ("1", "true", "yes")
-    return jsonify(_service().list(_owner(), scope=args.get("scope"), include_inactive=include_inactive,
-                                   limit=args.get("limit"), cursor=args.get("cursor")))
+    listing = _service().list(_owner(), scope=args.get("scope"), include_inactive=include_inactive,
+                              limit=args.get("limit"), cursor=args.get("cursor"))
+    _audit_read({"endpoint": "list", "count": len(listing["policies"])})
+    return jsonify(listing)
 
 
 @bp.post("/v1/policies")
@@ -189,7 +197,9 @@ def create_policy():
 @endpoint("policies", scope="policies:read", response=PolicyView, summary="Get a policy with its rules and bindings",
           authorize=admin())
 def get_policy(policy_id: str):
-    return jsonify(_service().get(_owner(), policy_id))
+    policy = _service().get(_owner(), policy_id)
+    _audit_read({"endpoint": "get", "policy_id": policy["id"]})
+    return jsonify(policy)
 
 
 @bp.put("/v1/policies/<policy_id>")
@@ -224,7 +234,9 @@ def delete_policy(policy_id: str):
 @endpoint("policies", scope="policies:read", response=BindingListView, summary="List a policy's bindings",
           authorize=admin())
 def list_bindings(policy_id: str):
-    return jsonify(_service().bindings(_owner(), policy_id))
+    bindings = _service().bindings(_owner(), policy_id)
+    _audit_read({"endpoint": "bindings", "policy_id": policy_id[:64]})
+    return jsonify(bindings)
 
 
 @bp.post("/v1/policies/<policy_id>/bindings")
@@ -287,5 +299,5 @@ def test_policy():
            "permission": body.permission, "decision": explained, "evaluated_policies": evaluated}
     if not explained["allowed"]:
         out["code"] = explained.get("code")
-    return jsonify(out)
+    return jsonify(out)   # spec/20 5.10 and acceptance scenario 7: the dry run writes no audit entry
 

@@ -3,26 +3,28 @@
 Custom methods use Google's colon style (`{path}:versions`, `{path}:metadata`,
 `{path}:restore`, `{path}:destroy`): ':' is outside the path alphabet, so they can never
 collide with a secret path. Each view: validate the path, authorise it (scope by the
-pipeline, then role or policy here, from the path alone), call the store, respond.
+pipeline, then the permission declared on @endpoint, from the path alone), call the store, respond.
 """
 from __future__ import annotations
 
-from typing import Any, Literal
+import functools
+from typing import Annotated, Any, ClassVar, Literal
 
 from flask import Blueprint, g, jsonify, request
 from pydantic import BaseModel, ConfigDict, Field
 
-from .. import ratelimit
+from .. import inputs, ratelimit
 from ..audit import record_now
 from ..config import parse_duration
+from ..crypto.keyring import tenant_partner_unknown
 from ..errors import ScaiVaultError
 from ..policy.access import request_context
 from ..policy.glob import PathPattern
 from ..policy.paths import validate_path
 from ..services.secrets import MAX_VERSIONS_LIMIT, SecretOwner, WriteRequest
 from .auditing import entry_for_request, record_denial
+from .authorization import permission, require_permission
 from .http import bool_arg, runtime
-from .authorization import permission
 from .pipeline import endpoint
 
 bp = Blueprint("secrets", __name__)
@@ -37,11 +39,12 @@ class WriteOptions(BaseModel):
                                      description="versions kept; older ones are pruned on write")
     expires_in: str | None = Field(default=None, description="duration such as 24h or 90d; sets expires_at")
     rotation_policy_id: str | None = Field(default=None, max_length=128, pattern=r"^[A-Za-z0-9_.:-]+$")
-    cas: int | None = Field(default=None, ge=0, description="check-and-set: 0 = create only, N = only if current is N")
+    cas: int | None = Field(default=None, ge=0, le=inputs.PG_INT_MAX, description="check-and-set: 0 = create only, N = only if current is N")
 
 
 class SecretWriteBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
+    nul_allowed_under: ClassVar[frozenset[str]] = frozenset({"data"})   # sealed as bytes, never stored as text
     data: dict[str, Any] = Field(description="the secret payload, a JSON object (at most MAX_SECRET_BYTES)")
     secret_type: str | None = Field(default=None, description="kv | json | certificate | ssh_key | api_key")
     metadata: dict[str, Any] | None = Field(default=None, description="description, tags, owner, custom keys")
@@ -58,14 +61,14 @@ class MetadataPatchBody(BaseModel):
 
 class DestroyBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    versions: list[int] = Field(min_length=1, max_length=100)
+    versions: list[Annotated[int, Field(ge=1, le=inputs.PG_INT_MAX)]] = Field(min_length=1, max_length=100)
 
 
 class BatchReadOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
     include_metadata: bool = False
     fail_fast: bool = False
-    version: int | None = Field(default=None, ge=1)
+    version: int | None = Field(default=None, ge=1, le=inputs.PG_INT_MAX)
 
 
 class BatchReadBody(BaseModel):
@@ -188,7 +191,14 @@ def _owner(partner: bool) -> SecretOwner:
         if not tenant.partner_id:
             raise ScaiVaultError("tenant_not_found", "this tenant belongs to no partner, so it has no partner secrets")
         return SecretOwner(tenant.partner_id, None)
-    return SecretOwner(tenant.partner_id or "", tenant.tenant_id)
+    if not tenant.partner_id:
+        raise tenant_partner_unknown(tenant.tenant_id)
+    return SecretOwner(tenant.partner_id, tenant.tenant_id)
+
+
+def _may_erase(path: str, partner: bool):
+    """Lowering max_versions erases history like :destroy, so it needs `delete` as well (F11)."""
+    return functools.partial(require_permission, path, "delete", partner)
 
 
 def _actor() -> str:
@@ -199,9 +209,7 @@ def _int_arg(name: str) -> int | None:
     raw = request.args.get(name)
     if raw is None or raw == "":
         return None
-    if not raw.isdigit() or len(raw) > 9 or int(raw) < 1:
-        raise ScaiVaultError("invalid_request", f"{name} must be a positive integer")
-    return int(raw)
+    return inputs.parse_int(raw, name, low=1, high=inputs.PG_INT_MAX)
 
 
 _bool_arg = bool_arg
@@ -219,7 +227,11 @@ def _route(rule: str, name: str, view, methods: list[str]) -> None:
           authorize=permission("read"))
 def read_secret(path: str, partner: bool):
     version = _int_arg("version")
-    return jsonify(runtime().secret_store.read(_owner(partner), path, version, entry_for_request))
+    rt, owner = runtime(), _owner(partner)
+    route = None if partner else rt.federation.route(owner, path)
+    if route is not None and route.mode == "proxy":
+        return jsonify(rt.federation.proxy_read(owner, path, route, entry_for_request))
+    return jsonify(rt.secret_store.read(owner, path, version, entry_for_request))
 
 
 @endpoint("secrets:write", scope="secrets:write", body=SecretWriteBody, response=SecretMetadataView,
@@ -231,7 +243,13 @@ def write_secret(path: str, partner: bool):
     req = WriteRequest(data=body.data, secret_type=body.secret_type, metadata=body.metadata,
                        max_versions=options.max_versions, expires_in=options.expires_in,
                        rotation_policy_id=options.rotation_policy_id, cas=options.cas)
-    view, created = runtime().secret_store.write(_owner(partner), path, req, _actor(), entry_for_request)
+    rt, owner = runtime(), _owner(partner)
+    lowering = {"may_lower_retention": _may_erase(path, partner)}
+    route = None if partner else rt.federation.check_write(owner, path)
+    if route is not None:   # a synced path whose backend takes writes: the backend first
+        view, created = rt.federation.write_through(owner, path, req, route, _actor(), entry_for_request, **lowering)
+    else:
+        view, created = rt.secret_store.write(owner, path, req, _actor(), entry_for_request, **lowering)
     return jsonify(view), (201 if created else 200)
 
 
@@ -262,7 +280,8 @@ def read_metadata(path: str, partner: bool):
           authorize=permission("write"))
 def patch_metadata(path: str, partner: bool):
     patch = g.body.model_dump(exclude_unset=True)
-    return jsonify(runtime().secret_store.update_metadata(_owner(partner), path, patch, _actor(), entry_for_request))
+    return jsonify(runtime().secret_store.update_metadata(_owner(partner), path, patch, _actor(), entry_for_request,
+                                                          may_lower_retention=_may_erase(path, partner)))
 
 
 @endpoint("secrets:delete", scope="secrets:delete", response=SecretMetadataView,

@@ -6,6 +6,7 @@ from typing import Literal
 from flask import Blueprint, g, jsonify, request
 from pydantic import BaseModel, ConfigDict, Field
 
+from .. import inputs
 from ..audit import record_now
 from ..crypto.rotation import rotate_root, rotate_tenant_key
 from ..crypto.status import key_status
@@ -44,10 +45,7 @@ def list_keys():
     rt = runtime()
     # a partner admin sees the keys of its own partner only
     partner = None if g.identity.is_super_admin else (g.identity.partner_id or "")
-    try:
-        limit = min(max(int(request.args.get("limit", 100)), 1), 1000)
-    except ValueError:
-        raise ScaiVaultError("invalid_request", "limit must be an integer") from None
+    limit = inputs.parse_int(request.args.get("limit", "100"), "limit", low=1, high=1000)
     if g.identity.is_super_admin and request.args.get("partner_id"):
         partner = request.args["partner_id"]
     status = key_status(rt.db, partner_id=partner, limit=limit)

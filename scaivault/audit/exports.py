@@ -127,7 +127,8 @@ def _filter_of(job: dict[str, Any]) -> AuditFilter:
     return AuditFilter(tenant_id=job["tenant_id"], since=ts(f.get("from")), until=ts(f.get("to")),
                        actions=tuple(f.get("action") or ()), identity_id=f.get("identity_id"),
                        identity_type=f.get("identity_type"), path_prefix=f.get("path_prefix"),
-                       success=f.get("success"), source_ip=f.get("source_ip"), request_id=f.get("request_id"))
+                       success=f.get("success"), source_ip=f.get("source_ip"), request_id=f.get("request_id"),
+                       actor=f.get("actor"))
 
 
 def part_key(job: dict[str, Any], number: int) -> str:

@@ -5,13 +5,11 @@ Every query is scoped to one tenant. Listings are newest first and paginated by 
 """
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+from .. import inputs
 from ..db import Database
 from ..errors import ScaiVaultError
 from .entry import format_timestamp
@@ -40,6 +38,7 @@ class AuditFilter:
     success: bool | None = None
     source_ip: str | None = None
     request_id: str | None = None
+    actor: str | None = None                # the principal `<tenant>/<sub>` (issue 9): one identity, not a name
 
     def where(self) -> tuple[str, dict[str, Any]]:
         """A WHERE clause and its parameters."""
@@ -61,6 +60,9 @@ class AuditFilter:
             if value is not None:
                 clauses.append(f"{name} = :{name}")
                 params[name] = value
+        if self.actor is not None:
+            clauses.append("extra_data->>'actor' = :actor")
+            params["actor"] = self.actor
         if self.path_prefix:
             clauses.append("secret_path LIKE :path_like")
             params["path_like"] = _like_prefix(self.path_prefix)
@@ -75,7 +77,8 @@ class AuditFilter:
                 "to": format_timestamp(self.until) if self.until else None,
                 "action": list(self.actions) or None, "identity_id": self.identity_id,
                 "identity_type": self.identity_type, "path_prefix": self.path_prefix,
-                "success": self.success, "source_ip": self.source_ip, "request_id": self.request_id}
+                "success": self.success, "source_ip": self.source_ip, "request_id": self.request_id,
+                **({"actor": self.actor} if self.actor is not None else {})}
 
 
 def _like_prefix(prefix: str) -> str:
@@ -93,20 +96,19 @@ class Page:
 
 
 def encode_cursor(ts: datetime, entry_id: str) -> str:
-    raw = json.dumps([format_timestamp(ts), entry_id], separators=(",", ":")).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    return inputs.encode_cursor([format_timestamp(ts), entry_id])
 
 
 def decode_cursor(cursor: str) -> tuple[datetime, str]:
     """(ts, id) of a cursor; invalid_cursor (400) for anything this service did not issue."""
+    message = "the cursor is not valid; start again without one"
     try:
-        padded = cursor + "=" * (-len(cursor) % 4)
-        ts_text, entry_id = json.loads(base64.urlsafe_b64decode(padded.encode()))
+        ts_text, entry_id = inputs.decode_cursor(cursor, message)
         ts = datetime.strptime(ts_text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc)
         if not isinstance(entry_id, str) or not entry_id.startswith("log_") or len(entry_id) > 64:
             raise ValueError
-    except (ValueError, TypeError, binascii.Error, UnicodeDecodeError, json.JSONDecodeError):
-        raise ScaiVaultError("invalid_cursor", "the cursor is not valid; start again without one") from None
+    except (ValueError, TypeError):
+        raise ScaiVaultError("invalid_cursor", message) from None
     return ts, entry_id
 
 

@@ -175,7 +175,10 @@ class Authenticator:
         tenant_row = None
         with self.runtime.db.transaction() as s:
             if tenant_id:
-                tenant_row = store.tenant(s, tenant_id) or store.ensure_tenant_just_in_time(s, tenant_id, partner_id)
+                tenant_row = store.tenant(s, tenant_id)
+                if tenant_row is None or (tenant_row["partner_id"] is None and partner_id):
+                    # a partner claim fills in a partner the cache does not know; it never replaces one
+                    tenant_row = store.ensure_tenant_just_in_time(s, tenant_id, partner_id)
                 partner_id = partner_id or tenant_row["partner_id"]
             if is_service:
                 client_id = claims.get("client_id") if isinstance(claims.get("client_id"), str) else sub
@@ -257,16 +260,15 @@ class Authenticator:
                     # the binding name follows the cache (an email change or the first sync), the owner does not
                     if user["email"]:
                         identity_id = user_identity_id(user["email"])
-            snapshot_role = row["roles"][0] if row["roles"] else None
-            grants = roles.grants_from_claims({"role": snapshot_role}, row["tenant_id"], row["partner_id"])
-            grants += roles.stored_grants(s, principal_key(row["subject"], row["tenant_id"]))
+            # roles are derived at use from the role store: a token's transient `role` claim is never kept
+            grants = roles.stored_grants(s, principal_key(row["subject"], row["tenant_id"]))
             personal_tokens.touch(s, row["id"])
         identity = Identity(
             identity_id=identity_id, identity_type=row["identity_type"], subject=row["subject"],
             tenant_id=row["tenant_id"], partner_id=row["partner_id"], scopes=frozenset(row["scopes"]),
             groups=tuple(dict.fromkeys(groups)), roles=frozenset(g.role for g in grants),
             display_name=row["display_name"], token_kind="pat", token_id=row["id"], issued_at=row["created_at"],
-            expires_at=row["expires_at"], claims={"role": snapshot_role} if snapshot_role else {},
+            expires_at=row["expires_at"], claims={},
             grants=tuple(dict.fromkeys(grants)),
         )
         return identity, row["expires_at"].timestamp()

@@ -14,6 +14,7 @@ log = logging.getLogger("scaivault.auth.epoch")
 
 EPOCH_KEY = "scaivault:auth:epoch"
 EPOCH_CHECK_SECONDS = 0.5
+EPOCH_READ_STALL_SECONDS = 2.0   # a Redis read in flight longer than this counts as Redis unreadable
 
 
 class AuthEpoch:
@@ -21,7 +22,8 @@ class AuthEpoch:
         self._redis_factory = redis_factory
         self._value: bytes | None = None
         self._checked_at = float("-inf")
-        self._lock = threading.Lock()
+        self._reading_since: float | None = None
+        self._lock = threading.Lock()           # guards the fields; never held across the Redis read
 
     def current(self) -> object:
         """The last seen epoch value; re-read from Redis when older than EPOCH_CHECK_SECONDS.
@@ -35,16 +37,27 @@ class AuthEpoch:
         if now - self._checked_at < EPOCH_CHECK_SECONDS:
             return self._value
         with self._lock:
-            if time.monotonic() - self._checked_at < EPOCH_CHECK_SECONDS:
+            now = time.monotonic()
+            if now - self._checked_at < EPOCH_CHECK_SECONDS:
                 return self._value
-            try:
-                self._value = self._redis_factory().get(EPOCH_KEY) or b"0"
-                self._checked_at = time.monotonic()
-            except Exception as exc:  # Redis down: no cached identity may outlive a revocation
-                log.warning("auth epoch unreadable", extra={"error": type(exc).__name__})
-                self._value = object()  # type: ignore[assignment]
-                self._checked_at = time.monotonic()
-            return self._value
+            if self._reading_since is not None:
+                # another caller is reading Redis: use the last value, unless that read has stalled,
+                # in which case no cached identity may be trusted (as when Redis is down)
+                if now - self._reading_since > EPOCH_READ_STALL_SECONDS:
+                    self._value = object()  # type: ignore[assignment]
+                    self._checked_at = now
+                return self._value
+            self._reading_since = now
+        try:
+            value = self._redis_factory().get(EPOCH_KEY) or b"0"
+        except Exception as exc:  # Redis down: no cached identity may outlive a revocation
+            log.warning("auth epoch unreadable", extra={"error": type(exc).__name__})
+            value = object()
+        with self._lock:
+            self._value = value  # type: ignore[assignment]
+            self._checked_at = time.monotonic()
+            self._reading_since = None
+        return value
 
     def bump(self) -> None:
         """Invalidate derived identities in every process (this one at once)."""

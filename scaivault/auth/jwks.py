@@ -22,6 +22,7 @@ _KEY_SHAPE = {"RS256": ("RSA", None), "ES256": ("EC", "P-256")}
 JWKS_MAX_AGE_SECONDS = 600.0          # scheduled refresh: rotation is picked up within 10 minutes
 UNKNOWN_KID_REFETCH_INTERVAL = 10.0   # at most one forced refetch per interval per process
 HTTP_TIMEOUT_SECONDS = 5.0
+FAILURE_BACKOFF_SECONDS = (1.0, 2.0, 4.0, 8.0, 16.0, 30.0)   # negative cache after 1, 2, 3, ... failed fetches
 
 
 @dataclass(frozen=True)
@@ -32,16 +33,29 @@ class Discovery:
 
 
 class JwksCache:
-    """Keys by kid, fetched lazily, refreshed every 10 minutes or (rate-limited) on an unknown kid."""
+    """Keys by kid, fetched lazily, refreshed every 10 minutes or (rate-limited) on an unknown kid.
 
-    def __init__(self, scaikey_url: str | None, jwks_url: str | None = None):
+    Design.md invariant 12 (issue 9 F10): no lock is held across network I/O. One caller (the
+    leader) fetches while concurrent callers wait on its result (single flight), so N logins
+    with an unknown kid cost one fetch and one timeout, not N in a row. A failed fetch is
+    remembered (negative cache, backoff 1 s doubling to 30 s), so an unresponsive ScaiKey is not
+    asked again by every login. Stale keys keep being served while a background thread refreshes
+    them (stale-while-revalidate).
+    """
+
+    def __init__(self, scaikey_url: str | None, jwks_url: str | None = None, *,
+                 http_timeout: float = HTTP_TIMEOUT_SECONDS):
         self.scaikey_url = scaikey_url.rstrip("/") if scaikey_url else None
         self.jwks_url_override = jwks_url
+        self.http_timeout = http_timeout
         self._discovery: Discovery | None = None
         self._keys: dict[str, jwt.PyJWK] = {}
         self._fetched_at = 0.0
         self._last_forced = float("-inf")
-        self._lock = threading.Lock()
+        self._failures = 0
+        self._retry_at = float("-inf")      # negative cache: no fetch before this (monotonic)
+        self._inflight: threading.Event | None = None
+        self._state = threading.Lock()      # guards the fields above; never held across I/O
 
     @property
     def configured(self) -> bool:
@@ -49,12 +63,20 @@ class JwksCache:
 
     def discovery(self) -> Discovery:
         """The platform discovery document (cached); falls back to the documented JWKS path."""
-        if self._discovery is not None:
-            return self._discovery
+        if self._discovery is None:
+            self._refresh(wait=True)
+        if self._discovery is None:
+            if not self.configured:
+                raise ScaiVaultError("token_invalid", "no ScaiKey is configured to verify this token")
+            raise ScaiVaultError("service_unavailable", "ScaiKey discovery is unreachable")
+        return self._discovery
+
+    # ------------------------------------------------------------------ fetching (never under _state)
+    def _load_discovery(self) -> Discovery | None:
         issuer = token_endpoint = jwks_uri = None
         if self.scaikey_url:
             try:
-                resp = requests.get(self.scaikey_url + PLATFORM_DISCOVERY_PATH, timeout=HTTP_TIMEOUT_SECONDS)
+                resp = requests.get(self.scaikey_url + PLATFORM_DISCOVERY_PATH, timeout=self.http_timeout)
                 if resp.status_code == 200:
                     doc = resp.json()
                     if isinstance(doc, dict):
@@ -64,27 +86,28 @@ class JwksCache:
             except (requests.RequestException, ValueError) as exc:
                 log.warning("ScaiKey discovery failed", extra={"error": type(exc).__name__})
                 if not self.jwks_url_override:
-                    raise ScaiVaultError("service_unavailable", "ScaiKey discovery is unreachable") from None
+                    return None
         jwks_uri = self.jwks_url_override or jwks_uri or (
             self.scaikey_url + PLATFORM_JWKS_PATH if self.scaikey_url else None)
         if not jwks_uri:
-            raise ScaiVaultError("token_invalid", "no ScaiKey is configured to verify this token")
-        self._discovery = Discovery(issuer=issuer, jwks_uri=jwks_uri,
-                                    token_endpoint=token_endpoint or (
-                                        self.scaikey_url + "/api/v1/platform/oauth/token" if self.scaikey_url else None))
-        return self._discovery
+            return None
+        return Discovery(issuer=issuer, jwks_uri=jwks_uri,
+                         token_endpoint=token_endpoint or (
+                             self.scaikey_url + "/api/v1/platform/oauth/token" if self.scaikey_url else None))
 
-    def _fetch(self) -> None:
-        uri = self.discovery().jwks_uri
+    def _fetch(self) -> bool:
+        """One discovery (until it succeeded once) and JWKS download; True when fresh keys were stored."""
+        discovery = self._discovery or self._load_discovery()
+        if discovery is None:
+            return False
+        self._discovery = discovery
         try:
-            resp = requests.get(uri, timeout=HTTP_TIMEOUT_SECONDS)
+            resp = requests.get(discovery.jwks_uri, timeout=self.http_timeout)
             resp.raise_for_status()
             doc = resp.json()
         except (requests.RequestException, ValueError) as exc:
             log.warning("JWKS fetch failed", extra={"error": type(exc).__name__})
-            if self._keys:
-                return  # keep serving the keys we have; a later call retries
-            raise ScaiVaultError("service_unavailable", "ScaiKey's signing keys are unreachable") from None
+            return False
         keys: dict[str, jwt.PyJWK] = {}
         for entry in doc.get("keys", []) if isinstance(doc, dict) else []:
             if not isinstance(entry, dict) or not isinstance(entry.get("kid"), str):
@@ -95,6 +118,52 @@ class JwksCache:
                 continue  # a key type we cannot use (e.g. symmetric): never selectable
         self._keys = keys
         self._fetched_at = time.monotonic()
+        return True
+
+    def _refresh(self, *, wait: bool, unknown_kid: bool = False) -> None:
+        """Fetch once for every concurrent caller; `wait=False` starts it in the background and returns.
+
+        `unknown_kid`: joins a fetch under way, or starts one at most once per UNKNOWN_KID_REFETCH_INTERVAL.
+        """
+        with self._state:
+            now = time.monotonic()
+            event = self._inflight
+            if event is None:
+                if now < self._retry_at:
+                    return                               # failed recently: answer from what we have
+                if unknown_kid:
+                    if now - self._last_forced < UNKNOWN_KID_REFETCH_INTERVAL:
+                        return
+                    self._last_forced = now
+            leader = event is None
+            if leader:
+                event = self._inflight = threading.Event()
+        if leader:
+            if wait:
+                self._lead(event)
+            else:
+                threading.Thread(target=self._lead, args=(event,), name="jwks-refresh", daemon=True).start()
+        elif wait:
+            # bounded: discovery and JWKS requests each time out after http_timeout
+            event.wait(2 * self.http_timeout + 1.0)  # type: ignore[union-attr]
+
+    def _lead(self, event: threading.Event) -> None:
+        ok = False
+        try:
+            ok = self._fetch()
+        except Exception as exc:   # never leave followers waiting on a crashed leader
+            log.warning("JWKS refresh failed", extra={"error": type(exc).__name__})
+        finally:
+            with self._state:
+                if ok:
+                    self._failures = 0
+                    self._retry_at = float("-inf")
+                else:
+                    self._failures += 1
+                    backoff = FAILURE_BACKOFF_SECONDS[min(self._failures, len(FAILURE_BACKOFF_SECONDS)) - 1]
+                    self._retry_at = time.monotonic() + backoff
+                self._inflight = None
+            event.set()
 
     def preload(self) -> None:
         """Fetch the signing keys now (a new worker warming up), unless they are fresh."""
@@ -103,22 +172,19 @@ class JwksCache:
                 self._fetch()
 
     def key_for(self, kid: str | None, alg: str) -> jwt.PyJWK:
-        """The public key for `kid` usable with `alg`, or token_invalid."""
+        """The public key for `kid` usable with `alg`, or token_invalid (503 when no key was ever fetched)."""
         if not isinstance(kid, str) or not kid:
             raise ScaiVaultError("token_invalid", "the token names no signing key (kid)")
-        now = time.monotonic()
-        if not self._keys or now - self._fetched_at > JWKS_MAX_AGE_SECONDS:
-            with self._lock:
-                if not self._keys or now - self._fetched_at > JWKS_MAX_AGE_SECONDS:
-                    self._fetch()
+        if not self._keys:
+            self._refresh(wait=True)
+            if not self._keys:
+                raise ScaiVaultError("service_unavailable", "ScaiKey's signing keys are unreachable")
+        elif time.monotonic() - self._fetched_at > JWKS_MAX_AGE_SECONDS:
+            self._refresh(wait=False)                    # stale-while-revalidate
         key = self._keys.get(kid)
         if key is None:
-            with self._lock:
-                key = self._keys.get(kid)
-                if key is None and time.monotonic() - self._last_forced >= UNKNOWN_KID_REFETCH_INTERVAL:
-                    self._last_forced = time.monotonic()
-                    self._fetch()
-                    key = self._keys.get(kid)
+            self._refresh(wait=True, unknown_kid=True)
+            key = self._keys.get(kid)
         if key is None:
             raise ScaiVaultError("token_invalid", "the token was signed with an unknown key")
         kty, crv = _KEY_SHAPE[alg]

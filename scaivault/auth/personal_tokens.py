@@ -1,7 +1,9 @@
 """Personal access tokens (`skt_...`): issued by ScaiVault, stored only as a SHA-256 hash.
 
 A PAT acts as its creator: same identity, the creator's groups and stored roles at use
-time, and at most the scopes its creator's token held when it was made.
+time (never a snapshot of a token's `role` claim), and at most the scopes its creator's token
+held when it was made. PATs are minted from user sessions (or from another PAT of the user,
+which then bounds its lifetime and takes it along when revoked).
 """
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ from datetime import datetime, timezone
 
 from ..db import Session
 from ..errors import ScaiVaultError
-from .identity import ADMIN_ROLES, Identity, principal_key
+from .identity import Identity, principal_key
 from .scopes import ALL_SCOPES, endpoint_scopes
 
 PREFIX = "skt_"
@@ -46,9 +48,17 @@ def _iso(value: datetime | None) -> str | None:
 
 
 def issue(s: Session, creator: Identity, name: str, scopes: list[str], lifetime_seconds: int) -> tuple[dict, str]:
-    """Create a PAT for `creator`; returns (row, the skt_ value to show once)."""
+    """Create a PAT for `creator`; returns (row, the skt_ value to show once).
+
+    Only users mint PATs (a service account asks ScaiKey for its tokens with its client
+    credentials; a PAT would be a second, longer-lived credential ScaiKey cannot see). A PAT
+    minted by a PAT never outlives it: the lifetime is cut to the parent's expiry.
+    """
     if creator.token_kind == "exchange":   # a 90-day PAT would outlive the short exchanged token
         raise ScaiVaultError("forbidden", "a personal token cannot be created with an exchanged token")
+    if creator.identity_type != "user":
+        raise ScaiVaultError("forbidden", "personal access tokens are minted from user sessions; a service account "
+                             "requests short-lived tokens from ScaiKey with its client credentials")
     wanted = list(dict.fromkeys(scopes))
     missing = [sc for sc in wanted if sc not in creator.scopes]
     if missing:
@@ -57,6 +67,13 @@ def issue(s: Session, creator: Identity, name: str, scopes: list[str], lifetime_
     if not 60 <= lifetime_seconds <= MAX_LIFETIME_SECONDS:
         raise ScaiVaultError("validation_error", "expires_in must be between 1m and 366d",
                              details={"fields": {"expires_in": "must be between 1m and 366d"}})
+    parent_id = creator.token_id if creator.token_kind == "pat" else None
+    if parent_id is not None and creator.expires_at is not None:
+        remaining = int((creator.expires_at - datetime.now(timezone.utc)).total_seconds())
+        if remaining < 60:
+            raise ScaiVaultError("validation_error", "the personal token you use expires within a minute",
+                                 details={"fields": {"expires_in": "the parent token expires within a minute"}})
+        lifetime_seconds = min(lifetime_seconds, remaining)
     count = s.scalar("""SELECT count(*) FROM personal_tokens WHERE subject = :sub AND tenant_id IS NOT DISTINCT FROM :t
                         AND revoked_at IS NULL AND expires_at > now()""", sub=creator.subject, t=creator.tenant_id)
     if count >= MAX_TOKENS_PER_IDENTITY:
@@ -64,17 +81,13 @@ def issue(s: Session, creator: Identity, name: str, scopes: list[str], lifetime_
     value = new_token_value()
     row = s.one(
         """INSERT INTO personal_tokens (id, token_hash, name, identity_id, identity_type, subject, display_name,
-                                        tenant_id, partner_id, scopes, roles, expires_at)
-           VALUES (:id, :h, :name, :iid, :itype, :sub, :dn, :t, :p, CAST(:scopes AS text[]), CAST(:roles AS text[]),
+                                        tenant_id, partner_id, scopes, parent_id, expires_at)
+           VALUES (:id, :h, :name, :iid, :itype, :sub, :dn, :t, :p, CAST(:scopes AS text[]), :parent,
                    now() + make_interval(secs => :life))
            RETURNING *""",
         id="pat_" + secrets.token_hex(10), h=token_hash(value), name=name, iid=creator.identity_id,
         itype=creator.identity_type, sub=creator.subject, dn=creator.display_name, t=creator.tenant_id,
-        p=creator.partner_id, scopes=wanted,
-        # only the token's own `role` claim is snapshotted; stored roles are re-read at use time,
-        # so removing a role in the store also removes it from the creator's PATs
-        roles=[creator.claims["role"]] if creator.claims.get("role") in ADMIN_ROLES else [],
-        life=lifetime_seconds)
+        p=creator.partner_id, scopes=wanted, parent=parent_id, life=lifetime_seconds)
     return row, value  # type: ignore[return-value]
 
 
@@ -114,6 +127,12 @@ def revoke(s: Session, caller: Identity, token_id: str) -> dict:
         raise ScaiVaultError("token_not_found", "no such personal access token")
     if row["revoked_at"] is None:
         row = s.one("UPDATE personal_tokens SET revoked_at = now() WHERE id = :id RETURNING *", id=token_id)
+    # the tokens it minted (and theirs) die with it
+    s.execute("""WITH RECURSIVE minted(id) AS (
+                     SELECT id FROM personal_tokens WHERE parent_id = :id
+                     UNION SELECT t.id FROM personal_tokens t JOIN minted m ON t.parent_id = m.id)
+                 UPDATE personal_tokens SET revoked_at = now()
+                  WHERE id IN (SELECT id FROM minted) AND revoked_at IS NULL""", id=token_id)
     return row  # type: ignore[return-value]
 
 

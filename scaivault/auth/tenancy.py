@@ -63,7 +63,8 @@ def resolve(identity: Identity, tenant_lookup, path_tenant: str | None, header_t
         if _inactive(row) and not platform:
             raise ScaiVaultError("access_denied", "the tenant is suspended or deleted",
                                  details={"tenant_id": tenant_id, "reason": "tenant_inactive"})
-        return TenantContext(tenant_id=tenant_id, partner_id=row["partner_id"] or identity.partner_id, source=source)
+        # the cache is the authority on a tenant's partner; the token's claim is never a stand-in (F2)
+        return TenantContext(tenant_id=tenant_id, partner_id=row["partner_id"] or None, source=source)
     if platform:
         if row is None or row["deleted_at"] is not None:
             raise ScaiVaultError("tenant_not_found", "no such tenant", details={"tenant_id": tenant_id})

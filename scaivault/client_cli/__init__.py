@@ -71,9 +71,9 @@ def sdk(ctx: click.Context):
 
 
 def register_client_commands(cli: click.Group) -> None:
-    from . import audit, auth, policies, secrets, tokens
+    from . import audit, auth, importers, policies, secrets, tokens
 
     for group in (auth.config_group, auth.auth_group, secrets.secrets_group, policies.policies_group,
-                  tokens.tokens_group, audit.audit_group):
+                  tokens.tokens_group, audit.audit_group, importers.import_group):
         cli.add_command(group)
     cli.add_command(auth.completion)

@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from ..config import ConfigError, Settings
 from ..db import Database
+from ..errors import ScaiVaultError
 from . import envelope
 from .context import PARTNER_SCOPE, ROOT_CHECK_AAD, SealContext, partner_key_aad, tenant_key_aad
 from .breaker import CircuitBreaker, SingleFlight
@@ -76,6 +77,7 @@ class Keyring:
         self._lock = threading.RLock()
         self._root: RootRecord | None = None
         self._root_loaded_at = 0.0
+        self._root_reloading = False
         self._degraded_since: float | None = None
         self._health: tuple[float, dict] | None = None
         self._health_probe: threading.Thread | None = None
@@ -265,20 +267,34 @@ class Keyring:
     def root(self) -> RootRecord:
         """The active root record, re-read every KMS_CACHE_TTL so a rotation done by another
         instance is picked up (new partner keys are then wrapped under the new key)."""
-        if self._root is None or self.cache.clock() - self._root_loaded_at > self.cache.ttl:
-            # single-flight, not a lock: while the KMS stalls, the requests arriving meanwhile
-            # share the one load's outcome instead of each making their own bounded call in turn
-            self._flights.do("root", self._reload_root, self.call_bound)
+        if self._root is None:
+            # first load (a fresh worker): single-flight, not a lock, so that while the KMS stalls
+            # the requests arriving meanwhile share the one load's outcome instead of queueing
+            self._flights.do("root", self._load_first_root, self.call_bound)
+        elif self.cache.clock() - self._root_loaded_at > self.cache.ttl:
+            self._reload_root()
         assert self._root is not None
         return self._root
 
     def _reload_root(self) -> None:
-        if self._root is not None and self.cache.clock() - self._root_loaded_at <= self.cache.ttl:
-            return
-        current = self._load_root() if self._root is not None else None
-        if current is not None and current.version == self._root.version:
-            self._root_loaded_at = self.cache.clock()
-        else:
+        """One caller re-reads the root; the others keep using the current one meanwhile, so no lock
+        is held across the database or KMS call (design.md invariant 12)."""
+        with self._lock:
+            if self._root_reloading:
+                return
+            self._root_reloading = True
+        try:
+            current = self._load_root()
+            if current is not None and self._root is not None and current.version == self._root.version:
+                self._root_loaded_at = self.cache.clock()
+            else:
+                self.ensure_root(startup=False)
+        finally:
+            with self._lock:
+                self._root_reloading = False
+
+    def _load_first_root(self) -> None:
+        if self._root is None:
             self.ensure_root(startup=False)
 
     # ------------------------------------------------------------------ partner keys
@@ -398,6 +414,9 @@ class Keyring:
         """Encrypt `plaintext` under a fresh data key, bound to `ctx`."""
         if not isinstance(plaintext, (bytes, bytearray, memoryview)):
             raise TypeError("seal() takes bytes")
+        if not ctx.partner_id:
+            # invariant 11: the owner bound into a ciphertext must be authoritative before the first seal
+            raise tenant_partner_unknown(ctx.tenant_id)
         version, aead = self.active_tenant_key(ctx.partner_id, ctx.key_scope)
         return envelope.seal_with(aead, version, ctx, plaintext)
 
@@ -516,6 +535,13 @@ def _count_stale() -> None:
     except ImportError:
         return
     metrics.KMS_STALE_KEYS_USED.inc()
+
+
+def tenant_partner_unknown(tenant_id: str | None) -> ScaiVaultError:
+    """The refusal to seal for a tenant whose partner ScaiKey has not told us yet (issue 9, F2)."""
+    return ScaiVaultError("tenant_partner_unknown", "this tenant's partner is not known yet, so nothing can be "
+                          "encrypted for it; retry once ScaiKey's tenant event or the identity sync has arrived",
+                          details={"tenant_id": tenant_id})
 
 
 def _iso(value) -> str | None:

@@ -6,11 +6,13 @@ Plain SQL over a `Session`; callers choose the transaction. Rows are soft-delete
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
 from ..db import Session
 
 ACTIVE = "ACTIVE"
+log = logging.getLogger("scaivault.identity")
 
 
 def _s(value: Any) -> str | None:
@@ -54,7 +56,28 @@ def list_partners(s: Session, *, status: str | None, limit: int, offset: int) ->
 _TENANT_FIELDS = {"id", "partner_id", "name", "slug", "status"}
 
 
+def sealing_partner(s: Session, tenant_id: str) -> str | None:
+    """The partner a tenant's data is sealed under, once any was (its tenant key exists); None before."""
+    return s.scalar("""SELECT t.partner_id FROM identity_tenants t WHERE t.id = :id AND EXISTS (
+                           SELECT 1 FROM tenant_keys k WHERE k.tenant_id = t.id AND k.partner_id = t.partner_id)""",
+                    id=tenant_id)
+
+
 def upsert_tenant(s: Session, row: dict, *, synced: bool = True) -> None:
+    """Insert or refresh a tenant; its partner is pinned once data is sealed under it (invariant 11).
+
+    A different partner from ScaiKey for a tenant with sealed data is not applied (the values are
+    bound to the old partner and would stop opening); it is logged and kept in
+    `attributes.scaikey_partner_id` until an operator moves the data with a re-wrap.
+    """
+    partner_id = _s(row.get("partner_id"))
+    attrs = {k: v for k, v in row.items() if k not in _TENANT_FIELDS}
+    sealed_under = sealing_partner(s, row["id"])
+    if sealed_under is not None and partner_id is not None and partner_id != sealed_under:
+        log.warning("tenant partner change refused: data is sealed under the current partner",
+                    extra={"tenant_id": row["id"], "sealed_under": sealed_under, "scaikey_partner_id": partner_id})
+        attrs["scaikey_partner_id"] = partner_id
+        partner_id = sealed_under
     s.execute(
         """INSERT INTO identity_tenants (id, partner_id, name, slug, status, attributes, synced, deleted_at, last_synced_at)
            VALUES (:id, :partner_id, :name, :slug, :status, CAST(:attrs AS jsonb), :synced, NULL, now())
@@ -62,8 +85,8 @@ def upsert_tenant(s: Session, row: dict, *, synced: bool = True) -> None:
                name = EXCLUDED.name, slug = EXCLUDED.slug, status = EXCLUDED.status,
                attributes = EXCLUDED.attributes, synced = identity_tenants.synced OR EXCLUDED.synced,
                deleted_at = NULL, last_synced_at = now()""",
-        id=row["id"], partner_id=_s(row.get("partner_id")), name=_s(row.get("name")), slug=_s(row.get("slug")),
-        status=_s(row.get("status")) or ACTIVE, attrs=_attrs(row, _TENANT_FIELDS), synced=synced)
+        id=row["id"], partner_id=partner_id, name=_s(row.get("name")), slug=_s(row.get("slug")),
+        status=_s(row.get("status")) or ACTIVE, attrs=json.dumps(attrs, default=str), synced=synced)
 
 
 def ensure_tenant_just_in_time(s: Session, tenant_id: str, partner_id: str | None) -> dict:

@@ -15,6 +15,7 @@ from typing import Any, Mapping
 
 from ..db import Session
 from ..errors import ScaiVaultError
+from ..inputs import is_ascii_digits
 from . import store
 
 log = logging.getLogger("scaivault.identity.webhooks")
@@ -43,7 +44,7 @@ def verify_signature(secret: str, headers: Mapping[str, str], raw_body: bytes, *
             timestamp = value
         elif key == "v1":
             digests.append(value)
-    if timestamp is None or not timestamp.isdigit() or len(timestamp) > 12 or not digests:
+    if not is_ascii_digits(timestamp, 12) or not digests:
         raise _reject("the X-ScaiKey-Signature header is malformed")
     separate = headers.get("X-ScaiKey-Timestamp")
     if separate is not None and separate.strip() != timestamp:
@@ -59,20 +60,24 @@ def verify_signature(secret: str, headers: Mapping[str, str], raw_body: bytes, *
         raise _reject("the webhook signature does not match")
 
 
-def parse_envelope(raw_body: bytes, headers: Mapping[str, str]) -> dict[str, Any]:
-    """The event envelope with event_id and event_type filled from fallbacks (ScaiFlow names, headers)."""
+def parse_envelope(raw_body: bytes) -> dict[str, Any]:
+    """The event envelope with event_id and event_type from the signed body only (ScaiFlow's `id`/`type` too).
+
+    The X-ScaiKey-Event-ID/-Type headers are not signed: taking either from them would let a
+    replayed body pass as a new event (a fresh id defeats the dedup) or as another type (issue 9 F14).
+    """
     try:
         doc = json.loads(raw_body)
     except ValueError:
         raise ScaiVaultError("invalid_request", "the webhook body is not valid JSON") from None
     if not isinstance(doc, dict):
         raise ScaiVaultError("invalid_request", "the webhook body must be a JSON object")
-    event_id = doc.get("event_id") or doc.get("id") or headers.get("X-ScaiKey-Event-ID")
-    event_type = doc.get("event_type") or doc.get("type") or headers.get("X-ScaiKey-Event-Type")
+    event_id = doc.get("event_id") or doc.get("id")
+    event_type = doc.get("event_type") or doc.get("type")
     if not isinstance(event_id, str) or not _TOKEN_RE.match(event_id):
-        raise ScaiVaultError("invalid_request", "the webhook names no usable event_id")
+        raise ScaiVaultError("invalid_request", "the signed webhook body names no usable event_id")
     if not isinstance(event_type, str) or not _TOKEN_RE.match(event_type):
-        raise ScaiVaultError("invalid_request", "the webhook names no usable event_type")
+        raise ScaiVaultError("invalid_request", "the signed webhook body names no usable event_type")
     data = doc.get("data") if isinstance(doc.get("data"), dict) else {}
     return {**doc, "event_id": event_id, "event_type": event_type, "data": data}
 

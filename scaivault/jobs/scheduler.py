@@ -14,6 +14,7 @@ log = logging.getLogger("scaivault.jobs")
 JOB_MODULES = [
     "scaivault.jobs.identity_sync",
     "scaivault.jobs.audit_partitions",
+    "scaivault.jobs.federation_sync",
     "scaivault.jobs.pki",
     "scaivault.jobs.lease_expiry",
 ]

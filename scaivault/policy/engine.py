@@ -27,7 +27,8 @@ class CompiledPolicy:
     @classmethod
     def from_row(cls, policy_id: str, name: str, rules_json: Any,
                  binding_expires_at: datetime | None = None) -> "CompiledPolicy":
-        return cls(policy_id, name, tuple(parse_rules(rules_json)), binding_expires_at)
+        # stored rules passed validation when written; the wildcard limit guards writes only
+        return cls(policy_id, name, tuple(parse_rules(rules_json, max_wildcards=None)), binding_expires_at)
 
 
 @dataclass(frozen=True)

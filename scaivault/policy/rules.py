@@ -1,8 +1,9 @@
 """Policy rules: a compiled path pattern, permissions, an effect, and optional conditions.
 
 `parse_rules` validates the JSON form stored in the policies table and sent by clients;
-everything malformed is 400 invalid_policy (or invalid_glob for a bad pattern), naming
-the rule by index so a client can find it.
+everything malformed is 400 invalid_policy (or invalid_glob for a bad pattern, 422
+validation_error for a pattern over the wildcard limit), naming the rule by index so a
+client can find it.
 """
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from ..config import parse_duration
 from ..errors import ScaiVaultError
-from .glob import PathPattern
+from ..inputs import is_ascii_digits
+from .glob import MAX_WILDCARDS, PathPattern
 
 PERMISSIONS = ("read", "write", "delete", "list", "rotate", "admin")
 EFFECTS = ("allow", "deny")
@@ -74,7 +76,7 @@ class TimeWindow:
 
 
 def _minutes(index: int, value: Any, name: str) -> int:
-    if not isinstance(value, str) or len(value) != 5 or value[2] != ":" or not (value[:2] + value[3:]).isdigit():
+    if not isinstance(value, str) or len(value) != 5 or value[2] != ":" or not is_ascii_digits(value[:2] + value[3:]):
         raise _bad(index, f"conditions.time_window.{name} must be HH:MM")
     hours, minutes = int(value[:2]), int(value[3:])
     if hours == 24 and minutes == 0:
@@ -187,7 +189,7 @@ class Rule:
         return permission in self.permissions
 
 
-def parse_rule(index: int, raw: Any) -> Rule:
+def parse_rule(index: int, raw: Any, max_wildcards: int | None = MAX_WILDCARDS) -> Rule:
     if not isinstance(raw, dict):
         raise _bad(index, "a rule must be an object")
     unknown = {k for k, v in raw.items() if v is not None} - {"path_pattern", "permissions", "conditions", "effect", "description"}
@@ -195,7 +197,15 @@ def parse_rule(index: int, raw: Any) -> Rule:
         raise _bad(index, f"unknown field(s): {', '.join(sorted(unknown))}")
     if "path_pattern" not in raw:
         raise _bad(index, "path_pattern is required")
-    pattern = PathPattern.compile(raw["path_pattern"])
+    try:
+        pattern = PathPattern.compile(raw["path_pattern"], max_wildcards)
+    except ScaiVaultError as exc:
+        if exc.code != "validation_error":
+            raise
+        # a pattern over the wildcard limit: name the rule as a field, as request validation does
+        raise ScaiVaultError("validation_error", f"rules[{index}]: {exc.message}",
+                             details={"fields": {f"rules.{index}.path_pattern": exc.message},
+                                      "rule_index": index}) from None
     perms = raw.get("permissions")
     if not isinstance(perms, list) or not perms or not all(isinstance(p, str) for p in perms):
         raise _bad(index, "permissions must be a non-empty list")
@@ -218,10 +228,10 @@ def parse_rule(index: int, raw: Any) -> Rule:
     return Rule(pattern, expanded, effect, conditions, index, canonical)
 
 
-def parse_rules(raw: Any) -> list[Rule]:
-    """Validate a policy's rule list (1..MAX_RULES rules)."""
+def parse_rules(raw: Any, *, max_wildcards: int | None = MAX_WILDCARDS) -> list[Rule]:
+    """Validate a policy's rule list (1..MAX_RULES rules); `max_wildcards=None` for stored rules."""
     if not isinstance(raw, list) or not raw:
         raise _bad(None, "rules must be a non-empty list")
     if len(raw) > MAX_RULES:
         raise _bad(None, f"a policy holds at most {MAX_RULES} rules")
-    return [parse_rule(i, r) for i, r in enumerate(raw)]
+    return [parse_rule(i, r, max_wildcards) for i, r in enumerate(raw)]

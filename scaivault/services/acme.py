@@ -369,22 +369,27 @@ class AcmeService:
         except Exception as exc:
             reason = _describe(exc)
             log.warning("ACME order failed", extra={"order_id": order_id, "error": type(exc).__name__})
+            self._undo(order_id, cleanup)     # before the outcome is visible: a finished order left nothing behind
             self._finish(order_id, "invalid", error=reason)
             self._count(row, "invalid")
             self._audit(row, audit, success=False, extra={"acme_order_id": order_id, "reason": reason})
             return "invalid"
-        finally:
-            for undo in cleanup:
-                try:
-                    undo()
-                except Exception as exc:   # logged: a leftover TXT record is harmless but untidy
-                    log.warning("ACME cleanup failed", extra={"order_id": order_id, "error": type(exc).__name__})
+        self._undo(order_id, cleanup)
         self._finish(order_id, "valid", stage="issued", serial=result["serial"], not_before=result["not_before"],
                      not_after=result["not_after"], order_url=result["order_url"])
         self._count(row, "valid")
         event = "certificate.renewed" if row["renewed_from"] else "certificate.issued"
         self._audit(row, audit, extra={"acme_order_id": order_id, "serial_number": result["serial"], "event": event})
         return "valid"
+
+    @staticmethod
+    def _undo(order_id: str, cleanup: list[Callable[[], None]]) -> None:
+        """Remove the order's challenge records (TXT records, http-01 tokens)."""
+        for undo in cleanup:
+            try:
+                undo()
+            except Exception as exc:   # logged: a leftover TXT record is harmless but untidy
+                log.warning("ACME cleanup failed", extra={"order_id": order_id, "error": type(exc).__name__})
 
     def _count(self, row: dict, status: str) -> None:
         from .. import metrics

@@ -6,13 +6,13 @@ transaction and then announced to the policy caches of every instance.
 """
 from __future__ import annotations
 
-import base64
 import json
 import secrets as pyrandom
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Callable, Iterable
 
+from .. import inputs
 from ..audit import AuditEntry, record
 from ..db import Database, Session
 from ..errors import ScaiVaultError
@@ -48,22 +48,18 @@ def _new_id(prefix: str) -> str:
 
 
 def _encode_cursor(value: str) -> str:
-    return base64.urlsafe_b64encode(json.dumps({"after": value}).encode()).decode().rstrip("=")
+    return inputs.encode_cursor({"after": value})
 
 
 def decode_cursor(cursor: str | None) -> str | None:
     """The keyset position of an opaque cursor; 400 invalid_cursor when it is not one of ours."""
     if cursor is None or cursor == "":
         return None
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        doc = json.loads(raw)
-        after = doc["after"]
-        if not isinstance(after, str) or len(after) > 1024:
-            raise ValueError
-        return after
-    except Exception:
-        raise ScaiVaultError("invalid_cursor", "the cursor is malformed or expired; start again without it") from None
+    position = inputs.decode_cursor(cursor)
+    after = position.get("after") if isinstance(position, dict) else None
+    if not isinstance(after, str) or len(after) > 1024:
+        raise ScaiVaultError("invalid_cursor", "the cursor is malformed or expired; start again without it")
+    return after
 
 
 encode_cursor = _encode_cursor
@@ -72,13 +68,9 @@ encode_cursor = _encode_cursor
 def _page_limit(limit: Any, default: int = DEFAULT_PAGE, maximum: int = MAX_PAGE) -> int:
     if limit is None or limit == "":
         return default
-    try:
-        value = int(limit)
-    except (TypeError, ValueError):
-        raise ScaiVaultError("invalid_request", f"limit must be an integer between 1 and {maximum}") from None
-    if not 1 <= value <= maximum:
-        raise ScaiVaultError("invalid_request", f"limit must be between 1 and {maximum}")
-    return value
+    if isinstance(limit, int) and not isinstance(limit, bool):
+        limit = str(limit)
+    return inputs.parse_int(limit, "limit", low=1, high=maximum)
 
 
 page_limit = _page_limit
@@ -87,16 +79,10 @@ page_limit = _page_limit
 def _parse_time(value: Any, field: str) -> datetime | None:
     if value is None:
         return None
-    if isinstance(value, datetime):
-        ts = value
-    else:
-        try:
-            ts = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-        except ValueError:
-            raise ScaiVaultError("invalid_policy", f"{field} must be an ISO-8601 timestamp") from None
-    if ts.tzinfo is None:
-        ts = ts.replace(tzinfo=timezone.utc)
-    return ts
+    try:
+        return inputs.parse_timestamp(value)
+    except ValueError:
+        raise ScaiVaultError("invalid_policy", f"{field} must be an ISO-8601 timestamp") from None
 
 
 class PolicyService:

@@ -44,6 +44,13 @@ BATCH_EXPANSION_CAP = 1000
 AuditFn = Callable[..., AuditEntry]
 
 
+def _check_lowering(may_lower_retention: Callable[[], None] | None) -> None:
+    """Lowering retention erases versions, like :destroy: refuse unless the caller's check passes (F11)."""
+    if may_lower_retention is None:
+        raise ScaiVaultError("access_denied", "lowering max_versions erases history and needs the delete permission")
+    may_lower_retention()
+
+
 @dataclass(frozen=True)
 class SecretOwner:
     """Whose secret: a tenant's (tenant_id set) or its partner's own (tenant_id None)."""
@@ -357,8 +364,13 @@ class SecretStore:
         # a concurrent creator won: its row is committed now, lock it
         return row if row is not None else self._lock_row(s, owner, path)  # type: ignore[return-value]
 
-    def write(self, owner: SecretOwner, path: str, req: WriteRequest, actor: str, audit: AuditFn) -> tuple[dict, bool]:
-        """Append a version; returns (view, created). CAS and soft-delete rules apply under the row lock."""
+    def write(self, owner: SecretOwner, path: str, req: WriteRequest, actor: str, audit: AuditFn,
+              may_lower_retention: Callable[[], None] | None = None) -> tuple[dict, bool]:
+        """Append a version; returns (view, created). CAS and soft-delete rules apply under the row lock.
+
+        `may_lower_retention` raises unless the caller may erase history (the `delete` permission);
+        it is called when options.max_versions lowers an existing secret's retention.
+        """
         validate_path(path)
         plaintext = self._encode_data(req.data)
         if req.secret_type is not None and req.secret_type not in SECRET_TYPES:
@@ -388,6 +400,8 @@ class SecretStore:
             version = row["current_version"] + 1
             sealed = self.keyring.seal(owner.seal_context(path, version), plaintext)
             max_versions = req.max_versions or row["max_versions"]
+            if not created and max_versions < row["max_versions"]:
+                _check_lowering(may_lower_retention)
             metadata = req.metadata if req.metadata is not None else row["metadata"]
             updated = s.run_prepared(
                 """WITH ins AS (
@@ -423,8 +437,12 @@ class SecretStore:
             raise ScaiVaultError("rotation_policy_not_found", "no such rotation policy",
                                  details={"rotation_policy_id": policy_id})
 
-    def update_metadata(self, owner: SecretOwner, path: str, patch: dict, actor: str, audit: AuditFn) -> dict:
-        """PATCH {path}:metadata: merge-patch metadata, change max_versions, rotation link or expiry; no new version."""
+    def update_metadata(self, owner: SecretOwner, path: str, patch: dict, actor: str, audit: AuditFn,
+                        may_lower_retention: Callable[[], None] | None = None) -> dict:
+        """PATCH {path}:metadata: merge-patch metadata, change max_versions, rotation link or expiry; no new version.
+
+        Lowering max_versions erases history, so it also needs `may_lower_retention` to pass (see write).
+        """
         allowed = {"metadata", "max_versions", "rotation_policy_id", "expires_in"}
         unknown = set(patch) - allowed
         if unknown or not patch:
@@ -452,6 +470,8 @@ class SecretStore:
             if "expires_in" in patch:
                 expires_at = self._expiry(patch["expires_in"])
             new_max = maxv if "max_versions" in patch else row["max_versions"]
+            if new_max < row["max_versions"]:
+                _check_lowering(may_lower_retention)
             updated = s.one(
                 """WITH pruned AS (
                        DELETE FROM secret_versions

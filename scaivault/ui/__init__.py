@@ -175,7 +175,7 @@ def login_with_token():
 
 def _signed_in(token: str) -> Response:
     identity = _runtime().authenticator.authenticate(token)   # the same checks as every API call
-    session = _store().create(token, identity.identity_id, identity.expires_at)
+    session = _store().create(token, identity.principal, identity.expires_at)
     response = redirect(url_for("ui.shell"))
     max_age = max(1, int((session.expires_at - datetime.now(timezone.utc)).total_seconds()))
     _set_cookie(response, SESSION_COOKIE, session.secret, max_age=max_age)

@@ -1,4 +1,5 @@
-"""A small fake Azure Key Vault data plane over HTTPS: RSA-OAEP-256 wrapKey/unwrapKey, rotate.
+"""A small fake Azure Key Vault data plane over HTTPS: RSA-OAEP-256 wrapKey/unwrapKey, rotate,
+and secrets (get, set, list, delete) for the federation backend.
 
 There is no Key Vault emulator, and azure-keyvault-keys refuses plain HTTP, so this serves
 TLS with a self-signed certificate (`ca_file` for the client to trust). It speaks the
@@ -25,6 +26,7 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509.oid import NameOID
 
 OAEP = padding.OAEP(mgf=padding.MGF1(hashes.SHA256()), algorithm=hashes.SHA256(), label=None)
+SECRET_RE = re.compile(r"^/(secrets|deletedsecrets)(?:/([A-Za-z0-9-]+))?(?:/([A-Za-z0-9]*))?/?$")
 PATH_RE = re.compile(r"^/keys/([A-Za-z0-9-]+)(?:/(?!wrapkey$|unwrapkey$|rotate$)([A-Za-z0-9]*))?"
                      r"(?:/(wrapkey|unwrapkey|rotate))?/?$")
 
@@ -59,6 +61,8 @@ class FakeKeyVault:
     def __init__(self, directory: Path, token: str):
         self.token = token
         self.keys: dict[str, dict] = {}
+        self.secrets: dict[str, list[tuple[str, str]]] = {}     # name -> [(version, value)], newest last
+        self.deleted: set[str] = set()
         self.calls: list[str] = []
         self.ca_file, key_file = self_signed(directory)
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
@@ -104,6 +108,8 @@ class FakeKeyVault:
                                                   'resource="https://vault.azure.net"'}
         if auth[7:] != self.token:
             return 401, {"error": {"code": "Unauthorized", "message": "AKV10032: Invalid issuer."}}, {}
+        if SECRET_RE.match(path):
+            return self.handle_secret(method, path, body)
         m = PATH_RE.match(path)
         if not m or m.group(1) not in self.keys:
             return 404, {"error": {"code": "KeyNotFound", "message": "A key with (name/id) was not found in this key vault."}}, {}
@@ -132,6 +138,42 @@ class FakeKeyVault:
         except ValueError:
             return 400, {"error": {"code": "BadParameter", "message": "The parameter is incorrect."}}, {}
 
+    def _secret_doc(self, name: str, version: str, value: str | None) -> dict:
+        now = int(time.time())
+        doc = {"id": f"{self.url}/secrets/{name}/{version}", "contentType": "application/json",
+               "attributes": {"enabled": True, "created": now, "updated": now, "recoveryLevel": "Recoverable"}}
+        if value is not None:
+            doc["value"] = value
+        return doc
+
+    def set_secret(self, name: str, value: str) -> str:
+        version = f"{len(self.secrets.get(name, [])) + 1:032x}"
+        self.secrets.setdefault(name, []).append((version, value))
+        self.deleted.discard(name)
+        return version
+
+    def handle_secret(self, method: str, path: str, body: dict) -> tuple[int, dict, dict]:
+        kind, name, version = SECRET_RE.match(path).groups()
+        self.calls.append(f"secret:{method}")
+        missing = 404, {"error": {"code": "SecretNotFound", "message": f"A secret with (name/id) {name} was not found."}}, {}
+        if kind == "deletedsecrets":
+            return (200, {"id": f"{self.url}/secrets/{name}", "recoveryId": f"{self.url}/deletedsecrets/{name}"}, {}) \
+                if name in self.deleted else missing
+        if name is None:
+            items = [{"id": f"{self.url}/secrets/{n}", "attributes": {"enabled": True}, "contentType": "application/json"}
+                     for n in sorted(self.secrets) if n not in self.deleted]
+            return 200, {"value": items, "nextLink": None}, {}
+        if method == "PUT":
+            return 200, self._secret_doc(name, self.set_secret(name, body.get("value", "")), body.get("value", "")), {}
+        versions = self.secrets.get(name)
+        if not versions or name in self.deleted:
+            return missing
+        if method == "DELETE":
+            self.deleted.add(name)
+            return 200, {**self._secret_doc(name, versions[-1][0], None), "recoveryId": f"{self.url}/deletedsecrets/{name}"}, {}
+        chosen = next((v for v in versions if v[0] == version), None) if version else versions[-1]
+        return (200, self._secret_doc(name, *chosen), {}) if chosen else missing
+
     def _handler(self):
         fake = self
 
@@ -157,6 +199,12 @@ class FakeKeyVault:
 
             def do_POST(self):
                 self._serve("POST")
+
+            def do_PUT(self):
+                self._serve("PUT")
+
+            def do_DELETE(self):
+                self._serve("DELETE")
 
             def log_message(self, *args):
                 return None

