@@ -157,6 +157,9 @@ class Settings:
     metrics_dir: str | None = None          # PROMETHEUS_MULTIPROC_DIR for `serve` (a temp dir when unset)
     kms_cache_grace: int = 3600             # KMS_CACHE_GRACE: cached keys outlive KMS_CACHE_TTL this long while the KMS is unreachable
     worker_warmup_timeout: int = 15         # WORKER_WARMUP_TIMEOUT: a new worker warms up at most this long before accepting
+    rotation_scan_interval: int = 60        # ROTATION_SCAN_INTERVAL: seconds between rotation/expiry scans
+    webhook_allow_http: bool = False        # WEBHOOK_ALLOW_HTTP: http:// webhook URLs allowed
+    webhook_allowed_networks: tuple = ()    # WEBHOOK_ALLOWED_NETWORKS: private CIDRs webhooks may target
     metrics_bind_address: str | None = None  # METRICS_BIND_ADDRESS: a second listener serving /v1/metrics
     acme_ca_bundle: str | None = None       # ACME_CA_BUNDLE: extra CA certificates trusted for ACME directories
     lease_sweep_interval: int = 30          # LEASE_SWEEP_INTERVAL: how often expired leases are revoked
@@ -299,15 +302,20 @@ def _bind_address(reader: _Reader, name: str = "BIND_ADDRESS", default: str | No
 
 def _trusted_proxies(reader: _Reader) -> tuple:
     """TRUSTED_PROXIES: comma-separated addresses or CIDRs of the load balancers in front."""
+    return _networks(reader, "TRUSTED_PROXIES")
+
+
+def _networks(reader: _Reader, name: str) -> tuple:
+    """A comma-separated list of CIDRs (ip_network objects)."""
     import ipaddress
 
     networks = []
-    for item in (reader.string("TRUSTED_PROXIES") or "").split(","):
+    for item in (reader.string(name) or "").split(","):
         if item.strip():
             try:
                 networks.append(ipaddress.ip_network(item.strip(), strict=False))
             except ValueError:
-                raise ConfigError("TRUSTED_PROXIES", f"{item.strip()!r} is not an IP address or CIDR") from None
+                raise ConfigError(name, f"{item.strip()!r} is not an IP address or CIDR") from None
     return tuple(networks)
 
 
@@ -421,6 +429,9 @@ def load_settings(env: Mapping[str, str], *, dev_mode: bool = False, require_ser
         metrics_dir=r.string("PROMETHEUS_MULTIPROC_DIR"),
         kms_cache_grace=r.duration("KMS_CACHE_GRACE", "1h"),
         worker_warmup_timeout=r.duration("WORKER_WARMUP_TIMEOUT", "15s"),
+        rotation_scan_interval=r.duration("ROTATION_SCAN_INTERVAL", "60s"),
+        webhook_allow_http=r.boolean("WEBHOOK_ALLOW_HTTP", False),
+        webhook_allowed_networks=_networks(r, "WEBHOOK_ALLOWED_NETWORKS"),
         metrics_bind_address=_bind_address(r, "METRICS_BIND_ADDRESS", None),
         acme_ca_bundle=r.existing_file("ACME_CA_BUNDLE"),
         lease_sweep_interval=r.duration("LEASE_SWEEP_INTERVAL", "30s"),

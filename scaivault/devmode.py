@@ -109,6 +109,9 @@ def dev_environment(env: dict, data_dir: Path, bind: str, database_url: str) -> 
         "KMS_LOCAL_KEY_FILE": str(data_dir / "kms-root.key"),
         "LOG_FORMAT": "text",
         "WEB_CONCURRENCY": "1",
+        # webhooks to a receiver on this machine (issue 11): plain http and loopback allowed
+        "WEBHOOK_ALLOW_HTTP": "true",
+        "WEBHOOK_ALLOWED_NETWORKS": "127.0.0.0/8,::1/128",
     }
     merged = {**defaults, **{k: v for k, v in env.items() if v.strip()}}
     # dev is plain HTTP on a local port; TLS settings from the shell would only confuse it

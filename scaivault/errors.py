@@ -48,6 +48,9 @@ STATUS_BY_CODE: dict[str, int] = {
     "audit_unavailable": 503,
     # federation (spec/50 section 3)
     "federation_backend_not_found": 404, "federated_path_read_only": 409, "federation_unavailable": 503,
+    # lifecycle (issue 11)
+    "invalid_webhook_url": 400, "webhook_not_found": 404, "subscription_not_found": 404,
+    "delivery_not_found": 404, "secret_policy_in_use": 409,
     # PKI and ACME (issue 12)
     "certificate_not_allowed": 400, "ca_not_found": 404, "certificate_not_found": 404,
     "acme_account_not_found": 404, "acme_order_not_found": 404, "dns_provider_not_found": 404,

@@ -93,3 +93,9 @@ def mark_worker_dead(pid: int) -> None:
         from prometheus_client import multiprocess
 
         multiprocess.mark_process_dead(pid, directory)
+
+# ---- lifecycle (issue 11): sampled when /v1/metrics is scraped
+ROTATION_QUEUE_DEPTH = Gauge("scaivault_rotation_queue_depth", "Attached secrets due or overdue for rotation",
+                             multiprocess_mode="livemax")
+WEBHOOK_QUEUE_DEPTH = Gauge("scaivault_webhook_queue_depth", "Webhook deliveries pending (not yet delivered or given up)",
+                            multiprocess_mode="livemax")

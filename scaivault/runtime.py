@@ -127,6 +127,8 @@ class Runtime:
         return TrustRuleService(self)
 
     def close(self) -> None:
+        if "event_pump" in self.__dict__:       # its threads use the pool: stop them first
+            self.__dict__["event_pump"].stop()
         if "keyring" in self.__dict__:
             self.keyring.close()
         if "storage" in self.__dict__:

@@ -150,6 +150,17 @@ class SecretsAPI(Namespace):
         return Call("POST", secret_url(path, ":restore", partner=partner), parser(m.SecretInfo))
 
     @operation
+    def rotate(self, path: str) -> Call[dict]:
+        """Rotate now through the attached rotation policy; the rotation history item (never the value)."""
+        return Call("POST", secret_url(path, ":rotate"), _json, idempotent=False)
+
+    @operation
+    def generate(self, path: str, *, secret_policy_id: str | None = None) -> Call[m.SecretInfo]:
+        """Write a new version generated from the secret's (or the named) secret policy; metadata only."""
+        return Call("POST", secret_url(path, ":generate"), parser(m.SecretInfo),
+                    json=drop_none({"secret_policy_id": secret_policy_id}), idempotent=False)
+
+    @operation
     def destroy(self, path: str, versions: Iterable[int], *, partner: bool = False) -> Call[m.DestroyResult]:
         """Erase the ciphertext of these versions for good (repeating it is harmless)."""
         return Call("POST", secret_url(path, ":destroy", partner=partner), parser(m.DestroyResult),

@@ -17,7 +17,7 @@ from tests.fakes.servers import OPENBAO_ROOT_TOKEN, MotoServer, start_openbao
 from tests.secrets_support import ADMIN_SCOPES, HIGH_RATE_LIMITS, Callers, error_code, new_tenant
 
 pytestmark = pytest.mark.slow
-FED_SCOPES = ADMIN_SCOPES + ("federation:read", "federation:write", "audit:read")
+FED_SCOPES = ADMIN_SCOPES + ("federation:read", "federation:write", "audit:read", "admin")
 
 
 @pytest.fixture(scope="module")
@@ -94,6 +94,11 @@ def test_a_vault_secret_reads_through_scaivault_in_proxy_mode_live_and_audited(a
     assert refused.status_code == 409 and error_code(refused) == "federated_path_read_only"
     missing = admin.get("/v1/secrets/external/vault/app/none")
     assert missing.status_code == 404 and error_code(missing) == "secret_not_found"
+    recipe = admin.post("/v1/secret-policies", json={"name": "fed-recipe", "fields": [
+        {"name": "password", "generator": "random", "config": {"length": 20, "charset": "alphanumeric"}}]})
+    assert recipe.status_code == 201, recipe.get_json()
+    generated = admin.post("/v1/secrets/external/vault/app/db:generate", json={"secret_policy_id": recipe.get_json()["id"]})
+    assert generated.status_code == 409 and error_code(generated) == "federated_path_read_only"
 
 
 def admin_tenant(caller) -> str:

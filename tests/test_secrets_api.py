@@ -78,12 +78,19 @@ def test_reading_a_missing_secret_is_404_secret_not_found_with_the_path(admin):
 
 
 # ----------------------------------------------------------------- scenario 4: options
-def test_write_options_are_accepted_and_expires_at_is_90_days_ahead(admin):
+def _rotation_policy(app, tenant, policy_id):
+    """A rotation policy row of `tenant` (its API is issue 11's; these tests need only the reference)."""
+    db(app).execute("INSERT INTO rotation_policies (id, tenant_id, name, interval_text, interval_seconds, grace_seconds) "
+                    "VALUES (:id, :t, :id, '30d', 2592000, 172800)", id=policy_id, t=tenant)
+
+
+def test_write_options_are_accepted_and_expires_at_is_90_days_ahead(admin, app, tenant):
+    _rotation_policy(app, tenant, "rot_monthly_" + tenant)
     resp = admin.put("/v1/secrets/app/opt/a", json={
-        "data": {"k": "v"}, "options": {"max_versions": 10, "expires_in": "90d", "rotation_policy_id": "rot_monthly"}})
+        "data": {"k": "v"}, "options": {"max_versions": 10, "expires_in": "90d", "rotation_policy_id": "rot_monthly_" + tenant}})
     assert resp.status_code == 201, resp.get_json()
     doc = resp.get_json()
-    assert doc["max_versions"] == 10 and doc["rotation_policy_id"] == "rot_monthly"
+    assert doc["max_versions"] == 10 and doc["rotation_policy_id"] == "rot_monthly_" + tenant
     delta = _iso(doc["expires_at"]) - datetime.now(timezone.utc)
     assert timedelta(days=89, hours=23) < delta <= timedelta(days=90)
 
@@ -193,13 +200,14 @@ def test_metadata_patch_merges_and_does_not_create_a_version(admin):
     assert admin.get("/v1/secrets/app/md/a").get_json()["version"] == 1
 
 
-def test_metadata_read_has_version_count_tags_and_rotation_status(admin):
+def test_metadata_read_has_version_count_tags_and_rotation_status(admin, app, tenant):
+    _rotation_policy(app, tenant, "rot_x_" + tenant)
     admin.put("/v1/secrets/app/md/b", json={"data": {"k": "1"}, "metadata": {"tags": ["t"]},
-                                            "options": {"rotation_policy_id": "rot_x"}})
+                                            "options": {"rotation_policy_id": "rot_x_" + tenant}})
     admin.put("/v1/secrets/app/md/b", json={"data": {"k": "2"}})
     doc = admin.get("/v1/secrets/app/md/b:metadata").get_json()
     assert doc["version_count"] == 2 and doc["metadata"]["tags"] == ["t"]
-    assert doc["rotation"] == {"policy_id": "rot_x", "enabled": True}
+    assert doc["rotation"] == {"policy_id": "rot_x_" + tenant, "enabled": True}
     assert "data" not in doc
 
 

@@ -68,9 +68,10 @@ def test_an_unknown_rotation_policy_is_404_once_rotation_policies_exist(make_app
     MigrationRunner(DatabaseURL.parse("DATABASE_URL", fresh_database_url)).apply()
     app = make_app(DATABASE_URL=fresh_database_url, RATE_LIMITS=HIGH_RATE_LIMITS)
     db = app.extensions["scaivault"].db
-    db.execute("CREATE TABLE rotation_policies (id text PRIMARY KEY)")
-    db.execute("INSERT INTO rotation_policies (id) VALUES ('rot_known')")
-    admin = Callers(scaikey, app.test_client()).admin(new_tenant())
+    tenant = new_tenant()
+    db.execute("INSERT INTO rotation_policies (id, tenant_id, name, interval_text, interval_seconds, grace_seconds) "
+               "VALUES ('rot_known', :t, 'known', '30d', 2592000, 172800)", t=tenant)
+    admin = Callers(scaikey, app.test_client()).admin(tenant)
     resp = admin.put("/v1/secrets/rot/a", json={"data": {"k": "v"}, "options": {"rotation_policy_id": "rot_unknown"}})
     assert resp.status_code == 404 and error_code(resp) == "rotation_policy_not_found"
     ok = admin.put("/v1/secrets/rot/a", json={"data": {"k": "v"}, "options": {"rotation_policy_id": "rot_known"}})

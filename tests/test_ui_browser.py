@@ -298,3 +298,21 @@ def test_pki_pages_list_authorities_and_show_one_with_its_actions(page, served, 
     page.wait_for_selector("h1:has-text('Certificate roles')")
     shot(page, "pki")
     assert page.errors == []
+
+
+def test_lifecycle_pages_show_rotation_policies_with_their_history_and_actions(page, served, scaikey):
+    admin = {**ADMIN, "scopes": ADMIN["scopes"] + ("admin", "secrets:rotate")}
+    bearer = {"Authorization": f"Bearer {scaikey.mint(**admin)}"}
+    created = requests.post(served.url + "/v1/rotation/policies", headers=bearer, timeout=30,
+                            json={"name": "ui-quarterly", "interval": "90d"})
+    assert created.status_code == 201, created.text
+    sign_in(page, served, scaikey, admin)
+    page.click("nav >> text=Lifecycle")
+    page.click("a:has-text('ui-quarterly')")
+    page.wait_for_selector("h2:has-text('History')")
+    page.click("button:has-text('Disable')")
+    page.wait_for_selector("pre.ok")
+    page.click(".tabs >> text=Webhooks")
+    page.wait_for_selector("h1:has-text('Webhooks')")
+    shot(page, "lifecycle")
+    assert page.errors == []

@@ -15,7 +15,7 @@ from typing import Any
 
 from flask import g, request
 
-from ..audit import AuditEntry, record_now
+from ..audit import AuditEntry, record, record_now
 from ..audit.entry import new_entry_id
 from ..errors import ScaiVaultError
 
@@ -38,7 +38,14 @@ DENIAL_ACTIONS: dict[str, str] = {
     "leases": "dynamic_renew",
     "audit:read": "audit_query",
     "audit:export": "export_created",
+    "webhooks": "webhook_admin",
+    "subscriptions": "subscription_admin",
+    "subscriptions:poll": "subscription_event",
 }
+
+
+# refusals by policy evaluation (not scope): these are policy.violation events (issue 11)
+VIOLATION_CODES = frozenset({"access_denied", "ip_not_allowed", "mfa_required", "time_window_violation"})
 
 
 def denial_action(category: str | None) -> str | None:
@@ -136,9 +143,17 @@ def record_denial(runtime, category: str | None, error: ScaiVaultError, secret_p
         copy = dataclasses.replace(entry, id=new_entry_id(), tenant_id=target, partner_id=target_row["partner_id"],
                                    extra_data={**entry.extra_data, "home_tenant_id": entry.tenant_id})
         entries.append(copy)
+    violation = error.status == 403 and error.code in VIOLATION_CODES and secret_path is not None
     for item in entries:
         try:
-            record_now(runtime, item)
+            if violation and item is entry:
+                from ..lifecycle.hooks import policy_violation
+
+                with runtime.db.transaction() as session:     # the violation event commits with its audit entry
+                    record(session, item)
+                    policy_violation(session, item, secret_path, error)
+            else:
+                record_now(runtime, item)
         except ScaiVaultError:
             log.warning("a refused or failed request could not be audited",
                         extra={"request_id": g.get("request_id"), "error": error.code})

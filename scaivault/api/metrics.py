@@ -94,6 +94,9 @@ def _sample_pool_gauges() -> None:
     stats = rt.db.pool().stats
     metrics.DB_POOL_SIZE.set(stats["pool_size"])
     metrics.DB_POOL_AVAILABLE.set(stats["pool_available"])
+    from ..lifecycle.gauges import sample_queue_depths
+
+    sample_queue_depths(rt)
 
 
 def path_category() -> str:

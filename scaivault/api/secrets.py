@@ -49,6 +49,8 @@ class SecretWriteBody(BaseModel):
     secret_type: str | None = Field(default=None, description="kv | json | certificate | ssh_key | api_key")
     metadata: dict[str, Any] | None = Field(default=None, description="description, tags, owner, custom keys")
     options: WriteOptions | None = None
+    secret_policy_id: str | None = Field(default=None, max_length=128, pattern=r"^[A-Za-z0-9_.:-]+$",
+                                         description="link a value-generation recipe (sp_...)")
 
 
 class MetadataPatchBody(BaseModel):
@@ -222,6 +224,15 @@ def _route(rule: str, name: str, view, methods: list[str]) -> None:
 
 
 # ------------------------------------------------------------------ single secrets
+def write_version(owner: SecretOwner, path: str, req: WriteRequest, actor: str, **options) -> tuple[dict, bool]:
+    """Every API write of a secret version: federated paths are refused or written through first."""
+    rt = runtime()
+    route = None if owner.tenant_id is None else rt.federation.check_write(owner, path)
+    if route is not None:   # a synced path whose backend takes writes: the backend first
+        return rt.federation.write_through(owner, path, req, route, actor, entry_for_request, **options)
+    return rt.secret_store.write(owner, path, req, actor, entry_for_request, **options)
+
+
 @endpoint("secrets:read", scope="secrets:read", response=SecretView, summary="Read a secret (current or ?version=N)",
           query={"version": "version number to read; default the current version"},
           authorize=permission("read"))
@@ -242,14 +253,9 @@ def write_secret(path: str, partner: bool):
     options = body.options or WriteOptions()
     req = WriteRequest(data=body.data, secret_type=body.secret_type, metadata=body.metadata,
                        max_versions=options.max_versions, expires_in=options.expires_in,
-                       rotation_policy_id=options.rotation_policy_id, cas=options.cas)
-    rt, owner = runtime(), _owner(partner)
-    lowering = {"may_lower_retention": _may_erase(path, partner)}
-    route = None if partner else rt.federation.check_write(owner, path)
-    if route is not None:   # a synced path whose backend takes writes: the backend first
-        view, created = rt.federation.write_through(owner, path, req, route, _actor(), entry_for_request, **lowering)
-    else:
-        view, created = rt.secret_store.write(owner, path, req, _actor(), entry_for_request, **lowering)
+                       rotation_policy_id=options.rotation_policy_id, cas=options.cas,
+                       secret_policy_id=body.secret_policy_id)
+    view, created = write_version(_owner(partner), path, req, _actor(), may_lower_retention=_may_erase(path, partner))
     return jsonify(view), (201 if created else 200)
 
 

@@ -207,6 +207,21 @@ def restore(ctx: click.Context, path: str, partner: bool, as_json: bool) -> None
     respond(as_json, info, f"restored {info.path} at version {info.version}")
 
 
+@secrets_group.command("rotate", help="Rotate a secret now through its attached rotation policy.")
+@click.argument("path")
+@json_option
+@click.pass_context
+def rotate(ctx: click.Context, path: str, as_json: bool) -> None:
+    item = sdk(ctx).secrets.rotate(path)
+    if as_json:
+        print_json(item)
+    elif item.get("status") == "pending":
+        click.echo(f"rotation of {path} is due: the policy waits for a new version to be written")
+    else:
+        click.echo(f"rotated {path}: {item.get('status')}"
+                   + (f", version {item['new_version']}" if item.get("new_version") else ""))
+
+
 @secrets_group.command("destroy", help="Erase the given versions' values for good (reads then answer 410).")
 @click.argument("path")
 @click.option("--version", "versions", type=click.IntRange(min=1), multiple=True, required=True,

@@ -15,6 +15,7 @@ JOB_MODULES = [
     "scaivault.jobs.identity_sync",
     "scaivault.jobs.audit_partitions",
     "scaivault.jobs.federation_sync",
+    "scaivault.jobs.lifecycle",
     "scaivault.jobs.pki",
     "scaivault.jobs.lease_expiry",
 ]

@@ -26,6 +26,7 @@ from ..config import Settings
 from ..crypto import SealContext, register_sealed_column
 from ..db import Database
 from ..errors import ScaiVaultError, ValidationFailed
+from ..lifecycle.hooks import certificate_changed
 from ..pki import x509 as px
 from ..policy.paths import validate_path
 from .dns_providers import (DnsProviderError, DnsProviderStore, authoritative_servers, challenge_name,
@@ -400,7 +401,8 @@ class AcmeService:
     def _audit(self, row: dict, audit: AuditFn, *, success: bool = True, extra: dict) -> None:
         try:
             with self.db.transaction() as s:
-                record(s, audit("acme_order", secret_path=row["secret_path"], success=success, extra=extra))
+                record(s, entry := audit("acme_order", secret_path=row["secret_path"], success=success, extra=extra))
+                certificate_changed(s, entry)
         except ScaiVaultError:
             log.error("ACME order outcome could not be audited", extra={"order_id": row["id"]})
 

@@ -23,6 +23,7 @@ from ..db import Session
 from ..dynamic import EngineError, build_engine, installed_plugins
 from ..dynamic.templates import check_statements
 from ..errors import ScaiVaultError
+from ..lifecycle.hooks import lease_changed
 from .policies import decode_cursor, encode_cursor, iso, page_limit
 from .secrets import SecretOwner, WriteRequest
 
@@ -542,8 +543,9 @@ class DynamicService:
                           id=lease_id, t=tenant_id, p=engine_row["partner_id"], e=engine_row["id"], en=engine_name,
                           r=role, who=identity_id, owner=owner, u=username, now=now, exp=expires_at,
                           maxexp=now + timedelta(seconds=max_ttl))
-                record(s, audit("dynamic_generate", secret_path=f"dynamic/{engine_name}/{role}",
-                                extra={"lease_id": lease_id, "username": username, "ttl": lease_ttl}))
+                record(s, entry := audit("dynamic_generate", secret_path=f"dynamic/{engine_name}/{role}",
+                                         extra={"lease_id": lease_id, "username": username, "ttl": lease_ttl}))
+                lease_changed(s, entry)
             try:
                 conn.execute(statements)
             except EngineError as exc:
@@ -637,9 +639,10 @@ class DynamicService:
                             WHERE id = :id AND state = 'active' RETURNING *""", exp=expires_at, now=now, id=lease_id)
             if row is None:
                 raise ScaiVaultError("lease_expired", "the lease was revoked meanwhile", details={"lease_id": lease_id})
-            record(s, audit("dynamic_renew", secret_path=f"dynamic/{lease['engine_name']}/{lease['role_name']}",
-                            extra={"lease_id": lease_id, "expires_at": iso(expires_at),
-                                   "capped": expires_at == lease["max_expires_at"]}))
+            record(s, entry := audit("dynamic_renew", secret_path=f"dynamic/{lease['engine_name']}/{lease['role_name']}",
+                                     extra={"lease_id": lease_id, "expires_at": iso(expires_at),
+                                            "capped": expires_at == lease["max_expires_at"]}))
+            lease_changed(s, entry)
         return lease_view(row, now)
 
     def _build_for(self, engine_row: dict):
@@ -735,8 +738,9 @@ class DynamicService:
                 extra.update(error=error[:500], attempts=attempts)
                 log.warning("lease revocation failed; will retry",
                             extra={"lease_id": lease["id"], "engine": engine_row["name"], "attempts": attempts})
-            record(s, audit("dynamic_revoke", secret_path=f"dynamic/{lease['engine_name']}/{lease['role_name']}",
-                            success=error is None, extra=extra))
+            record(s, entry := audit("dynamic_revoke", secret_path=f"dynamic/{lease['engine_name']}/{lease['role_name']}",
+                                     success=error is None, extra=extra))
+            lease_changed(s, entry)
 
     # ================================================================== sweeper
     def sweep(self, now: datetime | None = None, batch: int = SWEEP_BATCH) -> dict:

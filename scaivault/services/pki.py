@@ -25,6 +25,7 @@ from ..config import Settings, parse_duration
 from ..crypto import SealContext, register_sealed_column
 from ..db import Database
 from ..errors import ScaiVaultError, ValidationFailed
+from ..lifecycle.hooks import certificate_changed
 from ..pki import roles as role_rules
 from ..pki import x509 as px
 from ..policy.paths import validate_path
@@ -671,10 +672,11 @@ class PkiService:
             if renews:
                 s.execute("UPDATE pki_certificates SET renewed_by = :new WHERE id = :old", new=cert_id, old=renews)
             event = "certificate.renewed" if renews else "certificate.issued"
-            record(s, audit("pki_sign" if source == "sign" else "pki_issue", secret_path=secret_path,
-                            extra={"certificate_id": cert_id, "serial_number": serial, "ca_id": ca["id"],
-                                   "role": role["name"], "event": event, "names": dns_names[:20],
-                                   **({"renews": renews} if renews else {})}))
+            record(s, entry := audit("pki_sign" if source == "sign" else "pki_issue", secret_path=secret_path,
+                                     extra={"certificate_id": cert_id, "serial_number": serial, "ca_id": ca["id"],
+                                            "role": role["name"], "event": event, "names": dns_names[:20],
+                                            **({"renews": renews} if renews else {})}))
+            certificate_changed(s, entry)
         out = {"id": cert_id, "serial_number": serial, "certificate": pem, "ca_chain": chain,
                "issuing_ca": chain[0] if chain else None, "expires_at": iso(cert.not_valid_after_utc),
                "not_after": iso(cert.not_valid_after_utc), "secret_path": secret_path, "auto_renew": req.auto_renew}
@@ -748,10 +750,12 @@ class PkiService:
                 if row["source"] == "ca":   # an intermediate's own certificate: the CA stops issuing
                     s.execute("""UPDATE pki_cas SET status = 'revoked', revoked_at = now(), revocation_reason = :r
                                   WHERE id = :id AND status <> 'revoked'""", id=row["id"], r=reason)
-            record(s, audit("pki_revoke", secret_path=certificate_policy_path(row["ca_name"], row["serial_number"]),
-                            extra={"certificate_id": row["id"], "serial_number": row["serial_number"],
-                                   "ca_id": row["ca_id"], "reason": reason, "event": "certificate.revoked",
-                                   "already_revoked": updated is None}))
+            record(s, entry := audit("pki_revoke",
+                                     secret_path=certificate_policy_path(row["ca_name"], row["serial_number"]),
+                                     extra={"certificate_id": row["id"], "serial_number": row["serial_number"],
+                                            "ca_id": row["ca_id"], "reason": reason, "event": "certificate.revoked",
+                                            "already_revoked": updated is None}))
+            certificate_changed(s, entry)
         if updated is not None:
             self.refresher.schedule(row["ca_id"])
             row = {**row, **updated}

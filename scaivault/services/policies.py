@@ -16,6 +16,7 @@ from .. import inputs
 from ..audit import AuditEntry, record
 from ..db import Database, Session
 from ..errors import ScaiVaultError
+from ..lifecycle.hooks import policy_changed
 from ..policy.cache import PolicyCache
 from ..policy.rules import parse_rules
 
@@ -225,8 +226,10 @@ class PolicyService:
                     id=policy_id, partner=owner.partner_id or "", tenant=owner.tenant_id if scope == "tenant" else None,
                     scope=scope, name=fields["name"], description=fields["description"],
                     rules=json.dumps(fields["rules"]), active=fields.get("is_active", True), actor=actor)
-                record(s, audit("policy_create", extra={"policy_id": policy_id, "name": fields["name"],
-                                                        "scope": scope, "rule_count": len(fields["rules"])}))
+                record(s, entry := audit("policy_create", extra={"policy_id": policy_id, "name": fields["name"],
+                                                                 "scope": scope, "rule_count": len(fields["rules"])}))
+                policy_changed(s, "policy.created", entry, {"policy_id": policy_id, "name": fields["name"],
+                                                            "scope": scope, "rule_count": len(fields["rules"])})
         except DatabaseError as exc:
             if self._unique_violation(exc):
                 raise ScaiVaultError("conflict", "a policy with this name already exists",
@@ -253,8 +256,10 @@ class PolicyService:
                 params = {k: (json.dumps(v) if k == "rules" else v) for k, v in fields.items()}
                 row = s.one(f"UPDATE policies SET {sets}, updated_at = now(), updated_by = :actor "
                             f"WHERE id = :id RETURNING *", id=policy_id, actor=actor, **params)
-                record(s, audit("policy_update", extra={"policy_id": policy_id, "fields": sorted(fields),
-                                                        "partial": partial}))
+                record(s, entry := audit("policy_update", extra={"policy_id": policy_id, "fields": sorted(fields),
+                                                                 "partial": partial}))
+                policy_changed(s, "policy.updated", entry, {"policy_id": policy_id, "name": row["name"],
+                                                            "fields": sorted(fields)})
                 bindings = s.query("SELECT * FROM policy_bindings WHERE policy_id = :id ORDER BY created_at, id",
                                    id=policy_id)
         except DatabaseError as exc:
@@ -274,8 +279,10 @@ class PolicyService:
                 raise ScaiVaultError("policy_in_use", "the policy still has bindings; unbind them or pass force=true",
                                      details={"policy_id": policy_id, "binding_count": bound})
             s.execute("DELETE FROM policies WHERE id = :id", id=policy_id)
-            record(s, audit("policy_delete", extra={"policy_id": policy_id, "name": row["name"],
-                                                    "removed_bindings": bound, "force": force}))
+            record(s, entry := audit("policy_delete", extra={"policy_id": policy_id, "name": row["name"],
+                                                             "removed_bindings": bound, "force": force}))
+            policy_changed(s, "policy.deleted", entry, {"policy_id": policy_id, "name": row["name"],
+                                                        "removed_bindings": bound})
         self._changed(row)
         return {"id": policy_id, "deleted": True, "removed_bindings": bound}
 
@@ -312,9 +319,10 @@ class PolicyService:
                                VALUES (:id, :policy, :type, :identity, :expires, :actor) RETURNING *""",
                             id=binding_id, policy=policy_id, type=identity_type, identity=identity_id,
                             expires=expires_at, actor=actor)
-                record(s, audit("policy_bind", extra={"policy_id": policy_id, "binding_id": binding_id,
-                                                      "identity_type": identity_type, "identity_id": identity_id,
-                                                      "expires_at": iso(expires_at)}))
+                record(s, entry := audit("policy_bind", extra={"policy_id": policy_id, "binding_id": binding_id,
+                                                               "identity_type": identity_type,
+                                                               "identity_id": identity_id, "expires_at": iso(expires_at)}))
+                policy_changed(s, "policy.binding.created", entry, dict(entry.extra_data))
         except DatabaseError as exc:
             if self._unique_violation(exc):
                 raise ScaiVaultError("conflict", "this identity is already bound to the policy",
@@ -333,8 +341,9 @@ class PolicyService:
             if row is None:
                 raise ScaiVaultError("binding_not_found", "no such binding on this policy",
                                      details={"policy_id": policy_id, "binding_id": binding_id[:64]})
-            record(s, audit("policy_unbind", extra={"policy_id": policy_id, "binding_id": binding_id,
-                                                    "identity_id": row["identity_id"]}))
+            record(s, entry := audit("policy_unbind", extra={"policy_id": policy_id, "binding_id": binding_id,
+                                                             "identity_id": row["identity_id"]}))
+            policy_changed(s, "policy.binding.deleted", entry, dict(entry.extra_data))
         self._changed(policy)
         return {"id": binding_id, "deleted": True}
 

@@ -22,6 +22,7 @@ from ..config import Settings, parse_duration
 from ..crypto import SealContext, register_sealed_column
 from ..db import Database, Session
 from ..errors import ScaiVaultError, ValidationFailed
+from ..lifecycle.hooks import secret_changed, secret_read
 from ..policy.paths import validate_path
 from .policies import decode_cursor, encode_cursor, iso, page_limit
 
@@ -85,6 +86,8 @@ class WriteRequest:
     expires_in: str | None = None
     rotation_policy_id: str | None = None
     cas: int | None = None
+    secret_policy_id: str | None = None
+    rotation: dict | None = None    # set by the rotation service: {"policy_id", "cycle", "trigger", "auto"}
 
 
 def _now() -> datetime:
@@ -144,6 +147,7 @@ def secret_view(row: dict, path: str) -> dict:
         "updated_at": iso(row["updated_at"]),
         "expires_at": iso(row["expires_at"]),
         "rotation_policy_id": row["rotation_policy_id"],
+        "secret_policy_id": row.get("secret_policy_id"),
         "max_versions": row["max_versions"],
     }
     if "last_accessed_at" in row:
@@ -203,6 +207,7 @@ class SecretStore:
                 record(s, audit("read", secret_path=path, extra={"version": result["version"]}))
         self._touch(None, row)
         _count_read(owner, row["secret_type"])
+        secret_read(self.db, owner, path, result["version"], audit)
         return result
 
     def _open_row(self, owner: SecretOwner, path: str, version: int | None, row: dict | None) -> dict:
@@ -423,11 +428,13 @@ class SecretStore:
                 type=req.secret_type or (DEFAULT_SECRET_TYPE if created else row["secret_type"]),
                 metadata=json.dumps(metadata), expires_at=expires_at,
                 rotation=req.rotation_policy_id if req.rotation_policy_id is not None else row["rotation_policy_id"])[0]
-            record(s, audit("write", secret_path=path,
-                            extra={"version": version, "created": created, "pruned_versions": updated["pruned"],
-                                   **({"cas": req.cas} if req.cas is not None else {})}))
+            entry = audit("write", secret_path=path,
+                          extra={"version": version, "created": created, "pruned_versions": updated["pruned"],
+                                 **({"cas": req.cas} if req.cas is not None else {})})
+            record(s, entry)
+            lifecycle = secret_changed(s, "write", owner, path, entry, before=row, after=updated, req=req)
         _count_write(owner)
-        return secret_view(updated, path), created
+        return {**secret_view(updated, path), **lifecycle}, created
 
     def _check_rotation_policy(self, s: Session, policy_id: str) -> None:
         """404 rotation_policy_not_found for an unknown id, once rotation policies are stored here."""
@@ -486,9 +493,11 @@ class SecretStore:
                 id=row["id"], current=row["current_version"], maxv=new_max, metadata=json.dumps(metadata),
                 expires_at=expires_at, actor=actor,
                 rotation=rotation if "rotation_policy_id" in patch else row["rotation_policy_id"])
-            record(s, audit("write", secret_path=path, extra={"operation": "metadata_update", "fields": sorted(patch),
-                                                              "pruned_versions": updated["pruned"]}))
-        return secret_view(updated, path)
+            entry = audit("write", secret_path=path, extra={"operation": "metadata_update", "fields": sorted(patch),
+                                                            "pruned_versions": updated["pruned"]})
+            record(s, entry)
+            lifecycle = secret_changed(s, "metadata", owner, path, entry, before=row, after=updated)
+        return {**secret_view(updated, path), **lifecycle}
 
     # ================================================================== delete / restore / destroy
     def delete(self, owner: SecretOwner, path: str, permanent: bool, actor: str, audit: AuditFn) -> dict:
@@ -507,9 +516,11 @@ class SecretStore:
                                 id=row["id"], actor=actor, retention=self.settings.secret_delete_retention)
                 result = {"path": path, "permanent": False, "version_count": count,
                           "deleted_at": iso(updated["deleted_at"]), "recoverable_until": iso(updated["recoverable_until"])}
-            record(s, audit("delete", secret_path=path,
-                            extra={"permanent": permanent, "version_count": count,
-                                   **({"recoverable_until": result["recoverable_until"]} if not permanent else {})}))
+            entry = audit("delete", secret_path=path,
+                          extra={"permanent": permanent, "version_count": count,
+                                 **({"recoverable_until": result["recoverable_until"]} if not permanent else {})})
+            record(s, entry)
+            secret_changed(s, "delete", owner, path, entry, before=row, after=None, info=result)
         return result
 
     def restore(self, owner: SecretOwner, path: str, actor: str, audit: AuditFn) -> dict:
@@ -580,6 +591,7 @@ class SecretStore:
         for path in found:
             self._touch(None, rows[path])
             _count_read(owner, rows[path]["secret_type"])
+            secret_read(self.db, owner, path, found[path]["version"], audit)
         return found, errors
 
 

@@ -532,6 +532,42 @@ async function auditExportsPage() {
 // actions of its detail page. Each page is one API call per user action.
 const enc1 = encodeURIComponent;
 const RESOURCES = {
+  "rotation-policies": {
+    group: "Lifecycle", title: "Rotation policies", list: "/rotation/policies", key: "data",
+    columns: [["Name", (r) => r.name], ["Interval", (r) => r.interval], ["Auto-generate", (r) => String(r.auto_generate)],
+      ["Secrets", (r) => r.secrets_count], ["Active", (r) => String(r.is_active)]],
+    detail: (id) => `/rotation/policies/${enc1(id)}`,
+    panels: [["History", (id) => `/rotation/policies/${enc1(id)}/history`, "data",
+      [["Secret", (r) => r.secret_path], ["Status", (r) => r.status], ["Trigger", (r) => r.trigger],
+        ["Versions", (r) => `${r.old_version ?? "—"} → ${r.new_version ?? "—"}`], ["Started", (r) => when(r.started_at)]]]],
+    actions: [["Rotate attached secrets now", "POST", (id) => `/rotation/policies/${enc1(id)}/rotate`],
+      ["Enable", "POST", (id) => `/rotation/policies/${enc1(id)}/enable`],
+      ["Disable", "POST", (id) => `/rotation/policies/${enc1(id)}/disable`],
+      ["Delete", "DELETE", (id) => `/rotation/policies/${enc1(id)}`, "danger"]],
+  },
+  "secret-policies": {
+    group: "Lifecycle", title: "Secret policies (generators)", list: "/secret-policies", key: "data",
+    columns: [["Name", (r) => r.name], ["Type", (r) => r.policy_type], ["Fields", (r) => (r.fields || []).map((f) => f.name).join(", ")]],
+    detail: (id) => `/secret-policies/${enc1(id)}`,
+    actions: [["Delete", "DELETE", (id) => `/secret-policies/${enc1(id)}`, "danger"]],
+  },
+  webhooks: {
+    group: "Lifecycle", title: "Webhooks", list: "/webhooks", key: "webhooks",
+    columns: [["Name", (r) => r.name], ["URL", (r) => r.url], ["Events", (r) => (r.events || []).join(", ")], ["Status", (r) => r.status]],
+    detail: (id) => `/webhooks/${enc1(id)}`,
+    panels: [["Deliveries", (id) => `/webhooks/${enc1(id)}/deliveries`, "deliveries",
+      [["Event", (d) => d.event_type], ["Status", (d) => d.status], ["Attempts", (d) => d.attempts],
+        ["Response", (d) => d.response_code ?? "—"], ["Duration ms", (d) => d.duration_ms ?? "—"], ["At", (d) => when(d.timestamp)]]]],
+    actions: [["Send test event", "POST", (id) => `/webhooks/${enc1(id)}/test`],
+      ["Delete", "DELETE", (id) => `/webhooks/${enc1(id)}`, "danger"]],
+  },
+  subscriptions: {
+    group: "Lifecycle", title: "Subscriptions", list: "/subscriptions", key: "data",
+    columns: [["Name", (r) => r.name || r.id], ["Delivery", (r) => r.delivery.type], ["Paths", (r) => (r.paths || []).join(", ")],
+      ["Status", (r) => r.status]],
+    detail: (id) => `/subscriptions/${enc1(id)}`,
+    actions: [["Delete", "DELETE", (id) => `/subscriptions/${enc1(id)}`, "danger"]],
+  },
   federation: {
     group: "Federation", title: "Federation backends", list: "/federation/backends", key: "backends",
     columns: [["Name", (r) => r.name], ["Type", (r) => r.type], ["Mode", (r) => r.mode], ["Status", (r) => r.status]],

@@ -1,0 +1,319 @@
+"""/v1/secret-policies, /v1/rotation/* and the secret custom methods :generate and :rotate.
+
+Managing recipes and rotation policies needs the `admin` scope and an admin role over the
+tenant (`authorize=admin()`); `:generate` needs `secrets:write` plus a write grant on the path,
+`:rotate` and `POST .../rotate` need `secrets:rotate` plus a rotate grant on each path.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, g, jsonify, request
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..errors import ScaiVaultError
+from ..policy.access import request_context
+from ..policy.paths import validate_path
+from ..services.rotation import RotationService
+from ..services.secret_policies import SecretPolicyService, TenantScope
+from ..services.secrets import SecretOwner, WriteRequest
+from .auditing import entry_for_request, record_denial
+from .authorization import admin, admin_allows, permission
+from .http import runtime
+from .pipeline import endpoint, parse_body
+from .secrets import write_version
+
+bp = Blueprint("lifecycle", __name__)
+
+
+# ------------------------------------------------------------------ bodies
+class SecretPolicyBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    description: str | None = None
+    policy_type: str | None = Field(default=None, description="password, api_key, oauth_client, ssh_key, custom (UI hint)")
+    fields: list[dict[str, Any]]
+    is_active: bool | None = None
+
+
+class SecretPolicyPatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str | None = None
+    description: str | None = None
+    policy_type: str | None = None
+    fields: list[dict[str, Any]] | None = None
+    is_active: bool | None = None
+
+
+class GenerateBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    secret_policy_id: str | None = Field(default=None, max_length=128)
+    secret_type: str | None = None
+    metadata: dict[str, Any] | None = None
+
+
+class RotationPolicyBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    interval: str = Field(description="duration: 24h, 7d, 90d")
+    description: str | None = None
+    grace_period: str | None = Field(default=None, description="default 48h")
+    warn_before: str | list[str] | None = Field(default=None, description='"7d,1d" or ["7d", "1d"]')
+    auto_generate: bool | None = None
+    secret_policy_id: str | None = None
+    webhook_ids: list[str] | None = None
+
+
+class RotationPolicyPatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str | None = None
+    interval: str | None = None
+    description: str | None = None
+    grace_period: str | None = None
+    warn_before: str | list[str] | None = None
+    auto_generate: bool | None = None
+    secret_policy_id: str | None = None
+    webhook_ids: list[str] | None = None
+
+
+class AttachBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    secret_path: str
+
+
+class RotateBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    secret_paths: list[str] | None = Field(default=None, max_length=1000)
+
+
+# ------------------------------------------------------------------ helpers
+def _authorize_path(path: str, permission: str, category: str) -> None:
+    rt = runtime()
+    decision = rt.access.decide(g.identity, g.tenant, path, permission, request_context(g.identity, request.remote_addr))
+    if not decision.allowed:
+        error = decision.error(path)
+        record_denial(rt, category, error, secret_path=path)
+        raise error
+
+
+def _scope() -> TenantScope:
+    return TenantScope(g.tenant.tenant_id, g.tenant.partner_id)
+
+
+def _owner() -> SecretOwner:
+    return SecretOwner(g.tenant.partner_id or "", g.tenant.tenant_id)
+
+
+def _policies() -> SecretPolicyService:
+    return SecretPolicyService(runtime().db)
+
+
+def _rotation() -> RotationService:
+    rt = runtime()
+    return RotationService(rt.db, rt.secret_store)
+
+
+def _dump(model: BaseModel) -> dict:
+    return model.model_dump(exclude_unset=True)
+
+
+def _optional_body(model: type[BaseModel]) -> Any:
+    """The body validated against `model`, or its defaults when the request has none."""
+    if not request.get_data(cache=True):
+        return model()
+    return parse_body(model)
+
+
+def _force() -> bool:
+    return (request.args.get("force") or "").lower() in ("1", "true", "yes")
+
+
+# ------------------------------------------------------------------ secret policies
+@bp.get("/v1/secret-policies")
+@endpoint("policies", scope="admin", authorize=admin(), summary="List secret policies (value-generation recipes)",
+          query={"limit": "1..200 (default 50)", "cursor": "from the previous page"})
+def list_secret_policies():
+    return jsonify(_policies().list(_scope(), request.args.get("limit"), request.args.get("cursor")))
+
+
+@bp.post("/v1/secret-policies")
+@endpoint("policies", scope="admin", authorize=admin(),
+          body=SecretPolicyBody, summary="Create a secret policy", status=201)
+def create_secret_policy():
+    return jsonify(_policies().create(_scope(), _dump(g.body), g.identity.identity_id, entry_for_request)), 201
+
+
+@bp.get("/v1/secret-policies/<policy_id>")
+@endpoint("policies", scope="admin", authorize=admin(), summary="Get a secret policy")
+def get_secret_policy(policy_id: str):
+    return jsonify(_policies().get(_scope(), policy_id))
+
+
+@bp.patch("/v1/secret-policies/<policy_id>")
+@endpoint("policies", scope="admin", authorize=admin(), body=SecretPolicyPatch, summary="Update a secret policy")
+def patch_secret_policy(policy_id: str):
+    return jsonify(_policies().update(_scope(), policy_id, _dump(g.body), entry_for_request))
+
+
+@bp.delete("/v1/secret-policies/<policy_id>")
+@endpoint("policies", scope="admin", authorize=admin(),
+          summary="Delete a secret policy (409 while rotation policies use it, unless ?force=true)",
+          status=204, query={"force": "true: detach it from rotation policies and secrets first"})
+def delete_secret_policy(policy_id: str):
+    _policies().delete(_scope(), policy_id, _force(), entry_for_request)
+    return "", 204
+
+
+@bp.post("/v1/secret-policies/<policy_id>/generate")
+@endpoint("policies", scope="admin", authorize=admin(), summary="Generate fresh values from a recipe (stores nothing)")
+def generate_preview(policy_id: str):
+    return jsonify({"data": _policies().generate(_scope(), policy_id, entry_for_request)})
+
+
+@endpoint("secrets:write", scope="secrets:write", status=201, authorize=permission("write"),
+          summary="Write a new version generated from the secret's recipe (or body.secret_policy_id); returns metadata only")
+def generate_secret(path: str):
+    body = _optional_body(GenerateBody)
+    rt = runtime()
+    owner = _owner()
+    policy_id = body.secret_policy_id
+    with rt.db.session() as s:
+        if policy_id is None:
+            policy_id = s.scalar(f"SELECT s.secret_policy_id FROM secrets s WHERE {owner.where()} AND s.path = :path "
+                                 "AND s.deleted_at IS NULL", path=path, **owner.params())
+        if policy_id is None:
+            raise ScaiVaultError("secret_policy_not_found", "the secret has no secret_policy_id; name one in the body",
+                                 details={"path": path})
+        from ..lifecycle.generators import generate
+
+        data = generate(_policies().recipe(s, _scope(), policy_id))
+    req = WriteRequest(data=data, secret_type=body.secret_type, metadata=body.metadata, secret_policy_id=policy_id)
+    view, created = write_version(owner, path, req, g.identity.identity_id)
+    return jsonify(view), (201 if created else 200)
+
+
+@endpoint("secrets:write", scope="secrets:rotate", authorize=permission("rotate"),
+          summary="Rotate one secret now through its attached rotation policy")
+def rotate_secret(path: str):
+    return jsonify(_rotation().rotate_path(_scope(), _owner(), path, entry_for_request))
+
+
+bp.add_url_rule("/v1/secrets/<path:path>:generate", endpoint="generate_secret", view_func=generate_secret,
+                methods=["POST"])
+bp.add_url_rule("/v1/secrets/<path:path>:rotate", endpoint="rotate_secret", view_func=rotate_secret, methods=["POST"])
+
+
+# ------------------------------------------------------------------ rotation policies
+@bp.get("/v1/rotation/policies")
+@endpoint("policies", scope="admin", authorize=admin(), summary="List rotation policies",
+          query={"active_only": "true: only active ones", "limit": "1..200 (default 50)", "cursor": "from the previous page"})
+def list_rotation_policies():
+    active = (request.args.get("active_only") or "").lower() in ("1", "true", "yes")
+    return jsonify(_rotation().list_policies(_scope(), active, request.args.get("limit"), request.args.get("cursor")))
+
+
+@bp.post("/v1/rotation/policies")
+@endpoint("policies", scope="admin", authorize=admin(),
+          body=RotationPolicyBody, summary="Create a rotation policy", status=201)
+def create_rotation_policy():
+    return jsonify(_rotation().create(_scope(), _dump(g.body), g.identity.identity_id, entry_for_request)), 201
+
+
+@bp.get("/v1/rotation/policies/<policy_id>")
+@endpoint("policies", scope="admin", authorize=admin(), summary="Get a rotation policy")
+def get_rotation_policy(policy_id: str):
+    return jsonify(_rotation().get(_scope(), policy_id))
+
+
+@bp.patch("/v1/rotation/policies/<policy_id>")
+@endpoint("policies", scope="admin", authorize=admin(), body=RotationPolicyPatch, summary="Update a rotation policy")
+def patch_rotation_policy(policy_id: str):
+    return jsonify(_rotation().update(_scope(), policy_id, _dump(g.body), entry_for_request))
+
+
+@bp.delete("/v1/rotation/policies/<policy_id>")
+@endpoint("policies", scope="admin", authorize=admin(),
+          summary="Delete a rotation policy; its secrets are detached", status=204)
+def delete_rotation_policy(policy_id: str):
+    _rotation().delete(_scope(), policy_id, entry_for_request)
+    return "", 204
+
+
+@bp.post("/v1/rotation/policies/<policy_id>/enable")
+@endpoint("policies", scope="admin", authorize=admin(), summary="Resume a paused rotation policy")
+def enable_rotation_policy(policy_id: str):
+    return jsonify(_rotation().update(_scope(), policy_id, {}, entry_for_request, is_active=True))
+
+
+@bp.post("/v1/rotation/policies/<policy_id>/disable")
+@endpoint("policies", scope="admin", authorize=admin(), summary="Pause a rotation policy (secrets stay attached)")
+def disable_rotation_policy(policy_id: str):
+    return jsonify(_rotation().update(_scope(), policy_id, {}, entry_for_request, is_active=False))
+
+
+@bp.post("/v1/rotation/policies/<policy_id>/secrets")
+@endpoint("policies", scope="admin", authorize=admin(),
+          body=AttachBody, summary="Attach a secret to a rotation policy", status=201)
+def attach_secret(policy_id: str):
+    path = g.body.secret_path
+    validate_path(path)
+    return jsonify(_rotation().attach(_scope(), _owner(), policy_id, path, entry_for_request)), 201
+
+
+@bp.delete("/v1/rotation/policies/<policy_id>/secrets/<path:secret_path>")
+@endpoint("policies", scope="admin", authorize=admin(),
+          summary="Detach a secret (path URL-encoded or plain)", status=204)
+def detach_secret(policy_id: str, secret_path: str):
+    validate_path(secret_path)
+    _rotation().detach(_scope(), _owner(), policy_id, secret_path, entry_for_request)
+    return "", 204
+
+
+@bp.post("/v1/rotation/policies/<policy_id>/rotate")
+@endpoint("secrets:write", scope="secrets:rotate", authorize=permission("rotate", each=True),
+          summary="Rotate the policy's secrets (or secret_paths) now")
+def rotate_policy(policy_id: str):
+    body = _optional_body(RotateBody)
+    paths = body.secret_paths
+    for path in paths or []:
+        validate_path(path)
+        _authorize_path(path, "rotate", "secrets:write")
+    if paths is None and not admin_allows("tenant"):
+        raise ScaiVaultError("access_denied", "rotating every secret of a policy needs an admin role; name secret_paths")
+    return jsonify(_rotation().rotate_now(_scope(), _owner(), policy_id, paths, entry_for_request))
+
+
+@bp.get("/v1/rotation/policies/<policy_id>/history")
+@endpoint("audit:read", scope="audit:read", authorize=admin(), summary="Rotation history of a policy",
+          query={"status": "success, failed or pending", "limit": "1..200", "cursor": "from the previous page"})
+def rotation_history(policy_id: str):
+    args = request.args
+    return jsonify(_rotation().history(_scope(), policy_id, args.get("status"), args.get("limit"), args.get("cursor")))
+
+
+def _due():
+    if not (g.identity.has_scope("secrets:rotate") or g.identity.has_scope("admin")):
+        raise ScaiVaultError("insufficient_scope", "needs secrets:rotate or admin",
+                             details={"required": ["secrets:rotate", "admin"]})
+    args = request.args
+    within = args.get("within_hours", "24")
+    if not within.isdigit() or int(within) > 24 * 3660:
+        raise ScaiVaultError("invalid_request", "within_hours must be a non-negative integer")
+    include_overdue = (args.get("include_overdue") or "true").lower() not in ("0", "false", "no")
+    return jsonify(_rotation().due(_scope(), int(within), include_overdue, args.get("policy_id")))
+
+
+@bp.get("/v1/rotation/due")
+@endpoint("policies", authorize=admin(), summary="Secrets due (and overdue) for rotation",
+          query={"within_hours": "default 24", "include_overdue": "default true", "policy_id": "one policy only"})
+def rotation_due():
+    return _due()
+
+
+@bp.get("/v1/rotation/pending")
+@endpoint("policies", authorize=admin(), summary="Deprecated alias of /v1/rotation/due")
+def rotation_pending():
+    response = _due()
+    response.headers["Deprecation"] = "true"
+    response.headers["Link"] = '</v1/rotation/due>; rel="successor-version"'
+    return response

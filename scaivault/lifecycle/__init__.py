@@ -1,0 +1,1 @@
+"""Secret lifecycle: value generators, rotation, events, webhooks and subscriptions (issue 11)."""
