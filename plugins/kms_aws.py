@@ -3,7 +3,7 @@
 KMS_KEY_ID (key ARN, id or alias/...), KMS_REGION (else the ARN's region, else the AWS
 default), KMS_ENDPOINT (moto, LocalStack or a KMS-compatible service) and
 KMS_ENDPOINT_SECONDARY (the secondary key's regional endpoint, when overridden), KMS_TIMEOUT
-(seconds, default 10) and KMS_RETRIES (attempts per call, default 2).
+(seconds per attempt, default 10) and KMS_RETRIES (attempts per call, default 2).
 Credentials come from the standard AWS chain; KMS_ACCESS_KEY_ID / KMS_SECRET_ACCESS_KEY only
 when configured.
 """
@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import hashlib
 
-from scaivault.config import ConfigError
 from scaivault.crypto.errors import KmsError, KmsUnavailable, KmsWrongKey
-from scaivault.crypto.kms import KmsProvider, missing_sdk, require_option
+from scaivault.crypto.kms import KmsProvider, call_limits, missing_sdk, require_option
 from scaivault.plugins import hookimpl
 
 WRONG_KEY = {"InvalidCiphertextException", "IncorrectKeyException"}
@@ -89,14 +88,12 @@ def create(settings, key_ref: str | None) -> AwsKms:
     endpoint = opts.get("KMS_ENDPOINT")
     if key_ref is not None and key_ref == settings.kms_key_id_secondary:
         endpoint = opts.get("KMS_ENDPOINT_SECONDARY") or endpoint
-    try:
-        timeout = float(opts.get("KMS_TIMEOUT", 10))
-        attempts = int(opts.get("KMS_RETRIES", 2))
-    except ValueError:
-        raise ConfigError("KMS_TIMEOUT", "KMS_TIMEOUT must be seconds and KMS_RETRIES an integer") from None
+    timeout, attempts = call_limits(settings)
+    # botocore's `max_attempts` counts retries (N means N + 1 calls); `total_max_attempts` counts
+    # calls, which is what KMS_RETRIES means
     kwargs = {"region_name": region or None,
               "config": Config(connect_timeout=min(3.0, timeout), read_timeout=timeout,
-                               retries={"max_attempts": max(attempts, 1), "mode": "standard"})}
+                               retries={"total_max_attempts": attempts, "mode": "standard"})}
     if endpoint:
         kwargs["endpoint_url"] = endpoint
     if opts.get("KMS_ACCESS_KEY_ID"):

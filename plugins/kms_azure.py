@@ -14,7 +14,7 @@ from typing import Any
 
 from scaivault.config import ConfigError
 from scaivault.crypto.errors import KmsError, KmsUnavailable, KmsWrongKey
-from scaivault.crypto.kms import KmsProvider, missing_sdk, read_secret_file, require_option
+from scaivault.crypto.kms import KmsProvider, call_limits, missing_sdk, read_secret_file, require_option
 from scaivault.plugins import hookimpl
 
 SEPARATOR = b"\n"
@@ -149,8 +149,10 @@ def create(settings, key_ref: str | None) -> AzureKeyVault:
         except ImportError:
             raise missing_sdk("azure", "azure-identity", "azure") from None
         credential = DefaultAzureCredential()
-    kwargs: dict[str, Any] = {"retry_total": 2, "retry_backoff_factor": 0.2, "connection_timeout": 5,
-                              "read_timeout": 10}
+    timeout, attempts = call_limits(settings)
+    # azure-core's retry_total counts retries after the first try: attempts - 1
+    kwargs: dict[str, Any] = {"retry_total": attempts - 1, "retry_backoff_factor": 0.2,
+                              "connection_timeout": min(5.0, timeout), "read_timeout": timeout}
     if opts.get("KMS_CA_CERT"):
         kwargs["connection_verify"] = opts["KMS_CA_CERT"]
     if opts.get("KMS_AZURE_VERIFY_CHALLENGE", "").lower() == "false":

@@ -1,7 +1,7 @@
 """`gcp` KMS provider: Cloud KMS symmetric encrypt/decrypt with additional authenticated data.
 
 KMS_KEY_NAME (projects/.../locations/.../keyRings/.../cryptoKeys/...), KMS_ENDPOINT (an API
-endpoint override), KMS_TIMEOUT (seconds per call including retries, default 10), KMS_CREDENTIALS_FILE (a service-account JSON; otherwise Application
+endpoint override), KMS_TIMEOUT (seconds per attempt, default 10), KMS_RETRIES (attempts per call, default 2), KMS_CREDENTIALS_FILE (a service-account JSON; otherwise Application
 Default Credentials). CRC32C checksums are sent and verified on every call, as Google
 recommends. Rotation creates a new key version and makes it primary.
 """
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from scaivault.config import ConfigError
 from scaivault.crypto.errors import KmsError, KmsUnavailable, KmsWrongKey
-from scaivault.crypto.kms import KmsProvider, missing_sdk, require_option
+from scaivault.crypto.kms import KmsProvider, call_limits, missing_sdk, require_option, with_attempts
 from scaivault.plugins import hookimpl
 
 DEFAULT_TIMEOUT = 10.0
@@ -18,24 +18,27 @@ DEFAULT_TIMEOUT = 10.0
 class GcpKms(KmsProvider):
     name = "gcp"
 
-    def __init__(self, client, key_ref: str, timeout: float = DEFAULT_TIMEOUT):
+    def __init__(self, client, key_ref: str, timeout: float = DEFAULT_TIMEOUT, attempts: int = 2):
         super().__init__(key_ref)
         self.client = client
         self.timeout = timeout
+        self.attempts = attempts
         import google_crc32c
         import requests
         from google.api_core import exceptions as gx
-        from google.api_core.retry import Retry, if_transient_error
 
         self._crc = lambda data: google_crc32c.value(data)
         self._gx = gx
         self._net = (requests.ConnectionError, requests.Timeout)
-        self._retry = Retry(predicate=if_transient_error, initial=0.1, maximum=1.0, timeout=timeout)
 
     def _call(self, fn, request: dict):
+        # the client's own Retry counts time, not attempts: retry here so KMS_RETRIES means attempts
+        return with_attempts(self.attempts, lambda: self._call_once(fn, request))
+
+    def _call_once(self, fn, request: dict):
         gx = self._gx
         try:
-            return fn(request=request, retry=self._retry, timeout=self.timeout)
+            return fn(request=request, retry=None, timeout=self.timeout)
         except self._net as exc:
             raise KmsUnavailable(f"Cloud KMS unreachable ({type(exc).__name__})") from None
         except (gx.ServiceUnavailable, gx.DeadlineExceeded, gx.RetryError, gx.InternalServerError) as exc:
@@ -105,11 +108,8 @@ def create(settings, key_ref: str | None) -> GcpKms:
         credentials = AnonymousCredentials()            # plain HTTP is only ever a local emulator or fake
     client_options = {"api_endpoint": opts["KMS_ENDPOINT"]} if opts.get("KMS_ENDPOINT") else None
     client = kms.KeyManagementServiceClient(transport="rest", credentials=credentials, client_options=client_options)
-    try:
-        timeout = float(opts.get("KMS_TIMEOUT", DEFAULT_TIMEOUT))
-    except ValueError:
-        raise ConfigError("KMS_TIMEOUT", "must be a number of seconds") from None
-    return GcpKms(client, key, timeout)
+    timeout, attempts = call_limits(settings)
+    return GcpKms(client, key, timeout, attempts)
 
 
 @hookimpl

@@ -2,22 +2,24 @@
 
 KMS_ENDPOINT (Vault URL), KMS_KEY_NAME (Transit key, aes256-gcm96), KMS_AUTH_TOKEN_FILE (a
 file holding the token; without it the standard VAULT_TOKEN / ~/.vault-token chain of hvac),
-KMS_TRANSIT_MOUNT (default `transit`), KMS_NAMESPACE, KMS_CA_CERT.
+KMS_TRANSIT_MOUNT (default `transit`), KMS_NAMESPACE, KMS_CA_CERT, KMS_TIMEOUT (seconds per
+attempt, default 10), KMS_RETRIES (attempts per call, default 2).
 """
 from __future__ import annotations
 
 import base64
 
 from scaivault.crypto.errors import KmsError, KmsUnavailable, KmsWrongKey
-from scaivault.crypto.kms import KmsProvider, missing_sdk, read_secret_file, require_option
+from scaivault.crypto.kms import KmsProvider, call_limits, missing_sdk, read_secret_file, require_option, with_attempts
 from scaivault.plugins import hookimpl
 
 
 class VaultTransit(KmsProvider):
     name = "hashicorp"
 
-    def __init__(self, client, key_ref: str, mount: str, token_file: str | None = None):
+    def __init__(self, client, key_ref: str, mount: str, token_file: str | None = None, attempts: int = 2):
         super().__init__(key_ref)
+        self.attempts = attempts
         self.client = client
         self.mount = mount
         self.token_file = token_file
@@ -29,7 +31,7 @@ class VaultTransit(KmsProvider):
 
     def _call(self, fn, **kwargs):
         try:
-            return self._call_once(fn, **kwargs)
+            return with_attempts(self.attempts, lambda: self._call_once(fn, **kwargs))
         except KmsError as exc:
             # Vault Agent and similar sidecars replace the token file when the token is renewed
             if exc.code != "kms_error" or "denied" not in exc.message or not self._reload_token():
@@ -98,9 +100,10 @@ def create(settings, key_ref: str | None) -> VaultTransit:
     url = require_option(settings, "KMS_ENDPOINT")
     key = key_ref or require_option(settings, "KMS_KEY_NAME", "KMS_KEY_ID")
     token = read_secret_file("KMS_AUTH_TOKEN_FILE", opts["KMS_AUTH_TOKEN_FILE"]) if opts.get("KMS_AUTH_TOKEN_FILE") else None
+    timeout, attempts = call_limits(settings)
     client = hvac.Client(url=url, token=token, namespace=opts.get("KMS_NAMESPACE"),
-                         verify=opts.get("KMS_CA_CERT") or True, timeout=10)
-    return VaultTransit(client, key, opts.get("KMS_TRANSIT_MOUNT", "transit"), opts.get("KMS_AUTH_TOKEN_FILE"))
+                         verify=opts.get("KMS_CA_CERT") or True, timeout=timeout)
+    return VaultTransit(client, key, opts.get("KMS_TRANSIT_MOUNT", "transit"), opts.get("KMS_AUTH_TOKEN_FILE"), attempts)
 
 
 @hookimpl

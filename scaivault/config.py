@@ -155,6 +155,8 @@ class Settings:
     dev_mode: bool = False
     trusted_proxies: tuple = ()             # TRUSTED_PROXIES: ip_network objects whose X-Forwarded-For counts
     metrics_dir: str | None = None          # PROMETHEUS_MULTIPROC_DIR for `serve` (a temp dir when unset)
+    kms_cache_grace: int = 3600             # KMS_CACHE_GRACE: cached keys outlive KMS_CACHE_TTL this long while the KMS is unreachable
+    worker_warmup_timeout: int = 15         # WORKER_WARMUP_TIMEOUT: a new worker warms up at most this long before accepting
     rotation_scan_interval: int = 60        # ROTATION_SCAN_INTERVAL: seconds between rotation/expiry scans
     webhook_allow_http: bool = False        # WEBHOOK_ALLOW_HTTP: http:// webhook URLs allowed
     webhook_allowed_networks: tuple = ()    # WEBHOOK_ALLOWED_NETWORKS: private CIDRs webhooks may target
@@ -252,11 +254,20 @@ class _Reader:
         return value
 
     def redis_url(self, name: str, required: bool) -> str | None:
-        """A redis://, rediss:// or unix:// URL with a numeric port and database index."""
-        value = self.url(name, ("redis", "rediss", "unix"), required=required)
+        """A redis://, rediss:// or unix:// URL with a numeric port and database index, or
+        redis+sentinel://[:pass@]host:port[,host:port...]/<service>[/<db>] (Redis Sentinel)."""
+        value = self.url(name, ("redis", "rediss", "unix", "redis+sentinel"), required=required)
         if value is None:
             return None
         parts = urlsplit(value)
+        if parts.scheme == "redis+sentinel":
+            from .redis_store import parse_sentinel_url
+
+            try:
+                parse_sentinel_url(value)
+            except ValueError as exc:
+                raise ConfigError(name, str(exc)) from None
+            return value
         try:
             parts.port
         except ValueError:
@@ -416,6 +427,8 @@ def load_settings(env: Mapping[str, str], *, dev_mode: bool = False, require_ser
         trusted_proxies=_trusted_proxies(r),
         dev_mode=dev_mode,
         metrics_dir=r.string("PROMETHEUS_MULTIPROC_DIR"),
+        kms_cache_grace=r.duration("KMS_CACHE_GRACE", "1h"),
+        worker_warmup_timeout=r.duration("WORKER_WARMUP_TIMEOUT", "15s"),
         rotation_scan_interval=r.duration("ROTATION_SCAN_INTERVAL", "60s"),
         webhook_allow_http=r.boolean("WEBHOOK_ALLOW_HTTP", False),
         webhook_allowed_networks=_networks(r, "WEBHOOK_ALLOWED_NETWORKS"),

@@ -1,4 +1,11 @@
-"""Readiness and detailed health checks, each bounded by a short timeout."""
+"""Readiness and detailed health checks, each bounded by a short timeout.
+
+Readiness answers "can this instance serve requests now", checking each dependency the way
+requests use it: the database through the same pool, the audit log with the same append
+statement (in a transaction that is rolled back), the KMS through the keyring's breaker.
+A check is `ok`, `degraded` (requests still succeed: Redis lost, the rate limiter counting
+in memory; the KMS on its secondary key or on cached keys) or `error` (requests fail).
+"""
 from __future__ import annotations
 
 import re
@@ -6,13 +13,18 @@ import threading
 import time
 from typing import Callable
 
+from pg8000.exceptions import DatabaseError
+
+from .db import DatabaseUnavailable
 from .pagination import timestamp
-from .db import DatabaseUnavailable, connect
 from .errors import ScaiVaultError
 from .migrate import MigrationRunner
 from .runtime import Runtime
 
 CHECK_TIMEOUT_SECONDS = 2.0
+# failures of these components leave requests working: the answer stays 200 with the
+# component reported as degraded
+DEGRADABLE = frozenset({"redis"})
 
 
 class HealthChecker:
@@ -23,12 +35,11 @@ class HealthChecker:
         self._schema_current = False
 
     def check_database(self) -> dict:
+        # through the pool requests use: a connection the restart cut is replaced here exactly
+        # as a request replaces it, so readiness turns green when requests succeed again
         started = time.perf_counter()
-        conn = connect(self.runtime.settings.database_url, timeout=CHECK_TIMEOUT_SECONDS)
-        try:
-            conn.run("SELECT 1")
-        finally:
-            conn.close()
+        with self.runtime.db.session() as session:
+            session.query("SELECT 1")
         latency = (time.perf_counter() - started) * 1000
         if not self._schema_current:
             state = MigrationRunner(self.runtime.settings.database_url).state()
@@ -40,6 +51,31 @@ class HealthChecker:
         pool = self.runtime.db.pool().stats
         return {"status": "ok", "latency_ms": round(latency), "pool_size": pool["pool_size"],
                 "pool_available": pool["pool_available"]}
+
+    def check_audit(self) -> dict:
+        """The audit append statement itself, in a transaction that is always rolled back.
+
+        Every tenant-data request fails (503 audit_unavailable) when this cannot run: a revoked
+        INSERT, a full disk, a missing partition, a lock that does not clear.
+        """
+        from .audit.entry import AuditEntry, canonical_bytes
+        from .audit.writer import _APPEND_SQL, CHAIN_LANES, GENESIS_HASH
+
+        values = AuditEntry(action="readiness_probe", identity_type="system").stored_values()
+        started = time.perf_counter()
+        with self.runtime.db.session() as session:
+            session.conn.run("BEGIN")
+            try:
+                session.conn.run(f"SET LOCAL statement_timeout = {int(CHECK_TIMEOUT_SECONDS * 1000)}")
+                session.conn.run("SET LOCAL lock_timeout = 1000")
+                # a chain key no tenant can have, so the probe never waits on a tenant's head row
+                session.prepared(_APPEND_SQL).run(chain_key="~readiness-probe", lanes=CHAIN_LANES,
+                                                  genesis=GENESIS_HASH, canon=canonical_bytes(values), **values)
+            except DatabaseError as exc:        # the server refused; a lost connection propagates
+                session.conn.run("ROLLBACK")
+                raise RuntimeError("the audit log cannot be written: " + _audit_reason(exc)) from None
+            session.conn.run("ROLLBACK")
+        return {"status": "ok", "latency_ms": round((time.perf_counter() - started) * 1000)}
 
     def check_redis(self) -> dict:
         started = time.perf_counter()
@@ -80,7 +116,7 @@ class HealthChecker:
         return result
 
     def checks(self, detailed: bool = False) -> dict[str, Callable[[], dict]]:
-        checks = {"database": self.check_database, "redis": self.check_redis,
+        checks = {"database": self.check_database, "audit": self.check_audit, "redis": self.check_redis,
                   "encryption": self.check_encryption}
         provider = self.runtime.settings.storage_provider
         if detailed and provider != "db":
@@ -93,7 +129,8 @@ class HealthChecker:
     def run(self, detailed: bool = False) -> tuple[dict[str, dict], dict[str, str]]:
         """Return ({component: result}, {component: error message}) within the deadline.
 
-        Readiness covers database, Redis and encryption; `detailed` adds object storage.
+        Readiness covers database, audit log, Redis and encryption; `detailed` adds object
+        storage. A degradable component that fails is reported `degraded`, not an error.
         """
         results: dict[str, dict] = {}
         errors: dict[str, str] = {}
@@ -116,10 +153,22 @@ class HealthChecker:
             ok, value = outcomes.get(name, (False, None))
             if ok:
                 results[name] = value
+            elif name in DEGRADABLE:
+                results[name] = {"status": "degraded",
+                                 "message": "timed out" if value is None else _describe(value)}
             else:
                 results[name] = {"status": "error"}
                 errors[name] = "timed out" if value is None else _describe(value)
         return results, errors
+
+
+def _audit_reason(exc: Exception) -> str:
+    args = getattr(exc, "args", ())
+    if args and isinstance(args[0], dict):
+        fields = args[0]
+        return {"42501": "permission denied on the audit tables", "57014": "the audit insert timed out",
+                "55P03": "the audit tables are locked"}.get(fields.get("C"), str(fields.get("M") or "insert failed"))
+    return getattr(exc, "message", None) or type(exc).__name__
 
 
 def _describe(exc: Exception) -> str:

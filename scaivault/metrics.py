@@ -52,6 +52,10 @@ ACME_ORDERS = Counter("scaivault_acme_orders_total", "ACME orders finished", ["p
 DB_LATENCY = Histogram("scaivault_db_latency_seconds", "Database round-trip latency", buckets=_LATENCY_BUCKETS)
 REDIS_LATENCY = Histogram("scaivault_redis_latency_seconds", "Redis round-trip latency", buckets=_LATENCY_BUCKETS)
 KMS_LATENCY = Histogram("scaivault_kms_latency_seconds", "KMS call latency", ["operation"], buckets=_LATENCY_BUCKETS)
+KMS_BREAKER_OPENED = Counter("scaivault_kms_breaker_opened_total",
+                             "Times a KMS key was found unreachable and calls began to fail fast")
+KMS_STALE_KEYS_USED = Counter("scaivault_kms_stale_keys_used_total",
+                              "Keys used past KMS_CACHE_TTL (within KMS_CACHE_GRACE) while the KMS was unreachable")
 DB_POOL_SIZE = Gauge("scaivault_db_pool_size", "Database pool size (connections allowed)",
                      multiprocess_mode="livesum")
 DB_POOL_AVAILABLE = Gauge("scaivault_db_pool_available", "Database pool connections free or not yet opened",

@@ -328,7 +328,15 @@ def init_rate_limits(app, settings) -> RateLimits:
     if settings.redis_url:
         storage_uri = settings.redis_url
         runtime = app.extensions.get("scaivault")
-        if runtime is not None:
+        if storage_uri.startswith("redis+sentinel://"):
+            # limits takes the service name as the whole path: the database goes in the options
+            from .redis_store import parse_sentinel_url
+
+            _, service, db, _ = parse_sentinel_url(storage_uri)
+            storage_uri = storage_uri.split("/", 3)[0] + "//" + storage_uri.split("/", 3)[2] + "/" + service
+            options = {"socket_timeout": REDIS_TIMEOUT_SECONDS, "socket_connect_timeout": REDIS_TIMEOUT_SECONDS,
+                       "db": db}
+        elif runtime is not None:
             # one Redis pool per process: flask-limiter's storage rides the runtime's
             options = {"connection_pool": runtime.redis.connection_pool}
         else:

@@ -12,7 +12,6 @@ import os
 import shutil
 import ssl
 import sys
-import tempfile
 
 from gunicorn.app.base import BaseApplication
 from gunicorn.glogging import Logger as GunicornLogger
@@ -46,7 +45,10 @@ def prepare_metrics_directory(settings: Settings) -> str:
                     "/v1/metrics will show one worker only")
     directory = settings.metrics_dir
     if directory is None:
-        directory = tempfile.mkdtemp(prefix="scaivault-metrics-")
+        from .metrics_dir import create_master_directory, remove_stale_directories
+
+        remove_stale_directories()          # left by masters killed with -9
+        directory = create_master_directory()
         master = os.getpid()
         # workers inherit atexit handlers; only the master removes the directory
         atexit.register(lambda: os.getpid() == master and shutil.rmtree(directory, ignore_errors=True))
@@ -65,12 +67,21 @@ def _mark_worker_dead(server, worker) -> None:
     mark_worker_dead(worker.pid)
 
 
+def _warm_up(worker) -> None:
+    """Pool, JWKS and keys ready before this worker accepts (bounded by WORKER_WARMUP_TIMEOUT)."""
+    from .warmup import warm_worker
+
+    runtime = worker.wsgi.extensions["scaivault"]
+    warm_worker(runtime, runtime.settings.worker_warmup_timeout, worker.wsgi.extensions.get("scaivault_rate_limits"))
+
+
 def _post_worker_init(worker) -> None:
     """gunicorn post_worker_init hook: TLS handshake noise off, background jobs on."""
     patches.gunicorn_json_parser_errors()
     patches.gunicorn_one_send_responses()
     if worker.cfg.certfile:
         patches.gevent_quiet_tls_handshakes()
+    _warm_up(worker)
     from .jobs.scheduler import start_in_worker
 
     start_in_worker(worker)

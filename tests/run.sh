@@ -36,6 +36,7 @@ need pebble pebble           # ACME server for tests/test_acme_*.py (with pebble
 need named bind9             # authoritative DNS with TSIG dynamic updates for tests/test_acme_dns01.py
 need openssl openssl         # `openssl verify` of issued chains in tests/test_pki_*.py
 need chromium chromium       # the admin UI's browser tests (tests/test_ui_browser.py, Playwright)
+need nginx nginx-light       # the fleet drill (tests/drills/test_fleet.py): three instances behind nginx
 need mariadb-install-db mariadb-server-core   # a private mariadbd for tests/test_dynamic_credentials.py
 if [ "${#need_apt[@]}" -gt 0 ]; then
   say "installing ${need_apt[*]}"

@@ -216,11 +216,12 @@ def test_policy_crud_round_trip_with_audit(app, admin, tenant):
     gone = admin.delete(f"/v1/policies/{pid}/bindings/{binding['id']}")
     assert gone.status_code == 404 and error_code(gone) == "binding_not_found"
     assert admin.delete(f"/v1/policies/{pid}").status_code == 200
-    actions = [r["action"] for r in app.extensions["scaivault"].db.query(
-        "SELECT action FROM audit_log WHERE tenant_id = :t AND action LIKE 'policy_%' ORDER BY ts", t=tenant)]
-    # reading a policy and its bindings is audited too (issue 9)
-    assert actions == ["policy_create", "policy_read", "policy_update", "policy_update", "policy_bind", "policy_read",
-                       "policy_unbind", "policy_delete"]
+    actions = [(r["action"], r["success"]) for r in app.extensions["scaivault"].db.query(
+        "SELECT action, success FROM audit_log WHERE tenant_id = :t AND action LIKE 'policy_%' ORDER BY ts", t=tenant)]
+    # reading a policy and its bindings is audited too (issue 9); so is the refused second unbind (issue 18)
+    assert actions == [("policy_create", True), ("policy_read", True), ("policy_update", True), ("policy_update", True),
+                       ("policy_bind", True), ("policy_read", True), ("policy_unbind", True), ("policy_unbind", False),
+                       ("policy_delete", True)]
 
 
 def test_policy_list_is_paginated(admin):

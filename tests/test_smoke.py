@@ -18,4 +18,4 @@ def test_readiness_reports_every_dependency(client):
     response = client.get("/v1/health/ready")
     body = response.get_json()
     assert response.status_code == 200, body
-    assert body["checks"] == {"database": "ok", "redis": "ok", "encryption": body["checks"]["encryption"]}
+    assert body["checks"] == {"database": "ok", "audit": "ok", "redis": "ok", "encryption": body["checks"]["encryption"]}

@@ -2,8 +2,9 @@
 
 Views call `entry_for_request(action, ...)` and pass the entry to `audit.record(session,
 entry)` inside their transaction (writes) or read statement (reads). The pipeline records a
-denial itself when a view of an audited category raises 401/403 before writing an entry, so
-views never need to audit their own denials.
+refused or failed request itself (any 4xx or 5xx of an audited category) when the view wrote no
+entry for that outcome, so views never need to audit their own refusals and failures; a
+failure whose transaction rolled back its entry gets one of its own, in a separate transaction.
 """
 from __future__ import annotations
 
@@ -89,6 +90,8 @@ def entry_for_request(action: str, *, secret_path: str | None = None, success: b
     if getattr(identity, "token_kind", None) == "pat" and identity.token_id:
         entry.extra_data.setdefault("token_id", identity.token_id)   # the PAT's id, never its secret
     g.audit_entry_built = True
+    if not success:
+        g.audit_failure_built = True
     return entry
 
 
@@ -108,17 +111,22 @@ def record_read(runtime, action: str, *, tenant_id: str | None = None, partner_i
 
 
 def record_denial(runtime, category: str | None, error: ScaiVaultError, secret_path: str | None = None) -> None:
-    """Audit a refused request (success=false) unless the view already wrote its own entry.
+    """Audit a refused or failed request (success=false, the error code) unless it has its entry.
 
-    Only authorisation refusals (401/403) of audited categories are recorded, and only once the
-    caller is known to act in a tenant; the audit failure of a denial is logged, not raised,
-    because the caller is refused either way. An attempt to act in another tenant is always
-    recorded, naming the target, in the caller's home tenant and in the targeted tenant (F12).
+    A request that already built a failure entry has one. One that built a success entry and
+    then failed with a 4xx committed it (or never needed it); with a 5xx its transaction most
+    likely rolled back (audit insert refused, connection lost, commit failed), so the failure
+    is recorded here on a connection of its own. Only requests acting in a known tenant are
+    recorded; an audit failure here is logged, not raised: the caller is refused either way.
+    An attempt to act in another tenant is always recorded, naming the target, in the caller's
+    home tenant and in the targeted tenant (F12).
     """
     details = error.details or {}
     cross_tenant = error.status == 403 and details.get("reason") == "cross_tenant"
     action = denial_action(category) or ("cross_tenant_attempt" if cross_tenant else None)
-    if g.get("audit_entry_built") or action is None or error.status not in (401, 403):
+    if action is None or g.get("audit_failure_built"):
+        return
+    if g.get("audit_entry_built") and error.status < 500:
         return
     if g.get("tenant") is None and getattr(g.get("identity"), "tenant_id", None) is None and not cross_tenant:
         return
@@ -147,4 +155,8 @@ def record_denial(runtime, category: str | None, error: ScaiVaultError, secret_p
             else:
                 record_now(runtime, item)
         except ScaiVaultError:
-            log.warning("denial could not be audited", extra={"request_id": g.get("request_id"), "error": error.code})
+            log.warning("a refused or failed request could not be audited",
+                        extra={"request_id": g.get("request_id"), "error": error.code})
+
+
+record_failure = record_denial

@@ -38,11 +38,15 @@ def liveness():
 @endpoint(None, authenticated=False)
 def readiness():
     results, errors = _checker().run()
-    # each check is "ok", "error" or (encryption on its secondary key) "degraded", which stays ready
-    body = {"status": "ready" if not errors else "not_ready",
+    # each check is "ok", "error" or "degraded" (requests still succeed: Redis lost, the KMS on its
+    # secondary key or on cached keys), which stays ready: a Redis blip must not empty a fleet
+    degraded = {name: r.get("message") or "degraded" for name, r in results.items() if r.get("status") == "degraded"}
+    body = {"status": "not_ready" if errors else "degraded" if degraded else "ready",
             "checks": {name: r["status"] for name, r in results.items()}}
     if errors:
         body["errors"] = errors
+    if degraded:
+        body["warnings"] = degraded
     return jsonify(body), (503 if errors else 200)
 
 

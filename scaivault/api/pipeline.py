@@ -17,7 +17,7 @@ from pydantic import BaseModel, ValidationError
 from .. import ratelimit
 from ..errors import ScaiVaultError, ValidationFailed
 from ..auth import authenticate_request, require_scope, resolve_tenant
-from .auditing import record_denial
+from .auditing import record_failure
 from .authorization import Authorization
 from .http import json_body, runtime
 
@@ -61,8 +61,12 @@ def endpoint(category: str | None, *, scope: str | None = None, authenticated: b
                     g.body = parse_body(body)
                 return view(*args, **kwargs)
             except ScaiVaultError as exc:
-                if authenticated and exc.status in (401, 403):
-                    record_denial(rt, category, exc)   # views never audit their own denials
+                if authenticated:
+                    record_failure(rt, category, exc)   # views never audit their own refusals
+                raise
+            except Exception:
+                if authenticated:
+                    record_failure(rt, category, ScaiVaultError("internal_error", "internal error"))
                 raise
 
         wrapper.rate_category = category          # type: ignore[attr-defined]

@@ -165,6 +165,11 @@ class JwksCache:
                 self._inflight = None
             event.set()
 
+    def preload(self) -> None:
+        """Fetch the signing keys now (a new worker warming up), unless they are fresh."""
+        if self.configured and (not self._keys or time.monotonic() - self._fetched_at > JWKS_MAX_AGE_SECONDS):
+            self._refresh(wait=True)             # single-flight with any request fetching meanwhile
+
     def key_for(self, kid: str | None, alg: str) -> jwt.PyJWK:
         """The public key for `kid` usable with `alg`, or token_invalid (503 when no key was ever fetched)."""
         if not isinstance(kid, str) or not kid:

@@ -22,13 +22,15 @@ from ..db import Database
 from ..errors import ScaiVaultError
 from . import envelope
 from .context import PARTNER_SCOPE, ROOT_CHECK_AAD, SealContext, partner_key_aad, tenant_key_aad
-from .errors import KmsError, SealError
+from .breaker import CircuitBreaker, SingleFlight
+from .errors import KmsError, KmsUnavailable, KmsWrongKey, SealError
 from .keycache import KeyCache
-from .kms import KmsProvider, timed
+from .kms import KmsProvider, call_limits, timed
 
 log = logging.getLogger("scaivault.crypto")
 
 HEALTH_CACHE_SECONDS = 5.0
+HEALTH_WAIT_SECONDS = 1.5       # readiness waits this long for a KMS probe, then answers from what it knows
 
 
 def commitment(key: bytes, aad: bytes) -> bytes:
@@ -69,7 +71,7 @@ class Keyring:
         self.settings = settings
         self.db = db
         self.provider_factory = provider_factory
-        self.cache = KeyCache(settings.kms_cache_ttl, clock=clock)
+        self.cache = KeyCache(settings.kms_cache_ttl, clock=clock, grace_seconds=settings.kms_cache_grace)
         self._providers: dict[str, KmsProvider] = {}
         self._primary: KmsProvider | None = None
         self._secondary: KmsProvider | None = None
@@ -77,10 +79,18 @@ class Keyring:
         self._root: RootRecord | None = None
         self._root_loaded_at = 0.0
         self._root_reloading = False
-        self._root_init_lock = threading.Lock()
-        self._partner_locks: dict[str, threading.Lock] = {}
         self._degraded_since: float | None = None
         self._health: tuple[float, dict] | None = None
+        self._health_probe: threading.Thread | None = None
+        self._breakers: dict[str, CircuitBreaker] = {}
+        self._flights = SingleFlight()
+        try:
+            timeout, attempts = call_limits(settings)
+        except ConfigError:
+            timeout, attempts = 10.0, 2
+        # a follower waits for the leader's call: at most every attempt of the primary and the
+        # secondary, plus the database statements around them
+        self.call_bound = 2 * timeout * attempts + 5.0
 
     # ------------------------------------------------------------------ providers
 
@@ -118,6 +128,34 @@ class Keyring:
                     self._providers[key_ref] = provider
         return provider
 
+    # ------------------------------------------------------------------ failing fast
+
+    def breaker(self, key_ref: str) -> CircuitBreaker:
+        """The circuit breaker of one KMS key (created on first use)."""
+        breaker = self._breakers.get(key_ref)
+        if breaker is None:
+            with self._lock:
+                breaker = self._breakers.get(key_ref)
+                if breaker is None:
+                    breaker = self._breakers[key_ref] = CircuitBreaker(key_ref, lambda: self._probe_key(key_ref))
+        return breaker
+
+    def _kms(self, provider: KmsProvider, operation: str, fn: Callable[[], bytes]) -> bytes:
+        """One KMS call through the key's breaker, timed (fails at once while the key is known down)."""
+        return self.breaker(provider.key_ref).call(lambda: timed(operation, fn))
+
+    def _probe_key(self, key_ref: str) -> None:
+        """The breaker's background probe: open the root check value with this key, directly."""
+        root = self._root or self._load_root()
+        if root is None:
+            raise KmsUnavailable("no encryption root to probe with")
+        wrapped = root.wrapped_check if key_ref == root.key_ref else \
+            root.wrapped_check_secondary if key_ref == root.secondary_key_ref else None
+        if wrapped is None:
+            raise KmsUnavailable("this key wraps no check value of the active root")
+        provider = self.provider_for(key_ref)
+        timed("decrypt", lambda: provider.unwrap(wrapped, ROOT_CHECK_AAD))
+
     # ------------------------------------------------------------------ root record
 
     def _load_root(self, status: str = "active") -> RootRecord | None:
@@ -151,11 +189,13 @@ class Keyring:
             v=record.version, p=record.provider, k=record.key_ref, k2=record.secondary_key_ref, w=record.wrapped_check,
             w2=record.wrapped_check_secondary, c=record.check_commitment, s=record.status) == 1
 
-    def ensure_root(self) -> RootRecord:
+    def ensure_root(self, *, startup: bool = True) -> RootRecord:
         """Create the encryption root on first boot, then prove the configured KMS can open it.
 
         Raises ConfigError (the CLI exits 2) when the stored root cannot be opened: a wrong
-        key must stop start-up, not surface on the first secret read.
+        key must stop start-up, not surface on the first secret read. Past start-up
+        (`startup=False`: a worker loading it for a request) an unreachable KMS is
+        KmsUnavailable (503 kms_unavailable) and a refusal KmsWrongKey, never a configuration error.
         """
         root = self._load_root()
         if root is None:
@@ -170,24 +210,26 @@ class Keyring:
                     log.info("created the encryption root", extra={"kms_provider": record.provider, "key_ref": record.key_ref})
             root = self._load_root()
             assert root is not None
-        self.verify_root(root)
+        self.verify_root(root, startup=startup)
         self._root = root
         self._root_loaded_at = self.cache.clock()
         return root
 
-    def verify_root(self, root: RootRecord) -> None:
+    def verify_root(self, root: RootRecord, *, startup: bool = True) -> None:
         """Open the root check value with the key that wrapped it (ConfigError when impossible)."""
         problems = []
+        unreachable = 0
         for key_ref, wrapped in ((root.key_ref, root.wrapped_check), (root.secondary_key_ref, root.wrapped_check_secondary)):
             if not key_ref or wrapped is None:
                 continue
             try:
                 provider = self.provider_for(key_ref)
-                check = timed("decrypt", lambda: provider.unwrap(wrapped, ROOT_CHECK_AAD))
+                check = self._kms(provider, "decrypt", lambda: provider.unwrap(wrapped, ROOT_CHECK_AAD))
                 if not hmac.compare_digest(commitment(check, ROOT_CHECK_AAD), root.check_commitment):
                     raise SealError("the check value does not match")
             except (KmsError, SealError) as exc:
                 problems.append(f"key {key_ref}: {exc.message}")
+                unreachable += isinstance(exc, KmsUnavailable)
                 continue
             if key_ref != root.key_ref:
                 log.warning("the primary KMS key cannot open the encryption root; running on the secondary key",
@@ -201,6 +243,10 @@ class Keyring:
                             "under; run `scaivault keys rotate` to wrap them under it",
                             extra={"configured": self.settings.kms_key_id_secondary, "active": root.secondary_key_ref})
             return
+        if not startup:
+            if unreachable == len(problems):
+                raise KmsUnavailable("the KMS cannot be reached to open the encryption root")
+            raise KmsWrongKey("the configured KMS key cannot open the stored encryption root")
         raise ConfigError(_key_variable(self.settings),
                           f"the configured KMS key cannot open the stored encryption root (root version "
                           f"{root.version}, {root.provider} key {root.key_ref}): {'; '.join(problems)}. "
@@ -223,9 +269,9 @@ class Keyring:
         """The active root record, re-read every KMS_CACHE_TTL so a rotation done by another
         instance is picked up (new partner keys are then wrapped under the new key)."""
         if self._root is None:
-            with self._root_init_lock:          # first load only: there is no root to serve meanwhile
-                if self._root is None:
-                    self.ensure_root()
+            # first load (a fresh worker): single-flight, not a lock, so that while the KMS stalls
+            # the requests arriving meanwhile share the one load's outcome instead of queueing
+            self._flights.do("root", self._load_first_root, self.call_bound)
         elif self.cache.clock() - self._root_loaded_at > self.cache.ttl:
             self._reload_root()
         assert self._root is not None
@@ -243,26 +289,31 @@ class Keyring:
             if current is not None and self._root is not None and current.version == self._root.version:
                 self._root_loaded_at = self.cache.clock()
             else:
-                self.ensure_root()
+                self.ensure_root(startup=False)
         finally:
             with self._lock:
                 self._root_reloading = False
+
+    def _load_first_root(self) -> None:
+        if self._root is None:
+            self.ensure_root(startup=False)
 
     # ------------------------------------------------------------------ partner keys
 
     def _unwrap_with_failover(self, root: RootRecord, wrapped: bytes, wrapped_secondary: bytes | None, aad: bytes) -> bytes:
         try:
             provider = self.provider_for(root.key_ref)
-            key = timed("decrypt", lambda: provider.unwrap(wrapped, aad))
+            key = self._kms(provider, "decrypt", lambda: provider.unwrap(wrapped, aad))
             self._degraded_since = None
             return key
         except KmsError as exc:
             if not (root.secondary_key_ref and wrapped_secondary is not None):
                 raise
-            log.warning("primary KMS key failed; unwrapping with the secondary key",
-                        extra={"key_ref": root.key_ref, "error": exc.code})
+            if self._degraded_since is None:
+                log.warning("primary KMS key failed; unwrapping with the secondary key",
+                            extra={"key_ref": root.key_ref, "error": exc.code})
             secondary = self.provider_for(root.secondary_key_ref)
-            key = timed("decrypt", lambda: secondary.unwrap(wrapped_secondary, aad))
+            key = self._kms(secondary, "decrypt", lambda: secondary.unwrap(wrapped_secondary, aad))
             if self._degraded_since is None:
                 self._degraded_since = time.monotonic()
             return key
@@ -272,22 +323,23 @@ class Keyring:
         cached = self.cache.get(("partner", partner_id))
         if cached is not None:
             return cached
-        # one unwrap per partner at a time: when the cached key expires under load, the
-        # concurrent requests wait for one KMS call instead of each making their own
-        with self._partner_lock(partner_id):
-            cached = self.cache.get(("partner", partner_id))
-            if cached is not None:
-                return cached
-            return self._load_partner_key(partner_id)
+        # one unwrap per partner at a time (single-flight): when the cached key expires under
+        # load, the concurrent requests share one KMS call and are released together
+        try:
+            return self._flights.do(("partner", partner_id), lambda: self._load_partner_if_missing(partner_id),
+                                    self.call_bound)
+        except KmsUnavailable:
+            # the KMS cannot be reached (not: refused): keep serving the last unwrapped key
+            # for up to KMS_CACHE_GRACE past its TTL, as a running Vault keeps its keyring
+            stale = self.cache.get_stale(("partner", partner_id))
+            if stale is None:
+                raise
+            _count_stale()
+            return stale
 
-    def _partner_lock(self, partner_id: str) -> threading.Lock:
-        with self._lock:
-            lock = self._partner_locks.get(partner_id)
-            if lock is None:
-                if len(self._partner_locks) > 10_000:
-                    self._partner_locks.clear()
-                lock = self._partner_locks[partner_id] = threading.Lock()
-            return lock
+    def _load_partner_if_missing(self, partner_id: str) -> AESGCM:
+        cached = self.cache.get(("partner", partner_id))
+        return cached if cached is not None else self._load_partner_key(partner_id)
 
     def _load_partner_key(self, partner_id: str) -> AESGCM:
         root = self.root
@@ -299,8 +351,8 @@ class Keyring:
             key = envelope.new_key()
             primary = self.provider_for(root.key_ref)
             secondary = self.provider_for(root.secondary_key_ref) if root.secondary_key_ref else None
-            wrapped = timed("encrypt", lambda: primary.wrap(key, aad))
-            wrapped_2 = timed("encrypt", lambda: secondary.wrap(key, aad)) if secondary else None
+            wrapped = self._kms(primary, "encrypt", lambda: primary.wrap(key, aad))
+            wrapped_2 = self._kms(secondary, "encrypt", lambda: secondary.wrap(key, aad)) if secondary else None
             self.db.execute("INSERT INTO partner_keys (partner_id, root_version, wrapped, wrapped_secondary, commitment) "
                             "VALUES (:p, :v, :w, :w2, :c) ON CONFLICT DO NOTHING",
                             p=partner_id, v=root.version, w=wrapped, w2=wrapped_2, c=commitment(key, aad))
@@ -401,13 +453,41 @@ class Keyring:
         self._health = None
 
     def health(self) -> dict[str, Any]:
-        """ok / degraded (running on the secondary key) / error, probing the KMS at most every 5 s."""
+        """ok / degraded / error, probing the KMS at most every 5 s, never waiting on a stalled one.
+
+        degraded (still ready): running on the secondary key, or the KMS is unreachable but
+        keys unwrapped earlier are still usable (within KMS_CACHE_TTL + KMS_CACHE_GRACE).
+        error: no key is usable. The probe runs in the background; a caller waits for it at
+        most HEALTH_WAIT_SECONDS and otherwise gets the last known state.
+        """
         now = time.monotonic()
         if self._health is not None and now - self._health[0] < HEALTH_CACHE_SECONDS:
-            return self._health[1]
+            return self._with_cached_keys(self._health[1])
+        with self._lock:
+            probe = self._health_probe
+            if probe is None or not probe.is_alive():
+                probe = self._health_probe = threading.Thread(target=self._run_probe, name="kms-health-probe",
+                                                              daemon=True)
+                probe.start()
+        probe.join(HEALTH_WAIT_SECONDS)
+        if self._health is not None and (not probe.is_alive() or now - self._health[0] < 60):
+            return self._with_cached_keys(self._health[1])
+        return self._with_cached_keys({"status": "error", "key_status": "unavailable",
+                                       "message": "the KMS did not answer the health probe in time"})
+
+    def _run_probe(self) -> None:
+        started = time.monotonic()
         result = self._probe()
-        self._health = (now, result)
-        return result
+        self._health = (started, result)
+
+    def _with_cached_keys(self, result: dict[str, Any]) -> dict[str, Any]:
+        """An unreachable KMS with keys still usable from memory is degraded, not an error."""
+        if result.get("status") != "error" or result.get("key_status") != "unavailable":
+            return result
+        usable = self.cache.usable_count()
+        if not usable:
+            return result
+        return {**result, "status": "degraded", "key_status": "cached", "cached_keys": usable}
 
     def _probe(self) -> dict[str, Any]:
         try:
@@ -426,7 +506,7 @@ class Keyring:
                 continue
             try:
                 provider = self.provider_for(key_ref)
-                check = timed("decrypt", lambda: provider.unwrap(wrapped, ROOT_CHECK_AAD))
+                check = self._kms(provider, "decrypt", lambda: provider.unwrap(wrapped, ROOT_CHECK_AAD))
                 if not hmac.compare_digest(commitment(check, ROOT_CHECK_AAD), root.check_commitment):
                     raise SealError("check value mismatch")
             except (KmsError, SealError, ConfigError) as exc:
@@ -440,12 +520,22 @@ class Keyring:
                 "message": "cannot open the encryption root: " + "; ".join(messages)}
 
     def close(self) -> None:
+        for breaker in list(self._breakers.values()):
+            breaker.close()
         for provider in list(self._providers.values()):
             try:
                 provider.close()
             except Exception:
                 pass
         self.cache.clear()
+
+
+def _count_stale() -> None:
+    try:
+        from .. import metrics
+    except ImportError:
+        return
+    metrics.KMS_STALE_KEYS_USED.inc()
 
 
 def tenant_partner_unknown(tenant_id: str | None) -> ScaiVaultError:

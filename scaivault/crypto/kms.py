@@ -10,7 +10,7 @@ import time
 from typing import Any, Callable
 
 from ..config import ConfigError, Settings
-from .errors import KmsError
+from .errors import KmsError, KmsUnavailable
 
 
 class KmsProvider:
@@ -69,6 +69,44 @@ def missing_sdk(provider: str, module: str, extra: str) -> ConfigError:
                                        f"install it with: pip install 'scaivault[{extra}]'")
 
 
+DEFAULT_TIMEOUT_SECONDS = 10.0
+DEFAULT_ATTEMPTS = 2
+
+
+def call_limits(settings: Settings) -> tuple[float, int]:
+    """(KMS_TIMEOUT seconds per attempt, KMS_RETRIES attempts per call) -- one meaning in every provider.
+
+    KMS_RETRIES counts attempts, not retries: 2 means the first try and one more. A call
+    against a KMS that does not answer therefore takes at most about timeout x attempts.
+    """
+    opts = settings.kms_options
+    try:
+        timeout = float(opts.get("KMS_TIMEOUT") or DEFAULT_TIMEOUT_SECONDS)
+    except ValueError:
+        raise ConfigError("KMS_TIMEOUT", "must be a number of seconds") from None
+    try:
+        attempts = int(opts.get("KMS_RETRIES") or DEFAULT_ATTEMPTS)
+    except ValueError:
+        raise ConfigError("KMS_RETRIES", "must be an integer (attempts per KMS call)") from None
+    if timeout <= 0:
+        raise ConfigError("KMS_TIMEOUT", "must be more than 0 seconds")
+    if attempts < 1:
+        raise ConfigError("KMS_RETRIES", "must be at least 1 (attempts per KMS call)")
+    return timeout, attempts
+
+
+def with_attempts(attempts: int, fn: Callable[[], Any], backoff: float = 0.1) -> Any:
+    """Run `fn` up to `attempts` times while it raises KmsUnavailable (for SDKs without an attempts knob)."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return fn()
+        except KmsUnavailable:
+            if attempt == attempts:
+                raise
+            time.sleep(min(1.0, backoff * 2 ** (attempt - 1)))
+    raise AssertionError("unreachable")
+
+
 def timed(operation: str, fn: Callable[[], bytes]) -> bytes:
     """Run one KMS call, recording scaivault_kms_latency_seconds{operation} when metrics exist."""
     started = time.perf_counter()
@@ -88,4 +126,5 @@ def _observe(operation: str, seconds: float) -> None:
         histogram.labels(operation=operation).observe(seconds)
 
 
-__all__ = ["KmsProvider", "KmsFactory", "KmsError", "require_option", "read_secret_file", "missing_sdk", "timed"]
+__all__ = ["KmsProvider", "KmsFactory", "KmsError", "require_option", "read_secret_file", "missing_sdk", "timed",
+           "call_limits", "with_attempts"]

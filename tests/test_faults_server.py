@@ -1,0 +1,78 @@
+"""The served process after faults: stale metrics directories of a master killed with -9 are
+removed at the next start, and respawned workers are warm before they accept."""
+from __future__ import annotations
+
+import glob
+import os
+import signal
+import tempfile
+import time
+
+import pytest
+import requests
+
+from tests.drills.harness import Instance
+
+
+def metrics_dirs_of(pid: int) -> list[str]:
+    return glob.glob(os.path.join(tempfile.gettempdir(), f"scaivault-metrics-{pid}-*"))
+
+
+@pytest.mark.slow
+def test_a_master_killed_with_9_leaves_a_metrics_directory_that_the_next_start_removes(base_env):
+    first = Instance(dict(base_env), workers=1).start()
+    try:
+        killed_pid = first.master_pid
+        assert len(metrics_dirs_of(killed_pid)) == 1
+        workers = first.worker_pids()
+        first.kill()
+        deadline = time.monotonic() + 10
+        while any(os.path.exists(f"/proc/{p}") for p in workers) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(metrics_dirs_of(killed_pid)) == 1          # nobody could clean up
+        second = Instance(dict(base_env), workers=1).start()
+        try:
+            assert metrics_dirs_of(killed_pid) == []
+            assert len(metrics_dirs_of(second.master_pid)) == 1   # its own is in use
+            assert requests.get(second.url + "/v1/metrics", timeout=10).status_code in (200, 401, 403)
+        finally:
+            second.cleanup()
+        assert metrics_dirs_of(second.master_pid) == []       # a clean stop removes its own
+    finally:
+        first.cleanup()
+
+
+def first_read_after_respawn(base_env, scaikey, warmup: str, reads: int = 15) -> tuple[float, float, str]:
+    """(median warm read, first read of a respawned worker, log) in seconds, new connection each."""
+    env = {**base_env, "WORKER_WARMUP_TIMEOUT": warmup, "LOG_LEVEL": "info"}
+    instance = Instance(env, workers=1).start()
+    try:
+        token = scaikey.mint(sub="usr_warm", email="warm@t.example", tenant_id="tnt_warm", partner_id="ptn_warm",
+                             scopes=("secrets:read", "secrets:write"), role="tenant_admin")
+        auth = {"Authorization": f"Bearer {token}", "Connection": "close"}
+        url = instance.url + "/v1/secrets/warm/one"
+        assert requests.put(url, json={"data": {"v": 1}}, headers=auth, timeout=10).status_code in (200, 201)
+
+        def timed_read() -> float:
+            started = time.perf_counter()
+            response = requests.get(url, headers=auth, timeout=30)
+            assert response.status_code == 200, response.text
+            return time.perf_counter() - started
+
+        warm = sorted(timed_read() for _ in range(reads))[reads // 2]
+        old = instance.worker_pids()
+        os.kill(old[0], signal.SIGKILL)
+        instance.wait_workers(1, exclude=tuple(old))
+        time.sleep(3.0)          # the new worker has booted (and warmed up, when enabled) and accepts
+        first = timed_read()
+        return warm, first, instance.log()
+    finally:
+        instance.cleanup()
+
+
+@pytest.mark.slow
+def test_a_respawned_workers_first_secret_read_costs_what_a_warm_workers_does(base_env, scaikey):
+    warm, first, log = first_read_after_respawn(base_env, scaikey, "15s")
+    assert "worker warmed up" in log
+    # a cold worker pays 0.12-0.23 s here (pool, JWKS, keys, catalog caches, first WSGI request)
+    assert first < max(4 * warm, warm + 0.08), (warm, first)
