@@ -17,9 +17,9 @@ from ..policy.paths import validate_path
 from ..services.policies import page_limit
 from .auditing import entry_for_request
 from .http import runtime
-from .authorization import permission
+from .authorization import permission, require_grant
 from .pipeline import endpoint
-from .pki_access import actor, audit_read, authorize, owner, require_any_scope, visible
+from .pki_access import actor, audit_read, owner, require_any_scope, visible
 
 bp = Blueprint("acme", __name__)
 
@@ -63,7 +63,7 @@ class DnsProviderBody(BaseModel):
           authorize=permission("write", each=True))
 def register_account():
     body: AccountBody = g.body
-    authorize(f"pki/acme/accounts/{body.name[:64]}", "write", "pki:admin")
+    require_grant(f"pki/acme/accounts/{body.name[:64]}", "write")
     view = runtime().acme.register_account(owner(), body.model_dump(), actor(), entry_for_request)
     return jsonify(view), 201
 
@@ -80,7 +80,7 @@ def list_accounts():
 @endpoint("pki:admin", scope="pki:admin", summary="One ACME account", authorize=permission("read", each=True))
 def get_account(account_id: str):
     row = runtime().acme.account(owner(), account_id)
-    authorize(f"pki/acme/accounts/{row['name']}", "read", "pki:admin")
+    require_grant(f"pki/acme/accounts/{row['name']}", "read")
     audit_read(f"pki/acme/accounts/{row['name']}")
     return jsonify(runtime().acme.account_view(row))
 
@@ -93,7 +93,7 @@ def get_account(account_id: str):
 def create_order():
     body: OrderBody = g.body
     validate_path(body.secret_path)
-    authorize(body.secret_path, "write", "pki:issue")
+    require_grant(body.secret_path, "write")
     view = runtime().acme.create_order(owner(), body.model_dump(), actor(), entry_for_request)
     return jsonify(view), 202
 
@@ -104,7 +104,7 @@ def create_order():
 def get_order(order_id: str):
     require_any_scope("pki:issue", "pki:admin")
     row = runtime().acme.order(owner(), order_id)
-    authorize(row["secret_path"], "read", "pki:issue")
+    require_grant(row["secret_path"], "read")
     audit_read(row["secret_path"], acme_order_id=row["id"])
     return jsonify(runtime().acme.order_view(row))
 
@@ -127,7 +127,7 @@ def list_orders():
           authorize=permission("write", each=True))
 def create_dns_provider():
     body: DnsProviderBody = g.body
-    authorize(f"dns/providers/{body.name[:64]}", "write", "pki:admin")
+    require_grant(f"dns/providers/{body.name[:64]}", "write")
     view = runtime().dns_providers.create(owner(), body.model_dump(), actor(), entry_for_request)
     return jsonify(view), 201
 
@@ -146,7 +146,7 @@ def list_dns_providers():
           authorize=permission("read", each=True))
 def get_dns_provider(provider_id: str):
     row = runtime().dns_providers.get(owner(), provider_id)
-    authorize(f"dns/providers/{row['name']}", "read", "pki:admin")
+    require_grant(f"dns/providers/{row['name']}", "read")
     audit_read(f"dns/providers/{row['name']}")
     return jsonify(runtime().dns_providers.view(row))
 
@@ -156,7 +156,7 @@ def get_dns_provider(provider_id: str):
           authorize=permission("delete", each=True))
 def delete_dns_provider(provider_id: str):
     row = runtime().dns_providers.get(owner(), provider_id)
-    authorize(f"dns/providers/{row['name']}", "delete", "pki:admin")
+    require_grant(f"dns/providers/{row['name']}", "delete")
     runtime().dns_providers.delete(owner(), row["id"], entry_for_request)
     return Response(status=204)
 

@@ -14,7 +14,7 @@ from ..audit.entry import IDENTITY_TYPES
 from ..errors import ScaiVaultError, ValidationFailed
 from ..policy.paths import validate_path
 from .auditing import entry_for_request
-from .authorization import admin
+from .authorization import admin, require_grant
 from .http import runtime
 from .pipeline import endpoint
 
@@ -189,12 +189,7 @@ class ExportBody(BaseModel):
 
 def _require_read_permission(path: str) -> None:
     """The requester must be allowed to read the credentials secret the export job will use."""
-    from ..policy.access import request_context
-
-    rt = runtime()
-    decision = rt.access.decide(g.identity, g.tenant, path, "read", request_context(g.identity, request.remote_addr))
-    if not decision.allowed:
-        raise decision.error(path)
+    require_grant(path, "read")
 
 
 @bp.post("/v1/audit/export")

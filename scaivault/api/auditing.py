@@ -131,7 +131,7 @@ def record_denial(runtime, category: str | None, error: ScaiVaultError, secret_p
     if g.get("tenant") is None and getattr(g.get("identity"), "tenant_id", None) is None and not cross_tenant:
         return
     if secret_path is None:
-        secret_path = (request.view_args or {}).get("path")
+        secret_path = g.get("refused_path") or (request.view_args or {}).get("path")
     extra = {"error": error.code, "method": request.method}
     target = details.get("tenant_id") if cross_tenant else None
     if target:

@@ -135,11 +135,24 @@ def require_permission(path, permission_name: str, partner: bool = False) -> Non
     validate_path(path)
     if permission_name == "write":
         refuse_system_path(path)     # sys/ names administrative resources, never secrets (issue 16)
-    identity = g.identity
-    decision = runtime().access.decide(identity, g.tenant, path, permission_name,
-                                       request_context(identity, request.remote_addr), partner_secret=partner)
+    require_grant(path, permission_name, partner=partner)
+
+
+def require_grant(path: str, permission_name: str, *, partner: bool = False) -> None:
+    """Role or policy must grant `permission_name` on the policy path `path` (a secret, or the path
+    an engine, CA, role or lease is governed by); the refusal is raised and the pipeline audits it
+    naming `path`."""
+    decision = grants(path, permission_name, partner=partner)
     if not decision.allowed:
+        g.refused_path = path
         raise decision.error(path)
+
+
+def grants(path: str, permission_name: str, *, partner: bool = False):
+    """The caller's access decision for `permission_name` on `path` (nothing raised, nothing audited)."""
+    identity = g.identity
+    return runtime().access.decide(identity, g.tenant, path, permission_name,
+                                   request_context(identity, request.remote_addr), partner_secret=partner)
 
 
 def _refuse_colon_method(path) -> None:

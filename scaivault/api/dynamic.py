@@ -4,7 +4,7 @@ Policies govern dynamic credentials on the path `dynamic/{engine}/{role}` (crede
 roles: read/list/write/delete) and `dynamic/{engine}` (engines: read/list/write/delete,
 rotate-root: rotate), with the scopes dynamic:read (read, generate, leases) and
 dynamic:manage (configuration). The paths are composed from several view arguments, so each
-view declares `permission(..., each=True)` and checks its path in one function, `_authorize`.
+view declares `permission(..., each=True)` and checks its path with `require_grant`.
 """
 from __future__ import annotations
 
@@ -15,9 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 
 from .. import pagination
 from ..errors import ScaiVaultError
-from ..policy.access import request_context
-from .auditing import entry_for_request, record_denial
-from .authorization import permission
+from .auditing import entry_for_request
+from .authorization import grants, permission, require_grant
 from .http import bool_arg, runtime
 from .pipeline import endpoint, parse_body
 
@@ -81,22 +80,6 @@ class CredsView(BaseModel):
 
 
 # ------------------------------------------------------------------ authorisation (one place)
-def _authorize(path: str, permission: str, category: str) -> None:
-    """Role or policy must grant `permission` on `path`; a refusal is audited and raised."""
-    rt = runtime()
-    decision = rt.access.decide(g.identity, g.tenant, path, permission, request_context(g.identity, request.remote_addr))
-    if not decision.allowed:
-        error = decision.error(path)
-        record_denial(rt, category, error, secret_path=path)
-        raise error
-
-
-def _allows(path: str, permission: str) -> bool:
-    rt = runtime()
-    return rt.access.decide(g.identity, g.tenant, path, permission,
-                            request_context(g.identity, request.remote_addr)).allowed
-
-
 def _lease_access(tenant_id: str, lease_id: str, permission: str, owner_permission: str | None) -> dict:
     """The lease, if the caller may act on it: its owner (by principal) needs `owner_permission` on
     the role (None: nothing more), anyone else `permission`."""
@@ -104,9 +87,9 @@ def _lease_access(tenant_id: str, lease_id: str, permission: str, owner_permissi
     path = f"dynamic/{lease['engine']}/{lease['role']}"
     if owner == g.identity.principal:
         if owner_permission:
-            _authorize(path, owner_permission, "leases")
+            require_grant(path, owner_permission)
         return lease
-    _authorize(path, permission, "leases")
+    require_grant(path, permission)
     return lease
 
 
@@ -134,10 +117,10 @@ def create_engine():
     body = _body()
     name = body.get("name")
     if isinstance(name, str):
-        _authorize(f"dynamic/{name}", "write", "dynamic:admin")
+        require_grant(f"dynamic/{name}", "write")
     tenant = g.tenant
     view = runtime().dynamic.create_engine(tenant.tenant_id, tenant.partner_id, body, _actor(), entry_for_request,
-                                           lambda path: _authorize(path, "read", "dynamic:admin"))
+                                           lambda path: require_grant(path, "read"))
     return jsonify(view), 201
 
 
@@ -145,7 +128,7 @@ def create_engine():
 @endpoint("dynamic:admin", scope="dynamic:read", summary="List the engines the caller may list", query={"limit": "page size, 1..1000 (default 100)", "cursor": "from the previous page"},
           authorize=permission("list", each=True))
 def list_engines():
-    engines = runtime().dynamic.list_engines(g.tenant.tenant_id, lambda name: _allows(f"dynamic/{name}", "list"))
+    engines = runtime().dynamic.list_engines(g.tenant.tenant_id, lambda name: grants(f"dynamic/{name}", "list").allowed)
     return jsonify(pagination.paginate("engines", engines["engines"], request.args.get("limit"), request.args.get("cursor"),
                                        sort_key=lambda engine: engine["name"]))
 
@@ -154,7 +137,7 @@ def list_engines():
 @endpoint("dynamic:admin", scope="dynamic:read", summary="Read an engine (never its root credentials)",
           authorize=permission("read", each=True))
 def get_engine(name: str):
-    _authorize(f"dynamic/{name}", "read", "dynamic:admin")
+    require_grant(f"dynamic/{name}", "read")
     return jsonify(runtime().dynamic.engine_view(runtime().dynamic.engine(g.tenant.tenant_id, name)))
 
 
@@ -163,9 +146,9 @@ def get_engine(name: str):
           summary="Update an engine; a changed connection is tested again",
           authorize=permission("write", each=True))
 def update_engine(name: str):
-    _authorize(f"dynamic/{name}", "write", "dynamic:admin")
+    require_grant(f"dynamic/{name}", "write")
     return jsonify(runtime().dynamic.update_engine(g.tenant.tenant_id, name, _body(), _actor(), entry_for_request,
-                                                   lambda path: _authorize(path, "read", "dynamic:admin")))
+                                                   lambda path: require_grant(path, "read")))
 
 
 @bp.delete("/v1/dynamic/engines/<name>")
@@ -174,7 +157,7 @@ def update_engine(name: str):
           authorize=permission("delete", each=True))
 def delete_engine(name: str):
     force = bool_arg("force")
-    _authorize(f"dynamic/{name}", "delete", "dynamic:admin")
+    require_grant(f"dynamic/{name}", "delete")
     return jsonify(runtime().dynamic.delete_engine(g.tenant.tenant_id, name, force, entry_for_request))
 
 
@@ -182,7 +165,7 @@ def delete_engine(name: str):
 @endpoint("dynamic:admin", scope="dynamic:read", summary="Test the engine's connection; lease counts and failed revocations",
           authorize=permission("read", each=True))
 def engine_health(name: str):
-    _authorize(f"dynamic/{name}", "read", "dynamic:admin")
+    require_grant(f"dynamic/{name}", "read")
     return jsonify(runtime().dynamic.health(g.tenant.tenant_id, name))
 
 
@@ -191,9 +174,9 @@ def engine_health(name: str):
           summary="Set a new root password in the database and store it as the next version of the root secret",
           authorize=permission("rotate", each=True))
 def rotate_root(name: str):
-    _authorize(f"dynamic/{name}", "rotate", "dynamic:admin")
+    require_grant(f"dynamic/{name}", "rotate")
     return jsonify(runtime().dynamic.rotate_root(g.tenant.tenant_id, name, _actor(), entry_for_request,
-                                                 lambda path: _authorize(path, "rotate", "dynamic:admin")))
+                                                 lambda path: require_grant(path, "rotate")))
 
 
 # ------------------------------------------------------------------ roles
@@ -201,7 +184,8 @@ def rotate_root(name: str):
 @endpoint("dynamic:admin", scope="dynamic:read", summary="List the roles of an engine the caller may list", query={"limit": "page size, 1..1000 (default 100)", "cursor": "from the previous page"},
           authorize=permission("list", each=True))
 def list_roles(name: str):
-    roles = runtime().dynamic.list_roles(g.tenant.tenant_id, name, lambda role: _allows(f"dynamic/{name}/{role}", "list"))
+    roles = runtime().dynamic.list_roles(g.tenant.tenant_id, name,
+                                         lambda role: grants(f"dynamic/{name}/{role}", "list").allowed)
     return jsonify(pagination.paginate("roles", roles["roles"], request.args.get("limit"), request.args.get("cursor"),
                                        sort_key=lambda role: role["name"]))
 
@@ -228,7 +212,7 @@ def put_role(name: str, role: str):
 
 
 def _put_role(name: str, role: str, body: dict):
-    _authorize(f"dynamic/{name}/{role}", "write", "dynamic:admin")
+    require_grant(f"dynamic/{name}/{role}", "write")
     view, created = runtime().dynamic.put_role(g.tenant.tenant_id, name, role, body, _actor(), entry_for_request)
     return jsonify(view), (201 if created else 200)
 
@@ -237,7 +221,7 @@ def _put_role(name: str, role: str, body: dict):
 @endpoint("dynamic:admin", scope="dynamic:read", summary="Read a role",
           authorize=permission("read", each=True))
 def get_role(name: str, role: str):
-    _authorize(f"dynamic/{name}/{role}", "read", "dynamic:admin")
+    require_grant(f"dynamic/{name}/{role}", "read")
     return jsonify(runtime().dynamic.get_role(g.tenant.tenant_id, name, role))
 
 
@@ -245,7 +229,7 @@ def get_role(name: str, role: str):
 @endpoint("dynamic:admin", scope="dynamic:manage", summary="Delete a role (409 while it has live leases)",
           authorize=permission("delete", each=True))
 def delete_role(name: str, role: str):
-    _authorize(f"dynamic/{name}/{role}", "delete", "dynamic:admin")
+    require_grant(f"dynamic/{name}/{role}", "delete")
     return jsonify(runtime().dynamic.delete_role(g.tenant.tenant_id, name, role, entry_for_request))
 
 
@@ -255,7 +239,7 @@ def delete_role(name: str, role: str):
           summary="Generate a credential: a new database user under a lease",
           authorize=permission("read", each=True))
 def generate_creds(name: str, role: str):
-    _authorize(f"dynamic/{name}/{role}", "read", "dynamic:generate")
+    require_grant(f"dynamic/{name}/{role}", "read")
     body = _optional_body(CredsBody)
     return jsonify(runtime().dynamic.generate(g.tenant.tenant_id, name, role, body.get("ttl"), _actor(),
                                               g.identity.principal, entry_for_request))
@@ -272,7 +256,7 @@ def list_leases():
     args = request.args
     rt = runtime()
     admin = rt.access.admin_over_tenant(g.identity, g.tenant)
-    visible = None if admin else (lambda engine, role: _allows(f"dynamic/{engine}/{role}", "list"))
+    visible = None if admin else (lambda engine, role: grants(f"dynamic/{engine}/{role}", "list").allowed)
     return jsonify(rt.dynamic.list_leases(g.tenant.tenant_id, engine=args.get("engine"), role=args.get("role"),
                                           identity=args.get("identity"), state=args.get("state"),
                                           limit=args.get("limit"), cursor=args.get("cursor"),
@@ -314,5 +298,5 @@ def revoke_lease(lease_id: str):
           authorize=permission("admin", each=True))
 def revoke_prefix():
     prefix = g.body.prefix
-    _authorize("dynamic/" + prefix.strip("/"), "admin", "leases")
+    require_grant("dynamic/" + prefix.strip("/"), "admin")
     return jsonify(runtime().dynamic.revoke_prefix(g.tenant.tenant_id, prefix, entry_for_request))

@@ -9,16 +9,15 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from flask import Blueprint, g, jsonify, request
+from flask import Blueprint, g, jsonify
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..errors import ScaiVaultError
 from ..federation.service import CREDENTIAL_FIELDS
-from ..policy.access import request_context
 from ..policy.paths import validate_path
 from ..services.secrets import SecretOwner
-from .auditing import entry_for_request, record_denial
-from .authorization import admin
+from .auditing import entry_for_request
+from .authorization import admin, require_grant
 from .http import runtime
 from .pipeline import endpoint
 
@@ -68,12 +67,7 @@ def _may_read_credentials(config: dict | None) -> None:
         if not isinstance(path, str):
             raise ScaiVaultError("invalid_config", f"config.{name} must be a ScaiVault secret path")
         validate_path(path)
-        rt = runtime()
-        decision = rt.access.decide(g.identity, g.tenant, path, "read", request_context(g.identity, request.remote_addr))
-        if not decision.allowed:
-            error = decision.error(path)
-            record_denial(rt, "federation", error, secret_path=path)
-            raise error
+        require_grant(path, "read")
 
 
 @bp.get("/v1/federation/backends")

@@ -12,13 +12,12 @@ from flask import Blueprint, g, jsonify, request
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..errors import ScaiVaultError
-from ..policy.access import request_context
 from ..policy.paths import validate_path
 from ..services.rotation import RotationService
 from ..services.secret_policies import SecretPolicyService, TenantScope
 from ..services.secrets import SecretOwner, WriteRequest
-from .auditing import entry_for_request, record_denial
-from .authorization import admin, admin_allows, permission
+from .auditing import entry_for_request
+from .authorization import admin, admin_allows, permission, require_grant
 from .http import runtime
 from .pipeline import endpoint, parse_body
 from .secrets import write_version
@@ -87,15 +86,6 @@ class RotateBody(BaseModel):
 
 
 # ------------------------------------------------------------------ helpers
-def _authorize_path(path: str, permission: str, category: str) -> None:
-    rt = runtime()
-    decision = rt.access.decide(g.identity, g.tenant, path, permission, request_context(g.identity, request.remote_addr))
-    if not decision.allowed:
-        error = decision.error(path)
-        record_denial(rt, category, error, secret_path=path)
-        raise error
-
-
 def _scope() -> TenantScope:
     return TenantScope(g.tenant.tenant_id, g.tenant.partner_id)
 
@@ -277,7 +267,7 @@ def rotate_policy(policy_id: str):
     paths = body.secret_paths
     for path in paths or []:
         validate_path(path)
-        _authorize_path(path, "rotate", "secrets:write")
+        require_grant(path, "rotate")
     if paths is None and not admin_allows("tenant"):
         raise ScaiVaultError("access_denied", "rotating every secret of a policy needs an admin role; name secret_paths")
     return jsonify(_rotation().rotate_now(_scope(), _owner(), policy_id, paths, entry_for_request))

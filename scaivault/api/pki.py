@@ -19,9 +19,9 @@ from ..services.pki import (CaRequest, IssueRequest, ca_policy_path, certificate
                             role_policy_path)
 from .auditing import entry_for_request
 from .http import bool_arg, runtime
-from .authorization import permission
+from .authorization import permission, require_grant
 from .pipeline import endpoint
-from .pki_access import actor, audit_read, authorize, owner, require_any_scope, visible
+from .pki_access import actor, audit_read, owner, require_any_scope, visible
 
 bp = Blueprint("pki", __name__)
 
@@ -101,7 +101,7 @@ class SignBody(IssueBody):
           authorize=permission("write", each=True))
 def create_ca():
     body: CaBody = g.body
-    authorize(ca_policy_path(body.name), "write", "pki:admin")
+    require_grant(ca_policy_path(body.name), "write")
     req = CaRequest(name=body.name, common_name=body.common_name, ca_type=body.ca_type, parent_ca_id=body.parent_ca_id,
                     key_type=body.key_type, key_size=body.key_size or body.key_bits, ttl=body.ttl,
                     validity_days=body.validity_days)
@@ -113,7 +113,7 @@ def create_ca():
           status=201, authorize=permission("write", each=True))
 def import_ca():
     body: CaImportBody = g.body
-    authorize(ca_policy_path(body.name), "write", "pki:admin")
+    require_grant(ca_policy_path(body.name), "write")
     return jsonify(runtime().pki.import_ca(owner(), body.name, body.certificate, body.private_key, body.ca_chain,
                                            actor(), entry_for_request)), 201
 
@@ -128,7 +128,7 @@ def list_cas():
 
 def _ca_for(ca_id: str, permission: str) -> dict:
     row = runtime().pki.get_ca(owner(), ca_id)
-    authorize(ca_policy_path(row["name"]), permission, "pki:admin")
+    require_grant(ca_policy_path(row["name"]), permission)
     return row
 
 
@@ -210,7 +210,7 @@ def create_role():
     body = g.body.model_dump(exclude_none=True)
     if not body.get("name"):
         raise ValidationFailed({"name": "required"})
-    authorize(role_policy_path(body["name"]), "write", "pki:admin")
+    require_grant(role_policy_path(body["name"]), "write")
     return jsonify(runtime().pki.create_role(owner(), body, entry_for_request)), 201
 
 
@@ -225,7 +225,7 @@ def list_roles():
 @bp.get("/v1/pki/roles/<name>")
 @endpoint("pki:admin", scope="pki:admin", summary="One PKI role", authorize=permission("read", each=True))
 def get_role(name: str):
-    authorize(role_policy_path(name[:64]), "read", "pki:admin")
+    require_grant(role_policy_path(name[:64]), "read")
     view = runtime().pki.get_role(owner(), name)
     audit_read(role_policy_path(view["name"]))
     return jsonify(view)
@@ -235,7 +235,7 @@ def get_role(name: str):
 @endpoint("pki:admin", scope="pki:admin", body=RoleBody, summary="Update a PKI role (fields given only)",
           authorize=permission("write", each=True))
 def update_role(name: str):
-    authorize(role_policy_path(name[:64]), "write", "pki:admin")
+    require_grant(role_policy_path(name[:64]), "write")
     patch = g.body.model_dump(exclude_unset=True)
     patch.pop("name", None)
     return jsonify(runtime().pki.update_role(owner(), name, patch, entry_for_request))
@@ -245,7 +245,7 @@ def update_role(name: str):
 @endpoint("pki:admin", scope="pki:admin", summary="Delete a PKI role (issued certificates stay valid)", status=204,
           authorize=permission("delete", each=True))
 def delete_role(name: str):
-    authorize(role_policy_path(name[:64]), "delete", "pki:admin")
+    require_grant(role_policy_path(name[:64]), "delete")
     runtime().pki.delete_role(owner(), name, entry_for_request)
     return Response(status=204)
 
@@ -253,7 +253,7 @@ def delete_role(name: str):
 # ------------------------------------------------------------------ issue and sign
 def _issue_request(body: IssueBody) -> IssueRequest:
     if body.secret_path:
-        authorize(body.secret_path, "write", "pki:issue")
+        require_grant(body.secret_path, "write")
     return IssueRequest(common_name=body.common_name, alt_names=body.alt_names, ip_sans=body.ip_sans, ttl=body.ttl,
                         secret_path=body.secret_path, auto_renew=body.auto_renew)
 
@@ -263,7 +263,7 @@ def _issue_request(body: IssueBody) -> IssueRequest:
           summary="Issue a certificate and key under a role (the private key is returned once)",
           authorize=permission("write", each=True))
 def issue(role: str):
-    authorize(f"pki/issue/{role[:64]}", "write", "pki:issue")
+    require_grant(f"pki/issue/{role[:64]}", "write")
     req = _issue_request(g.body)
     return jsonify(runtime().pki.issue(owner(), role, req, actor(), entry_for_request)), 201
 
@@ -273,7 +273,7 @@ def issue(role: str):
           summary="Sign a CSR under a role (the CSR's names get the role's checks)",
           authorize=permission("write", each=True))
 def sign(role: str):
-    authorize(f"pki/sign/{role[:64]}", "write", "pki:issue")
+    require_grant(f"pki/sign/{role[:64]}", "write")
     req = _issue_request(g.body)
     req.csr = g.body.csr
     return jsonify(runtime().pki.sign(owner(), role, req, actor(), entry_for_request)), 201
@@ -303,7 +303,7 @@ def list_certificates():
 
 def _certificate_for(cert_id: str, permission: str) -> dict:
     row = runtime().pki.certificate_row(owner(), cert_id)
-    authorize(certificate_policy_path(row["ca_name"], row["serial_number"]), permission, "pki:issue")
+    require_grant(certificate_policy_path(row["ca_name"], row["serial_number"]), permission)
     return row
 
 

@@ -12,9 +12,8 @@ from flask import g, request
 from ..audit import record_now
 from ..auth import require_scope
 from ..policy.access import request_context
-from ..policy.paths import refuse_system_path
 from ..services.secrets import SecretOwner
-from .auditing import entry_for_request, record_denial
+from .auditing import entry_for_request
 from .http import runtime
 
 
@@ -25,18 +24,6 @@ def owner() -> SecretOwner:
 
 def actor() -> str:
     return g.identity.identity_id
-
-
-def authorize(path: str, permission: str, category: str) -> None:
-    """The caller's role or policies must grant `permission` on `path`; refusals are audited."""
-    if permission == "write":
-        refuse_system_path(path)
-    rt = runtime()
-    decision = rt.access.decide(g.identity, g.tenant, path, permission, request_context(g.identity, request.remote_addr))
-    if not decision.allowed:
-        error = decision.error(path)
-        record_denial(rt, category, error, secret_path=path)
-        raise error
 
 
 def require_any_scope(*scopes: str) -> None:
