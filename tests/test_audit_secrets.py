@@ -138,3 +138,17 @@ def test_a_refused_policy_change_is_audited_with_its_action(admin, callers, tena
     [entry] = entries(admin, refused.headers["X-Request-ID"])
     assert entry["action"] == "policy_create" and entry["success"] is False
     assert entry["identity_id"] == "user:outsider@x.example"
+
+
+def test_a_flood_of_rate_limited_requests_writes_one_audit_entry_a_minute_not_one_each(make_app, scaikey, auth,
+                                                                                       tenant):
+    limits = HIGH_RATE_LIMITS.replace("secrets:read: {rate: 100000, window: 1m}", "secrets:read: {rate: 1, window: 1m}")
+    app = make_app(RATE_LIMITS=limits)
+    client = app.test_client()
+    token = scaikey.mint(sub="usr_flood_" + tenant, email=f"flood@{tenant}.example", tenant_id=tenant,
+                         partner_id="ptn_test", role="tenant_admin", scopes=("secrets:read",))
+    statuses = [client.get("/v1/secrets/flood/a", headers=auth(token)).status_code for _ in range(20)]
+    assert statuses.count(429) == 19
+    refused = app.extensions["scaivault"].db.scalar(
+        "SELECT count(*) FROM audit_log WHERE tenant_id = :t AND extra_data->>'error' = 'rate_limited'", t=tenant)
+    assert refused == 1

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import threading
 import time
 from typing import Any
 
@@ -130,9 +131,18 @@ def record_denial(runtime, category: str | None, error: ScaiVaultError, secret_p
         return
     if g.get("tenant") is None and getattr(g.get("identity"), "tenant_id", None) is None and not cross_tenant:
         return
+    suppressed = 0
+    if error.status == 429:
+        # a flood of refused requests must not become a flood of audit inserts: one entry per
+        # identity and category a minute per process, counting the refusals it stands for
+        record_it, suppressed = _rate_refusals.note((getattr(g.get("identity"), "principal", None), category))
+        if not record_it:
+            return
     if secret_path is None:
         secret_path = g.get("refused_path") or (request.view_args or {}).get("path")
     extra = {"error": error.code, "method": request.method}
+    if suppressed:
+        extra["refusals_not_recorded_since_last"] = suppressed
     target = details.get("tenant_id") if cross_tenant else None
     if target:
         extra["target_tenant_id"] = target
@@ -160,3 +170,29 @@ def record_denial(runtime, category: str | None, error: ScaiVaultError, secret_p
 
 
 record_failure = record_denial
+
+
+class RefusalSampler:
+    """Lets the first refusal per key through each window and counts the ones it holds back."""
+
+    def __init__(self, window_seconds: float = 60.0, max_keys: int = 10_000):
+        self.window = window_seconds
+        self.max_keys = max_keys
+        self._seen: dict[Any, tuple[float, int]] = {}
+        self._lock = threading.Lock()   # guards the dict only: no I/O under it
+
+    def note(self, key: Any) -> tuple[bool, int]:
+        """(record this one?, how many were held back since the last recorded one)."""
+        now = time.monotonic()
+        with self._lock:
+            last, held = self._seen.get(key, (None, 0))
+            if last is not None and now - last < self.window:
+                self._seen[key] = (last, held + 1)
+                return False, 0
+            if len(self._seen) >= self.max_keys:
+                self._seen.clear()
+            self._seen[key] = (now, 0)
+            return True, held
+
+
+_rate_refusals = RefusalSampler()
