@@ -45,7 +45,8 @@ def scrape():
 
 def _local_address() -> tuple[str, int] | None:
     """(host, port) of the listener this request came in on."""
-    sock = request.environ.get("gunicorn.socket")
+    # gunicorn's own workers name the connection gunicorn.socket, its pywsgi handler gunicorn.sock
+    sock = request.environ.get("gunicorn.socket") or request.environ.get("gunicorn.sock")
     if sock is not None:
         try:
             host, port = sock.getsockname()[:2]
