@@ -243,3 +243,15 @@ def test_import_sync_from_aws_secrets_manager_maps_names_to_paths(admin, moto):
     assert result["written"] == 2, result
     assert admin.get("/v1/secrets/aws/teamx/db").get_json()["data"] == {"user": "x", "password": "p"}
     assert admin.get("/v1/secrets/aws/teamx/plain").get_json()["data"] == {"value": "just-a-string"}
+
+
+def test_backend_listings_use_the_shared_pagination(admin, bao):
+    vault_backend(admin, bao, name="page-a")
+    vault_backend(admin, bao, name="page-b")
+    first = admin.get("/v1/federation/backends?limit=1").get_json()
+    assert [b["name"] for b in first["backends"]] == ["page-a"] and first["has_more"] is True
+    second = admin.get(f"/v1/federation/backends?limit=1&cursor={first['cursor']}").get_json()
+    assert [b["name"] for b in second["backends"]] == ["page-b"] and second["has_more"] is False
+    tampered = admin.get(f"/v1/federation/backends?limit=1&cursor={first['cursor'][:-2]}xx")
+    assert tampered.status_code == 400 and error_code(tampered) == "invalid_cursor"
+    assert error_code(admin.get("/v1/federation/backends?limit=0")) == "invalid_request"

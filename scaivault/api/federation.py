@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from flask import Blueprint, g, jsonify
+from flask import Blueprint, g, jsonify, request
 from pydantic import BaseModel, ConfigDict, Field
 
+from .. import pagination
 from ..errors import ScaiVaultError
 from ..federation.service import CREDENTIAL_FIELDS
 from ..policy.paths import validate_path
@@ -71,14 +72,16 @@ def _may_read_credentials(config: dict | None) -> None:
 
 
 @bp.get("/v1/federation/backends")
-@endpoint("federation", scope="federation:read", authorize=admin(sys="sys/federation"), summary="List the tenant's federation backends")
+@endpoint("federation", scope="federation:read", authorize=admin(sys="sys/federation"),
+          summary="List the tenant's federation backends")
 def list_backends():
-    backends = _service().list(_owner())
-    return jsonify({"backends": backends, "data": backends, "cursor": None, "has_more": False})
+    return jsonify(pagination.paginate("backends", _service().list(_owner()), request.args.get("limit"),
+                                       request.args.get("cursor"), sort_key=lambda b: b["name"]))
 
 
 @bp.post("/v1/federation/backends")
-@endpoint("federation", scope="federation:write", authorize=admin(sys="sys/federation"), body=BackendBody, status=201,
+@endpoint("federation", scope="federation:write", authorize=admin(sys="sys/federation"),
+          body=BackendBody, status=201,
           summary="Configure a backend; its credentials are read from a ScaiVault secret and tested")
 def create_backend():
     _may_read_credentials(g.body.config)
@@ -87,13 +90,15 @@ def create_backend():
 
 
 @bp.get("/v1/federation/backends/<backend_id>")
-@endpoint("federation", scope="federation:read", authorize=admin(sys="sys/federation"), summary="One federation backend")
+@endpoint("federation", scope="federation:read", authorize=admin(sys="sys/federation"),
+          summary="One federation backend")
 def get_backend(backend_id: str):
     return jsonify(_service().get(_owner(), backend_id))
 
 
 @bp.patch("/v1/federation/backends/<backend_id>")
-@endpoint("federation", scope="federation:write", authorize=admin(sys="sys/federation"), body=BackendPatchBody,
+@endpoint("federation", scope="federation:write", authorize=admin(sys="sys/federation"),
+          body=BackendPatchBody,
           summary="Change a backend (mode proxy <-> sync, mapping, interval, config)")
 def patch_backend(backend_id: str):
     _may_read_credentials(g.body.config)
@@ -102,25 +107,30 @@ def patch_backend(backend_id: str):
 
 
 @bp.delete("/v1/federation/backends/<backend_id>")
-@endpoint("federation", scope="federation:write", authorize=admin(sys="sys/federation"), summary="Remove a backend (synced secrets stay)")
+@endpoint("federation", scope="federation:write", authorize=admin(sys="sys/federation"),
+          summary="Remove a backend (synced secrets stay)")
 def delete_backend(backend_id: str):
     return jsonify(_service().delete(_owner(), backend_id, entry_for_request))
 
 
 @bp.get("/v1/federation/backends/<backend_id>/status")
-@endpoint("federation", scope="federation:read", authorize=admin(sys="sys/federation"), summary="Reachability now, and the last sync")
+@endpoint("federation", scope="federation:read", authorize=admin(sys="sys/federation"),
+          summary="Reachability now, and the last sync")
 def backend_status(backend_id: str):
     return jsonify(_service().status(_owner(), backend_id, entry_for_request))
 
 
 @bp.post("/v1/federation/backends/<backend_id>/sync")
-@endpoint("federation", scope="federation:write", authorize=admin(sys="sys/federation"), summary="Run a sync of this backend now")
+@endpoint("federation", scope="federation:write", authorize=admin(sys="sys/federation"),
+          summary="Run a sync of this backend now")
 def sync_backend(backend_id: str):
     return jsonify(_service().sync(_owner(), backend_id, trigger=f"manual:{g.identity.identity_id}"))
 
 
 @bp.get("/v1/federation/backends/<backend_id>/conflicts")
-@endpoint("federation", scope="federation:read", authorize=admin(sys="sys/federation"), summary="Paths that differ locally and in the backend")
+@endpoint("federation", scope="federation:read", authorize=admin(sys="sys/federation"),
+          summary="Paths that differ locally and in the backend")
 def backend_conflicts(backend_id: str):
     conflicts = _service().conflicts(_owner(), backend_id)
-    return jsonify({"conflicts": conflicts, "data": conflicts, "cursor": None, "has_more": False})
+    return jsonify(pagination.paginate("conflicts", conflicts, request.args.get("limit"), request.args.get("cursor"),
+                                       sort_key=lambda c: c["path"]))

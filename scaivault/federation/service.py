@@ -22,6 +22,7 @@ from ..audit import AuditEntry, record
 from ..audit.writer import record_now
 from ..config import parse_duration
 from ..errors import ScaiVaultError, ValidationFailed
+from ..pagination import timestamp
 from ..services.secrets import SecretOwner, WriteRequest
 from . import BACKEND_TYPES, FederationBackend, FederationUnavailable, RemoteNotFound, RemoteSecret
 from .mapping import PathMapping
@@ -44,12 +45,6 @@ CREDENTIAL_FIELDS = ("auth_config_path", "credentials_path")
 
 def _now() -> datetime:
     return datetime.now(timezone.utc)
-
-
-def _iso(ts: datetime | None) -> str | None:
-    if ts is None:
-        return None
-    return ts.astimezone(timezone.utc).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 def system_audit(owner: SecretOwner, backend_id: str) -> Callable[..., AuditEntry]:
@@ -260,7 +255,7 @@ class FederationService:
         return {"id": row["id"], "name": row["name"], "type": row["type"], "mode": row["mode"],
                 "config": row["config"], "path_mapping": row["path_mapping"],
                 "sync_interval": f"{row['sync_interval']}s" if row["sync_interval"] else None,
-                "status": row["status"], "created_at": _iso(row["created_at"]), "updated_at": _iso(row["updated_at"]),
+                "status": row["status"], "created_at": timestamp(row["created_at"]), "updated_at": timestamp(row["updated_at"]),
                 "created_by": row["created_by"]}
 
     def status(self, owner: SecretOwner, backend_id: str, audit) -> dict:
@@ -279,9 +274,9 @@ class FederationService:
         status = "healthy" if reachable and not row["last_error"] else ("degraded" if reachable else "unreachable")
         return {"id": row["id"], "name": row["name"], "type": row["type"], "mode": row["mode"], "status": status,
                 "reachable": reachable, "error": error, "check_latency_ms": latency_ms,
-                "last_sync": _iso(row["last_sync_at"]), "last_sync_duration_ms": row["last_sync_duration_ms"],
+                "last_sync": timestamp(row["last_sync_at"]), "last_sync_duration_ms": row["last_sync_duration_ms"],
                 "last_sync_result": row["last_sync_result"], "last_error": row["last_error"],
-                "next_sync": _iso(row["next_sync_at"]), "synced_paths": counts["synced"],
+                "next_sync": timestamp(row["next_sync_at"]), "synced_paths": counts["synced"],
                 "open_conflicts": counts["conflicts"]}
 
     def conflicts(self, owner: SecretOwner, backend_id: str) -> list[dict]:
@@ -290,7 +285,7 @@ class FederationService:
                                 ORDER BY path""", id=backend_id)
         return [{"id": r["id"], "path": r["path"], "remote_path": r["remote_path"], "reason": r["reason"],
                  "local_version": r["local_version"], "remote_version": r["remote_version"],
-                 "detected_at": _iso(r["detected_at"])} for r in rows]
+                 "detected_at": timestamp(r["detected_at"])} for r in rows]
 
     # ------------------------------------------------------------------ read routing
     def invalidate(self, owner: SecretOwner) -> None:
