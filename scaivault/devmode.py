@@ -186,6 +186,7 @@ def _banner(settings, token: str | None, data_dir: Path, started: float) -> str:
         f"  data directory: {data_dir}  (embedded PostgreSQL, local KMS key; kept between runs)",
         f"  redis:          {'REDIS_URL' if settings.redis_url else 'in-process (set REDIS_URL to use a real one)'}",
         f"  ready check:    curl {url}/v1/health/ready",
+        f"  admin UI:       {url}/ui/  (sign in with the token below)",
     ]
     if token:
         lines += [

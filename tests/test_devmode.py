@@ -52,7 +52,7 @@ def test_dev_starts_from_an_empty_directory_and_answers_ready(empty_directory):
         ready = get_ready(f"http://127.0.0.1:{port}", timeout=90)
         seconds = time.monotonic() - started
         assert ready is not None and ready.status_code == 200, proc.stderr.read() if proc.poll() is not None else ready
-        assert ready.json()["checks"] == {"database": "ok", "redis": "ok", "encryption": "ok"}
+        assert ready.json()["checks"] == {"database": "ok", "redis": "ok", "encryption": "ok", "audit": "ok"}
     finally:
         out, err = _ctrl_c(proc)
     assert proc.returncode == 0, err
