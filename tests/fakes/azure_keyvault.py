@@ -12,18 +12,20 @@ from __future__ import annotations
 import base64
 import datetime
 import ipaddress
-import json
 import re
 import ssl
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
+
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509.oid import NameOID
+
+from tests.fakes.servers import JsonHandler
 
 OAEP = padding.OAEP(mgf=padding.MGF1(hashes.SHA256()), algorithm=hashes.SHA256(), label=None)
 SECRET_RE = re.compile(r"^/(secrets|deletedsecrets)(?:/([A-Za-z0-9-]+))?(?:/([A-Za-z0-9]*))?/?$")
@@ -177,36 +179,9 @@ class FakeKeyVault:
     def _handler(self):
         fake = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def _serve(self, method):
-                length = int(self.headers.get("Content-Length") or 0)
-                try:
-                    body = json.loads(self.rfile.read(length) or b"{}")
-                except ValueError:
-                    body = {}
-                status, doc, extra = fake.handle(method, self.path.split("?")[0], self.headers, body)
-                raw = json.dumps(doc).encode() if doc else b""
-                self.send_response(status)
-                for k, v in extra.items():
-                    self.send_header(k, v)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(raw)))
-                self.end_headers()
-                self.wfile.write(raw)
-
-            def do_GET(self):
-                self._serve("GET")
-
-            def do_POST(self):
-                self._serve("POST")
-
-            def do_PUT(self):
-                self._serve("PUT")
-
-            def do_DELETE(self):
-                self._serve("DELETE")
-
-            def log_message(self, *args):
-                return None
+        class Handler(JsonHandler):
+            def answer(self, method, path, query, headers, body):
+                status, doc, extra = fake.handle(method, path, headers, body)
+                return status, doc or None, extra
 
         return Handler

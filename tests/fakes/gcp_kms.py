@@ -8,16 +8,18 @@ ends in `-denied` answers 403, a disabled key 400 FAILED_PRECONDITION.
 from __future__ import annotations
 
 import base64
-import json
 import os
 import re
 import struct
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
+
 
 import google_crc32c
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from tests.fakes.servers import JsonHandler
 
 KEY_RE = re.compile(r"^/v1/(projects/[^/]+/locations/[^/]+/keyRings/[^/]+/cryptoKeys/[^/:]+)"
                     r"(?::(encrypt|decrypt|updatePrimaryVersion)|/(cryptoKeyVersions))$")
@@ -94,23 +96,11 @@ class FakeCloudKms:
     def _handler(self):
         fake = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):
-                length = int(self.headers.get("Content-Length") or 0)
-                try:
-                    body = json.loads(self.rfile.read(length) or b"{}")
-                except ValueError:
-                    body = {}
-                status, doc = fake.handle(self.path.split("?")[0], body)
-                raw = json.dumps(doc).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(raw)))
-                self.end_headers()
-                self.wfile.write(raw)
-
-            def log_message(self, *args):
-                return None
+        class Handler(JsonHandler):
+            def answer(self, method, path, query, headers, body):
+                if method != "POST":
+                    return 405, _error(405, "UNIMPLEMENTED", "POST only"), {}
+                return (*fake.handle(path, body), {})
 
         return Handler
 

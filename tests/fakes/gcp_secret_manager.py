@@ -7,13 +7,14 @@ latest version, delete. Secrets are kept as {id: [payload bytes, ...]}.
 from __future__ import annotations
 
 import base64
-import json
 import re
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import parse_qs, urlsplit
+from http.server import ThreadingHTTPServer
+
 
 import google_crc32c
+
+from tests.fakes.servers import JsonHandler
 
 SECRETS_RE = re.compile(r"^/v1/projects/([^/]+)/secrets(?:/([A-Za-z0-9_-]+))?"
                         r"(?::(addVersion)|/versions/(latest|\d+):(access))?$")
@@ -78,33 +79,9 @@ class FakeSecretManager:
     def _handler(self):
         fake = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def _serve(self, method):
-                parts = urlsplit(self.path)
-                length = int(self.headers.get("Content-Length") or 0)
-                try:
-                    body = json.loads(self.rfile.read(length) or b"{}")
-                except ValueError:
-                    body = {}
-                status, doc = fake.handle(method, parts.path, parse_qs(parts.query), body)
-                raw = json.dumps(doc).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(raw)))
-                self.end_headers()
-                self.wfile.write(raw)
-
-            def do_GET(self):
-                self._serve("GET")
-
-            def do_POST(self):
-                self._serve("POST")
-
-            def do_DELETE(self):
-                self._serve("DELETE")
-
-            def log_message(self, *args):
-                return None
+        class Handler(JsonHandler):
+            def answer(self, method, path, query, headers, body):
+                return (*fake.handle(method, path, query, body), {})
 
         return Handler
 

@@ -1,13 +1,16 @@
 """Starting real local servers for tests on free ports, and stopping them again."""
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
 import subprocess
 import sys
 import time
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import requests
 
@@ -113,3 +116,46 @@ def start_openbao(log_dir: Path) -> Subprocess:
         raise
     server.client = hvac.Client(url=server.url, token=OPENBAO_ROOT_TOKEN)
     return server
+
+
+class JsonHandler(BaseHTTPRequestHandler):
+    """The request handler of the small JSON fakes (cloud APIs without an emulator).
+
+    A fake subclasses it with `answer(method, path, query, headers, body) -> (status, doc, headers)`;
+    a `doc` of None sends an empty body. Quiet: nothing is logged.
+    """
+
+    def answer(self, method: str, path: str, query: dict, headers, body: dict) -> tuple[int, dict | None, dict]:
+        raise NotImplementedError
+
+    def _serve(self, method: str) -> None:
+        parts = urlsplit(self.path)
+        length = int(self.headers.get("Content-Length") or 0)
+        try:
+            body = json.loads(self.rfile.read(length) or b"{}")
+        except ValueError:
+            body = {}
+        status, doc, extra = self.answer(method, parts.path, parse_qs(parts.query), self.headers, body)
+        raw = b"" if doc is None else json.dumps(doc).encode()
+        self.send_response(status)
+        for name, value in extra.items():
+            self.send_header(name, value)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(raw)))
+        self.end_headers()
+        self.wfile.write(raw)
+
+    def do_GET(self):
+        self._serve("GET")
+
+    def do_POST(self):
+        self._serve("POST")
+
+    def do_PUT(self):
+        self._serve("PUT")
+
+    def do_DELETE(self):
+        self._serve("DELETE")
+
+    def log_message(self, *args):
+        return None
