@@ -16,7 +16,7 @@ from tests.secrets_support import Callers, error_code, new_tenant
 
 ROOT = Path(__file__).resolve().parent.parent
 # ScaiVaultError("code", ...), any *Error("code", ...) helper, `code = "..."` class attributes and code="..." kwargs
-RAISED_RE = re.compile(r'''(?:Error|_error)\(\s*["']([a-z][a-z0-9_]+)["']|\bcode\s*=\s*["']([a-z][a-z0-9_]+)["']''')
+RAISED_RE = re.compile(r'''(?<!Assertion)(?<!Value)(?<!Type)(?:Error|_error)\(\s*["']([a-z][a-z0-9_]+)["']|\bcode\s*=\s*["']([a-z][a-z0-9_]+)["']''')
 CLIENT_SIDE = ("client_cli",)      # the CLI's own exit reasons, never sent by the server
 
 
