@@ -194,6 +194,8 @@ class RateLimits:
             allowed, tokens, now = self._take_leased(key, capacity, per_second, cost)
         else:
             allowed, tokens, now, _ = self._take(key, capacity, per_second, cost)
+        # a lease's slice counts as left, but never past the bucket's capacity (concurrent slices add up)
+        tokens = min(tokens, float(capacity))
         reset_at = math.ceil(now + (capacity - tokens) / per_second)
         retry_after = 0 if allowed else max(1, math.ceil((cost - tokens) / per_second))
         return Decision(category, capacity, int(tokens), reset_at, allowed, retry_after)
