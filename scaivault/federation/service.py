@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import logging
 import secrets
-import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -23,6 +22,7 @@ from ..audit.writer import record_now
 from ..config import parse_duration
 from ..errors import ScaiVaultError, ValidationFailed
 from ..pagination import timestamp
+from ..snapshot import PeriodicSnapshot
 from ..services.secrets import SecretOwner, WriteRequest
 from . import BACKEND_TYPES, FederationBackend, FederationUnavailable, RemoteNotFound, RemoteSecret
 from .mapping import PathMapping
@@ -36,7 +36,7 @@ DELETE_POLICIES = ("keep", "propagate")
 DEFAULT_TIMEOUT = 5.0
 MAX_TIMEOUT = 30.0
 MIN_SYNC_INTERVAL = 60
-ROUTES_TTL = 5.0                      # seconds a process trusts its cached mappings of a tenant
+ROUTES_TTL = 5.0                      # seconds a process trusts its snapshot of every tenant's mappings
 SYNC_LOCK = 0x5343_4656_4644          # pg advisory lock namespace of sync runs ("SCFVFD")
 MAX_SYNC_PATHS = 10_000               # per run; the rest waits for the next run
 
@@ -77,8 +77,7 @@ class FederationService:
     def __init__(self, runtime):
         self.runtime = runtime
         self.db = runtime.db
-        self._routes: dict[str, tuple[float, list[tuple[PathMapping, dict]]]] = {}
-        self._routes_lock = threading.Lock()   # guards the dict only; never held across I/O
+        self._mappings = PeriodicSnapshot("federation mappings", self._load_mappings, {}, ROUTES_TTL)
 
     # ------------------------------------------------------------------ plugins and credentials
     def _factory(self, backend_type: str):
@@ -192,7 +191,7 @@ class FederationService:
                             interval=spec["sync_interval"], actor=actor)
             record(s, audit("federation_backend_create", extra={"backend_id": row["id"], "type": spec["type"],
                                                                 "mode": spec["mode"]}))
-        self.invalidate(owner)
+        self.invalidate()
         return self.view(created)
 
     def _test_connection(self, owner: SecretOwner, row: dict, audit) -> None:
@@ -232,7 +231,7 @@ class FederationService:
                             interval=spec["sync_interval"])
             record(s, audit("federation_backend_update", extra={"backend_id": backend_id, "mode": spec["mode"],
                                                                 "fields": sorted(k for k, v in body.items() if v is not None)}))
-        self.invalidate(owner)
+        self.invalidate()
         return self.view(updated)
 
     def delete(self, owner: SecretOwner, backend_id: str, audit) -> dict:
@@ -241,7 +240,7 @@ class FederationService:
             s.execute("DELETE FROM federation_backends WHERE id = :id AND tenant_id = :t", id=backend_id,
                       t=owner.tenant_id)
             record(s, audit("federation_backend_delete", extra={"backend_id": backend_id}))
-        self.invalidate(owner)
+        self.invalidate()
         return {"id": row["id"], "deleted": True}
 
     def get(self, owner: SecretOwner, backend_id: str) -> dict:
@@ -288,27 +287,24 @@ class FederationService:
                  "detected_at": timestamp(r["detected_at"])} for r in rows]
 
     # ------------------------------------------------------------------ read routing
-    def invalidate(self, owner: SecretOwner) -> None:
-        with self._routes_lock:
-            self._routes.pop(owner.tenant_id, None)
+    def _load_mappings(self) -> dict[str, list[tuple[PathMapping, dict]]]:
+        mappings: dict[str, list[tuple[PathMapping, dict]]] = {}
+        for row in self.db.query("SELECT tenant_id, id, name, type, mode, config, path_mapping FROM federation_backends"):
+            mappings.setdefault(row["tenant_id"], []).append((PathMapping.parse(row["path_mapping"]), row))
+        return mappings
+
+    def invalidate(self) -> None:
+        self._mappings.expire()
 
     def route(self, owner: SecretOwner, path: str) -> Route | None:
         """The backend serving `path` live (proxy) or as a synced copy, or None (a plain secret).
 
-        Mappings are cached per tenant for ROUTES_TTL seconds, so unmapped reads cost no query.
+        Every tenant's mappings are one snapshot per process, refreshed every ROUTES_TTL seconds,
+        so a read costs a dictionary lookup and no query.
         """
         if owner.tenant_id is None:
             return None
-        now = time.monotonic()
-        with self._routes_lock:
-            cached = self._routes.get(owner.tenant_id)
-        if cached is None or now - cached[0] > ROUTES_TTL:
-            rows = self.db.query("""SELECT id, name, type, mode, config, path_mapping FROM federation_backends
-                                     WHERE tenant_id = :t""", t=owner.tenant_id)
-            cached = (now, [(PathMapping.parse(r["path_mapping"]), r) for r in rows])
-            with self._routes_lock:
-                self._routes[owner.tenant_id] = cached
-        for mapping, row in cached[1]:
+        for mapping, row in self._mappings.get().get(owner.tenant_id, ()):
             remote = mapping.to_remote(path)
             if remote is not None:
                 return Route(row["id"], row["name"], row["type"], row["mode"], remote,

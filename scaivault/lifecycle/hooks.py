@@ -8,12 +8,11 @@ when there is something to do, plus one event insert per write.
 from __future__ import annotations
 
 import logging
-import threading
-import time
 from typing import Any
 
 from ..errors import ScaiVaultError
 from ..events.outbox import emit
+from ..snapshot import PeriodicSnapshot
 from .clock import CLOCK
 
 log = logging.getLogger("scaivault.lifecycle")
@@ -129,38 +128,27 @@ def _iso(ts) -> str | None:
 
 
 # ------------------------------------------------------------------ secret.accessed, off unless wanted
+def _access_listener_tenants(db) -> frozenset[str]:
+    rows = db.query("""SELECT DISTINCT tenant_id FROM webhooks
+                        WHERE enabled AND (events ? 'secret.accessed' OR events ? 'secret.*' OR events ? '*')
+                       UNION SELECT DISTINCT tenant_id FROM subscriptions
+                        WHERE status = 'active'
+                          AND (events ? 'secret.accessed' OR events ? 'secret.*' OR events ? '*')""")
+    return frozenset(r["tenant_id"] for r in rows)
+
+
 class AccessListeners:
-    """Which tenants have a webhook or subscription for `secret.accessed`, refreshed every few seconds.
-
-    A read of a tenant nobody listens to costs one dict lookup; the refresh runs at most once
-    per REFRESH seconds per process, off the read's critical path when another read is doing it.
-    """
-
-    REFRESH = 5.0
+    """Which tenants have a webhook or subscription for `secret.accessed`: a read of a tenant
+    nobody listens to costs one set lookup (refreshed every 5 s, scaivault.snapshot)."""
 
     def __init__(self) -> None:
-        self._tenants: frozenset[str] = frozenset()
-        self._loaded = 0.0
-        self._lock = threading.Lock()
+        self._tenants = PeriodicSnapshot("access listeners", _access_listener_tenants, frozenset())
 
     def wanted(self, db, tenant_id: str | None) -> bool:
-        if time.monotonic() - self._loaded > self.REFRESH and self._lock.acquire(blocking=False):
-            try:
-                rows = db.query("""SELECT DISTINCT tenant_id FROM webhooks
-                                    WHERE enabled AND (events ? 'secret.accessed' OR events ? 'secret.*' OR events ? '*')
-                                   UNION SELECT DISTINCT tenant_id FROM subscriptions
-                                    WHERE status = 'active'
-                                      AND (events ? 'secret.accessed' OR events ? 'secret.*' OR events ? '*')""")
-                self._tenants = frozenset(r["tenant_id"] for r in rows)
-            except Exception as exc:  # a failed refresh keeps the last answer; reads must not fail
-                log.warning("access listener refresh failed", extra={"error": type(exc).__name__})
-            finally:
-                self._loaded = time.monotonic()
-                self._lock.release()
-        return tenant_id in self._tenants
+        return tenant_id in self._tenants.get(db)
 
     def invalidate(self) -> None:
-        self._loaded = 0.0
+        self._tenants.expire()
 
 
 ACCESS_LISTENERS = AccessListeners()
