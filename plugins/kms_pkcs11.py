@@ -4,6 +4,10 @@ KMS_LIBRARY (PKCS#11 module), KMS_TOKEN_LABEL (token, found by label: SoftHSM2 a
 renumber slots) or KMS_SLOT (slot id), KMS_LABEL (key label), KMS_PIN_FILE (user PIN).
 AES-GCM through C_Encrypt, because SoftHSM2 (and others) refuse GCM in C_WrapKey; the key is
 sensitive and non-extractable. The PIN is read from its file and never logged.
+
+The same token can hold PKI CA signing keys (`key_storage: hsm`): `Pkcs11Key.signing_keys()`
+generates RSA/EC key pairs in the token (sensitive, non-extractable) and signs with them over
+the provider's logged-in session; scaivault.pki.signer builds what gets signed.
 """
 from __future__ import annotations
 
@@ -160,9 +164,143 @@ class Pkcs11Key(KmsProvider):
             raise KmsWrongKey("not a pkcs11-provider ciphertext")
         return self._run("decrypt", wrapped[14:], wrapped[2:14], aad)
 
+    def signing_keys(self) -> "HsmSigningKeys":
+        """The token's asymmetric signing keys, over this provider's shared logged-in session."""
+        return HsmSigningKeys(self._p, self._token)
+
     def close(self) -> None:
         # the token session is shared by every provider of this process; it lives as long as it
         return None
+
+
+# DER OIDs of the curves PKI CAs use (CKA_EC_PARAMS = namedCurve)
+_EC_PARAMS = {256: bytes.fromhex("06082a8648ce3d030107"), 384: bytes.fromhex("06052b81040022")}
+SIGN_MECHANISMS = ("CKM_SHA256_RSA_PKCS", "CKM_SHA384_RSA_PKCS", "CKM_ECDSA")
+
+
+class HsmKeyHandle:
+    """One signing key pair in the token, found by CKA_ID; sign() runs inside the HSM."""
+
+    def __init__(self, keys: "HsmSigningKeys", key_id: bytes, key_type: str, public_numbers):
+        self.keys = keys
+        self.key_id = key_id
+        self.key_type = key_type
+        self.public_numbers = public_numbers     # (modulus, exponent) for rsa; (curve bits, point) for ec
+
+    def sign(self, mechanism: str, data: bytes) -> bytes:
+        """The raw signature: PKCS#1 v1.5 bytes (RSA), r||s (CKM_ECDSA over a digest)."""
+        if mechanism not in SIGN_MECHANISMS:
+            raise KmsError(f"unsupported signing mechanism {mechanism}")
+        p = self.keys.p
+        return self.keys.run(lambda session: bytes(session.sign(
+            self.keys.private_handle(session, self.key_id), data, p.Mechanism(getattr(p, mechanism), None))))
+
+
+class HsmSigningKeys:
+    """Asymmetric key pairs on the KMS token: generated inside it, never extractable."""
+
+    def __init__(self, p, token: _Token):
+        self.p = p
+        self.token = token
+        self._handles: dict[bytes, tuple[int, object]] = {}
+
+    def run(self, fn):
+        """fn(session) under the token lock; a dropped session is re-opened once (as for wrap/unwrap)."""
+        p = self.p
+        with self.token.lock:
+            for attempt in (1, 2):
+                try:
+                    return fn(self.token.session)
+                except p.PyKCS11Error as exc:
+                    code = _rv(exc)
+                    if code in SESSION_LOST and attempt == 1:
+                        self.token.open()
+                        self._handles.clear()
+                        continue
+                    if code in SESSION_LOST or code in ("CKR_DEVICE_REMOVED", "CKR_TOKEN_NOT_PRESENT", "CKR_DEVICE_ERROR"):
+                        raise KmsUnavailable(f"the HSM is unavailable ({code})") from None
+                    raise KmsError(f"the HSM refused the operation ({code})") from None
+        raise AssertionError("unreachable")
+
+    def _find(self, session, key_id: bytes, cls) -> object:
+        found = session.findObjects([(self.p.CKA_CLASS, cls), (self.p.CKA_ID, key_id)])
+        if not found:
+            raise KmsError(f"the HSM token has no signing key with id {key_id.hex()}")
+        return found[0]
+
+    def private_handle(self, session, key_id: bytes):
+        cached = self._handles.get(key_id)
+        if cached is not None and cached[0] == self.token.generation:
+            return cached[1]
+        handle = self._find(session, key_id, self.p.CKO_PRIVATE_KEY)
+        self._handles[key_id] = (self.token.generation, handle)
+        return handle
+
+    def generate(self, key_type: str, key_size: int, label: str) -> bytes:
+        """A new key pair in the token (private half sensitive, non-extractable); its CKA_ID."""
+        p = self.p
+        key_id = os.urandom(16)
+        common = [(p.CKA_TOKEN, p.CK_TRUE), (p.CKA_LABEL, label), (p.CKA_ID, key_id)]
+        private = common + [(p.CKA_CLASS, p.CKO_PRIVATE_KEY), (p.CKA_PRIVATE, p.CK_TRUE),
+                            (p.CKA_SENSITIVE, p.CK_TRUE), (p.CKA_EXTRACTABLE, p.CK_FALSE), (p.CKA_SIGN, p.CK_TRUE),
+                            (p.CKA_DECRYPT, p.CK_FALSE), (p.CKA_UNWRAP, p.CK_FALSE)]
+        public = common + [(p.CKA_CLASS, p.CKO_PUBLIC_KEY), (p.CKA_VERIFY, p.CK_TRUE), (p.CKA_ENCRYPT, p.CK_FALSE),
+                           (p.CKA_WRAP, p.CK_FALSE)]
+        if key_type == "rsa":
+            public += [(p.CKA_KEY_TYPE, p.CKK_RSA), (p.CKA_MODULUS_BITS, key_size),
+                       (p.CKA_PUBLIC_EXPONENT, (0x01, 0x00, 0x01))]
+            private.append((p.CKA_KEY_TYPE, p.CKK_RSA))
+            mechanism = p.Mechanism(p.CKM_RSA_PKCS_KEY_PAIR_GEN, None)
+        elif key_type == "ec" and key_size in _EC_PARAMS:
+            public += [(p.CKA_KEY_TYPE, p.CKK_EC), (p.CKA_EC_PARAMS, _EC_PARAMS[key_size])]
+            private.append((p.CKA_KEY_TYPE, p.CKK_EC))
+            mechanism = p.Mechanism(p.CKM_EC_KEY_PAIR_GEN, None)
+        else:
+            raise KmsError(f"unsupported HSM key shape {key_type} {key_size}")
+        self.run(lambda session: session.generateKeyPair(public, private, mechanism))
+        return key_id
+
+    def key(self, key_id: bytes) -> HsmKeyHandle:
+        """The key pair with this CKA_ID, with its public half read from the token."""
+        p = self.p
+
+        def read(session):
+            pub = self._find(session, key_id, p.CKO_PUBLIC_KEY)
+            key_type = session.getAttributeValue(pub, [p.CKA_KEY_TYPE])[0]
+            if key_type == p.CKK_RSA:
+                modulus, exponent = session.getAttributeValue(pub, [p.CKA_MODULUS, p.CKA_PUBLIC_EXPONENT],
+                                                              allAsBinary=True)
+                return HsmKeyHandle(self, key_id, "rsa", (int.from_bytes(bytes(modulus), "big"),
+                                                          int.from_bytes(bytes(exponent), "big")))
+            params, point = session.getAttributeValue(pub, [p.CKA_EC_PARAMS, p.CKA_EC_POINT], allAsBinary=True)
+            bits = next((b for b, der in _EC_PARAMS.items() if der == bytes(params)), None)
+            if bits is None:
+                raise KmsError("the HSM key uses an unsupported curve")
+            return HsmKeyHandle(self, key_id, "ec", (bits, bytes(point)))
+
+        return self.run(read)
+
+    def destroy(self, key_id: bytes) -> None:
+        """Remove both halves of a key pair (one no CA row names, after a failed creation)."""
+        p = self.p
+
+        def remove(session):
+            for cls in (p.CKO_PRIVATE_KEY, p.CKO_PUBLIC_KEY):
+                for obj in session.findObjects([(p.CKA_CLASS, cls), (p.CKA_ID, key_id)]):
+                    session.destroyObject(obj)
+            self._handles.pop(key_id, None)
+
+        self.run(remove)
+
+    def attributes(self, key_id: bytes, names: tuple[str, ...]) -> dict[str, object]:
+        """Boolean attributes of the private key (CKA_SENSITIVE, CKA_EXTRACTABLE, ...): for checks and tests."""
+        p = self.p
+
+        def read(session):
+            values = session.getAttributeValue(self.private_handle(session, key_id), [getattr(p, n) for n in names])
+            return dict(zip(names, values))
+
+        return self.run(read)
 
 
 def create(settings, key_ref: str | None) -> Pkcs11Key:

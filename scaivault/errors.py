@@ -55,6 +55,7 @@ STATUS_BY_CODE: dict[str, int] = {
     "certificate_not_allowed": 400, "ca_not_found": 404, "certificate_not_found": 404,
     "acme_account_not_found": 404, "acme_order_not_found": 404, "dns_provider_not_found": 404,
     "ca_not_ready": 409, "ca_revoked": 409, "acme_error": 502,
+    "hsm_not_configured": 400,                    # key_storage hsm without KMS_PROVIDER=pkcs11
 }
 
 

@@ -462,7 +462,8 @@ def test_a_large_crl_is_signed_off_the_gevent_loop(tmp_path):
         import time, datetime, gevent
         from cryptography import x509
         from scaivault.pki import x509 as px
-        key = px.generate_key("ec", 256)
+        from scaivault.pki.signer import LocalSigner
+        key = LocalSigner(px.generate_key("ec", 256))
         now = datetime.datetime.now(datetime.timezone.utc)
         ca = px.ca_certificate("Load Root", key.public_key(), px.Issuer(None, key), now, now + datetime.timedelta(days=1))
         entries = [px.revoked_entry(px.Revoked(format(x509.random_serial_number(), "x"), now, "superseded"))

@@ -40,6 +40,8 @@ class CaBody(BaseModel):
     key_bits: int | None = Field(default=None, description="alias of key_size")
     ttl: str | None = Field(default=None, description="lifetime, e.g. 87600h; else validity_days")
     validity_days: int | None = None
+    key_storage: str = Field(default="sealed", description="sealed (by the key hierarchy) | hsm (generated inside "
+                             "the HSM, non-extractable; needs KMS_PROVIDER=pkcs11)")
 
 
 class CaImportBody(BaseModel):
@@ -104,7 +106,7 @@ def create_ca():
     require_grant(ca_policy_path(body.name), "write")
     req = CaRequest(name=body.name, common_name=body.common_name, ca_type=body.ca_type, parent_ca_id=body.parent_ca_id,
                     key_type=body.key_type, key_size=body.key_size or body.key_bits, ttl=body.ttl,
-                    validity_days=body.validity_days)
+                    validity_days=body.validity_days, key_storage=body.key_storage)
     return jsonify(runtime().pki.create_ca(owner(), req, actor(), entry_for_request)), 201
 
 

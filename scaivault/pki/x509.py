@@ -14,6 +14,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from .signer import LocalSigner, Signer
+
 KEY_SIZES = {"rsa": (2048, 3072, 4096), "ec": (256, 384)}
 DEFAULT_KEY_SIZE = {"rsa": 2048, "ec": 256}
 _CURVES = {256: ec.SECP256R1, 384: ec.SECP384R1}
@@ -107,12 +109,6 @@ def serial_hex(serial: int) -> str:
     return format(serial, "x")
 
 
-def _signature_hash(signing_key: PrivateKey) -> hashes.HashAlgorithm:
-    if isinstance(signing_key, ec.EllipticCurvePrivateKey) and signing_key.curve.key_size >= 384:
-        return hashes.SHA384()
-    return hashes.SHA256()
-
-
 def _name(common_name: str) -> x509.Name:
     return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
 
@@ -131,10 +127,11 @@ def _distribution(builder: x509.CertificateBuilder, crl_url: str | None, issuer_
 
 @dataclass(frozen=True)
 class Issuer:
-    """What signs: the issuing CA's certificate (None for a self-signed root) and its key."""
+    """What signs: the issuing CA's certificate (None for a self-signed root) and its Signer
+    (scaivault.pki.signer: a sealed key opened in memory, or a key inside the HSM)."""
 
     certificate: x509.Certificate | None
-    key: PrivateKey
+    signer: Signer
     crl_url: str | None = None
     issuer_url: str | None = None
 
@@ -155,19 +152,18 @@ def ca_certificate(common_name: str, public_key, issuer: Issuer, not_before: dat
                                             data_encipherment=False, key_agreement=False, key_cert_sign=True,
                                             crl_sign=True, encipher_only=False, decipher_only=False), critical=True)
                .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False))
-    signer_public = issuer.key.public_key()
+    signer_public = issuer.signer.public_key()
     builder = builder.add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(signer_public), critical=False)
     if issuer.certificate is not None:
         builder = _distribution(builder, issuer.crl_url, issuer.issuer_url)
-    return builder.sign(issuer.key, _signature_hash(issuer.key))
+    return issuer.signer.certificate(builder)
 
 
-def ca_csr(common_name: str, key: PrivateKey) -> x509.CertificateSigningRequest:
-    """The CSR of an intermediate whose certificate an outside root will sign."""
-    return (x509.CertificateSigningRequestBuilder()
-            .subject_name(_name(common_name))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .sign(key, _signature_hash(key)))
+def ca_csr(common_name: str, signer: Signer) -> x509.CertificateSigningRequest:
+    """The CSR of an intermediate whose certificate an outside root will sign (for the signer's key)."""
+    return signer.csr(x509.CertificateSigningRequestBuilder()
+                      .subject_name(_name(common_name))
+                      .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True))
 
 
 def csr_pem(csr: x509.CertificateSigningRequest) -> str:
@@ -195,7 +191,7 @@ def leaf_certificate(*, common_name: str | None, dns_names: Iterable[str], ip_sa
                                             key_agreement=not is_rsa, key_cert_sign=False, crl_sign=False,
                                             encipher_only=False, decipher_only=False), critical=True)
                .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
-               .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer.key.public_key()),
+               .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer.signer.public_key()),
                               critical=False))
     usages = ([ExtendedKeyUsageOID.SERVER_AUTH] if server else []) + ([ExtendedKeyUsageOID.CLIENT_AUTH] if client else [])
     if usages:
@@ -204,7 +200,7 @@ def leaf_certificate(*, common_name: str | None, dns_names: Iterable[str], ip_sa
         # with an empty subject the SAN extension must be critical (RFC 5280 4.2.1.6)
         builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=not common_name)
     builder = _distribution(builder, issuer.crl_url, issuer.issuer_url)
-    return builder.sign(issuer.key, _signature_hash(issuer.key))
+    return issuer.signer.certificate(builder)
 
 
 @dataclass(frozen=True)
@@ -233,11 +229,11 @@ def build_crl(issuer: Issuer, revoked: Iterable[x509.RevokedCertificate], number
                .last_update(this_update)
                .next_update(next_update)
                .add_extension(x509.CRLNumber(number), critical=False)
-               .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer.key.public_key()),
+               .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer.signer.public_key()),
                               critical=False))
     for entry in revoked:
         builder = builder.add_revoked_certificate(entry)
-    return builder.sign(issuer.key, _signature_hash(issuer.key)).public_bytes(serialization.Encoding.DER)
+    return issuer.signer.crl(builder).public_bytes(serialization.Encoding.DER)
 
 
 def off_the_event_loop(fn, *args):

@@ -1,7 +1,9 @@
 """Internal CAs, roles, issuance and signing, inventory, revocation and cached CRLs (spec/40).
 
 CA private keys are sealed by the keyring under SealContext(partner, tenant, "pki_ca_key",
-ca id, 0) and opened only in memory to sign. Every issued certificate is also written as a
+ca id, 0) and opened only in memory to sign; with KMS_PROVIDER=pkcs11 a CA created with
+`key_storage: hsm` has its key generated inside the HSM token instead (never extractable).
+Either way scaivault.pki.signer signs, so both kinds of CA share one code path. Every issued certificate is also written as a
 `certificate` secret (pki/<ca name>/<serial> or the request's secret_path), so reading it goes
 through the secret policies and audit. CRLs are cached in the CA row (DER) and per process;
 a revocation marks the CA stale and a background regeneration replaces the cached CRL, so a
@@ -27,6 +29,7 @@ from ..db import Database
 from ..errors import ScaiVaultError, ValidationFailed
 from ..lifecycle.hooks import certificate_changed
 from ..pki import roles as role_rules
+from ..pki import signer as pki_signer
 from ..pki import x509 as px
 from ..policy.paths import validate_path
 from .policies import decode_cursor, encode_cursor, iso, page_limit
@@ -38,6 +41,7 @@ register_sealed_column("pki_cas", "sealed_key", key_column="id")
 
 CA_KEY_KIND = "pki_ca_key"
 CA_TYPES = ("root", "intermediate")
+KEY_STORAGES = ("sealed", "hsm")
 DEFAULT_VALIDITY_DAYS = {"root": 3650, "intermediate": 1825}
 CRL_VALIDITY = timedelta(hours=24)        # nextUpdate = thisUpdate + 24h
 CRL_REFRESH_BEFORE = timedelta(hours=12)  # the schedule re-signs a CRL with less than this left
@@ -50,7 +54,7 @@ RESERVED_CA_NAMES = frozenset({"ca", "roles", "issue", "sign", "certificates", "
 CA_COLUMNS = ("id, partner_id, tenant_id, name, common_name, ca_type, parent_ca_id, key_type, key_size, status, origin, "
               "certificate_pem, chain_pem, csr_pem, sealed_key, serial_number, valid_from, valid_until, "
               "certificates_issued, revoked_at, revocation_reason, revocations, crl_number, crl_revocations, "
-              "crl_this_update, crl_next_update, created_at, created_by")
+              "crl_this_update, crl_next_update, created_at, created_by, key_storage, hsm_key_label, hsm_key_id")
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 LIST_DEFAULT, LIST_MAX = 100, 1000
 
@@ -103,6 +107,7 @@ class CaRequest:
     key_size: int | None = None
     ttl: str | None = None
     validity_days: int | None = None
+    key_storage: str = "sealed"
 
 
 @dataclass
@@ -189,6 +194,8 @@ class PkiService:
         self.refresher = CrlRefresher(self.regenerate_crl)
         self._crl_cache: dict[str, tuple[int, bytes]] = {}
         self._revoked: dict[str, _RevokedEntries] = {}
+        self._hsm_signers: dict[str, pki_signer.HsmSigner] = {}
+        self._hsm_lock = threading.Lock()
 
     # ================================================================== CA rows and keys
     def _seal_ctx(self, row: dict) -> SealContext:
@@ -205,8 +212,32 @@ class PkiService:
         if row["status"] == "pending" or not row["certificate_pem"]:
             raise ScaiVaultError("ca_not_ready", "the CA has no certificate yet: install the signed certificate first",
                                  details={"ca_id": row["id"]})
-        key = px.load_private_key(self.keyring.open(self._seal_ctx(row), bytes(row["sealed_key"])))
-        return px.Issuer(px.load_certificate(row["certificate_pem"]), key, *self._urls(row["id"]))
+        return px.Issuer(px.load_certificate(row["certificate_pem"]), self._signer(row), *self._urls(row["id"]))
+
+    def _signer(self, row: dict) -> pki_signer.Signer:
+        """What signs for this CA: its sealed key opened in memory, or its key in the HSM."""
+        if row["key_storage"] != "hsm":
+            return pki_signer.LocalSigner(
+                px.load_private_key(self.keyring.open(self._seal_ctx(row), bytes(row["sealed_key"]))))
+        signer = self._hsm_signers.get(row["id"])
+        if signer is None:
+            signer = pki_signer.HsmSigner(self._hsm_keys().key(bytes.fromhex(row["hsm_key_id"])))
+            self._hsm_signers[row["id"]] = signer       # the key pair never changes; the handle re-finds it
+        return signer
+
+    def _hsm_keys(self):
+        """The KMS token's signing keys; 400 hsm_not_configured unless KMS_PROVIDER=pkcs11."""
+        provider = self.keyring.primary if self.settings.kms_provider == "pkcs11" else None
+        keys = getattr(provider, "signing_keys", None)
+        if keys is None:
+            raise ScaiVaultError("hsm_not_configured",
+                                 "key_storage hsm needs the HSM as KMS provider (KMS_PROVIDER=pkcs11); "
+                                 f"this server uses {self.settings.kms_provider}",
+                                 details={"field": "key_storage", "kms_provider": self.settings.kms_provider})
+        with self._hsm_lock:
+            if getattr(self, "_hsm", None) is None:
+                self._hsm = keys()
+            return self._hsm
 
     def _urls(self, ca_id: str) -> tuple[str | None, str | None]:
         base = (self.settings.base_url or "").rstrip("/")
@@ -232,7 +263,11 @@ class PkiService:
             "revoked_at": iso(row["revoked_at"]), "revocation_reason": row["revocation_reason"],
             "crl_number": row["crl_number"], "crl_next_update": iso(row["crl_next_update"]),
             "created_at": iso(row["created_at"]), "certificate_pem": row["certificate_pem"],
+            "key_storage": row["key_storage"],
         }
+        if row["key_storage"] == "hsm":
+            out["hsm_key_label"] = row["hsm_key_label"]
+            out["hsm_key_id"] = row["hsm_key_id"]
         if row["status"] == "pending":
             out["csr"] = row["csr_pem"]
         return out
@@ -247,6 +282,10 @@ class PkiService:
             raise ValidationFailed({"ca_type": "must be root or intermediate"})
         key_type, key_size = _ca_key_shape(req.key_type, req.key_size)
         lifetime = _ca_lifetime(req)
+        storage = req.key_storage or "sealed"
+        if storage not in KEY_STORAGES:
+            raise ValidationFailed({"key_storage": "sealed (default: sealed by the key hierarchy) or hsm"})
+        hsm = self._hsm_keys() if storage == "hsm" else None
         ca_id = _new_id("ca_")
         parent = issuer = None
         if req.ca_type == "root" and req.parent_ca_id:
@@ -257,32 +296,56 @@ class PkiService:
                 raise ScaiVaultError("ca_not_ready" if parent["status"] == "pending" else "ca_revoked",
                                      "the parent CA cannot sign", details={"parent_ca_id": parent["id"]})
             issuer = self._issuer(parent)
-        key = px.off_the_event_loop(px.generate_key, key_type, key_size)   # RSA 4096: up to seconds
         now = _now()
         not_after = now + lifetime
-        cert = csr = None
-        if req.ca_type == "root":
-            cert = px.ca_certificate(req.common_name, key.public_key(), px.Issuer(None, key), now, not_after)
-        elif parent is not None:
-            if not_after > parent["valid_until"]:
-                raise ScaiVaultError("certificate_not_allowed", "the intermediate would outlive its parent CA",
-                                     status=400, details={"field": "ttl", "value": iso(not_after),
-                                                          "parent_valid_until": iso(parent["valid_until"])})
-            cert = px.ca_certificate(req.common_name, key.public_key(), issuer, now, not_after)
-        else:
-            csr = px.ca_csr(req.common_name, key)
+        if parent is not None and not_after > parent["valid_until"]:
+            raise ScaiVaultError("certificate_not_allowed", "the intermediate would outlive its parent CA",
+                                 status=400, details={"field": "ttl", "value": iso(not_after),
+                                                      "parent_valid_until": iso(parent["valid_until"])})
         row = {"id": ca_id, "partner_id": owner.partner_id, "tenant_id": owner.tenant_id}
-        sealed = self.keyring.seal(self._seal_ctx(row), px.private_key_pem(key).encode())
-        with self.db.transaction() as s:
-            created = self._insert_ca(s, owner, ca_id, req.name, req.common_name, req.ca_type,
-                                      parent["id"] if parent else None, key_type, key_size,
-                                      "active" if cert else "pending",
-                                      "generated" if (cert or parent) else "external", cert, csr, sealed,
-                                      self.chain_of(parent) if parent else None, actor)
-            if parent is not None and cert is not None:
-                self._record_ca_certificate(s, owner, parent, ca_id, req.common_name, cert, actor)
-            record(s, audit("pki_ca_create", secret_path=ca_policy_path(req.name),
-                            extra={"ca_id": ca_id, "ca_type": req.ca_type, "origin": created["origin"]}))
+        hsm_label = hsm_id = sealed = None
+        if storage == "hsm":
+            if self.db.one("SELECT 1 AS x FROM pki_cas WHERE tenant_id = :t AND name = :n", t=owner.tenant_id,
+                           n=req.name):
+                raise ScaiVaultError("conflict", "a CA with this name exists in this tenant", details={"name": req.name})
+            hsm_label = f"scaivault-ca:{ca_id}"
+            hsm_id = hsm.generate(key_type, key_size, hsm_label).hex()
+        else:
+            key = px.off_the_event_loop(px.generate_key, key_type, key_size)   # RSA 4096: up to seconds
+            signer = pki_signer.LocalSigner(key)
+            sealed = self.keyring.seal(self._seal_ctx(row), px.private_key_pem(key).encode())
+        try:
+            if hsm_id is not None:
+                signer = pki_signer.HsmSigner(hsm.key(bytes.fromhex(hsm_id)))
+            cert = csr = None
+            if req.ca_type == "root":
+                cert = px.ca_certificate(req.common_name, signer.public_key(), px.Issuer(None, signer), now, not_after)
+            elif parent is not None:
+                cert = px.ca_certificate(req.common_name, signer.public_key(), issuer, now, not_after)
+            else:
+                csr = px.ca_csr(req.common_name, signer)
+            with self.db.transaction() as s:
+                created = self._insert_ca(s, owner, ca_id, req.name, req.common_name, req.ca_type,
+                                          parent["id"] if parent else None, key_type, key_size,
+                                          "active" if cert else "pending",
+                                          "generated" if (cert or parent) else "external", cert, csr, sealed,
+                                          self.chain_of(parent) if parent else None, actor,
+                                          key_storage=storage, hsm_key_label=hsm_label, hsm_key_id=hsm_id)
+                if parent is not None and cert is not None:
+                    self._record_ca_certificate(s, owner, parent, ca_id, req.common_name, cert, actor)
+                record(s, audit("pki_ca_create", secret_path=ca_policy_path(req.name),
+                                extra={"ca_id": ca_id, "ca_type": req.ca_type, "origin": created["origin"],
+                                       "key_storage": storage}))
+        except BaseException:
+            if hsm_id is not None:      # no row names the key pair: take it out of the token again
+                try:
+                    hsm.destroy(bytes.fromhex(hsm_id))
+                except Exception as exc:
+                    log.error("could not remove an unused HSM key pair",
+                              extra={"hsm_key_label": hsm_label, "error": type(exc).__name__})
+            raise
+        if storage == "hsm":
+            self._hsm_signers[ca_id] = signer
         if cert is not None:
             self.regenerate_crl(ca_id, force=True)
             created = self._ca(owner, ca_id)
@@ -290,22 +353,26 @@ class PkiService:
 
     def _insert_ca(self, s, owner: SecretOwner, ca_id: str, name: str, common_name: str, ca_type: str,
                    parent_id: str | None, key_type: str, key_size: int, status: str, origin: str,
-                   cert: x509.Certificate | None, csr, sealed: bytes, chain: list[str] | None, actor: str) -> dict:
+                   cert: x509.Certificate | None, csr, sealed: bytes | None, chain: list[str] | None, actor: str,
+                   *, key_storage: str = "sealed", hsm_key_label: str | None = None,
+                   hsm_key_id: str | None = None) -> dict:
         if s.one("SELECT 1 AS x FROM pki_cas WHERE tenant_id = :t AND name = :n", t=owner.tenant_id, n=name):
             raise ScaiVaultError("conflict", "a CA with this name exists in this tenant", details={"name": name})
         return s.one(
             """INSERT INTO pki_cas (id, partner_id, tenant_id, name, common_name, ca_type, parent_ca_id, key_type,
                                     key_size, status, origin, certificate_pem, chain_pem, csr_pem, sealed_key,
-                                    serial_number, valid_from, valid_until, created_by)
+                                    serial_number, valid_from, valid_until, created_by, key_storage, hsm_key_label,
+                                    hsm_key_id)
                VALUES (:id, :partner, :tenant, :name, :cn, :type, :parent, :kt, :ks, :status, :origin, :cert,
-                       :chain, :csr, :sealed, :serial, :vf, :vu, :actor) RETURNING """ + CA_COLUMNS,
+                       :chain, :csr, :sealed, :serial, :vf, :vu, :actor, :storage, :hsm_label, :hsm_id)
+               RETURNING """ + CA_COLUMNS,
             id=ca_id, partner=owner.partner_id, tenant=owner.tenant_id, name=name, cn=common_name, type=ca_type,
             parent=parent_id, kt=key_type, ks=key_size, status=status, origin=origin,
             cert=px.cert_pem(cert) if cert else None, chain="".join(chain) if chain else None,
             csr=px.csr_pem(csr) if csr is not None else None, sealed=sealed,
             serial=px.serial_hex(cert.serial_number) if cert else None,
             vf=cert.not_valid_before_utc if cert else None, vu=cert.not_valid_after_utc if cert else None,
-            actor=actor)
+            actor=actor, storage=key_storage, hsm_label=hsm_key_label, hsm_id=hsm_key_id)
 
     def _record_ca_certificate(self, s, owner: SecretOwner, parent: dict, ca_id: str, common_name: str,
                                cert: x509.Certificate, actor: str) -> None:
@@ -325,8 +392,7 @@ class PkiService:
         if row["status"] != "pending":
             raise ScaiVaultError("conflict", "the CA already has its certificate", details={"ca_id": row["id"]})
         cert = _ca_cert_or_400(certificate)
-        key = px.load_private_key(self.keyring.open(self._seal_ctx(row), bytes(row["sealed_key"])))
-        if cert.public_key() != key.public_key():
+        if cert.public_key() != self._signer(row).public_key():
             raise ScaiVaultError("invalid_request", "the certificate is not for this CA's key (from its CSR)")
         chain_pems = _chain_or_400(chain)
         _check_signed_by(cert, chain_pems)
