@@ -2,56 +2,22 @@
 from __future__ import annotations
 
 import os
-import subprocess
 
 import pytest
 
 from tests.fakes import kms_conformance as conformance
 from tests.fakes.keyrings import counting_keyring, migrated_database, settings_for
-
-LIBRARY = "/usr/lib/softhsm/libsofthsm2.so"
-TOKEN = "scaivault-test"
-PIN = "4321"
+from tests.hsm_support import pkcs11_env, softhsm_token, write_pin_file
 
 
 @pytest.fixture(scope="module")
-def softhsm(tmp_path_factory):
-    if not os.path.exists(LIBRARY):
-        pytest.fail("SoftHSM2 is missing: apt-get install softhsm2 (tests/run.sh does)")
-    root = tmp_path_factory.mktemp("softhsm")
-    (root / "tokens").mkdir()
-    conf = root / "softhsm2.conf"
-    conf.write_text(f"directories.tokendir = {root / 'tokens'}\nobjectstore.backend = file\nlog.level = ERROR\n")
-    with pytest.MonkeyPatch.context() as mp:
-        # read by the SoftHSM2 library itself when it is loaded
-        mp.setenv("SOFTHSM2_CONF", str(conf))
-        subprocess.run(["softhsm2-util", "--init-token", "--free", "--label", TOKEN, "--pin", PIN, "--so-pin", "8765"],
-                       check=True, capture_output=True)
-        import PyKCS11
-
-        lib = PyKCS11.PyKCS11Lib()
-        lib.load(LIBRARY)
-        slot = next(s for s in lib.getSlotList(tokenPresent=True) if lib.getTokenInfo(s).label.strip() == TOKEN)
-        session = lib.openSession(slot, PyKCS11.CKF_SERIAL_SESSION | PyKCS11.CKF_RW_SESSION)
-        session.login(PIN)
-        for label in ("root-a", "root-b"):
-            session.generateKey([
-                (PyKCS11.CKA_CLASS, PyKCS11.CKO_SECRET_KEY), (PyKCS11.CKA_KEY_TYPE, PyKCS11.CKK_AES),
-                (PyKCS11.CKA_VALUE_LEN, 32), (PyKCS11.CKA_LABEL, label), (PyKCS11.CKA_TOKEN, PyKCS11.CK_TRUE),
-                (PyKCS11.CKA_SENSITIVE, PyKCS11.CK_TRUE), (PyKCS11.CKA_EXTRACTABLE, PyKCS11.CK_FALSE),
-                (PyKCS11.CKA_ENCRYPT, PyKCS11.CK_TRUE), (PyKCS11.CKA_DECRYPT, PyKCS11.CK_TRUE),
-            ], PyKCS11.MechanismAESGENERATEKEY)
-        session.logout()
-        session.closeSession()
-        yield {"slot": slot}
+def softhsm():
+    return softhsm_token()
 
 
 @pytest.fixture
 def pin_file(tmp_path):
-    path = tmp_path / "hsm-pin"
-    path.write_text(PIN + "\n")
-    path.chmod(0o600)
-    return str(path)
+    return write_pin_file(tmp_path)
 
 
 @pytest.fixture
@@ -60,8 +26,7 @@ def db_url(databases):
 
 
 def env(pin_file, label="root-a", **extra):
-    return {"KMS_PROVIDER": "pkcs11", "KMS_LIBRARY": LIBRARY, "KMS_TOKEN_LABEL": TOKEN, "KMS_LABEL": label,
-            "KMS_PIN_FILE": pin_file, "KMS_LOCAL_KEY_FILE": None, **extra}
+    return pkcs11_env(pin_file, label, **extra)
 
 
 @pytest.fixture
