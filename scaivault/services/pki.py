@@ -218,7 +218,7 @@ class PkiService:
         """What signs for this CA: its sealed key opened in memory, or its key in the HSM."""
         if row["key_storage"] != "hsm":
             return pki_signer.LocalSigner(
-                px.load_private_key(self.keyring.open(self._seal_ctx(row), bytes(row["sealed_key"]))))
+                px.load_private_key(self.keyring.open(self._seal_ctx(row), bytes(row["sealed_key"])), sealed=True))
         signer = self._hsm_signers.get(row["id"])
         if signer is None:
             signer = pki_signer.HsmSigner(self._hsm_keys().key(bytes.fromhex(row["hsm_key_id"])))
@@ -309,7 +309,7 @@ class PkiService:
                            n=req.name):
                 raise ScaiVaultError("conflict", "a CA with this name exists in this tenant", details={"name": req.name})
             hsm_label = f"scaivault-ca:{ca_id}"
-            hsm_id = hsm.generate(key_type, key_size, hsm_label).hex()
+            hsm_id = px.off_the_event_loop(hsm.generate, key_type, key_size, hsm_label).hex()   # RSA 4096: ~1.5 s
         else:
             key = px.off_the_event_loop(px.generate_key, key_type, key_size)   # RSA 4096: up to seconds
             signer = pki_signer.LocalSigner(key)
