@@ -21,14 +21,19 @@ BASE = "http://127.0.0.1:8443"
 
 
 @pytest.fixture(scope="module")
-def hsm_app(make_app, databases, tmp_path_factory):
+def hsm_env(databases, tmp_path_factory) -> dict:
+    """KMS_PROVIDER=pkcs11 on the test token, with its own database (the session database's
+    encryption root belongs to the local provider); None = variable removed."""
     softhsm_token()
-    # its own database: the session database's encryption root belongs to the local provider
     url = databases.create()
     MigrationRunner(DatabaseURL.parse("DATABASE_URL", url)).apply()
     pin = write_pin_file(tmp_path_factory.mktemp("hsm-pin"))
-    env = {k: v for k, v in pkcs11_env(pin).items() if v is not None}
-    app = make_app(RATE_LIMITS=HIGH_RATE_LIMITS, BASE_URL=BASE, DATABASE_URL=url, **env)
+    return {**pkcs11_env(pin), "DATABASE_URL": url, "BASE_URL": BASE}
+
+
+@pytest.fixture(scope="module")
+def hsm_app(make_app, hsm_env):
+    app = make_app(RATE_LIMITS=HIGH_RATE_LIMITS, **{k: v for k, v in hsm_env.items() if v is not None})
     assert app.extensions["scaivault"].settings.kms_provider == "pkcs11"
     return app
 
@@ -258,6 +263,86 @@ def test_bad_key_storage_is_refused(admin):
     resp = admin.post("/v1/pki/ca", json={"name": name("bad"), "common_name": "Bad", "ca_type": "root",
                                           "key_storage": "tpm"})
     assert resp.status_code == 422 and error_code(resp) == "validation_error"
+
+
+# ----------------------------------------------------------------- forked workers
+def test_a_forked_worker_signs_with_its_own_hsm_session(hsm_app, admin):
+    """gunicorn forks workers: a worker's provider opens its own session and finds the CA key by CKA_ID."""
+    import os
+
+    from tests.fakes import kms_conformance
+
+    ca = _ca(admin, key_type="ec", key_size=256, ttl="1000h")
+    ca_public = x509.load_pem_x509_certificate(ca["certificate_pem"].encode()).public_key()
+    settings = hsm_app.extensions["scaivault"].settings
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:                                            # the worker
+        try:
+            signer = ps.HsmSigner(kms_conformance.provider(settings).signing_keys().key(bytes.fromhex(ca["hsm_key_id"])))
+            csr = px.ca_csr("Forked", signer)
+            os.write(write, b"ok" if csr.is_signature_valid and csr.public_key() == ca_public else b"bad")
+        except BaseException as exc:                        # report, never raise into pytest's copy
+            os.write(write, repr(exc).encode()[:300])
+        finally:
+            os._exit(0)
+    os.close(write)
+    os.waitpid(pid, 0)
+    assert os.read(read, 400) == b"ok"
+    os.close(read)
+    # the parent's session still signs
+    assert admin.post(f"/v1/pki/ca/{ca['id']}/crl").status_code == 200
+
+
+@pytest.mark.drill_long
+def test_forked_gevent_workers_sign_with_the_hsm(hsm_app, hsm_env, base_env, scaikey, tmp_path):
+    """`scaivault serve` (gunicorn, gevent, two forked workers): each worker opens its own HSM
+    session; issuing and the background CRL re-sign (native thread) go through the token.
+    Long only because the server's graceful stop takes its 30 s (the short version is above)."""
+    import time
+
+    import requests
+
+    from tests.foundation_support import ServedInstance, get_ready
+    from tests.pki_support import PKI_SCOPES
+
+    env = {**base_env, **hsm_env, "WEB_CONCURRENCY": "2", "RATE_LIMITS": HIGH_RATE_LIMITS}
+    env = {k: v for k, v in env.items() if v is not None}
+    tenant = new_tenant()
+    token = scaikey.mint(sub="usr_hsmserve", email=f"hsm@{tenant}.example", tenant_id=tenant, partner_id="ptn_test",
+                         scopes=PKI_SCOPES, role="tenant_admin", groups=())
+    auth = {"Authorization": f"Bearer {token}"}
+    with ServedInstance(env) as instance:
+        assert get_ready(instance.url).status_code == 200
+
+        def post(path, body):
+            resp = requests.post(instance.url + path, json=body, headers=auth, timeout=60)
+            assert resp.status_code in (200, 201), resp.text
+            return resp.json()
+
+        root = post("/v1/pki/ca", {"name": name("sroot"), "common_name": "Served HSM Root", "ca_type": "root",
+                                   "key_type": "ec", "key_size": 256, "key_storage": "hsm"})
+        inter = post("/v1/pki/ca", {"name": name("sint"), "common_name": "Served HSM Intermediate",
+                                    "ca_type": "intermediate", "parent_ca_id": root["id"], "key_type": "rsa",
+                                    "key_size": 2048, "ttl": "1000h", "key_storage": "hsm"})
+        role = post("/v1/pki/roles", {"name": name("srole"), "ca_id": inter["id"], "allowed_domains": ["*.internal"]})
+        leaves = [post(f"/v1/pki/issue/{role['name']}", {"common_name": f"s{i}.internal"}) for i in range(6)]
+        for i, leaf in enumerate(leaves):
+            result = openssl_verify(tmp_path / str(i), leaf["certificate"], leaf["ca_chain"], root["certificate_pem"])
+            assert result.returncode == 0, result.stdout + result.stderr
+        post(f"/v1/pki/certificates/{leaves[0]['id']}/revoke", {"reason": "superseded"})
+        inter_public = x509.load_pem_x509_certificate(inter["certificate_pem"].encode()).public_key()
+        serial = int(leaves[0]["serial_number"], 16)
+        deadline = time.monotonic() + 20
+        while True:
+            crl = x509.load_der_x509_crl(requests.get(f"{instance.url}/v1/pki/ca/{inter['id']}/crl", timeout=30).content)
+            if crl.get_revoked_certificate_by_serial_number(serial) is not None or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        assert crl.get_revoked_certificate_by_serial_number(serial) is not None
+        assert crl.is_signature_valid(inter_public)
+        assert instance.stop() == 0
+    assert "Traceback" not in instance.stderr, instance.stderr[-3000:]
 
 
 # ----------------------------------------------------------------- without the HSM
