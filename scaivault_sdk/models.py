@@ -325,6 +325,8 @@ class CertificateAuthority(Model):
     certificates_issued: int = 0
     certificate_pem: str | None = None
     csr: str | None = None
+    key_storage: str | None = None          # sealed | hsm
+    hsm_key_label: str | None = None
 
 
 class PkiRole(Model):

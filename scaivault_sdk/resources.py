@@ -447,9 +447,10 @@ class PkiAPI(Namespace):
     @operation
     def create_ca(self, name: str, common_name: str, *, ca_type: str = "root", parent_ca_id: str | None = None,
                   key_type: str | None = None, key_size: int | None = None,
-                  ttl: str | None = None) -> Call[m.CertificateAuthority]:
+                  ttl: str | None = None, key_storage: str | None = None) -> Call[m.CertificateAuthority]:
+        """key_storage: "sealed" (default) or "hsm" (key generated in the HSM; needs KMS_PROVIDER=pkcs11)."""
         body = drop_none({"name": name, "common_name": common_name, "ca_type": ca_type, "parent_ca_id": parent_ca_id,
-                          "key_type": key_type, "key_size": key_size, "ttl": ttl})
+                          "key_type": key_type, "key_size": key_size, "ttl": ttl, "key_storage": key_storage})
         return Call("POST", "/v1/pki/ca", parser(m.CertificateAuthority), json=body)
 
     @operation

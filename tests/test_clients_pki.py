@@ -75,6 +75,9 @@ def test_the_pki_command_group_in_human_and_json_forms(vault, setup, tmp_path):
     issued = ok(["pki", "issue", "api", "-n", "c.api.test", "--json"], env).json()
     refused = run(["pki", "issue", "api", "-n", "evil.example.com"], env)
     assert refused.code in (3, 5) and "request req_" in refused.err
+    # this server's KMS is not the HSM: an HSM-resident CA is refused, the error names the code
+    no_hsm = run(["pki", "ca", "create", "hsm-ca", "--common-name", "HSM", "--key-storage", "hsm"], env)
+    assert no_hsm.code != 0 and "hsm_not_configured" in no_hsm.err, no_hsm
     listed = ok(["pki", "certs", "list", "--json"], env).json()["certificates"]
     assert issued["id"] in [c["id"] for c in listed]
     assert "c.api.test" in ok(["pki", "certs", "list"], env).out

@@ -27,12 +27,14 @@ def ca_group() -> None:
 @click.option("--key-type", type=click.Choice(["rsa", "ec"]))
 @click.option("--key-size", type=int, help="rsa 2048|4096, ec 256|384.")
 @click.option("--ttl", help="Lifetime such as 87600h.")
+@click.option("--key-storage", type=click.Choice(["sealed", "hsm"]),
+              help="hsm: generate the key inside the HSM (server with KMS_PROVIDER=pkcs11).")
 @json_option
 @click.pass_context
-def ca_create(ctx: click.Context, name, common_name, ca_type, parent_ca_id, key_type, key_size, ttl,
+def ca_create(ctx: click.Context, name, common_name, ca_type, parent_ca_id, key_type, key_size, ttl, key_storage,
               as_json: bool) -> None:
     ca = sdk(ctx).pki.create_ca(name, common_name, ca_type=ca_type, parent_ca_id=parent_ca_id, key_type=key_type,
-                                key_size=key_size, ttl=ttl)
+                                key_size=key_size, ttl=ttl, key_storage=key_storage)
     respond(as_json, ca, f"created CA {ca.id} ({ca.name}, {ca.status})")
 
 

@@ -196,6 +196,7 @@ class PkiService:
         self._revoked: dict[str, _RevokedEntries] = {}
         self._hsm_signers: dict[str, pki_signer.HsmSigner] = {}
         self._hsm_lock = threading.Lock()
+        self._hsm = None            # the KMS token's signing keys, once a CA needs them
 
     # ================================================================== CA rows and keys
     def _seal_ctx(self, row: dict) -> SealContext:
@@ -235,7 +236,7 @@ class PkiService:
                                  f"this server uses {self.settings.kms_provider}",
                                  details={"field": "key_storage", "kms_provider": self.settings.kms_provider})
         with self._hsm_lock:
-            if getattr(self, "_hsm", None) is None:
+            if self._hsm is None:
                 self._hsm = keys()
             return self._hsm
 
