@@ -3,9 +3,10 @@
 CA private keys are sealed by the keyring under SealContext(partner, tenant, "pki_ca_key",
 ca id, 0) and opened only in memory to sign; with KMS_PROVIDER=pkcs11 a CA created with
 `key_storage: hsm` has its key generated inside the HSM token instead (never extractable).
-Either way scaivault.pki.signer signs, so both kinds of CA share one code path. Every issued certificate is also written as a
-`certificate` secret (pki/<ca name>/<serial> or the request's secret_path), so reading it goes
-through the secret policies and audit. CRLs are cached in the CA row (DER) and per process;
+Either way scaivault.pki.signer signs, so both kinds of CA share one code path.
+
+Every issued certificate is also written as a `certificate` secret (pki/<ca name>/<serial> or
+the request's secret_path), so reading it goes through the secret policies and audit. CRLs are cached in the CA row (DER) and per process;
 a revocation marks the CA stale and a background regeneration replaces the cached CRL, so a
 revoke never waits for a CRL of thousands of entries to be signed.
 """
