@@ -6,9 +6,10 @@ ca id, 0) and opened only in memory to sign; with KMS_PROVIDER=pkcs11 a CA creat
 Either way scaivault.pki.signer signs, so both kinds of CA share one code path.
 
 Every issued certificate is also written as a `certificate` secret (pki/<ca name>/<serial> or
-the request's secret_path), so reading it goes through the secret policies and audit. CRLs are cached in the CA row (DER) and per process;
-a revocation marks the CA stale and a background regeneration replaces the cached CRL, so a
-revoke never waits for a CRL of thousands of entries to be signed.
+the request's secret_path), so reading it goes through the secret policies and audit. CRLs are
+cached in the CA row (DER) and per process; a revocation marks the CA stale and a background
+regeneration replaces the cached CRL, so a revoke never waits for a CRL of thousands of entries
+to be signed.
 """
 from __future__ import annotations
 
