@@ -259,6 +259,20 @@ def test_an_hsm_intermediate_signed_by_an_outside_root(admin, anon, tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def test_a_ca_whose_hsm_key_is_gone_fails_closed(hsm_app, admin, anon):
+    root, inter, role = _hierarchy(admin, "ec", 256)
+    assert admin.post(f"/v1/pki/issue/{role['name']}", json={"common_name": "a.svc.cluster.local"}).status_code == 201
+    crl_before = anon.get(f"/v1/pki/ca/{inter['id']}/crl").data
+    _hsm_keys(hsm_app).destroy(bytes.fromhex(inter["hsm_key_id"]))     # an operator removed it from the token
+    resp = admin.post(f"/v1/pki/issue/{role['name']}", json={"common_name": "b.svc.cluster.local"})
+    assert resp.status_code == 503 and error_code(resp) == "kms_error", resp.get_json()
+    assert "PRIVATE" not in resp.get_data(as_text=True)
+    # nothing was issued or stored; relying parties still get the last CRL
+    listed = admin.get(f"/v1/pki/certificates?ca_id={inter['id']}").get_json()["certificates"]
+    assert [c["common_name"] for c in listed] == ["a.svc.cluster.local"]
+    assert anon.get(f"/v1/pki/ca/{inter['id']}/crl").data == crl_before
+
+
 def test_bad_key_storage_is_refused(admin):
     resp = admin.post("/v1/pki/ca", json={"name": name("bad"), "common_name": "Bad", "ca_type": "root",
                                           "key_storage": "tpm"})
