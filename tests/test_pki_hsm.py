@@ -259,6 +259,15 @@ def test_an_hsm_intermediate_signed_by_an_outside_root(admin, anon, tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def test_a_dropped_hsm_session_is_reopened_for_signing(hsm_app, admin):
+    root, inter, role = _hierarchy(admin, "rsa", 2048)
+    _hsm_keys(hsm_app).token.session.closeSession()                    # as after an HSM restart
+    resp = admin.post(f"/v1/pki/issue/{role['name']}", json={"common_name": "again.svc.cluster.local"})
+    assert resp.status_code == 201, resp.get_json()
+    leaf = x509.load_pem_x509_certificate(resp.get_json()["certificate"].encode())
+    leaf.verify_directly_issued_by(x509.load_pem_x509_certificate(inter["certificate_pem"].encode()))
+
+
 def test_a_ca_whose_hsm_key_is_gone_fails_closed(hsm_app, admin, anon):
     root, inter, role = _hierarchy(admin, "ec", 256)
     assert admin.post(f"/v1/pki/issue/{role['name']}", json={"common_name": "a.svc.cluster.local"}).status_code == 201
