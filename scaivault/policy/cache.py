@@ -4,6 +4,9 @@ A policy change increments a Redis counter for its tenant (or partner). Every pr
 compares its cached sets' counters with Redis at most every CHECK_INTERVAL seconds per
 tenant (one MGET), so a change is seen everywhere within a second without a round trip
 per request. Without Redis nothing is cached: correctness before speed.
+
+The counters of one scope share the partner's hash tag (`{p:<partner>}`), so the MGET is on one
+slot of a Redis Cluster; a tenant belongs to one partner.
 """
 from __future__ import annotations
 
@@ -27,10 +30,17 @@ Loader = Callable[[str | None, str | None, tuple[str, ...]], Iterable[tuple]]
 
 
 def epoch_keys(tenant_id: str | None, partner_id: str | None) -> list[str]:
-    keys = [EPOCH_KEY + "p:" + (partner_id or "-")]
+    """The partner's counter and (for a tenant) the tenant's, under one hash tag."""
+    tag = "{p:" + (partner_id or "-") + "}"
+    keys = [EPOCH_KEY + tag]
     if tenant_id is not None:
-        keys.append(EPOCH_KEY + "t:" + tenant_id)
+        keys.append(EPOCH_KEY + tag + ":t:" + tenant_id)
     return keys
+
+
+def legacy_epoch_key(tenant_id: str | None, partner_id: str | None) -> str:
+    """The counter's name before hash tags (instances of earlier releases read it)."""
+    return EPOCH_KEY + ("t:" + tenant_id if tenant_id is not None else "p:" + (partner_id or "-"))
 
 
 class PolicyCache:
@@ -83,7 +93,9 @@ class PolicyCache:
 
     def invalidate(self, tenant_id: str | None, partner_id: str | None) -> None:
         """Announce a committed change: bump the counter(s) and drop this process's entries at once."""
-        keys = [EPOCH_KEY + "t:" + tenant_id] if tenant_id is not None else [EPOCH_KEY + "p:" + (partner_id or "-")]
+        # the scope's own counter, and its pre-hash-tag name so that instances of an earlier release
+        # see the change during a rolling upgrade (a non-transactional pipeline may span slots)
+        keys = [epoch_keys(tenant_id, partner_id)[-1], legacy_epoch_key(tenant_id, partner_id)]
         try:
             pipe = self.redis.pipeline(transaction=False)
             for k in keys:

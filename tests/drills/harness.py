@@ -236,6 +236,64 @@ class PrivateRedis:
             self.proc.wait(10)
 
 
+class PrivateRedisCluster:
+    """A 3-node Redis Cluster of this test alone (no replicas): redis-servers with
+    --cluster-enabled yes on free ports, joined by `redis-cli --cluster create`."""
+
+    def __init__(self, nodes: int = 3):
+        self.dir = Path(tempfile.mkdtemp(prefix="sv-cluster-"))
+        self.nodes = [PrivateRedis(extra=("--cluster-enabled", "yes", "--cluster-node-timeout", "2000",
+                                          "--cluster-require-full-coverage", "yes", "--dir", "<dir>"))
+                      for _ in range(nodes)]
+        for node in self.nodes:
+            node_dir = self.dir / str(node.port)
+            node_dir.mkdir()
+            node.extra = tuple(str(node_dir) if arg == "<dir>" else arg for arg in node.extra) + (
+                "--cluster-config-file", str(node_dir / "nodes.conf"))
+
+    @property
+    def url(self) -> str:
+        return "redis+cluster://" + ",".join(f"127.0.0.1:{n.port}" for n in self.nodes)
+
+    def start(self) -> "PrivateRedisCluster":
+        for node in self.nodes:
+            node.start()
+        cli = shutil.which("redis-cli")
+        assert cli, "redis-cli is not installed"
+        subprocess.run([cli, "--cluster", "create", *(f"127.0.0.1:{n.port}" for n in self.nodes),
+                        "--cluster-replicas", "0", "--cluster-yes"], check=True, capture_output=True, timeout=60)
+        self.wait_ok()
+        return self
+
+    def wait_ok(self, timeout: float = 30) -> None:
+        import redis as redis_py
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                if all(redis_py.Redis(port=n.port).cluster("info")["cluster_state"] == "ok" for n in self.nodes):
+                    return
+            except Exception:
+                pass
+            time.sleep(0.1)
+        raise AssertionError("the Redis Cluster did not reach cluster_state:ok")
+
+    def node_of(self, key: str) -> PrivateRedis:
+        """The node serving `key`'s slot."""
+        import redis as redis_py
+
+        slot = redis_py.Redis(port=self.nodes[0].port).cluster("keyslot", key)
+        for start, end, master, *_ in redis_py.Redis(port=self.nodes[0].port).cluster("slots"):
+            if start <= slot <= end:
+                return next(n for n in self.nodes if n.port == master[1])
+        raise AssertionError(f"no node serves slot {slot}")
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
 # ----------------------------------------------------------------------------- ScaiVault
 
 class Instance:
