@@ -190,3 +190,29 @@ def test_a_node_restart_makes_readiness_degraded_not_failed(make_app, scaikey, c
         time.sleep(0.2)
     assert client.get("/v1/health/ready").get_json()["status"] == "ready"
     assert caller.get("/v1/secrets/n/10").status_code == 200
+
+
+def test_scaivault_serve_workers_use_the_cluster_after_fork(base_env, scaikey, cluster):
+    """Two forked workers, each warmed (its own cluster client built after fork) and serving."""
+    import requests
+
+    from tests.drills.harness import Instance
+
+    instance = Instance({**base_env, "REDIS_URL": cluster.url, "RATE_LIMITS": limits_with(secrets__read=5),
+                         "LOG_LEVEL": "info"}, workers=2).start()
+    try:
+        ready = requests.get(instance.url + "/v1/health/ready", timeout=10).json()
+        assert ready["status"] == "ready" and ready["checks"]["redis"] == "ok", ready
+        token = scaikey.mint(sub="usr_" + secrets.token_hex(4), email="served@cluster.example", tenant_id=new_tenant(),
+                             partner_id="ptn_test", scopes=("secrets:read", "secrets:write"), role="tenant_admin")
+        headers = {"Authorization": f"Bearer {token}"}
+        assert requests.put(instance.url + "/v1/secrets/served", json={"data": {"v": 1}}, headers=headers,
+                            timeout=10).status_code == 201
+        # new connections each time: the requests are spread over both workers; the limit holds for all
+        statuses = [requests.get(instance.url + "/v1/secrets/served", headers=headers, timeout=10).status_code
+                    for _ in range(6)]
+        assert statuses == [200] * 5 + [429], statuses
+        warmed = [line for line in instance.log().splitlines() if "worker warmed up" in line]
+        assert len(warmed) >= 2 and all("failed_steps=[]" in line for line in warmed), instance.log()[-2000:]
+    finally:
+        instance.cleanup()

@@ -236,13 +236,28 @@ class PrivateRedis:
             self.proc.wait(10)
 
 
+def _cluster_port() -> int:
+    """A free port whose cluster bus port (port + 10000) is a valid port and free too."""
+    for _ in range(200):
+        port = free_port()
+        if port + 10000 > 65535:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port + 10000))
+            except OSError:
+                continue
+        return port
+    raise AssertionError("no free port pair for a cluster node")
+
+
 class PrivateRedisCluster:
     """A 3-node Redis Cluster of this test alone (no replicas): redis-servers with
     --cluster-enabled yes on free ports, joined by `redis-cli --cluster create`."""
 
     def __init__(self, nodes: int = 3):
         self.dir = Path(tempfile.mkdtemp(prefix="sv-cluster-"))
-        self.nodes = [PrivateRedis(extra=("--cluster-enabled", "yes", "--cluster-node-timeout", "2000",
+        self.nodes = [PrivateRedis(port=_cluster_port(), extra=("--cluster-enabled", "yes", "--cluster-node-timeout", "2000",
                                           "--cluster-require-full-coverage", "yes", "--dir", "<dir>"))
                       for _ in range(nodes)]
         for node in self.nodes:
