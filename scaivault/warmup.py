@@ -23,6 +23,7 @@ from __future__ import annotations
 import codecs
 import json
 import logging
+import re
 import threading
 import time
 from typing import Any
@@ -45,15 +46,16 @@ def hot_statements() -> tuple[str, ...]:
     return (_READ_BATCH_SQL, _APPEND_SQL, _WRITE_SQL, _INSERT_SQL)
 
 
-def warm_worker(runtime, timeout: float, rate_limits=None) -> dict[str, Any]:
-    """Warm `runtime` (and the app's rate-limit storage) for at most `timeout` seconds; returns
-    what was done (for the log and tests)."""
+def warm_worker(runtime, timeout: float, rate_limits=None, app=None) -> dict[str, Any]:
+    """Warm `runtime` (and the app's rate-limit storage and routing, when given) for at most
+    `timeout` seconds; returns what was done (for the log and tests)."""
     report: dict[str, Any] = {"done": False}
     if timeout <= 0:
         return report
     started = time.monotonic()
     deadline = started + timeout
-    thread = threading.Thread(target=_warm, args=(runtime, deadline, report, rate_limits), name="worker-warmup", daemon=True)
+    thread = threading.Thread(target=_warm, args=(runtime, deadline, report, rate_limits, app), name="worker-warmup",
+                              daemon=True)
     thread.start()
     thread.join(timeout)
     report["seconds"] = round(time.monotonic() - started, 3)
@@ -69,13 +71,15 @@ def _public(report: dict) -> dict:
     return {k: v for k, v in report.items() if k != "errors"} | {"failed_steps": sorted(report.get("errors", {}))}
 
 
-def _warm(runtime, deadline: float, report: dict, rate_limits) -> None:
+def _warm(runtime, deadline: float, report: dict, rate_limits, app) -> None:
     errors: dict[str, str] = report.setdefault("errors", {})
     steps = [("database", _open_pool), ("jwks", _load_jwks), ("keys", _unwrap_keys), ("redis", _connect_redis),
              ("snapshots", _load_snapshots), ("policies", _compile_recent_policies)]
     if rate_limits is not None and rate_limits.storage_uri.startswith(("redis", "rediss", "unix")):
         # the limiter has its own Redis pool: connect it too (its first EVALSHA would pay for it)
         steps.append(("rate_limit_storage", lambda runtime, deadline: rate_limits.limiter.storage.get_connection().ping()))
+    if app is not None:
+        steps.append(("routes", lambda runtime, deadline: _match_every_route(app, deadline)))
     for name, step in steps:
         if time.monotonic() >= deadline:
             errors[name] = "out of time"
@@ -176,6 +180,30 @@ def _compile_recent_policies(runtime, deadline: float) -> dict[str, int]:
         cache.get(tenant_id, partner_id, identity_ids, note=False)
         done["policy_sets"] += 1
     return done
+
+
+def _match_every_route(app, deadline: float) -> int:
+    """Match one URL of every route once: werkzeug's matcher compiles each converter's regular
+    expression on first use (re's per-process cache), which a first request would pay for."""
+    from werkzeug.exceptions import HTTPException
+    from werkzeug.routing import RequestRedirect
+
+    adapter = app.url_map.bind("localhost")
+    matched = 0
+    for rule in app.url_map.iter_rules():
+        if time.monotonic() >= deadline:
+            break
+        path = _SAMPLE_SEGMENT.sub("1", rule.rule)
+        for method in sorted(rule.methods or {"GET"}):
+            try:
+                adapter.match(path, method=method)
+            except (HTTPException, RequestRedirect):
+                pass
+        matched += 1
+    return matched
+
+
+_SAMPLE_SEGMENT = re.compile(r"<[^>]+>")
 
 
 def _load_jwks(runtime, deadline: float) -> bool:

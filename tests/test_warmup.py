@@ -24,8 +24,10 @@ def pooled_connections(runtime) -> list:
 def test_every_pooled_connection_has_the_hot_statements_prepared(make_app):
     app = make_app(RATE_LIMITS=HIGH_RATE_LIMITS)
     runtime = app.extensions["scaivault"]
-    report = warm_worker(runtime, 15, app.extensions["scaivault_rate_limits"])
+    report = warm_worker(runtime, 15, app.extensions["scaivault_rate_limits"], app)
     assert report["done"] and not report["errors"], report
+    assert report["routes"] == len(list(app.url_map.iter_rules())) and report["snapshots"] is True
+    assert runtime.federation._mappings._loaded > 0          # the snapshot a read consults is loaded
     conns = pooled_connections(runtime)
     assert len(conns) == report["database"] == runtime.db.pool().size
     for conn in conns:
