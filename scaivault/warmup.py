@@ -32,8 +32,8 @@ log = logging.getLogger("scaivault.server")
 
 MAX_PARTNER_KEYS = 1000
 MAX_TENANT_KEYS = 5000
-MAX_POLICY_SETS = 500          # recently active identities whose policies a new worker compiles
-POLICY_STEP_SECONDS = 2.0      # at most this long on them (then it accepts; the rest compile on demand)
+MAX_POLICY_SETS = 200          # recently active identities whose policies a new worker compiles (newest first)
+POLICY_STEP_SECONDS = 0.5      # at most this long on them: accepting sooner beats the last few loads
 WARMUP_KEY = "~worker-warmup"  # a tenant, partner and path no real one can be (like readiness's chain key)
 
 
