@@ -80,14 +80,17 @@ def _warm(runtime, deadline: float, report: dict, rate_limits, app) -> None:
         steps.append(("rate_limit_storage", lambda runtime, deadline: rate_limits.limiter.storage.get_connection().ping()))
     if app is not None:
         steps.append(("routes", lambda runtime, deadline: _match_every_route(app, deadline)))
+    took: dict[str, int] = report.setdefault("step_ms", {})
     for name, step in steps:
         if time.monotonic() >= deadline:
             errors[name] = "out of time"
             continue
+        started = time.monotonic()
         try:
             report[name] = step(runtime, deadline)
         except Exception as exc:   # best effort: the requests that need it will say what is wrong
             errors[name] = getattr(exc, "code", None) or type(exc).__name__
+        took[name] = round((time.monotonic() - started) * 1000)
     report["done"] = True
 
 
