@@ -271,13 +271,17 @@ class PrivateRedisCluster:
         return "redis+cluster://" + ",".join(f"127.0.0.1:{n.port}" for n in self.nodes)
 
     def start(self) -> "PrivateRedisCluster":
-        for node in self.nodes:
-            node.start()
-        cli = shutil.which("redis-cli")
-        assert cli, "redis-cli is not installed"
-        subprocess.run([cli, "--cluster", "create", *(f"127.0.0.1:{n.port}" for n in self.nodes),
-                        "--cluster-replicas", "0", "--cluster-yes"], check=True, capture_output=True, timeout=60)
-        self.wait_ok()
+        try:
+            for node in self.nodes:
+                node.start()
+            cli = shutil.which("redis-cli")
+            assert cli, "redis-cli is not installed"
+            subprocess.run([cli, "--cluster", "create", *(f"127.0.0.1:{n.port}" for n in self.nodes),
+                            "--cluster-replicas", "0", "--cluster-yes"], check=True, capture_output=True, timeout=60)
+            self.wait_ok()
+        except BaseException:
+            self.stop()                 # no node outlives a failed start
+            raise
         return self
 
     def wait_ok(self, timeout: float = 30) -> None:
