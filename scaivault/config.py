@@ -255,16 +255,17 @@ class _Reader:
 
     def redis_url(self, name: str, required: bool) -> str | None:
         """A redis://, rediss:// or unix:// URL with a numeric port and database index, or
-        redis+sentinel://[:pass@]host:port[,host:port...]/<service>[/<db>] (Redis Sentinel)."""
-        value = self.url(name, ("redis", "rediss", "unix", "redis+sentinel"), required=required)
+        redis+sentinel://[:pass@]host:port[,host:port...]/<service>[/<db>] (Redis Sentinel), or
+        redis+cluster://[:pass@]host:port[,host:port...] (Redis Cluster)."""
+        value = self.url(name, ("redis", "rediss", "unix", "redis+sentinel", "redis+cluster"), required=required)
         if value is None:
             return None
         parts = urlsplit(value)
-        if parts.scheme == "redis+sentinel":
-            from .redis_store import parse_sentinel_url
+        if parts.scheme in ("redis+sentinel", "redis+cluster"):
+            from .redis_store import parse_cluster_url, parse_sentinel_url
 
             try:
-                parse_sentinel_url(value)
+                (parse_sentinel_url if parts.scheme == "redis+sentinel" else parse_cluster_url)(value)
             except ValueError as exc:
                 raise ConfigError(name, str(exc)) from None
             return value

@@ -78,8 +78,19 @@ class HealthChecker:
         return {"status": "ok", "latency_ms": round((time.perf_counter() - started) * 1000)}
 
     def check_redis(self) -> dict:
+        from .redis_store import is_cluster
+
         started = time.perf_counter()
-        self.runtime.redis.ping()
+        client = self.runtime.redis
+        if is_cluster(client):
+            # every primary must answer and the cluster must serve all its slots: a node down
+            # means some keys (buckets, policy counters) cannot be reached
+            client.ping(target_nodes=client.PRIMARIES)
+            state = client.cluster_info().get("cluster_state")
+            if state != "ok":
+                raise RuntimeError(f"Redis Cluster state is {state}")
+        else:
+            client.ping()
         latency = (time.perf_counter() - started) * 1000
         result = {"status": "ok", "latency_ms": round(latency)}
         try:

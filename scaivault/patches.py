@@ -29,6 +29,7 @@ TESTED: dict[str, tuple[str, str, str]] = {
     "pg8000.statement_cache": ("pg8000", "1.31", "1.32"),           # pg8000.native.to_statement(sql)
     "pg8000.socket": ("pg8000", "1.31", "1.32"),                    # Connection._usock
     "flask_limiter.no_request_hooks": ("flask-limiter", "3.8", "5"),  # hooks bound to the Limiter
+    "limits.shared_cluster_client": ("limits", "5.0", "6"),         # RedisClusterStorage's attributes
 }
 
 _applied: dict[str, bool] = {}
@@ -336,3 +337,46 @@ def flask_limiter_without_request_hooks(app, limiter) -> bool:
         if None in hooks:
             hooks[None] = [hook for hook in hooks[None] if not ours(hook)]
     return True
+
+
+# ---------------------------------------------------------------------- limits
+
+SHARED_CLUSTER_SCHEME = "scaivault+redis+cluster"
+
+
+def limits_shared_cluster_storage() -> str | None:
+    """The storage scheme under which `limits` builds its Redis Cluster storage over a client it is
+    given (storage option `client`), or None when this `limits` is not a version it was tested on
+    (the caller then lets `limits` build its own cluster client from the redis+cluster:// URL).
+
+    `limits.storage.RedisClusterStorage` always builds its own RedisCluster (a second set of
+    connection pools per process, and a slot-map fetch at app creation). With the runtime's client
+    the limiter rides the same pools, as it does on a single Redis (`connection_pool`)."""
+    try:
+        from limits.storage import RedisClusterStorage, Storage
+        from limits.storage.redis import RedisStorage
+        from limits._storage_scheme import SCHEMES
+    except ImportError:
+        return None
+    if SHARED_CLUSTER_SCHEME in SCHEMES:
+        return SHARED_CLUSTER_SCHEME
+    if not _guard("limits.shared_cluster_client",
+                  lambda: callable(RedisStorage.initialize_storage) and callable(RedisClusterStorage.get_connection),
+                  lambda: "redis+cluster" in RedisClusterStorage.STORAGE_SCHEME):
+        return None
+
+    class SharedClientRedisClusterStorage(RedisClusterStorage):
+        """limits' cluster storage (its Lua scripts, key prefix, exceptions) over a given client."""
+
+        STORAGE_SCHEME = [SHARED_CLUSTER_SCHEME]
+
+        def __init__(self, uri: str, client=None, key_prefix: str = RedisStorage.PREFIX,
+                     wrap_exceptions: bool = False, **options) -> None:
+            self.key_prefix = key_prefix
+            self.target_server = "redis"
+            self.dependency = self.dependencies["redis"].module
+            self.storage = client
+            self.initialize_storage(uri)
+            Storage.__init__(self, uri, wrap_exceptions, **options)
+
+    return SHARED_CLUSTER_SCHEME

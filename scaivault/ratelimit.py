@@ -327,10 +327,19 @@ def init_rate_limits(app, settings) -> RateLimits:
     """Attach a Limiter (storage only: no default limits) and the category table to `app`."""
     from flask_limiter import Limiter
 
+    limiter_uri = None
     if settings.redis_url:
         storage_uri = settings.redis_url
         runtime = app.extensions.get("scaivault")
-        if storage_uri.startswith("redis+sentinel://"):
+        if storage_uri.startswith("redis+cluster://"):
+            shared = patches.limits_shared_cluster_storage() if runtime is not None else None
+            if shared:
+                # one set of cluster pools per process: limits' cluster storage over the runtime's client
+                limiter_uri, options = shared + "://", {"client": runtime.redis}
+            else:
+                limiter_uri = storage_uri
+                options = {"socket_timeout": REDIS_TIMEOUT_SECONDS, "socket_connect_timeout": REDIS_TIMEOUT_SECONDS}
+        elif storage_uri.startswith("redis+sentinel://"):
             # limits takes the service name as the whole path: the database goes in the options
             from .redis_store import parse_sentinel_url
 
@@ -351,7 +360,7 @@ def init_rate_limits(app, settings) -> RateLimits:
         from .config import ConfigError
 
         raise ConfigError("RATE_LIMITS", str(exc)) from None
-    limiter = Limiter(_request_key, app=app, storage_uri=storage_uri, storage_options=options,
+    limiter = Limiter(_request_key, app=app, storage_uri=limiter_uri or storage_uri, storage_options=options,
                       headers_enabled=False,
                       default_limits=[])
     patches.flask_limiter_without_request_hooks(app, limiter)

@@ -142,3 +142,8 @@ class Runtime:
             self.storage.close()
         if "db" in self.__dict__:
             self.db.close()
+        if "redis" in self.__dict__:
+            from .redis_store import is_cluster
+
+            if is_cluster(self.redis):             # its node pools and slot map (a plain client's pool is shared)
+                self.redis.close()

@@ -72,7 +72,8 @@ def _warm_up(worker) -> None:
     from .warmup import warm_worker
 
     runtime = worker.wsgi.extensions["scaivault"]
-    warm_worker(runtime, runtime.settings.worker_warmup_timeout, worker.wsgi.extensions.get("scaivault_rate_limits"))
+    warm_worker(runtime, runtime.settings.worker_warmup_timeout, worker.wsgi.extensions.get("scaivault_rate_limits"),
+                worker.wsgi)
 
 
 def _post_worker_init(worker) -> None:

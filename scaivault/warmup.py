@@ -6,10 +6,24 @@ clients keep connections open, gets traffic late). gunicorn's post_worker_init h
 WORKER_WARMUP_TIMEOUT and then the worker accepts whatever state it reached (the rest goes on
 in the background). Every step is best effort: a dependency that is down makes the step fail
 and the requests that need it answer their usual 503.
+
+Per connection (every pooled connection, in parallel): the catalog caches, the hot statements
+prepared (HOT_STATEMENTS: the audited read batch, the audit append, the one-statement write, the
+event outbox insert), and the read path run once in a transaction that is always rolled back
+(PostgreSQL compiles a PL/pgSQL function and plans its statements per backend, on first call: that
+was most of a respawned worker's first read). Per process: the periodic snapshots the read path
+consults, and the compiled policies of recently active identities (a hint list other processes
+keep in Redis, see scaivault.policy.cache; the policies themselves come from the database).
+What cannot be warmed is per token: its signature check and identity rows happen on its first
+request to this process (sharing verified tokens through Redis would let whoever can write to
+Redis authenticate as anyone).
 """
 from __future__ import annotations
 
+import codecs
+import json
 import logging
+import re
 import threading
 import time
 from typing import Any
@@ -18,17 +32,30 @@ log = logging.getLogger("scaivault.server")
 
 MAX_PARTNER_KEYS = 1000
 MAX_TENANT_KEYS = 5000
+MAX_POLICY_SETS = 200          # recently active identities whose policies a new worker compiles (newest first)
+POLICY_STEP_SECONDS = 0.5      # at most this long on them: accepting sooner beats the last few loads
+WARMUP_KEY = "~worker-warmup"  # a tenant, partner and path no real one can be (like readiness's chain key)
 
 
-def warm_worker(runtime, timeout: float, rate_limits=None) -> dict[str, Any]:
-    """Warm `runtime` (and the app's rate-limit storage) for at most `timeout` seconds; returns
-    what was done (for the log and tests)."""
+def hot_statements() -> tuple[str, ...]:
+    """The statements every request of their kind runs prepared (Session.prepared), in text form."""
+    from .audit.writer import _APPEND_SQL, _READ_BATCH_SQL
+    from .events.outbox import _INSERT_SQL
+    from .services.secrets import _WRITE_SQL
+
+    return (_READ_BATCH_SQL, _APPEND_SQL, _WRITE_SQL, _INSERT_SQL)
+
+
+def warm_worker(runtime, timeout: float, rate_limits=None, app=None) -> dict[str, Any]:
+    """Warm `runtime` (and the app's rate-limit storage and routing, when given) for at most
+    `timeout` seconds; returns what was done (for the log and tests)."""
     report: dict[str, Any] = {"done": False}
     if timeout <= 0:
         return report
     started = time.monotonic()
     deadline = started + timeout
-    thread = threading.Thread(target=_warm, args=(runtime, deadline, report, rate_limits), name="worker-warmup", daemon=True)
+    thread = threading.Thread(target=_warm, args=(runtime, deadline, report, rate_limits, app), name="worker-warmup",
+                              daemon=True)
     thread.start()
     thread.join(timeout)
     report["seconds"] = round(time.monotonic() - started, 3)
@@ -44,20 +71,26 @@ def _public(report: dict) -> dict:
     return {k: v for k, v in report.items() if k != "errors"} | {"failed_steps": sorted(report.get("errors", {}))}
 
 
-def _warm(runtime, deadline: float, report: dict, rate_limits) -> None:
+def _warm(runtime, deadline: float, report: dict, rate_limits, app) -> None:
     errors: dict[str, str] = report.setdefault("errors", {})
-    steps = [("database", _open_pool), ("jwks", _load_jwks), ("keys", _unwrap_keys), ("redis", _connect_redis)]
+    steps = [("database", _open_pool), ("jwks", _load_jwks), ("keys", _unwrap_keys), ("redis", _connect_redis),
+             ("snapshots", _load_snapshots), ("policies", _compile_recent_policies)]
     if rate_limits is not None and rate_limits.storage_uri.startswith(("redis", "rediss", "unix")):
         # the limiter has its own Redis pool: connect it too (its first EVALSHA would pay for it)
         steps.append(("rate_limit_storage", lambda runtime, deadline: rate_limits.limiter.storage.get_connection().ping()))
+    if app is not None:
+        steps.append(("routes", lambda runtime, deadline: _match_every_route(app, deadline)))
+    took: dict[str, int] = report.setdefault("step_ms", {})
     for name, step in steps:
         if time.monotonic() >= deadline:
             errors[name] = "out of time"
             continue
+        started = time.monotonic()
         try:
             report[name] = step(runtime, deadline)
         except Exception as exc:   # best effort: the requests that need it will say what is wrong
             errors[name] = getattr(exc, "code", None) or type(exc).__name__
+        took[name] = round((time.monotonic() - started) * 1000)
     report["done"] = True
 
 
@@ -72,6 +105,7 @@ def _open_pool(runtime, deadline: float) -> int:
         with lock:
             opened.append(conn)
         _warm_catalog(conn, deadline)
+        _warm_statements(conn, deadline)
 
     threads = [threading.Thread(target=one, daemon=True) for _ in range(pool.size)]
     for thread in threads:
@@ -93,6 +127,86 @@ def _warm_catalog(conn, deadline: float) -> None:
         if time.monotonic() >= deadline:
             return
         conn.run('EXPLAIN SELECT * FROM "' + name.replace('"', '""') + '"')
+
+
+def _warm_statements(conn, deadline: float) -> None:
+    """Prepare the hot statements on `conn` and run the read path once, rolled back."""
+    from .audit.entry import AuditEntry
+    from .audit.writer import _READ_BATCH_SQL, entry_document
+    from .db import Session
+
+    if time.monotonic() >= deadline:
+        return
+    session = Session(conn)
+    for sql in hot_statements():
+        session.prepared(sql)
+    # nothing of this commits: no secret has these names, and the audit append is rolled back
+    probe = [{"tenant": WARMUP_KEY, "partner": WARMUP_KEY, "path": WARMUP_KEY},
+             {"tenant": None, "partner": WARMUP_KEY, "path": WARMUP_KEY}]
+    doc = entry_document(AuditEntry(action="worker_warmup", tenant_id=WARMUP_KEY, identity_type="system"), "version")
+    conn.run("BEGIN")
+    try:
+        conn.run("SET LOCAL statement_timeout = 2000")
+        conn.run("SET LOCAL lock_timeout = 1000")
+        session.prepared(_READ_BATCH_SQL).run(items=json.dumps(probe))
+        conn.run("SELECT sv_audit_append(convert_to(:canon, 'UTF8'), CAST(:audit AS jsonb), CAST(:extra AS jsonb))",
+                 canon=doc["canon_head"] + "0" + doc["canon_tail"], audit=json.dumps(doc),
+                 extra=json.dumps(doc["extra_data"]))
+    finally:
+        conn.run("ROLLBACK")
+
+
+def _load_snapshots(runtime, deadline: float) -> bool:
+    """The per-process snapshots every read consults (federated paths, secret.accessed listeners)."""
+    from .lifecycle.hooks import ACCESS_LISTENERS
+
+    runtime.federation.warm()
+    ACCESS_LISTENERS.wanted(runtime.db, None)
+    codecs.lookup("idna")         # the first request's URL decoding would import the codec
+    return True
+
+
+def _compile_recent_policies(runtime, deadline: float) -> dict[str, int]:
+    """Compile the policy sets of the identities other processes saw recently (bounded in number
+    and time); each load is the same database query a request makes."""
+    deadline = min(deadline, time.monotonic() + POLICY_STEP_SECONDS)
+    cache = runtime.policy_cache
+    done = {"policy_sets": 0, "tenants": 0}
+    tenants: set[str] = set()
+    for tenant_id, partner_id, identity_ids in cache.recent_scopes(MAX_POLICY_SETS):
+        if time.monotonic() >= deadline:
+            break
+        if tenant_id is not None and tenant_id not in tenants:
+            tenants.add(tenant_id)
+            runtime.authenticator.tenant(tenant_id)
+            done["tenants"] += 1
+        cache.get(tenant_id, partner_id, identity_ids, note=False)
+        done["policy_sets"] += 1
+    return done
+
+
+def _match_every_route(app, deadline: float) -> int:
+    """Match one URL of every route once: werkzeug's matcher compiles each converter's regular
+    expression on first use (re's per-process cache), which a first request would pay for."""
+    from werkzeug.exceptions import HTTPException
+    from werkzeug.routing import RequestRedirect
+
+    adapter = app.url_map.bind("localhost")
+    matched = 0
+    for rule in app.url_map.iter_rules():
+        if time.monotonic() >= deadline:
+            break
+        path = _SAMPLE_SEGMENT.sub("1", rule.rule)
+        for method in sorted(rule.methods or {"GET"}):
+            try:
+                adapter.match(path, method=method)
+            except (HTTPException, RequestRedirect):
+                pass
+        matched += 1
+    return matched
+
+
+_SAMPLE_SEGMENT = re.compile(r"<[^>]+>")
 
 
 def _load_jwks(runtime, deadline: float) -> bool:

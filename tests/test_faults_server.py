@@ -61,9 +61,13 @@ def first_read_after_respawn(base_env, scaikey, warmup: str, reads: int = 15) ->
 
         warm = sorted(timed_read() for _ in range(reads))[reads // 2]
         old = instance.worker_pids()
+        warmed = instance.log().count("worker warmed up")
         os.kill(old[0], signal.SIGKILL)
         instance.wait_workers(1, exclude=tuple(old))
-        time.sleep(3.0)          # the new worker has booted (and warmed up, when enabled) and accepts
+        deadline = time.monotonic() + 30          # the new worker has booted (and warmed up, when enabled)
+        while warmup != "0s" and instance.log().count("worker warmed up") <= warmed and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(0.5 if warmup != "0s" else 3.0)   # and accepts
         first = timed_read()
         return warm, first, instance.log()
     finally:

@@ -296,6 +296,10 @@ class FederationService:
     def invalidate(self) -> None:
         self._mappings.expire()
 
+    def warm(self) -> None:
+        """Load the mappings now (a new worker warming up), so its first read does not."""
+        self._mappings.get()
+
     def route(self, owner: SecretOwner, path: str) -> Route | None:
         """The backend serving `path` live (proxy) or as a synced copy, or None (a plain secret).
 

@@ -4,9 +4,17 @@ A policy change increments a Redis counter for its tenant (or partner). Every pr
 compares its cached sets' counters with Redis at most every CHECK_INTERVAL seconds per
 tenant (one MGET), so a change is seen everywhere within a second without a round trip
 per request. Without Redis nothing is cached: correctness before speed.
+
+A new worker compiles the policy sets of recently active identities before it accepts
+(scaivault.warmup): every process notes the scopes it loads in a bounded Redis sorted set
+(RECENT_KEY: tenant, partner and identity ids, never a decision; only which loads to make).
+
+The counters of one scope share the partner's hash tag (`{p:<partner>}`), so the MGET is on one
+slot of a Redis Cluster; a tenant belongs to one partner.
 """
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -21,16 +29,26 @@ CHECK_INTERVAL = 0.5
 ENTRY_TTL = 300.0
 MAX_ENTRIES = 20000
 EPOCH_KEY = "scaivault:policy_epoch:"
+RECENT_KEY = "scaivault:policy_recent"
+MAX_RECENT = 1000                 # scopes kept in RECENT_KEY (newest first); a day without use drops it
+RECENT_TTL_SECONDS = 86400
 
 # loader(tenant_id | None, partner_id, identity_ids) -> rows (policy_id, name, rules, binding_expires_at)
 Loader = Callable[[str | None, str | None, tuple[str, ...]], Iterable[tuple]]
 
 
 def epoch_keys(tenant_id: str | None, partner_id: str | None) -> list[str]:
-    keys = [EPOCH_KEY + "p:" + (partner_id or "-")]
+    """The partner's counter and (for a tenant) the tenant's, under one hash tag."""
+    tag = "{p:" + (partner_id or "-") + "}"
+    keys = [EPOCH_KEY + tag]
     if tenant_id is not None:
-        keys.append(EPOCH_KEY + "t:" + tenant_id)
+        keys.append(EPOCH_KEY + tag + ":t:" + tenant_id)
     return keys
+
+
+def legacy_epoch_key(tenant_id: str | None, partner_id: str | None) -> str:
+    """The counter's name before hash tags (instances of earlier releases read it)."""
+    return EPOCH_KEY + ("t:" + tenant_id if tenant_id is not None else "p:" + (partner_id or "-"))
 
 
 class PolicyCache:
@@ -60,8 +78,10 @@ class PolicyCache:
         self._epochs[scope] = (values, now)
         return values
 
-    def get(self, tenant_id: str | None, partner_id: str | None, identity_ids: tuple[str, ...]) -> PolicySet:
-        """The compiled policies bound to any of `identity_ids` (the caller and its groups)."""
+    def get(self, tenant_id: str | None, partner_id: str | None, identity_ids: tuple[str, ...], *,
+            note: bool = True) -> PolicySet:
+        """The compiled policies bound to any of `identity_ids` (the caller and its groups);
+        a load is noted in RECENT_KEY unless `note` is false (a warm-up replaying the list)."""
         key = (tenant_id, partner_id, identity_ids)
         epochs = self._current_epochs(tenant_id, partner_id)
         entry = self._entries.get(key)
@@ -79,11 +99,45 @@ class PolicyCache:
                 if len(self._entries) >= MAX_ENTRIES:
                     self._entries.clear()
                 self._entries[key] = (policy_set, epochs, time.monotonic(), min(lapses) if lapses else None)
+            if note:        # Redis answered the epoch read just now; a load is rare (one per identity per TTL)
+                self._note_recent(tenant_id, partner_id, identity_ids)
         return policy_set
+
+    def _note_recent(self, tenant_id: str | None, partner_id: str | None, identity_ids: tuple[str, ...]) -> None:
+        member = json.dumps([tenant_id, partner_id, list(identity_ids)], separators=(",", ":"))
+        try:
+            pipe = self.redis.pipeline(transaction=False)        # one key: one slot in a cluster
+            pipe.zadd(RECENT_KEY, {member: time.time()})
+            pipe.zremrangebyrank(RECENT_KEY, 0, -MAX_RECENT - 1)
+            pipe.expire(RECENT_KEY, RECENT_TTL_SECONDS)
+            pipe.execute()
+        except Exception as exc:   # only a warm-up hint
+            log.debug("recent policy scope not noted", extra={"error": type(exc).__name__})
+
+    def recent_scopes(self, limit: int) -> list[tuple[str | None, str | None, tuple[str, ...]]]:
+        """The newest `limit` scopes any process loaded: (tenant, partner, identity ids); malformed
+        members are skipped (Redis content only chooses which database loads a warm-up makes)."""
+        try:
+            members = self.redis.zrevrange(RECENT_KEY, 0, max(0, limit - 1))
+        except Exception:
+            return []
+        scopes = []
+        for raw in members:
+            try:
+                tenant_id, partner_id, ids = json.loads(raw)
+            except (ValueError, TypeError):
+                continue
+            if (all(v is None or (isinstance(v, str) and len(v) <= 256) for v in (tenant_id, partner_id))
+                    and isinstance(ids, list) and 0 < len(ids) <= 256
+                    and all(isinstance(i, str) and len(i) <= 512 for i in ids)):
+                scopes.append((tenant_id, partner_id, tuple(ids)))
+        return scopes
 
     def invalidate(self, tenant_id: str | None, partner_id: str | None) -> None:
         """Announce a committed change: bump the counter(s) and drop this process's entries at once."""
-        keys = [EPOCH_KEY + "t:" + tenant_id] if tenant_id is not None else [EPOCH_KEY + "p:" + (partner_id or "-")]
+        # the scope's own counter, and its pre-hash-tag name so that instances of an earlier release
+        # see the change during a rolling upgrade (a non-transactional pipeline may span slots)
+        keys = [epoch_keys(tenant_id, partner_id)[-1], legacy_epoch_key(tenant_id, partner_id)]
         try:
             pipe = self.redis.pipeline(transaction=False)
             for k in keys:

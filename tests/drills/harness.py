@@ -7,6 +7,7 @@ one), private redis-servers, and `scaivault serve` instances.
 """
 from __future__ import annotations
 
+import bisect
 import collections
 import os
 import secrets
@@ -17,6 +18,7 @@ import subprocess
 import tempfile
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -232,6 +234,83 @@ class PrivateRedis:
         if self.proc and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(10)
+
+
+def _cluster_port() -> int:
+    """A free port whose cluster bus port (port + 10000) is a valid port and free too."""
+    for _ in range(200):
+        port = free_port()
+        if port + 10000 > 65535:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port + 10000))
+            except OSError:
+                continue
+        return port
+    raise AssertionError("no free port pair for a cluster node")
+
+
+class PrivateRedisCluster:
+    """A 3-node Redis Cluster of this test alone (no replicas): redis-servers with
+    --cluster-enabled yes on free ports, joined by `redis-cli --cluster create`."""
+
+    def __init__(self, nodes: int = 3):
+        self.dir = Path(tempfile.mkdtemp(prefix="sv-cluster-"))
+        self.nodes = [PrivateRedis(port=_cluster_port(), extra=("--cluster-enabled", "yes", "--cluster-node-timeout", "2000",
+                                          "--cluster-require-full-coverage", "yes", "--dir", "<dir>"))
+                      for _ in range(nodes)]
+        for node in self.nodes:
+            node_dir = self.dir / str(node.port)
+            node_dir.mkdir()
+            node.extra = tuple(str(node_dir) if arg == "<dir>" else arg for arg in node.extra) + (
+                "--cluster-config-file", str(node_dir / "nodes.conf"))
+
+    @property
+    def url(self) -> str:
+        return "redis+cluster://" + ",".join(f"127.0.0.1:{n.port}" for n in self.nodes)
+
+    def start(self) -> "PrivateRedisCluster":
+        try:
+            for node in self.nodes:
+                node.start()
+            cli = shutil.which("redis-cli")
+            assert cli, "redis-cli is not installed"
+            subprocess.run([cli, "--cluster", "create", *(f"127.0.0.1:{n.port}" for n in self.nodes),
+                            "--cluster-replicas", "0", "--cluster-yes"], check=True, capture_output=True, timeout=60)
+            self.wait_ok()
+        except BaseException:
+            self.stop()                 # no node outlives a failed start
+            raise
+        return self
+
+    def wait_ok(self, timeout: float = 30) -> None:
+        import redis as redis_py
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                if all(redis_py.Redis(port=n.port).cluster("info")["cluster_state"] == "ok" for n in self.nodes):
+                    return
+            except Exception:
+                pass
+            time.sleep(0.1)
+        raise AssertionError("the Redis Cluster did not reach cluster_state:ok")
+
+    def node_of(self, key: str) -> PrivateRedis:
+        """The node serving `key`'s slot."""
+        import redis as redis_py
+
+        slot = redis_py.Redis(port=self.nodes[0].port).cluster("keyslot", key)
+        for start, end, master, *_ in redis_py.Redis(port=self.nodes[0].port).cluster("slots"):
+            if start <= slot <= end:
+                return next(n for n in self.nodes if n.port == master[1])
+        raise AssertionError(f"no node serves slot {slot}")
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 # ----------------------------------------------------------------------------- ScaiVault
@@ -479,21 +558,34 @@ def check_drill(base_url: str, token: str, record: LoadRecord, *, allowed_errors
     - the audit hash chain of the tenant verifies (when database_url is given);
     - recovery time: from the end of the fault to the first success after it.
     """
-    session = requests.Session()
-    session.headers["Authorization"] = f"Bearer {token}"
-    for path, versions in record.acked.items():
-        newest = max(versions)
-        for version, value in versions.items():
-            if newest - version >= 1000:       # pruned by max_versions: aged out, not lost
-                continue
-            response = session.get(f"{base_url}/v1/secrets/{path}", params={"version": version}, timeout=30)
-            assert response.status_code == 200, (path, version, response.status_code, response.text[:300])
-            assert response.json()["data"]["v"] == value, (path, version, "acknowledged write lost or changed")
-    writes = sorted((o for o in record.outcomes if o.kind == "write" and o.version is not None), key=lambda o: o.ended)
+    checks = [(path, version, value) for path, versions in record.acked.items()
+              for version, value in versions.items()
+              if max(versions) - version < 1000]      # older ones pruned by max_versions: aged out, not lost
+    local = threading.local()
+
+    def read_back(item: tuple[str, int, str]) -> None:
+        path, version, value = item
+        if not hasattr(local, "session"):
+            local.session = requests.Session()
+            local.session.headers["Authorization"] = f"Bearer {token}"
+        response = local.session.get(f"{base_url}/v1/secrets/{path}", params={"version": version}, timeout=30)
+        assert response.status_code == 200, (path, version, response.status_code, response.text[:300])
+        assert response.json()["data"]["v"] == value, (path, version, "acknowledged write lost or changed")
+
+    # a long load acknowledges 10^5 writes: read them back with a few clients (list() re-raises the first failure)
+    with ThreadPoolExecutor(max_workers=4 if len(checks) > 2000 else 1) as pool:
+        list(pool.map(read_back, checks))
+    # per path: acknowledgement times (sorted) and the highest version acknowledged by each time
+    acked_by_path: dict[str, tuple[list[float], list[int]]] = {}
+    for w in sorted((o for o in record.outcomes if o.kind == "write" and o.version is not None), key=lambda o: o.ended):
+        ends, highest = acked_by_path.setdefault(w.path, ([], []))
+        ends.append(w.ended)
+        highest.append(max(w.version, highest[-1]) if highest else w.version)
     for read in (o for o in record.outcomes if o.kind == "read" and o.status == 200):
-        acked_before = [w.version for w in writes if w.path == read.path and w.ended < read.started]
-        if acked_before:
-            assert read.version >= max(acked_before), ("stale read", read.path, read.version, max(acked_before))
+        ends, highest = acked_by_path.get(read.path, ([], []))
+        i = bisect.bisect_left(ends, read.started)          # writes with ended < read.started
+        if i:
+            assert read.version >= highest[i - 1], ("stale read", read.path, read.version, highest[i - 1])
         written = record.acked.get(read.path, {}).get(read.version)
         if written is not None:
             assert read.value == written, ("read returned a value not written at its version", read.path, read.version)

@@ -85,7 +85,16 @@ def run_load(instance_url, token, timing: Timing, fault, after: float | None = N
     outcome = fault(timing.hold)
     ended = time.monotonic()
     time.sleep(max(timing.after, after or 0))
+    # a loaded machine may take longer than the window to recover (respawned workers warming up):
+    # keep the load on until a request started after the fault succeeds, for at most RECOVERY_BOUND;
+    # check_drill then reports the recovery time (and fails when there was none)
+    while time.monotonic() - ended < RECOVERY_BOUND and not any(
+            o.started >= ended and o.status in (200, 201) for o in list(load.record.outcomes)):
+        time.sleep(0.1)
     return load.stop(), ended, outcome
+
+
+RECOVERY_BOUND = 30.0
 
 
 # ----------------------------------------------------------------------------- the drills
