@@ -75,8 +75,13 @@ def first_read_after_respawn(base_env, scaikey, warmup: str, reads: int = 15) ->
 
 
 @pytest.mark.slow
-def test_a_respawned_workers_first_secret_read_costs_what_a_warm_workers_does(base_env, scaikey):
-    warm, first, log = first_read_after_respawn(base_env, scaikey, "15s")
-    assert "worker warmed up" in log
-    # a cold worker pays 0.12-0.23 s here (pool, JWKS, keys, catalog caches, first WSGI request)
-    assert first < max(4 * warm, warm + 0.08), (warm, first)
+def test_a_respawned_worker_warms_every_step_before_it_serves_its_first_read(base_env, scaikey):
+    """What the respawned worker did before accepting, not how long its first read took: speed is
+    measured by bench/first_read_respawn.py (figures in bench/RESULTS.md), never by a timed test."""
+    _warm, _first, log = first_read_after_respawn(base_env, scaikey, "15s")
+    warmed = [line for line in log.splitlines() if "worker warmed up" in line]
+    assert len(warmed) >= 2, log[-2000:]           # the first worker and its replacement
+    replacement = warmed[-1]
+    assert "failed_steps=[]" in replacement, replacement
+    for step in ("database", "jwks", "keys", "snapshots", "policies", "routes"):
+        assert f"'{step}'" in replacement or f"{step}=" in replacement, (step, replacement)
