@@ -363,12 +363,14 @@ def init_rate_limits(app, settings) -> RateLimits:
 
 def _request_key() -> str:
     """Who a bucket belongs to: the identity's sub and tenant, or the client IP before authentication."""
-    from flask import g, request
+    from flask import g
+
+    from .api.http import current_request
 
     identity = g.get("identity")
     if identity is not None:
         return identity.principal
-    return "ip:" + (request.remote_addr or "unknown")
+    return "ip:" + (current_request().remote_addr or "unknown")
 
 
 def enforce(category: str, cost: int = 1) -> None:

@@ -14,11 +14,12 @@ import threading
 import time
 from typing import Any
 
-from flask import g, request
+from flask import g
 
 from ..audit import AuditEntry, record, record_now
 from ..audit.entry import new_entry_id
 from ..errors import ScaiVaultError
+from .http import current_request
 
 log = logging.getLogger("scaivault.audit")
 
@@ -52,6 +53,7 @@ VIOLATION_CODES = frozenset({"access_denied", "ip_not_allowed", "mfa_required", 
 def denial_action(category: str | None) -> str | None:
     """The action a refused request of `category` is recorded under (None: not audited)."""
     if category == "policies":
+        request = current_request()
         binding = "/bindings" in request.path
         return {("POST", True): "policy_bind", ("DELETE", True): "policy_unbind", ("POST", False): "policy_create",
                 ("PUT", False): "policy_update", ("PATCH", False): "policy_update",
@@ -65,6 +67,7 @@ def entry_for_request(action: str, *, secret_path: str | None = None, success: b
     identity = g.get("identity")
     tenant = g.get("tenant")
     started = g.get("started")
+    request = current_request()
     duration_ms = int((time.perf_counter() - started) * 1000) if started is not None else None
     entry = AuditEntry(
         action=action,
@@ -138,6 +141,7 @@ def record_denial(runtime, category: str | None, error: ScaiVaultError, secret_p
         record_it, suppressed = _rate_refusals.note((getattr(g.get("identity"), "principal", None), category))
         if not record_it:
             return
+    request = current_request()
     if secret_path is None:
         secret_path = g.get("refused_path") or (request.view_args or {}).get("path")
     extra = {"error": error.code, "method": request.method}

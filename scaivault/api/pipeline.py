@@ -11,7 +11,7 @@ import functools
 import json
 from typing import Callable
 
-from flask import g, request
+from flask import g
 from pydantic import BaseModel, ValidationError
 
 from .. import ratelimit
@@ -19,7 +19,7 @@ from ..errors import ScaiVaultError, ValidationFailed
 from ..auth import authenticate_request, require_scope, resolve_tenant
 from .auditing import record_failure
 from .authorization import Authorization
-from .http import json_body, runtime
+from .http import current_request, json_body, runtime
 
 
 def endpoint(category: str | None, *, scope: str | None = None, authenticated: bool = True,
@@ -47,10 +47,10 @@ def endpoint(category: str | None, *, scope: str | None = None, authenticated: b
         def wrapper(*args, **kwargs):
             if authenticated:
                 rt = runtime()
-                g.identity = authenticate_request(rt, request)
+                g.identity = authenticate_request(rt, current_request())
             try:
                 if authenticated and tenant:
-                    g.tenant = resolve_tenant(rt, g.identity, request)
+                    g.tenant = resolve_tenant(rt, g.identity, current_request())
                 if category is not None:
                     ratelimit.enforce(category)
                 if scope is not None:
