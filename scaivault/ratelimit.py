@@ -414,13 +414,13 @@ def status(app) -> dict[str, Any]:
 def _observe_fill(category: str, decision: Decision) -> None:
     from . import metrics
 
-    metrics.RATE_LIMIT_BUCKET_FILL.labels(category=category).set(decision.remaining / max(decision.limit, 1))
+    metrics.labelled(metrics.RATE_LIMIT_BUCKET_FILL, category).set(decision.remaining / max(decision.limit, 1))
 
 
 def _count_hit(category: str) -> None:
     from . import metrics
 
-    metrics.RATE_LIMIT_HITS.labels(category=category).inc()
+    metrics.labelled(metrics.RATE_LIMIT_HITS, category).inc()
 
 
 def _set_fallback_gauge(value: int) -> None:

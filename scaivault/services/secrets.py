@@ -976,7 +976,7 @@ def _list_item(row: dict) -> dict:
 def _count_read(owner: SecretOwner, secret_type: str) -> None:
     try:
         from .. import metrics
-        metrics.SECRET_READS.labels(tenant=owner.metric_label, secret_type=secret_type).inc()
+        metrics.labelled(metrics.SECRET_READS, owner.metric_label, secret_type).inc()
     except Exception:
         pass
 
@@ -984,7 +984,7 @@ def _count_read(owner: SecretOwner, secret_type: str) -> None:
 def _observe_batch(size: int) -> None:
     try:
         from .. import metrics
-        metrics.GROUP_COMMIT_SIZE.labels(kind="read").observe(size)
+        metrics.labelled(metrics.GROUP_COMMIT_SIZE, "read").observe(size)
     except Exception:
         pass
 
@@ -992,6 +992,6 @@ def _observe_batch(size: int) -> None:
 def _count_write(owner: SecretOwner) -> None:
     try:
         from .. import metrics
-        metrics.SECRET_WRITES.labels(tenant=owner.metric_label).inc()
+        metrics.labelled(metrics.SECRET_WRITES, owner.metric_label).inc()
     except Exception:
         pass
