@@ -108,14 +108,14 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> Flask:
 
     @app.before_request
     def _start_request():
-        request = current_request()
-        g.started = time.perf_counter()
+        request, state = current_request(), g._get_current_object()
+        state.started = time.perf_counter()
         pagination.use_key_source(runtime.cursor_key)
         # the request id (audit entries, error envelopes, X-Request-ID) is always the server's own;
         # a client's well-formed X-Request-ID is kept apart, so it can never name an audit entry (F16)
         incoming = request.headers.get("X-Request-ID", "")
-        g.request_id = _new_request_id()
-        g.client_request_id = incoming if REQUEST_ID_RE.match(incoming) else None
+        state.request_id = _new_request_id()
+        state.client_request_id = incoming if REQUEST_ID_RE.match(incoming) else None
         _refuse_unstorable_url_text()
         path_tenant = request.environ.get("scaivault.path_tenant")
         if path_tenant is not None and not TENANT_ID_RE.match(path_tenant):
@@ -133,9 +133,10 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> Flask:
 
     @app.after_request
     def _finish_request(response: Response) -> Response:
-        response.headers["X-Request-ID"] = g.get("request_id") or _new_request_id()
-        if g.get("client_request_id"):
-            response.headers["X-Client-Request-ID"] = g.client_request_id
+        state = g._get_current_object()
+        response.headers["X-Request-ID"] = state.get("request_id") or _new_request_id()
+        if state.get("client_request_id"):
+            response.headers["X-Client-Request-ID"] = state.client_request_id
         response.headers.setdefault("Cache-Control", "no-store")
         if not access_log.isEnabledFor(logging.INFO):
             return response

@@ -382,8 +382,10 @@ def enforce(category: str, cost: int = 1) -> None:
     limits: RateLimits | None = current_app.extensions.get("scaivault_rate_limits")
     if limits is None:
         return
-    decision = limits.hit(category, _request_key(), cost)
-    g.rate_limit = decision
+    state = g._get_current_object()
+    identity = state.get("identity")
+    decision = limits.hit(category, identity.principal if identity is not None else _request_key(), cost)
+    state.rate_limit = decision
     _observe_fill(category, decision)
     if not decision.allowed:
         _count_hit(category)

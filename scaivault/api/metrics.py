@@ -135,16 +135,17 @@ def install_request_metrics(app: Flask) -> None:
 
     @app.before_request
     def _metrics_start():
-        category = path_category()
-        g.metrics_category = category
-        g.metrics_started = time.perf_counter()
+        category, state = path_category(), g._get_current_object()
+        state.metrics_category = category
+        state.metrics_started = time.perf_counter()
         active_gauge(category).inc()
 
     @app.after_request
     def _metrics_finish(response: Response) -> Response:
         # requests refused by an earlier before_request hook (413, malformed tenant) count too
-        category = g.get("metrics_category") or path_category()
-        started = g.get("metrics_started") or g.get("started")
+        state = g._get_current_object()
+        category = state.get("metrics_category") or path_category()
+        started = state.get("metrics_started") or state.get("started")
         if started is not None:
             elapsed = time.perf_counter() - started
             method, status = _method(), response.status_code

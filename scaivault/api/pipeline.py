@@ -45,16 +45,18 @@ def endpoint(category: str | None, *, scope: str | None = None, authenticated: b
     def decorate(view: Callable) -> Callable:
         @functools.wraps(view)
         def wrapper(*args, **kwargs):
+            state = g._get_current_object()     # one context lookup, not one per attribute
             if authenticated:
                 rt = runtime()
-                g.identity = authenticate_request(rt, current_request())
+                request = current_request()
+                state.identity = identity = authenticate_request(rt, request)
             try:
                 if authenticated and tenant:
-                    g.tenant = resolve_tenant(rt, g.identity, current_request())
+                    state.tenant = resolve_tenant(rt, identity, request)
                 if category is not None:
                     ratelimit.enforce(category)
                 if scope is not None:
-                    require_scope(g.identity, scope)
+                    require_scope(identity, scope)
                 if authorize is not None and authenticated:
                     authorize.check(kwargs)
                 if body is not None:
