@@ -193,8 +193,9 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> Flask:
     register_blueprints(app)
     app.config["SCAIVAULT_VERSION"] = __version__
     if settings.bare_hot_routes:
-        from .api.hot_routes import HotRoutes
+        from .api.hot_routes import HotRoutes, flask_is_tested
 
-        # inside the tenant prefix (its paths are served too) and the trusted-proxy rewrite
-        tenant_prefix.wsgi_app = HotRoutes(app, tenant_prefix.wsgi_app)
+        if flask_is_tested():
+            # inside the tenant prefix (its paths are served too) and the trusted-proxy rewrite
+            tenant_prefix.wsgi_app = HotRoutes(app, tenant_prefix.wsgi_app)
     return app

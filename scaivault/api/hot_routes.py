@@ -13,7 +13,9 @@ through `current_request()`, which answers with this module's request while it s
 
 Anything else (another method, a colon route, a path that is not a well-formed secret path,
 partner secrets) falls through to Flask untouched, so odd requests get exactly Flask's answer.
-BARE_HOT_ROUTES=false turns this off; tests/test_hot_routes.py compares both answers.
+BARE_HOT_ROUTES=false turns this off; tests/test_hot_routes.py compares both answers. The dispatch
+sequence mirrors Flask.wsgi_app of the versions in FLASK_TESTED (design.md invariant 13): on another
+Flask, every request goes through Flask itself and a warning says so.
 """
 from __future__ import annotations
 
@@ -32,6 +34,20 @@ log = logging.getLogger("scaivault.app")
 # pipeline); `:` (custom methods), `//`, trailing `/` and anything non-ASCII go to Flask
 _SECRET_PATH = re.compile(r"/v1/secrets/([a-z0-9_-]+(?:/[a-z0-9_-]+)*)")
 _ENDPOINTS = {"GET": "secrets.read", "PUT": "secrets.write"}
+FLASK_TESTED = ("3.0", "3.2")      # lowest version checked, first version not checked
+
+
+def flask_is_tested() -> bool:
+    """Is the installed Flask one whose dispatch sequence this module was checked against?"""
+    from .. import patches
+
+    version = patches.installed_version("flask")
+    if version is not None and \
+            patches._version_tuple(FLASK_TESTED[0]) <= patches._version_tuple(version) < patches._version_tuple(FLASK_TESTED[1]):
+        return True
+    log.warning("hot routes off: this Flask was not checked against them; every request goes through Flask",
+                extra={"installed": version or "absent", "tested": f">={FLASK_TESTED[0]},<{FLASK_TESTED[1]}"})
+    return False
 
 
 class HotRoutes:
