@@ -168,3 +168,16 @@ def test_rate_limited_hot_requests_get_flasks_429(limited):
         assert answers[0] == answers[1], (who, method, url, kw)
         statuses.append(answers[0][0])
     assert statuses == ["200 OK"] * 3 + ["429 TOO MANY REQUESTS"] + ["201 CREATED", "200 OK", "429 TOO MANY REQUESTS"]
+
+
+def test_a_path_another_route_owns_is_left_to_flask_and_an_overlapping_pattern_refuses_to_start(make_app):
+    from scaivault.api.hot_routes import HotRoutes
+
+    app = make_app(RATE_LIMITS=HIGH_RATE_LIMITS)
+    app.add_url_rule("/v1/secrets/special/one", "special", lambda: "special", methods=["GET"])
+    hot = HotRoutes(app, lambda environ, start_response: [b"flask"])
+    environ = {"REQUEST_METHOD": "GET", "PATH_INFO": "/v1/secrets/special/one"}
+    assert hot(environ, lambda *a: None) == [b"flask"]
+    app.add_url_rule("/v1/secrets/<name>/two", "pattern", lambda name: name, methods=["PUT"])
+    with pytest.raises(RuntimeError, match="overlap the hot secret routes"):
+        HotRoutes(app, lambda environ, start_response: [b"flask"])

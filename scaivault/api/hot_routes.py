@@ -64,14 +64,35 @@ class HotRoutes:
             blueprint = endpoint.rpartition(".")[0] or None
             self._routes[method] = (rules[0], app.view_functions[endpoint], blueprint)
         self._error_handler: Callable[[BaseException], Any] = app.extensions["scaivault_error_handler"]
+        self._flask_paths = self._other_routes(app)
         if any(app.url_value_preprocessors.get(name) for name in (None, "secrets")):
             raise RuntimeError("hot routes do not run url_value_preprocessors; serve them through Flask")
+
+    @staticmethod
+    def _other_routes(app: Flask) -> frozenset[str]:
+        """Paths under /v1/secrets/ that another GET or PUT route of the app owns (Flask routes those).
+
+        A rule with variables there, other than the colon routes, would make "which route answers"
+        a question for werkzeug's matcher: refuse to start rather than guess.
+        """
+        owned = set()
+        for rule in app.url_map.iter_rules():
+            if not rule.rule.startswith("/v1/secrets/") or rule.endpoint in _ENDPOINTS.values():
+                continue
+            if not set(rule.methods or ()) & set(_ENDPOINTS):
+                continue
+            if rule.rule.startswith("/v1/secrets/<path:path>:"):      # custom methods: never a hot path
+                continue
+            if rule.arguments:
+                raise RuntimeError(f"route {rule.rule} may overlap the hot secret routes; serve them through Flask")
+            owned.add(rule.rule[len("/v1/secrets/"):])
+        return frozenset(owned)
 
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
         route = self._routes.get(environ.get("REQUEST_METHOD", ""))
         if route is not None:
             match = _SECRET_PATH.fullmatch(environ.get("PATH_INFO", ""))
-            if match is not None:
+            if match is not None and match.group(1) not in self._flask_paths:
                 return self._serve(environ, start_response, route, match.group(1))
         return self.wsgi_app(environ, start_response)
 
