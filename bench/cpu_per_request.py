@@ -3,12 +3,17 @@
 The stable figure beside the wrk runs (less sensitive to a shared machine): CPU time
 (time.process_time of this process, which includes the client side of PostgreSQL and Redis
 round trips but not the servers' work) per secret read and per write, as a policy-scoped user with
-audit on. Sequential, so every group-commit batch holds one request. Creates and drops its own
-database. Usage: python bench/cpu_per_request.py [--reads 3000] [--writes 600] [--json-out F]
+audit on, called as a WSGI server calls the app (no test client). Sequential, so every
+group-commit batch holds one request. Three apps in one process, measured in alternating blocks
+so that a shared machine's drift falls on all alike: the ceiling (bench/ceiling.py, one pooled
+query), ScaiVault (hot routes on: `read`, `write`) and ScaiVault with BARE_HOT_ROUTES=false
+(`read_flask`, `write_flask`). Creates and drops its own database.
+Usage: python bench/cpu_per_request.py [--reads 3000] [--writes 600] [--json-out F] [--profile F]
 """
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import secrets
@@ -40,18 +45,67 @@ def per_call_us(fn, n: int) -> float:
     return (time.process_time() - started) / n * 1e6
 
 
+def wsgi_caller(app, method: str, url: str, headers: dict, body: bytes = b""):
+    """fn(i) calling `app` as a WSGI server would (no test client): url may use {i}; checks 2xx."""
+    from werkzeug.test import EnvironBuilder
+
+    templates = {}
+
+    def call(i: int) -> None:
+        target = url.format(i=i % 100)
+        template = templates.get(target)
+        if template is None:
+            template = templates[target] = EnvironBuilder(path=target, method=method, headers=headers, data=body,
+                                                          content_type="application/json" if body else None,
+                                                          environ_base={"REMOTE_ADDR": "127.0.0.1"}).get_environ()
+        environ = dict(template)
+        environ["wsgi.input"] = io.BytesIO(body)
+        status = []
+        answer = app(environ, lambda s, h, exc_info=None: status.append(s))
+        try:
+            b"".join(answer)
+        finally:
+            getattr(answer, "close", lambda: None)()
+        if not status[0].startswith("20"):
+            raise SystemExit(f"{method} {target}: {status[0]}")
+    return call
+
+
+def interleaved(fns: dict, n: int, rounds: int = 10) -> dict:
+    """CPU us per call of each fn, measured in alternating blocks (drift on a shared machine cancels)."""
+    spent = {name: 0.0 for name in fns}
+    block = max(1, n // rounds)
+    for r in range(rounds):
+        for name, fn in fns.items():
+            started = time.process_time()
+            for i in range(r * block, (r + 1) * block):
+                fn(i)
+            spent[name] += time.process_time() - started
+    return {name: round(total / (block * rounds) * 1e6) for name, total in spent.items()}
+
+
+def profiled(fn, n: int, out: str) -> None:
+    """cProfile (process CPU time as its clock) of `n` calls, saved for pstats."""
+    import cProfile
+
+    profile = cProfile.Profile(time.process_time)
+    profile.runcall(lambda: [fn(i) for i in range(n)])
+    profile.dump_stats(out)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--reads", type=int, default=3000)
     ap.add_argument("--writes", type=int, default=600)
     ap.add_argument("--json-out")
+    ap.add_argument("--profile", help="write cProfile stats (CPU time) of the read and write loops to F.read / F.write")
     args = ap.parse_args()
     name = f"svcpu_{secrets.token_hex(4)}"
     admin_conn = pg8000.native.Connection(user="postgres", host="127.0.0.1", port=5432, database="postgres")
     admin_conn.run(f'CREATE DATABASE "{name}"')
     url = f"postgresql://postgres@127.0.0.1:5432/{name}?sslmode=disable"
     standin = ScaiKeyStandin().start()
-    app = None
+    apps = []
     try:
         MigrationRunner(DatabaseURL.parse("DATABASE_URL", url)).apply()
         workdir = Path(tempfile.mkdtemp(prefix="svcpu-"))
@@ -60,7 +114,11 @@ def main() -> None:
                "BASE_URL": "http://127.0.0.1:8443", "KMS_PROVIDER": "local",
                "KMS_LOCAL_KEY_FILE": str(workdir / "root.key"), "LOG_LEVEL": "error",
                "RATE_LIMITS": "\n".join(f"{c}: {{rate: 100000000, window: 1m}}" for c in CATEGORIES)}
-        app = create_app(load_settings(env))
+        app = create_app(load_settings(env))                                   # hot routes (the default)
+        flask_app = create_app(load_settings({**env, "BARE_HOT_ROUTES": "false"}))   # every request through Flask
+        apps += [app, flask_app]
+        os.environ.update(DATABASE_URL=url, BENCH_TENANT=TENANT)
+        from bench.ceiling import app as ceiling_app
         client = app.test_client()
         admin = standin.mint(sub="usr_cpu_admin", email="admin@cpu.example", tenant_id=TENANT, partner_id=PARTNER,
                              role="tenant_admin", expires_in=86400,
@@ -72,21 +130,30 @@ def main() -> None:
             "name": "cpu", "rules": [{"path_pattern": "bench/**", "permissions": ["read", "write"]}]}).get_json()
         client.post(f"/v1/policies/{policy['id']}/bindings", headers=ah,
                     json={"identity_type": "user", "identity_id": "user:cpu@cpu.example"})
-        body = {"data": VALUE, "secret_type": "json"}
+        body = json.dumps({"data": VALUE, "secret_type": "json"}).encode()
+        reads = {"ceiling": wsgi_caller(ceiling_app, "GET", "/q?p=bench/app-{i:03d}/db", {})}
+        writes = {}
+        for label, each in (("", app), ("_flask", flask_app)):
+            reads["read" + label] = wsgi_caller(each, "GET", "/v1/secrets/bench/app-{i:03d}/db", uh)
+            writes["write" + label] = wsgi_caller(each, "PUT", "/v1/secrets/bench/app-{i:03d}/db", uh, body)
         for i in range(100):
-            assert client.put(f"/v1/secrets/bench/app-{i:03d}/db", headers=uh, json=body).status_code in (200, 201)
+            writes["write"](i)
         for i in range(200):      # warm: tokens verified, policies compiled, statements prepared
-            assert client.get(f"/v1/secrets/bench/app-{i % 100:03d}/db", headers=uh).status_code == 200
-        read_us = per_call_us(lambda i: client.get(f"/v1/secrets/bench/app-{i % 100:03d}/db", headers=uh), args.reads)
-        write_us = per_call_us(lambda i: client.put(f"/v1/secrets/bench/app-{i % 100:03d}/db", headers=uh, json=body),
-                               args.writes)
-        out = {"read_us": round(read_us), "write_us": round(write_us), "load": os.getloadavg()[0]}
+            for fn in (*reads.values(), writes["write_flask"]):
+                fn(i)
+        if args.profile:
+            profiled(reads["read"], args.reads, args.profile + ".read")
+            profiled(writes["write"], args.writes, args.profile + ".write")
+        load = os.getloadavg()[0]
+        out = {**interleaved(reads, args.reads), **interleaved(writes, args.writes)}
+        out.update(read_to_ceiling=round(out["read"] / out["ceiling"], 2),
+                   write_to_ceiling=round(out["write"] / out["ceiling"], 2), load=round(load, 1))
         print(json.dumps(out))
         if args.json_out:
             Path(args.json_out).write_text(json.dumps(out))
     finally:
-        if app is not None:
-            app.extensions["scaivault"].close()
+        for each in apps:
+            each.extensions["scaivault"].close()
         standin.stop()
         admin_conn.run("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :d", d=name)
         admin_conn.run(f'DROP DATABASE IF EXISTS "{name}"')

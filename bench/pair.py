@@ -93,8 +93,13 @@ def main() -> None:
         lines.append(f"| ceiling: one-query Flask route | - | - | {ceiling['rps']:,.0f} | "
                      f"{ceiling['p50']:.1f} / {ceiling['p90']:.1f} / {ceiling['p99']:.1f} / {ceiling['max']:.0f} | - | - |")
     lines.append("")
-    lines.append(f"In-process CPU per request (sequential, no HTTP): read {cpu['read_us']} us, write {cpu['write_us']} us "
+    lines.append(f"In-process CPU per request (sequential, no HTTP): ceiling {cpu['ceiling']} us, read {cpu['read']} us "
+                 f"({cpu['read_to_ceiling']}x the ceiling), write {cpu['write']} us ({cpu['write_to_ceiling']}x); "
+                 f"with BARE_HOT_ROUTES=false read {cpu['read_flask']} us, write {cpu['write_flask']} us "
                  f"(load {cpu['load']:.2f}).")
+    cpu_us = {k.split(" ")[0].rstrip(":"): round(v["server_cpu_us"]) for k, v in ours["results"].items()
+              if v.get("server_cpu_us")}
+    lines.append(f"Server CPU per request (ScaiVault's gunicorn processes, us): {cpu_us}.")
     non2xx = {k: v["non2xx"] for k, v in ours["results"].items() if v.get("non2xx")}
     if non2xx:
         lines.append(f"Non-2xx responses: {non2xx}")

@@ -10,6 +10,7 @@ from flask import Flask, Response, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from . import __version__, pagination
+from .api.http import current_request
 from .config import Settings
 from .errors import STATUS_BY_CODE, ScaiVaultError
 from .inputs import text_problem
@@ -62,6 +63,7 @@ def _new_request_id() -> str:
 
 def _refuse_unstorable_url_text() -> None:
     """One guard for every endpoint: no NUL or lone surrogate in the URL path or a query key or value."""
+    request = current_request()
     problem = text_problem(request.path)
     if problem:
         raise ScaiVaultError("invalid_request", f"the URL path {problem}")
@@ -83,7 +85,8 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> Flask:
     app.url_map.merge_slashes = False     # `//` is a bad path (JSON 4xx), never werkzeug's HTML 308 redirect
     runtime = runtime or Runtime(settings)
     app.extensions["scaivault"] = runtime
-    app.wsgi_app = TenantPrefixMiddleware(app.wsgi_app)
+    tenant_prefix = TenantPrefixMiddleware(app.wsgi_app)
+    app.wsgi_app = tenant_prefix   # type: ignore[method-assign]
     if settings.trusted_proxies:
         from .proxy import TrustedProxyMiddleware
 
@@ -105,13 +108,14 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> Flask:
 
     @app.before_request
     def _start_request():
-        g.started = time.perf_counter()
+        request, state = current_request(), g._get_current_object()
+        state.started = time.perf_counter()
         pagination.use_key_source(runtime.cursor_key)
         # the request id (audit entries, error envelopes, X-Request-ID) is always the server's own;
         # a client's well-formed X-Request-ID is kept apart, so it can never name an audit entry (F16)
         incoming = request.headers.get("X-Request-ID", "")
-        g.request_id = _new_request_id()
-        g.client_request_id = incoming if REQUEST_ID_RE.match(incoming) else None
+        state.request_id = _new_request_id()
+        state.client_request_id = incoming if REQUEST_ID_RE.match(incoming) else None
         _refuse_unstorable_url_text()
         path_tenant = request.environ.get("scaivault.path_tenant")
         if path_tenant is not None and not TENANT_ID_RE.match(path_tenant):
@@ -129,12 +133,14 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> Flask:
 
     @app.after_request
     def _finish_request(response: Response) -> Response:
-        response.headers["X-Request-ID"] = g.get("request_id") or _new_request_id()
-        if g.get("client_request_id"):
-            response.headers["X-Client-Request-ID"] = g.client_request_id
+        state = g._get_current_object()
+        response.headers["X-Request-ID"] = state.get("request_id") or _new_request_id()
+        if state.get("client_request_id"):
+            response.headers["X-Client-Request-ID"] = state.client_request_id
         response.headers.setdefault("Cache-Control", "no-store")
         if not access_log.isEnabledFor(logging.INFO):
             return response
+        request = current_request()
         # one line per request, probes included; never headers, query strings or bodies,
         # which may carry tokens or secret values
         elapsed_ms = (time.perf_counter() - g.get("started", time.perf_counter())) * 1000
@@ -157,7 +163,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> Flask:
     def _http_error(exc: HTTPException):
         status = exc.code or 500
         code = _HTTP_CODES.get(status, "invalid_request" if status < 500 else "internal_error")
-        messages = {404: "no such endpoint", 405: f"method {request.method} not allowed on this endpoint",
+        messages = {404: "no such endpoint", 405: f"method {current_request().method} not allowed on this endpoint",
                     413: f"request body exceeds the limit of {settings.max_request_bytes} bytes"}
         headers = {"Allow": ", ".join(exc.valid_methods)} if status == 405 and getattr(exc, "valid_methods", None) else None
         return error_response(code, messages.get(status, exc.name.lower()), status, headers=headers)
@@ -168,6 +174,16 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> Flask:
         log.error("unhandled error", exc_info=exc, extra={"request_id": g.get("request_id")})
         return error_response("internal_error", "internal error; quote the request_id when reporting it", 500)
 
+    def handle_error(exc: BaseException) -> Response:
+        """The handler Flask picks for `exc` among the three above (the bare hot routes call this)."""
+        if isinstance(exc, ScaiVaultError):
+            return _scaivault_error(exc)
+        if isinstance(exc, HTTPException):
+            return _http_error(exc)
+        return _unexpected(exc)     # type: ignore[arg-type]
+
+    app.extensions["scaivault_error_handler"] = handle_error
+
     from .api import register_blueprints
     from .api.metrics import install_request_metrics
     from .ratelimit import init_rate_limits
@@ -176,4 +192,10 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> Flask:
     install_request_metrics(app)
     register_blueprints(app)
     app.config["SCAIVAULT_VERSION"] = __version__
+    if settings.bare_hot_routes:
+        from .api.hot_routes import HotRoutes, flask_is_tested
+
+        if flask_is_tested():
+            # inside the tenant prefix (its paths are served too) and the trusted-proxy rewrite
+            tenant_prefix.wsgi_app = HotRoutes(app, tenant_prefix.wsgi_app)
     return app

@@ -166,6 +166,7 @@ class Settings:
     lease_history_retention: int = 30 * 86400   # LEASE_HISTORY_RETENTION: revoked lease rows kept this long
     dynamic_allowed_hosts: tuple = ()       # DYNAMIC_ALLOWED_HOSTS: host globs / CIDRs engines may reach (empty: any)
     ui_client_id: str | None = None         # UI_CLIENT_ID: the admin UI's ScaiKey application (public client)
+    bare_hot_routes: bool = True            # BARE_HOT_ROUTES: GET/PUT /v1/secrets/{path} dispatched without Flask's request context
 
     def replace(self, **changes: Any) -> "Settings":
         return dataclasses.replace(self, **changes)
@@ -430,6 +431,7 @@ def load_settings(env: Mapping[str, str], *, dev_mode: bool = False, require_ser
         metrics_dir=r.string("PROMETHEUS_MULTIPROC_DIR"),
         kms_cache_grace=r.duration("KMS_CACHE_GRACE", "1h"),
         worker_warmup_timeout=r.duration("WORKER_WARMUP_TIMEOUT", "15s"),
+        bare_hot_routes=r.boolean("BARE_HOT_ROUTES", True),
         rotation_scan_interval=r.duration("ROTATION_SCAN_INTERVAL", "60s"),
         webhook_allow_http=r.boolean("WEBHOOK_ALLOW_HTTP", False),
         webhook_allowed_networks=_networks(r, "WEBHOOK_ALLOWED_NETWORKS"),

@@ -74,6 +74,19 @@ AUDIT_WRITE_FAILURES = Counter("scaivault_audit_write_failures_total",
                                "Audit inserts that failed (the audited request failed with 503)")
 
 
+_CHILDREN: dict[tuple, object] = {}
+
+
+def labelled(metric, *values: str):
+    """`metric.labels(*values)`, looked up once per combination: labels() costs more than the update
+    it precedes, and the hot paths update a few series per request (issue 10)."""
+    key = (metric, values)
+    child = _CHILDREN.get(key)
+    if child is None:
+        child = _CHILDREN[key] = metric.labels(*values)
+    return child
+
+
 def multiprocess_dir() -> str | None:
     """The PROMETHEUS_MULTIPROC_DIR this process writes to, if any (set by `scaivault serve`)."""
     return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None

@@ -372,12 +372,14 @@ def init_rate_limits(app, settings) -> RateLimits:
 
 def _request_key() -> str:
     """Who a bucket belongs to: the identity's sub and tenant, or the client IP before authentication."""
-    from flask import g, request
+    from flask import g
+
+    from .api.http import current_request
 
     identity = g.get("identity")
     if identity is not None:
         return identity.principal
-    return "ip:" + (request.remote_addr or "unknown")
+    return "ip:" + (current_request().remote_addr or "unknown")
 
 
 def enforce(category: str, cost: int = 1) -> None:
@@ -389,8 +391,10 @@ def enforce(category: str, cost: int = 1) -> None:
     limits: RateLimits | None = current_app.extensions.get("scaivault_rate_limits")
     if limits is None:
         return
-    decision = limits.hit(category, _request_key(), cost)
-    g.rate_limit = decision
+    state = g._get_current_object()
+    identity = state.get("identity")
+    decision = limits.hit(category, identity.principal if identity is not None else _request_key(), cost)
+    state.rate_limit = decision
     _observe_fill(category, decision)
     if not decision.allowed:
         _count_hit(category)
@@ -421,13 +425,13 @@ def status(app) -> dict[str, Any]:
 def _observe_fill(category: str, decision: Decision) -> None:
     from . import metrics
 
-    metrics.RATE_LIMIT_BUCKET_FILL.labels(category=category).set(decision.remaining / max(decision.limit, 1))
+    metrics.labelled(metrics.RATE_LIMIT_BUCKET_FILL, category).set(decision.remaining / max(decision.limit, 1))
 
 
 def _count_hit(category: str) -> None:
     from . import metrics
 
-    metrics.RATE_LIMIT_HITS.labels(category=category).inc()
+    metrics.labelled(metrics.RATE_LIMIT_HITS, category).inc()
 
 
 def _set_fallback_gauge(value: int) -> None:

@@ -25,7 +25,7 @@ class PeriodicSnapshot(Generic[T]):
         self.period = period
         self._load = load
         self._value = empty
-        self._loaded = 0.0
+        self._loaded = float("-inf")   # monotonic time may be smaller than the period (a fresh boot)
         self._lock = threading.Lock()   # one refresher; readers never block on it
 
     def get(self, *args: Any) -> T:
@@ -41,4 +41,4 @@ class PeriodicSnapshot(Generic[T]):
 
     def expire(self) -> None:
         """The next get() loads afresh (after a change made by this process)."""
-        self._loaded = 0.0
+        self._loaded = float("-inf")   # monotonic time may be smaller than the period (a fresh boot)

@@ -31,7 +31,7 @@ say "installing $(echo $pins | tr '\n' ' ')"
 "$VENV/bin/python" -m pip list 2>/dev/null | grep -iE '^(gunicorn|gevent|pg8000|flask-limiter|flask) ' >&2
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 PATH="$PWD/$VENV/bin:$PATH" exec "$VENV/bin/python" -m pytest -q -p no:cacheprovider \
-  tests/test_patches.py tests/test_smoke.py tests/test_read_path.py \
+  tests/test_patches.py tests/test_smoke.py tests/test_read_path.py tests/test_hot_routes.py \
   "tests/test_serving.py::test_serve_answers_the_health_endpoints_under_gunicorn_gevent" \
   "tests/test_serving.py::test_a_request_gunicorn_cannot_parse_gets_the_json_envelope" \
   "tests/test_ratelimit.py::test_the_sixth_request_within_a_limit_of_five_gets_429_with_headers" \

@@ -14,11 +14,12 @@ import threading
 import time
 from typing import Any
 
-from flask import g, request
+from flask import g
 
 from ..audit import AuditEntry, record, record_now
 from ..audit.entry import new_entry_id
 from ..errors import ScaiVaultError
+from .http import current_request
 
 log = logging.getLogger("scaivault.audit")
 
@@ -52,6 +53,7 @@ VIOLATION_CODES = frozenset({"access_denied", "ip_not_allowed", "mfa_required", 
 def denial_action(category: str | None) -> str | None:
     """The action a refused request of `category` is recorded under (None: not audited)."""
     if category == "policies":
+        request = current_request()
         binding = "/bindings" in request.path
         return {("POST", True): "policy_bind", ("DELETE", True): "policy_unbind", ("POST", False): "policy_create",
                 ("PUT", False): "policy_update", ("PATCH", False): "policy_update",
@@ -62,9 +64,11 @@ def denial_action(category: str | None) -> str | None:
 def entry_for_request(action: str, *, secret_path: str | None = None, success: bool = True,
                       extra: dict[str, Any] | None = None) -> AuditEntry:
     """An AuditEntry for `action` filled from the current request: who, tenant, where from, how long."""
-    identity = g.get("identity")
-    tenant = g.get("tenant")
-    started = g.get("started")
+    state = g._get_current_object()     # one context lookup, not one per attribute
+    identity = state.get("identity")
+    tenant = state.get("tenant")
+    started = state.get("started")
+    request = current_request()
     duration_ms = int((time.perf_counter() - started) * 1000) if started is not None else None
     entry = AuditEntry(
         action=action,
@@ -77,22 +81,22 @@ def entry_for_request(action: str, *, secret_path: str | None = None, success: b
         user_agent=request.headers.get("User-Agent"),
         success=success,
         duration_ms=duration_ms,
-        request_id=g.get("request_id"),
+        request_id=state.get("request_id"),
         extra_data=dict(extra or {}),
     )
     if identity is not None:
         # the name (identity_id) can be shared or change; the actor is the immutable sub + home tenant
         entry.extra_data.setdefault("actor", identity.principal)
-    if g.get("client_request_id"):   # the caller's own correlation id, apart from the server's request_id
-        entry.extra_data.setdefault("client_request_id", g.client_request_id)
+    if state.get("client_request_id"):   # the caller's own correlation id, apart from the server's request_id
+        entry.extra_data.setdefault("client_request_id", state.client_request_id)
     acting_for = getattr(identity, "acting_for", None)
     if acting_for:  # an exchanged token: who it acts for is part of the record
         entry.extra_data.setdefault("acting_for", acting_for)
     if getattr(identity, "token_kind", None) == "pat" and identity.token_id:
         entry.extra_data.setdefault("token_id", identity.token_id)   # the PAT's id, never its secret
-    g.audit_entry_built = True
+    state.audit_entry_built = True
     if not success:
-        g.audit_failure_built = True
+        state.audit_failure_built = True
     return entry
 
 
@@ -138,6 +142,7 @@ def record_denial(runtime, category: str | None, error: ScaiVaultError, secret_p
         record_it, suppressed = _rate_refusals.note((getattr(g.get("identity"), "principal", None), category))
         if not record_it:
             return
+    request = current_request()
     if secret_path is None:
         secret_path = g.get("refused_path") or (request.view_args or {}).get("path")
     extra = {"error": error.code, "method": request.method}

@@ -27,13 +27,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from flask import g, request
+from flask import g
 
 from ..auth import tenancy
 from ..errors import ScaiVaultError
 from ..policy.access import request_context
 from ..policy.paths import SYSTEM_PREFIX, path_problem, refuse_system_path, validate_path
-from .http import runtime
+from .http import current_request, runtime
 
 KINDS = ("identity", "permission", "admin", "role", "reach")
 ADMIN_LEVELS = ("tenant", "partner", "platform")
@@ -81,7 +81,7 @@ class Authorization:
             details: dict[str, Any] = {"required": f"admin:{self.level}"}
             if self.sys_path is not None:
                 details["system_path"] = self.sys_path
-                details["permission"] = method_permission(request.method)
+                details["permission"] = method_permission(current_request().method)
             raise ScaiVaultError("access_denied", f"this needs an admin role over this {self.level}"
                                  + (f" or a policy granting it on {self.sys_path}" if self.sys_path else ""),
                                  details=details)
@@ -152,7 +152,7 @@ def grants(path: str, permission_name: str, *, partner: bool = False):
     """The caller's access decision for `permission_name` on `path` (nothing raised, nothing audited)."""
     identity = g.identity
     return runtime().access.decide(identity, g.tenant, path, permission_name,
-                                   request_context(identity, request.remote_addr), partner_secret=partner)
+                                   request_context(identity, current_request().remote_addr), partner_secret=partner)
 
 
 def _refuse_colon_method(path) -> None:
@@ -165,7 +165,7 @@ def _refuse_colon_method(path) -> None:
     allowed = sorted({m for rule in current_app.url_map.iter_rules() if rule.rule.endswith(">:" + verb)
                       for m in (rule.methods or ())})
     if allowed:
-        raise ScaiVaultError("method_not_allowed", f"{request.method} is not allowed on :{verb}",
+        raise ScaiVaultError("method_not_allowed", f"{current_request().method} is not allowed on :{verb}",
                              headers={"Allow": ", ".join(allowed)}, details={"allowed": allowed})
 
 
@@ -193,6 +193,7 @@ def system_path_allows(sys_path: str) -> bool:
     tenant = g.get("tenant")
     if tenant is None:
         return False
+    request = current_request()
     decision = runtime().access.decide(g.identity, tenant, sys_path, method_permission(request.method),
                                        request_context(g.identity, request.remote_addr))
     return decision.allowed

@@ -1,10 +1,11 @@
-"""Small HTTP-side accessors shared by blueprints: the runtime and the JSON body."""
+"""Small HTTP-side accessors shared by blueprints: the runtime, the current request and the JSON body."""
 from __future__ import annotations
 
 import json
+from contextvars import ContextVar
 from typing import Any
 
-from flask import current_app, request
+from flask import Request, current_app, request
 
 from ..errors import ScaiVaultError
 from ..inputs import json_text_problem
@@ -13,6 +14,18 @@ from ..runtime import Runtime
 
 def runtime() -> Runtime:
     return current_app.extensions["scaivault"]
+
+
+# The request the bare hot routes (scaivault.api.hot_routes) serve outside Flask's request
+# context; unset (None) while Flask dispatches. Per greenlet/thread like Flask's own context.
+_hot_request: ContextVar[Request | None] = ContextVar("scaivault_hot_request", default=None)
+
+
+def current_request() -> Request:
+    """The request being served: the hot route's, or Flask's. The pipeline, its hooks and the views
+    ask this instead of flask.request, so that both dispatchers run the same code."""
+    hot = _hot_request.get()
+    return hot if hot is not None else request._get_current_object()   # type: ignore[attr-defined]
 
 
 def _not_json(constant: str) -> None:
@@ -26,12 +39,13 @@ def json_body(*, required: bool = True, nul_allowed_under: frozenset[str] = froz
     Every key and string must be storable text: no lone surrogate anywhere and no NUL outside
     the top-level members in `nul_allowed_under` (a secret's sealed `data`).
     """
-    raw = request.get_data(cache=True)
+    req = current_request()
+    raw = req.get_data(cache=True)
     if not raw.strip():
         if required:
             raise ScaiVaultError("invalid_request", "a JSON object body is required")
         return {}
-    mimetype = request.mimetype
+    mimetype = req.mimetype
     if mimetype and mimetype != "application/json" and not mimetype.endswith("+json"):
         raise ScaiVaultError("unsupported_media_type", "the body must be sent as application/json")
     try:
@@ -49,7 +63,7 @@ def json_body(*, required: bool = True, nul_allowed_under: frozenset[str] = froz
 
 def bool_arg(name: str) -> bool:
     """A true/false query parameter (absent = false), or a precise `invalid_request` error."""
-    raw = (request.args.get(name) or "").lower()
+    raw = (current_request().args.get(name) or "").lower()
     if raw in ("", "false", "0", "no"):
         return False
     if raw in ("true", "1", "yes"):

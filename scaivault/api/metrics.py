@@ -17,7 +17,7 @@ from flask import Blueprint, Flask, Response, current_app, g, request
 from .. import metrics
 from ..errors import ScaiVaultError
 from ..inputs import is_ascii_digits
-from .http import runtime
+from .http import current_request, runtime
 from .pipeline import endpoint
 
 bp = Blueprint("metrics", __name__)
@@ -46,15 +46,16 @@ def scrape():
 def _local_address() -> tuple[str, int] | None:
     """(host, port) of the listener this request came in on."""
     # gunicorn's own workers name the connection gunicorn.socket, its pywsgi handler gunicorn.sock
-    sock = request.environ.get("gunicorn.socket") or request.environ.get("gunicorn.sock")
+    environ = current_request().environ
+    sock = environ.get("gunicorn.socket") or environ.get("gunicorn.sock")
     if sock is not None:
         try:
             host, port = sock.getsockname()[:2]
             return str(host), int(port)
         except (OSError, TypeError, ValueError):
             return None
-    port = request.environ.get("SERVER_PORT", "")
-    return (request.environ.get("SERVER_NAME", ""), int(port)) if is_ascii_digits(str(port), 5) else None
+    port = environ.get("SERVER_PORT", "")
+    return (environ.get("SERVER_NAME", ""), int(port)) if is_ascii_digits(str(port), 5) else None
 
 
 def on_metrics_listener(metrics_bind_address: str | None) -> bool:
@@ -82,7 +83,7 @@ def _over_loopback() -> bool:
 
 @bp.before_app_request
 def _metrics_listener_serves_metrics_only():
-    if request.endpoint in ("metrics.scrape", "health.liveness", "health.readiness") or \
+    if current_request().endpoint in ("metrics.scrape", "health.liveness", "health.readiness") or \
             not on_metrics_listener(runtime().settings.metrics_bind_address):
         return None
     raise ScaiVaultError("not_found", "this listener (METRICS_BIND_ADDRESS) serves /v1/metrics and health probes only")
@@ -102,7 +103,7 @@ def _sample_pool_gauges() -> None:
 
 def path_category() -> str:
     """The bounded label of the current request: its endpoint's rate category."""
-    view = current_app.view_functions.get(request.endpoint or "")
+    view = current_app.view_functions.get(current_request().endpoint or "")
     if view is None:
         return "unmatched"
     return getattr(view, "rate_category", None) or "probe"
@@ -112,7 +113,7 @@ _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"
 
 
 def _method() -> str:
-    method = request.method
+    method = current_request().method
     return method if method in _METHODS else "OTHER"
 
 
@@ -134,16 +135,17 @@ def install_request_metrics(app: Flask) -> None:
 
     @app.before_request
     def _metrics_start():
-        category = path_category()
-        g.metrics_category = category
-        g.metrics_started = time.perf_counter()
+        category, state = path_category(), g._get_current_object()
+        state.metrics_category = category
+        state.metrics_started = time.perf_counter()
         active_gauge(category).inc()
 
     @app.after_request
     def _metrics_finish(response: Response) -> Response:
         # requests refused by an earlier before_request hook (413, malformed tenant) count too
-        category = g.get("metrics_category") or path_category()
-        started = g.get("metrics_started") or g.get("started")
+        state = g._get_current_object()
+        category = state.get("metrics_category") or path_category()
+        started = state.get("metrics_started") or state.get("started")
         if started is not None:
             elapsed = time.perf_counter() - started
             method, status = _method(), response.status_code

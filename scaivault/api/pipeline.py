@@ -11,7 +11,7 @@ import functools
 import json
 from typing import Callable
 
-from flask import g, request
+from flask import g
 from pydantic import BaseModel, ValidationError
 
 from .. import ratelimit
@@ -19,7 +19,7 @@ from ..errors import ScaiVaultError, ValidationFailed
 from ..auth import authenticate_request, require_scope, resolve_tenant
 from .auditing import record_failure
 from .authorization import Authorization
-from .http import json_body, runtime
+from .http import current_request, json_body, runtime
 
 
 def endpoint(category: str | None, *, scope: str | None = None, authenticated: bool = True,
@@ -45,16 +45,18 @@ def endpoint(category: str | None, *, scope: str | None = None, authenticated: b
     def decorate(view: Callable) -> Callable:
         @functools.wraps(view)
         def wrapper(*args, **kwargs):
+            state = g._get_current_object()     # one context lookup, not one per attribute
             if authenticated:
                 rt = runtime()
-                g.identity = authenticate_request(rt, request)
+                request = current_request()
+                state.identity = identity = authenticate_request(rt, request)
             try:
                 if authenticated and tenant:
-                    g.tenant = resolve_tenant(rt, g.identity, request)
+                    state.tenant = resolve_tenant(rt, identity, request)
                 if category is not None:
                     ratelimit.enforce(category)
                 if scope is not None:
-                    require_scope(g.identity, scope)
+                    require_scope(identity, scope)
                 if authorize is not None and authenticated:
                     authorize.check(kwargs)
                 if body is not None:

@@ -24,7 +24,7 @@ from ..policy.paths import validate_path
 from ..services.secrets import MAX_VERSIONS_LIMIT, SecretOwner, WriteRequest
 from .auditing import entry_for_request, record_denial
 from .authorization import permission, require_permission
-from .http import bool_arg, runtime
+from .http import bool_arg, current_request, runtime
 from .pipeline import endpoint
 
 bp = Blueprint("secrets", __name__)
@@ -209,7 +209,7 @@ def _actor() -> str:
 
 
 def _int_arg(name: str) -> int | None:
-    raw = request.args.get(name)
+    raw = current_request().args.get(name)
     if raw is None or raw == "":
         return None
     return inputs.parse_int(raw, name, low=1, high=inputs.PG_INT_MAX)
@@ -261,7 +261,7 @@ def _sub_resource_hint(exc: ScaiVaultError, owner: SecretOwner, path: str, partn
     if exc.code != "secret_not_found" or last not in CUSTOM_METHODS or not parent:
         return exc
     rt, identity = runtime(), g.identity
-    ctx = request_context(identity, request.remote_addr)
+    ctx = request_context(identity, current_request().remote_addr)
     if not any(rt.access.decide(identity, g.tenant, parent, perm, ctx, partner_secret=partner).allowed
                for perm in ("read", "list")) or not rt.secret_store.exists(owner, parent):
         return exc
