@@ -18,7 +18,7 @@ from ..services.secret_policies import SecretPolicyService, TenantScope
 from ..services.secrets import SecretOwner, WriteRequest
 from .auditing import entry_for_request
 from .authorization import admin, admin_allows, permission, require_grant
-from .http import runtime
+from .http import bool_arg, runtime
 from .pipeline import endpoint, parse_body
 from .secrets import write_version
 
@@ -115,7 +115,7 @@ def _optional_body(model: type[BaseModel]) -> Any:
 
 
 def _force() -> bool:
-    return (request.args.get("force") or "").lower() in ("1", "true", "yes")
+    return bool_arg("force")
 
 
 # ------------------------------------------------------------------ secret policies
@@ -198,7 +198,7 @@ bp.add_url_rule("/v1/secrets/<path:path>:rotate", endpoint="rotate_secret", view
 @endpoint("policies", scope="admin", authorize=admin(sys="sys/rotation"), summary="List rotation policies",
           query={"active_only": "true: only active ones", "limit": "page size, 1..1000 (default 100)", "cursor": "from the previous page"})
 def list_rotation_policies():
-    active = (request.args.get("active_only") or "").lower() in ("1", "true", "yes")
+    active = bool_arg("active_only")
     return jsonify(_rotation().list_policies(_scope(), active, request.args.get("limit"), request.args.get("cursor")))
 
 
@@ -287,21 +287,28 @@ def _due():
                              details={"required": ["secrets:rotate", "admin"]})
     args = request.args
     within = args.get("within_hours", "24")
-    if not within.isdigit() or int(within) > 24 * 3660:
-        raise ScaiVaultError("invalid_request", "within_hours must be a non-negative integer")
-    include_overdue = (args.get("include_overdue") or "true").lower() not in ("0", "false", "no")
-    return jsonify(_rotation().due(_scope(), int(within), include_overdue, args.get("policy_id")))
+    if not within.isdigit() or int(within) > DUE_MAX_HOURS:
+        raise ScaiVaultError("invalid_request", f"within_hours must be an integer from 0 to {DUE_MAX_HOURS}")
+    include_overdue = bool_arg("include_overdue", default=True)
+    return jsonify(_rotation().due(_scope(), int(within), include_overdue, args.get("policy_id"),
+                                   args.get("limit"), args.get("cursor")))
+
+
+DUE_MAX_HOURS = 24 * 3660
+DUE_QUERY = {"within_hours": "default 24", "include_overdue": "default true", "policy_id": "one policy only",
+             "limit": "page size (default 100, at most 1000)", "cursor": "the previous page's cursor"}
 
 
 @bp.get("/v1/rotation/due")
 @endpoint("policies", authorize=admin(sys="sys/rotation"), summary="Secrets due (and overdue) for rotation",
-          query={"within_hours": "default 24", "include_overdue": "default true", "policy_id": "one policy only"})
+          query=DUE_QUERY)
 def rotation_due():
     return _due()
 
 
 @bp.get("/v1/rotation/pending")
-@endpoint("policies", authorize=admin(sys="sys/rotation"), summary="Deprecated alias of /v1/rotation/due")
+@endpoint("policies", authorize=admin(sys="sys/rotation"), summary="Deprecated alias of /v1/rotation/due",
+          query=DUE_QUERY)
 def rotation_pending():
     response = _due()
     response.headers["Deprecation"] = "true"

@@ -81,8 +81,9 @@ QUERY_SCHEMAS: dict[str, dict] = {
     "tag": {"type": "string", "maxLength": 256, "pattern": _NO_NUL},
     "owner": {"type": "string", "maxLength": 256, "pattern": _NO_NUL},
     "q": {"type": "string", "maxLength": 256, "pattern": _NO_NUL},
+    "within_hours": {"type": "integer", "minimum": 0, "maximum": 24 * 3660},
     **{flag: _BOOL for flag in ("include_deleted", "include_inactive", "include_partner", "include_revoked",
-                                "force", "permanent")},
+                                "force", "permanent", "include_overdue", "active_only")},
 }
 
 
