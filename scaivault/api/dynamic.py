@@ -249,7 +249,7 @@ def generate_creds(name: str, role: str):
 @bp.get("/v1/leases")
 @endpoint("leases", scope="dynamic:read", summary="List leases: the caller's own and those of roles it may list",
           query={"engine": "engine name", "role": "role name", "identity": "identity that generated it",
-                 "state": "active | revoke_failed | revoked | live", "limit": "1..1000 (default 100)",
+                 "state": ("active | revoke_failed | revoked | live", {"type": "string", "enum": ["active", "revoke_failed", "revoked", "live"]}), "limit": "1..1000 (default 100)",
                  "cursor": "from the previous page"},
           authorize=permission("list", each=True))
 def list_leases():

@@ -6,12 +6,13 @@ tenant, or a policy granting the call on `sys/secret-policies` or `sys/rotation`
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from flask import Blueprint, g, jsonify, request
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..errors import ScaiVaultError
+from ..lifecycle.generators import POLICY_TYPES
 from ..policy.paths import validate_path
 from ..services.rotation import RotationService
 from ..services.secret_policies import SecretPolicyService, TenantScope
@@ -19,6 +20,7 @@ from ..services.secrets import SecretOwner, WriteRequest
 from .auditing import entry_for_request
 from .authorization import admin, admin_allows, permission, require_grant
 from .http import bool_arg, runtime
+from .params import Duration, Name, PatchBody, SecretPath
 from .pipeline import endpoint, parse_body
 from .secrets import write_version
 
@@ -28,20 +30,19 @@ bp = Blueprint("lifecycle", __name__)
 # ------------------------------------------------------------------ bodies
 class SecretPolicyBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    name: str
-    description: str | None = None
-    policy_type: str | None = Field(default=None, description="password, api_key, oauth_client, ssh_key, custom (UI hint)")
-    fields: list[dict[str, Any]]
-    is_active: bool | None = None
+    name: Name
+    description: str | None = Field(default=None, max_length=2000)
+    policy_type: Literal[POLICY_TYPES] | None = Field(default=None, description="UI hint (default custom)")  # type: ignore[valid-type]
+    fields: list[dict[str, Any]] = Field(description="one generator per output field (spec/20 6.2)")
+    is_active: bool = None                                                                     # type: ignore[assignment]
 
 
-class SecretPolicyPatch(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    name: str | None = None
-    description: str | None = None
-    policy_type: str | None = None
-    fields: list[dict[str, Any]] | None = None
-    is_active: bool | None = None
+class SecretPolicyPatch(PatchBody):
+    name: Name = None                                                                          # type: ignore[assignment]
+    description: str | None = Field(default=None, max_length=2000)
+    policy_type: Literal[POLICY_TYPES] | None = None                                           # type: ignore[valid-type]
+    fields: list[dict[str, Any]] = None                                                        # type: ignore[assignment]
+    is_active: bool = None                                                                     # type: ignore[assignment]
 
 
 class GenerateBody(BaseModel):
@@ -53,36 +54,35 @@ class GenerateBody(BaseModel):
 
 class RotationPolicyBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    name: str
-    interval: str = Field(description="duration: 24h, 7d, 90d")
-    description: str | None = None
-    grace_period: str | None = Field(default=None, description="default 48h")
-    warn_before: str | list[str] | None = Field(default=None, description='"7d,1d" or ["7d", "1d"]')
-    auto_generate: bool | None = None
-    secret_policy_id: str | None = None
-    webhook_ids: list[str] | None = None
+    name: Name
+    interval: Duration
+    description: str | None = Field(default=None, max_length=2000)
+    grace_period: Duration | None = Field(default=None, description="default 48h")
+    warn_before: str | list[Duration] | None = Field(default=None, description='"7d,1d" or ["7d", "1d"]')
+    auto_generate: bool = None                                                                 # type: ignore[assignment]
+    secret_policy_id: str | None = Field(default=None, max_length=128)
+    webhook_ids: list[str] | None = Field(default=None, max_length=20)
 
 
-class RotationPolicyPatch(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    name: str | None = None
-    interval: str | None = None
-    description: str | None = None
-    grace_period: str | None = None
-    warn_before: str | list[str] | None = None
-    auto_generate: bool | None = None
-    secret_policy_id: str | None = None
-    webhook_ids: list[str] | None = None
+class RotationPolicyPatch(PatchBody):
+    name: Name = None                                                                          # type: ignore[assignment]
+    interval: Duration = None                                                                  # type: ignore[assignment]
+    description: str | None = Field(default=None, max_length=2000)
+    grace_period: Duration | None = None
+    warn_before: str | list[Duration] | None = None
+    auto_generate: bool = None                                                                 # type: ignore[assignment]
+    secret_policy_id: str | None = Field(default=None, max_length=128)
+    webhook_ids: list[str] | None = Field(default=None, max_length=20)
 
 
 class AttachBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    secret_path: str
+    secret_path: SecretPath
 
 
 class RotateBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    secret_paths: list[str] | None = Field(default=None, max_length=1000)
+    secret_paths: list[SecretPath] | None = Field(default=None, max_length=1000)
 
 
 # ------------------------------------------------------------------ helpers
@@ -275,7 +275,7 @@ def rotate_policy(policy_id: str):
 
 @bp.get("/v1/rotation/policies/<policy_id>/history")
 @endpoint("audit:read", scope="audit:read", authorize=admin(sys="sys/rotation"), summary="Rotation history of a policy",
-          query={"status": "success, failed or pending", "limit": "page size, 1..1000 (default 100)", "cursor": "from the previous page"})
+          query={"status": ("success, failed or pending", {"type": "string", "enum": ["success", "failed", "pending"]}), "limit": "page size, 1..1000 (default 100)", "cursor": "from the previous page"})
 def rotation_history(policy_id: str):
     args = request.args
     return jsonify(_rotation().history(_scope(), policy_id, args.get("status"), args.get("limit"), args.get("cursor")))

@@ -15,6 +15,7 @@ from pydantic.json_schema import models_json_schema
 
 from .. import __version__
 from ..errors import STATUS_BY_CODE
+from .params import _NO_NUL, PATH_SCHEMAS, QUERY_SCHEMAS, query_schema  # noqa: F401 (one declaration)
 from .pipeline import endpoint
 
 bp = Blueprint("openapi", __name__)
@@ -55,41 +56,67 @@ _ERRORS = {
 }
 
 
-_NO_NUL = r"^[^\u0000]*$"
-_SECRET_PATH = {"type": "string", "pattern": r"^[a-z0-9_-]+(/[a-z0-9_-]+){0,9}$", "maxLength": 512}
-_BOOL = {"type": "string", "enum": ["true", "false"]}
-_DURATION = {"type": "string", "pattern": r"^[1-9][0-9]{0,5}[smhdw]$"}
-# precise schemas of path and query parameters, by name (issue 16): what the server accepts, nothing more
-PATH_SCHEMAS: dict[str, dict] = {
-    "path": _SECRET_PATH,
-    "tenant_id": {"type": "string", "pattern": r"^[A-Za-z0-9_-]{1,64}$"},
-    "identity_type": {"type": "string", "enum": ["user", "group", "service_account"]},
-    "number": {"type": "integer", "minimum": 1, "maximum": 100000},
-}
-QUERY_SCHEMAS: dict[str, dict] = {
-    "limit": {"type": "integer", "minimum": 1, "maximum": 1000},
-    "page": {"type": "integer", "minimum": 1, "maximum": 1000000},
-    "page_size": {"type": "integer", "minimum": 1, "maximum": 500},
-    "version": {"type": "integer", "minimum": 1, "maximum": 2147483647},
-    "cursor": {"type": "string", "pattern": r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]{22}$", "maxLength": 1024,
-               "description": "opaque and signed: pass the previous page's `cursor` unchanged (else 400 invalid_cursor)"},
-    "partner_cursor": {"type": "string", "pattern": r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]{22}$", "maxLength": 1024},
-    "prefix": {"type": "string", "pattern": r"^([a-z0-9_-]+/){0,9}[a-z0-9_-]{0,64}$", "maxLength": 512},
-    "delimiter": {"type": "string", "enum": ["/"]},
-    "scope": {"type": "string", "enum": ["tenant", "partner"]},
-    "expires_within": _DURATION, "expiring_within": _DURATION,
-    "tag": {"type": "string", "maxLength": 256, "pattern": _NO_NUL},
-    "owner": {"type": "string", "maxLength": 256, "pattern": _NO_NUL},
-    "q": {"type": "string", "maxLength": 256, "pattern": _NO_NUL},
-    "within_hours": {"type": "integer", "minimum": 0, "maximum": 24 * 3660},
-    **{flag: _BOOL for flag in ("include_deleted", "include_inactive", "include_partner", "include_revoked",
-                                "force", "permanent", "include_overdue", "active_only")},
-}
+# The pipeline refuses NUL in every JSON key and string (scaivault.inputs.json_text_problem) except below a
+# model's `nul_allowed_under` members: the document says so for strings, keys and free-form values.
+JSON_VALUE = {"description": "any JSON value; no string or key may contain NUL",
+              "anyOf": [{"type": "null"}, {"type": "boolean"}, {"type": "number"},
+                        {"type": "string", "pattern": _NO_NUL},
+                        {"type": "array", "items": {"$ref": "#/components/schemas/JsonValue"}},
+                        {"type": "object", "propertyNames": {"pattern": _NO_NUL},
+                         "additionalProperties": {"$ref": "#/components/schemas/JsonValue"}}]}
+_ANNOTATIONS = {"description", "title", "examples"}
 
 
-def query_parameter(name: str, description: str) -> dict:
-    schema = dict(QUERY_SCHEMAS.get(name, {"type": "string", "maxLength": 256, "pattern": _NO_NUL}))
-    return {"name": name, "in": "query", "required": False, "description": description, "schema": schema}
+def storable(schema: Any) -> Any:
+    """`schema` declaring what the pipeline refuses: NUL in strings and keys; free-form values as JsonValue.
+
+    Also drops `default: null` from members that do not accept null (an omitted member, never a null one).
+    """
+    if isinstance(schema, list):
+        return [storable(s) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    if not (set(schema) - _ANNOTATIONS):           # `Any`: a free-form value
+        return {**schema, "$ref": "#/components/schemas/JsonValue"}
+    out = {}
+    for key, value in schema.items():
+        if key in ("properties", "$defs", "patternProperties"):
+            out[key] = {name: storable(sub) for name, sub in value.items()}
+        elif key in ("items", "additionalProperties", "anyOf", "oneOf", "allOf", "prefixItems", "not"):
+            out[key] = storable(value)
+        else:
+            out[key] = value
+    kind = out.get("type")
+    if kind == "string" and not ({"pattern", "enum", "const", "format"} & set(out)):
+        out["pattern"] = _NO_NUL
+    elif kind == "string" and "pattern" in out and not (out["pattern"].startswith("^") and out["pattern"].endswith("$")):
+        out["allOf"] = [*out.get("allOf", []), {"pattern": _NO_NUL}]     # a partial pattern (`\S`) lets NUL by
+    if kind == "object" and "propertyNames" not in out and out.get("additionalProperties") is not False:
+        out["propertyNames"] = {"pattern": _NO_NUL}
+    if "default" in out and out["default"] is None and not _nullable(out):
+        del out["default"]
+    return out
+
+
+def _nullable(schema: dict) -> bool:
+    kind = schema.get("type")
+    return (kind == "null" or (isinstance(kind, list) and "null" in kind)
+            or any(_nullable(b) for b in [*schema.get("anyOf", ()), *schema.get("oneOf", ())] if isinstance(b, dict)))
+
+
+def storable_model(model: type[BaseModel], schema: dict) -> dict:
+    """`storable(schema)`, leaving the members of `model.nul_allowed_under` as declared (sealed secret data)."""
+    allowed = getattr(model, "nul_allowed_under", frozenset())
+    out = storable(schema)
+    for name in allowed:
+        if name in schema.get("properties", {}):
+            out["properties"][name] = schema["properties"][name]
+    return out
+
+
+def query_parameter(name: str, description: Any) -> dict:
+    text, schema = query_schema(name, description)
+    return {"name": name, "in": "query", "required": False, "description": text, "schema": dict(schema)}
 
 
 def error_responses() -> dict[str, dict]:
@@ -186,8 +213,11 @@ def build_document(app: Flask) -> dict:
     if models:
         key_map, defs = models_json_schema([(m, "validation") for m in models],
                                            ref_template="#/components/schemas/{model}")
-        components.update(defs.get("$defs", {}))
         refs = {m: key_map[(m, "validation")] for m in models}
+        by_name = {ref["$ref"].rsplit("/", 1)[-1]: m for m, ref in refs.items()}
+        for name, schema in defs.get("$defs", {}).items():
+            components[name] = storable_model(by_name[name], schema) if name in by_name else storable(schema)
+    components["JsonValue"] = JSON_VALUE
 
     paths: dict[str, dict] = {}
     seen_ids: set[str] = set()
@@ -234,8 +264,8 @@ def build_document(app: Flask) -> dict:
         error_statuses = ["500", "503"]
         if authenticated:
             error_statuses += ["401", "403"]
-        if body is not None or params:
-            error_statuses += ["400", "422"]
+        if body is not None or params or method in ("post", "put", "patch"):
+            error_statuses += ["400", "422"]   # a body the view reads itself can be malformed too
         if body is not None:
             error_statuses += ["413", "415"]
         if path_params or authenticated:

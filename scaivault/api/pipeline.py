@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 import json
-from typing import Callable
+from typing import Any, Callable
 
 from flask import g, request
 from pydantic import BaseModel, ValidationError
@@ -20,6 +20,7 @@ from ..auth import authenticate_request, require_scope, resolve_tenant
 from .auditing import record_failure
 from .authorization import Authorization
 from .http import json_body, runtime
+from .params import PATTERN_CODES, check_query
 
 
 def endpoint(category: str | None, *, scope: str | None = None, authenticated: bool = True,
@@ -57,6 +58,8 @@ def endpoint(category: str | None, *, scope: str | None = None, authenticated: b
                     require_scope(g.identity, scope)
                 if authorize is not None and authenticated:
                     authorize.check(kwargs)
+                if query:
+                    check_query(query, request.args)
                 if body is not None:
                     g.body = parse_body(body)
                 return view(*args, **kwargs)
@@ -92,8 +95,73 @@ def parse_body(model: type[BaseModel]) -> BaseModel:
     a model names the members that may hold NUL in `nul_allowed_under` (sealed secret data).
     """
     raw = json_body(nul_allowed_under=getattr(model, "nul_allowed_under", frozenset()))
+    raw = integral_numbers(raw, *_int_schema(model))
     try:
         return model.model_validate_json(json.dumps(raw), strict=True)
     except ValidationError as exc:
-        fields = {".".join(str(p) for p in err["loc"]) or "body": err["msg"] for err in exc.errors()}
+        errors = exc.errors()
+        field_codes = getattr(model, "field_codes", {})     # e.g. {"rules": "invalid_policy"}: the documented code
+        for err in errors:
+            if err["loc"] and err["loc"][0] in field_codes and err["type"] not in ("missing", "extra_forbidden"):
+                field = ".".join(str(p) for p in err["loc"])
+                raise ScaiVaultError(field_codes[err["loc"][0]], f"{field}: {err['msg']}",
+                                     details={"field": field}) from None
+        for err in errors:      # a path or a duration keeps its documented code (invalid_path, invalid_duration)
+            pattern = (err.get("ctx") or {}).get("pattern")
+            if err["type"] == "string_pattern_mismatch" and pattern in PATTERN_CODES:
+                code, message = PATTERN_CODES[pattern]
+                field = ".".join(str(p) for p in err["loc"])
+                raise ScaiVaultError(code, f"{field} {message}", details={"field": field}) from None
+        fields = {".".join(str(p) for p in err["loc"]) or "body": err["msg"] for err in errors}
         raise ValidationFailed(fields) from None
+
+
+@functools.lru_cache(maxsize=None)
+def _int_schema(model: type[BaseModel]) -> tuple[dict, dict]:
+    schema = model.model_json_schema(mode="validation")
+    return schema, schema.get("$defs", {})
+
+
+def integral_numbers(value: Any, schema: dict, defs: dict, depth: int = 0) -> Any:
+    """`value` with every integral float (`2.0`) the model declares an integer turned into an int.
+
+    JSON and JSON Schema do not tell `2.0` from `2` (a JSON Schema `integer` accepts both), while pydantic's
+    strict mode, which keeps `true`/`"2"` from passing as 2, refuses `2.0`. Guided by the model's schema, so
+    free-form members (metadata, secret data) are left exactly as sent.
+    """
+    if depth > 32 or not isinstance(schema, dict):
+        return value
+    ref = schema.get("$ref")
+    if ref:
+        schema = defs.get(ref.rsplit("/", 1)[-1], {})
+    if isinstance(value, float):
+        if value.is_integer() and _allows_integer(schema, defs) and abs(value) < 2 ** 63:
+            return int(value)
+        return value
+    if isinstance(value, dict):
+        props = schema.get("properties")
+        extra = schema.get("additionalProperties")
+        if props is None and not isinstance(extra, dict):
+            for branch in schema.get("anyOf", ()) or schema.get("oneOf", ()):
+                target = defs.get(branch.get("$ref", "").rsplit("/", 1)[-1], branch)
+                if target.get("type") == "object" or "properties" in target:
+                    return integral_numbers(value, target, defs, depth + 1)
+            return value
+        return {k: integral_numbers(v, (props or {}).get(k, extra if isinstance(extra, dict) else {}), defs, depth + 1)
+                for k, v in value.items()}
+    if isinstance(value, list):
+        items = schema.get("items")
+        if items is None:
+            for branch in schema.get("anyOf", ()):
+                if branch.get("type") == "array":
+                    items = branch.get("items")
+        if isinstance(items, dict):
+            return [integral_numbers(v, items, defs, depth + 1) for v in value]
+    return value
+
+
+def _allows_integer(schema: dict, defs: dict) -> bool:
+    if schema.get("type") == "integer":
+        return True
+    return any(_allows_integer(defs.get(b.get("$ref", "").rsplit("/", 1)[-1], b), defs)
+               for b in [*schema.get("anyOf", ()), *schema.get("oneOf", ())])

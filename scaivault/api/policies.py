@@ -8,7 +8,7 @@ policies need partner_admin) or a policy granting the call on the system path `s
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from flask import Blueprint, g, jsonify, request
 from pydantic import BaseModel, ConfigDict, Field
@@ -23,6 +23,7 @@ from ..policy.rules import RequestContext
 from ..services.policies import PolicyOwner, PolicyService
 from .auditing import entry_for_request, record_read
 from .http import bool_arg, runtime
+from .params import SECRET_PATH_RE
 from .authorization import admin, identity_only
 from .pipeline import endpoint
 
@@ -49,19 +50,23 @@ class RuleBody(BaseModel):
 
 class PolicyBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    name: str = Field(json_schema_extra=NAME_SCHEMA)
-    description: str | None = Field(default=None, json_schema_extra={"maxLength": 2000})
-    rules: list[RuleBody] = Field(json_schema_extra={"minItems": 1, "maxItems": MAX_RULES})
+    field_codes: ClassVar[dict[str, str]] = {"rules": "invalid_policy", "name": "invalid_policy",
+                                             "is_active": "invalid_policy"}
+    name: str = Field(min_length=1, max_length=128, pattern=r"\S")
+    description: str | None = Field(default=None, max_length=2000)
+    rules: list[RuleBody] = Field(min_length=1, max_length=MAX_RULES)
     scope: Literal["tenant", "partner"] | None = None
-    is_active: bool | None = None
+    is_active: bool = Field(default=None, description="default true; never null")   # type: ignore[assignment]
 
 
 class PolicyPatchBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    name: str | None = Field(default=None, json_schema_extra=NAME_SCHEMA)
-    description: str | None = Field(default=None, json_schema_extra={"maxLength": 2000})
-    rules: list[RuleBody] | None = Field(default=None, json_schema_extra={"minItems": 1, "maxItems": MAX_RULES})
-    is_active: bool | None = None
+    # omitted members stay as they are; none of these may be null (description: null clears it)
+    field_codes: ClassVar[dict[str, str]] = PolicyBody.field_codes
+    name: str = Field(default=None, min_length=1, max_length=128, pattern=r"\S")            # type: ignore[assignment]
+    description: str | None = Field(default=None, max_length=2000)
+    rules: list[RuleBody] = Field(default=None, min_length=1, max_length=MAX_RULES)          # type: ignore[assignment]
+    is_active: bool = Field(default=None)                                                    # type: ignore[assignment]
 
 
 class BindingBody(BaseModel):
@@ -86,7 +91,7 @@ class PolicyTestBody(BaseModel):
                                     description="defaults to the caller")
     groups: list[Annotated[str, Field(max_length=320, pattern=r"^group:[^\x00]+$")]] | None = Field(
         default=None, max_length=200, description="group:<name> ids to evaluate as a member of")
-    path: str
+    path: str = Field(pattern=SECRET_PATH_RE, max_length=512)
     permission: Literal["read", "write", "delete", "list", "rotate", "admin"]
     partner_secret: bool = False
     context: TestContext = TestContext()
