@@ -6,7 +6,7 @@ the secret path the certificate lands in (reading an order: `read` on it).
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any, Literal
 
 from flask import Blueprint, Response, g, jsonify, request
 from pydantic import BaseModel, ConfigDict, Field
@@ -14,22 +14,28 @@ from pydantic import BaseModel, ConfigDict, Field
 from .. import pagination
 from ..errors import ScaiVaultError
 from ..policy.paths import validate_path
+from ..services.acme import CHALLENGES, ENVIRONMENTS, MAX_DOMAINS, ORDER_KEY_TYPES, PROVIDERS
+from ..services.dns_providers import MAX_ZONES
 from ..services.policies import page_limit
 from .auditing import entry_for_request
 from .http import runtime
 from .authorization import permission, require_grant
+from .params import SecretPath
 from .pipeline import endpoint
 from .pki_access import actor, audit_read, owner, require_any_scope, visible
 
 bp = Blueprint("acme", __name__)
 
 
+DomainName = Annotated[str, Field(min_length=1, max_length=253, pattern=r"\S")]
+
+
 class AccountBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    name: str = Field(max_length=64)
-    provider: str
-    environment: str = "production"
-    email: str | None = Field(default=None, max_length=254)
+    name: str = Field(min_length=1, max_length=64)
+    provider: Literal[PROVIDERS]                                                                # type: ignore[valid-type]
+    environment: Literal[ENVIRONMENTS] = "production"                                           # type: ignore[valid-type]
+    email: str | None = Field(default=None, max_length=254, pattern="@")
     directory_url: str | None = Field(default=None, max_length=2048)
     eab_kid: str | None = Field(default=None, max_length=512)
     eab_hmac_key: str | None = Field(default=None, max_length=512)
@@ -38,21 +44,21 @@ class AccountBody(BaseModel):
 class OrderBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
     account_id: str = Field(max_length=64)
-    domains: list[str] = Field(min_length=1, max_length=100)
-    challenge: str = "http-01"
+    domains: list[DomainName] = Field(min_length=1, max_length=MAX_DOMAINS)
+    challenge: Literal[CHALLENGES] = "http-01"                                                  # type: ignore[valid-type]
     dns_provider_id: str | None = Field(default=None, max_length=64)
-    secret_path: str = Field(max_length=512)
-    key_type: str = "ec256"
+    secret_path: SecretPath
+    key_type: Literal[tuple(ORDER_KEY_TYPES)] = "ec256"                                         # type: ignore[valid-type]
     auto_renew: bool = False
 
 
 class DnsProviderBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    name: str = Field(max_length=64)
-    provider_type: str = Field(max_length=64)
+    name: str = Field(min_length=1, max_length=64)
+    provider_type: str = Field(min_length=1, max_length=64, description="an installed DNS provider plugin")
     credentials: dict[str, Any] = Field(default_factory=dict, description="sealed; never returned")
     config: dict[str, Any] = Field(default_factory=dict, description="non-secret settings (server, port, ...)")
-    managed_zones: list[str] = Field(min_length=1, max_length=100)
+    managed_zones: list[DomainName] = Field(min_length=1, max_length=MAX_ZONES)
     verify: bool = True
 
 

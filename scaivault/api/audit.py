@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
-from typing import Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from flask import Blueprint, Response, g, jsonify, request
 from pydantic import BaseModel, ConfigDict, Field
@@ -16,6 +16,7 @@ from ..policy.paths import validate_path
 from .auditing import entry_for_request
 from .authorization import admin, require_grant
 from .http import runtime
+from .params import SecretPath
 from .pipeline import endpoint
 
 bp = Blueprint("audit", __name__)
@@ -168,23 +169,38 @@ def verify():
 
 # ------------------------------------------------------------------ exports
 
-class ExportDestination(BaseModel):
+class StorageDestination(BaseModel):
+    """The server's own export storage (the default)."""
     model_config = ConfigDict(extra="forbid")
 
-    type: Literal["storage", "s3", "gcs", "azure_blob"] = "storage"
+    type: Literal["storage"] = "storage"
     bucket: str | None = Field(default=None, max_length=255)
     prefix: str | None = Field(default=None, max_length=512)
-    credentials_path: str | None = Field(default=None, max_length=512)
+    credentials_path: SecretPath | None = None
+
+
+class CloudDestination(BaseModel):
+    """A bucket of the tenant's own: its credentials are read from a secret the caller may read."""
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["s3", "gcs", "azure_blob"]
+    bucket: str = Field(min_length=1, max_length=255)
+    prefix: str | None = Field(default=None, max_length=512)
+    credentials_path: SecretPath
+
+
+ExportDestination = Annotated[StorageDestination | CloudDestination, Field(discriminator="type")]
 
 
 class ExportBody(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    loc_tags: ClassVar[frozenset[str]] = frozenset({"storage", "s3", "gcs", "azure_blob"})
 
     from_: str | None = Field(default=None, alias="from")
     to: str | None = None
     format: Literal["jsonl", "csv"] = "jsonl"
-    filters: dict[str, Any] = Field(default_factory=dict)
-    destination: ExportDestination = Field(default_factory=ExportDestination)
+    filters: dict[Literal[FILTER_KEYS], Any] = Field(default_factory=dict)                      # type: ignore[valid-type]
+    destination: ExportDestination = Field(default_factory=StorageDestination)
 
 
 def _require_read_permission(path: str) -> None:
@@ -203,12 +219,7 @@ def create_export():
     if unknown:
         raise ValidationFailed({f"filters.{unknown[0]}": f"unknown filter; use {', '.join(FILTER_KEYS)}"})
     destination = body.destination
-    if destination.type != "storage":
-        missing = {f"destination.{name}": f"required for a {destination.type} destination"
-                   for name in ("bucket", "credentials_path") if not getattr(destination, name)}
-        if missing:
-            raise ValidationFailed(missing)
-        validate_path(destination.credentials_path)
+    if destination.type != "storage":    # bucket and credentials_path are required by CloudDestination
         _require_read_permission(destination.credentials_path)
     source = dict(body.filters)
     if body.from_ is not None:

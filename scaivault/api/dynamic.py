@@ -8,47 +8,83 @@ view declares `permission(..., each=True)` and checks its path with `require_gra
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any, ClassVar, Literal
 
 from flask import Blueprint, g, jsonify, request
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 
 from .. import pagination
+from ..dynamic.templates import MAX_STATEMENT_CHARS, MAX_STATEMENTS
 from ..errors import ScaiVaultError
+from ..services.dynamic import ENGINE_NAME_RE, ENGINE_TYPES, MAX_TTL_CEILING, ROLE_NAME_RE
 from .auditing import entry_for_request
 from .authorization import grants, permission, require_grant
 from .http import bool_arg, runtime
+from .params import YEAR_DURATION_RE, SecretPath
 from .pipeline import endpoint, parse_body
 
 bp = Blueprint("dynamic", __name__)
 
-Duration = StrictStr | StrictInt | None     # a bool is not a duration
+# a duration (1s..the ceiling) or seconds; a bool is not a duration
+Duration = Annotated[str, Field(pattern=YEAR_DURATION_RE)] | Annotated[StrictInt, Field(ge=1, le=MAX_TTL_CEILING)] | None
+
+
+Statement = Annotated[str, Field(min_length=1, max_length=MAX_STATEMENT_CHARS, pattern=r"\S")]
+Statements = Annotated[list[Statement], Field(max_length=MAX_STATEMENTS)]
+_DYNAMIC_CODES = {"name": "invalid_config", "type": "invalid_config", "config": "invalid_config",
+                  "default_ttl": "invalid_duration", "max_ttl": "invalid_duration"}
+_ROLE_CODES = {"name": "invalid_role", "creation_statements": "invalid_role", "revocation_statements": "invalid_role",
+               "renew_statements": "invalid_role", "default_ttl": "invalid_duration", "max_ttl": "invalid_duration"}
 
 
 class EngineConfig(BaseModel):
-    model_config = ConfigDict(extra="allow")
-    plugin: str | None = Field(default=None, description="postgresql | mysql | mariadb | a third-party plugin")
-    connection_url: str | None = Field(default=None, description="URL with {{username}} and {{password}} placeholders")
-    root_credentials_path: str | None = Field(default=None, description="secret holding {username, password}")
+    model_config = ConfigDict(extra="forbid")
+    plugin: str = Field(default=None, max_length=64,
+                        description="postgresql | mysql | mariadb | a third-party plugin")          # type: ignore[assignment]
+    connection_url: str = Field(default=None, max_length=2048, pattern=r"^[a-z][a-z0-9+.-]*://",
+                                description="URL with {{username}} and {{password}} placeholders")  # type: ignore[assignment]
+    root_credentials_path: SecretPath = Field(default=None, description="secret holding {username, password}")  # type: ignore[assignment]
+
+
+class EngineCreateConfig(EngineConfig):
+    plugin: str = Field(max_length=64, description="postgresql | mysql | mariadb | a third-party plugin")
+    connection_url: str = Field(max_length=2048, pattern=r"^[a-z][a-z0-9+.-]*://")
+    root_credentials_path: SecretPath
 
 
 class EngineBody(BaseModel):
+    """PATCH: any member (the name is immutable); none may be null."""
     model_config = ConfigDict(extra="forbid")
-    name: str | None = Field(default=None, description="engine name (a-z, 0-9, _ and -); immutable")
-    type: str | None = Field(default=None, description="database")
-    config: EngineConfig | None = None
+    field_codes: ClassVar[dict[str, str]] = _DYNAMIC_CODES
+    type: Literal[ENGINE_TYPES] = Field(default=None, description="database")                  # type: ignore[valid-type]
+    config: EngineConfig = None                                                                 # type: ignore[assignment]
     default_ttl: Duration = Field(default=None, description="lease TTL when none is asked for (default 1h)")
     max_ttl: Duration = Field(default=None, description="upper bound of any lease of this engine (default 24h)")
 
 
+class EngineCreate(EngineBody):
+    field_codes: ClassVar[dict[str, str]] = _DYNAMIC_CODES
+    codes_for_missing: ClassVar[bool] = True
+    name: str = Field(pattern=ENGINE_NAME_RE.pattern, description="engine name (a-z, 0-9, _ and -); immutable")
+    config: EngineCreateConfig
+
+
 class RoleBody(BaseModel):
+    """PUT .../roles/{role}: the role named by the path."""
     model_config = ConfigDict(extra="forbid")
-    name: str | None = Field(default=None, description="the role name (POST .../roles only)")
-    creation_statements: list[str] = Field(description="run in order to create the user; {{name}} {{password}} {{expiration}}")
-    revocation_statements: list[str] | None = Field(default=None, description="run on revoke and expiry (default: drop the user)")
-    renew_statements: list[str] | None = Field(default=None, description="run on renew ({{name}} {{expiration}})")
+    field_codes: ClassVar[dict[str, str]] = _ROLE_CODES
+    codes_for_missing: ClassVar[bool] = True
+    creation_statements: Annotated[Statements, Field(min_length=1)] = Field(
+        description="run in order to create the user; {{name}} {{password}} {{expiration}}")
+    revocation_statements: Statements | None = Field(default=None, description="run on revoke and expiry (default: drop the user)")
+    renew_statements: Statements | None = Field(default=None, description="run on renew ({{name}} {{expiration}})")
     default_ttl: Duration = None
     max_ttl: Duration = None
+
+
+class RoleCreate(RoleBody):
+    """POST .../roles: the role named in the body."""
+    name: str = Field(pattern=ROLE_NAME_RE.pattern, description="the role name")
 
 
 class CredsBody(BaseModel):
@@ -110,7 +146,7 @@ def _actor() -> str:
 
 # ------------------------------------------------------------------ engines
 @bp.post("/v1/dynamic/engines")
-@endpoint("dynamic:admin", scope="dynamic:manage", body=EngineBody, status=201,
+@endpoint("dynamic:admin", scope="dynamic:manage", body=EngineCreate, status=201,
           summary="Create an engine: reads the root credentials secret (caller needs read) and tests the connection",
           authorize=permission("write", each=True))
 def create_engine():
@@ -191,7 +227,7 @@ def list_roles(name: str):
 
 
 @bp.post("/v1/dynamic/engines/<name>/roles")
-@endpoint("dynamic:admin", scope="dynamic:manage", body=RoleBody, status=201, summary="Create or replace a role (name in the body)",
+@endpoint("dynamic:admin", scope="dynamic:manage", body=RoleCreate, status=201, summary="Create or replace a role (name in the body)",
           authorize=permission("write", each=True))
 def create_role(name: str):
     body = _body()
@@ -205,10 +241,7 @@ def create_role(name: str):
 @endpoint("dynamic:admin", scope="dynamic:manage", body=RoleBody, status=201, summary="Create (201) or replace (200) a role",
           authorize=permission("write", each=True))
 def put_role(name: str, role: str):
-    body = _body()
-    if body.pop("name", role) != role:
-        raise ScaiVaultError("invalid_role", "the name in the body differs from the path")
-    return _put_role(name, role, body)
+    return _put_role(name, role, _body())
 
 
 def _put_role(name: str, role: str, body: dict):

@@ -6,12 +6,13 @@ tenant, or a policy granting the call on `sys/secret-policies` or `sys/rotation`
 """
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from flask import Blueprint, g, jsonify, request
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 from ..errors import ScaiVaultError
+from ..lifecycle import generators as gen
 from ..lifecycle.generators import POLICY_TYPES
 from ..policy.paths import validate_path
 from ..services.rotation import RotationService
@@ -20,7 +21,7 @@ from ..services.secrets import SecretOwner, WriteRequest
 from .auditing import entry_for_request
 from .authorization import admin, admin_allows, permission, require_grant
 from .http import bool_arg, runtime
-from .params import Duration, Name, PatchBody, SecretPath
+from .params import DURATION_RE, Duration, Name, PatchBody, SecretPath
 from .pipeline import endpoint, parse_body
 from .secrets import write_version
 
@@ -28,20 +29,108 @@ bp = Blueprint("lifecycle", __name__)
 
 
 # ------------------------------------------------------------------ bodies
+_ONE = DURATION_RE[1:-1]
+WarnBefore = Annotated[str, Field(pattern=f"^( *{_ONE} *(, *{_ONE} *){{0,9}})?$",
+                                  description="up to 10 comma-separated durations")]
+WarnList = Annotated[list[Duration], Field(max_length=10)]
+
+
+# ------------------------------------------------------------------ recipe fields (spec/20 6.2), one model per generator
+FieldName = Annotated[str, Field(pattern=gen.FIELD_NAME.pattern)]
+OutputName = Annotated[str, Field(pattern=gen.FIELD_NAME.pattern, description="name of the second output field")]
+Length = Annotated[StrictInt, Field(ge=1, le=gen.MAX_LENGTH)]
+Charset = Literal[tuple(gen.CHARSETS)]                                                          # type: ignore[valid-type]
+_PLACEHOLDER = rf"\{{\{{(uuid|timestamp|(random|hex):[1-9][0-9]{{0,3}})\}}\}}"
+
+
+class _Config(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class RandomConfig(_Config):
+    length: Length = 32
+    charset: Charset = "alphanumeric"
+    require_upper: bool = False
+    require_lower: bool = False
+    require_digit: bool = False
+    require_symbol: bool = False
+
+
+class HexConfig(_Config):
+    length: Length = 32
+
+
+class UuidConfig(_Config):
+    version: Literal[4, 7] = 4
+
+
+class TemplateConfig(_Config):
+    template: str = Field(min_length=1, max_length=gen.MAX_LENGTH, pattern=rf"^([^{{}}]|{_PLACEHOLDER})+$",
+                          description="text with {{random:N}}, {{hex:N}}, {{uuid}}, {{timestamp}} (N 1..4096)")
+
+
+class RsaConfig(_Config):
+    bits: Literal[2048, 4096] = 2048
+    public_key_field: OutputName | None = None
+
+
+class EcConfig(_Config):
+    curve: Literal["P-256", "P-384"] = "P-256"
+    public_key_field: OutputName | None = None
+
+
+class SshConfig(_Config):
+    key_type: Literal["ed25519", "rsa"] = "ed25519"
+    comment: str = Field(default="", max_length=256, pattern=r"^[^\r\n]*$")
+    bits: Literal[2048, 3072, 4096] | None = Field(default=None, description="only for key_type rsa")
+    public_key_field: OutputName | None = None
+
+
+class BcryptConfig(_Config):
+    length: Annotated[StrictInt, Field(ge=1, le=72)] = 24
+    rounds: Annotated[StrictInt, Field(ge=4, le=16)] = 12
+    charset: Charset = "alphanumeric"
+    hash_field: OutputName | None = None
+
+
+class StaticConfig(_Config):
+    value: str = Field(max_length=gen.MAX_LENGTH)
+
+
+def _field(generator: str, config: type[BaseModel], required: bool = False) -> type[BaseModel]:
+    annotations = {"name": FieldName, "generator": Literal[generator], "config": config}
+    namespace: dict[str, Any] = {"__annotations__": annotations, "model_config": ConfigDict(extra="forbid")}
+    if not required:
+        namespace["config"] = Field(default_factory=config)
+    return type(f"{config.__name__[:-6]}Field", (BaseModel,), namespace)
+
+
+RecipeField = Annotated[
+    _field("random", RandomConfig) | _field("hex", HexConfig) | _field("uuid", UuidConfig)
+    | _field("template", TemplateConfig, True) | _field("rsa_keypair", RsaConfig) | _field("ec_keypair", EcConfig)
+    | _field("ssh_keypair", SshConfig) | _field("bcrypt_hash", BcryptConfig) | _field("static", StaticConfig, True),
+    Field(discriminator="generator")]
+RecipeFields = Annotated[list[RecipeField], Field(min_length=1, max_length=gen.MAX_FIELDS,
+                                                  description="one generator per output field (spec/20 6.2); "
+                                                              "output names are unique")]
+
+
 class SecretPolicyBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
+    loc_tags: ClassVar[frozenset[str]] = frozenset(gen.GENERATORS)
     name: Name
     description: str | None = Field(default=None, max_length=2000)
     policy_type: Literal[POLICY_TYPES] | None = Field(default=None, description="UI hint (default custom)")  # type: ignore[valid-type]
-    fields: list[dict[str, Any]] = Field(description="one generator per output field (spec/20 6.2)")
+    fields: RecipeFields
     is_active: bool = None                                                                     # type: ignore[assignment]
 
 
 class SecretPolicyPatch(PatchBody):
+    loc_tags: ClassVar[frozenset[str]] = frozenset(gen.GENERATORS)
     name: Name = None                                                                          # type: ignore[assignment]
     description: str | None = Field(default=None, max_length=2000)
     policy_type: Literal[POLICY_TYPES] | None = None                                           # type: ignore[valid-type]
-    fields: list[dict[str, Any]] = None                                                        # type: ignore[assignment]
+    fields: RecipeFields = None                                                                # type: ignore[assignment]
     is_active: bool = None                                                                     # type: ignore[assignment]
 
 
@@ -58,7 +147,7 @@ class RotationPolicyBody(BaseModel):
     interval: Duration
     description: str | None = Field(default=None, max_length=2000)
     grace_period: Duration | None = Field(default=None, description="default 48h")
-    warn_before: str | list[Duration] | None = Field(default=None, description='"7d,1d" or ["7d", "1d"]')
+    warn_before: WarnBefore | WarnList | None = Field(default=None, description='"7d,1d" or ["7d", "1d"]')
     auto_generate: bool = None                                                                 # type: ignore[assignment]
     secret_policy_id: str | None = Field(default=None, max_length=128)
     webhook_ids: list[str] | None = Field(default=None, max_length=20)
@@ -69,7 +158,7 @@ class RotationPolicyPatch(PatchBody):
     interval: Duration = None                                                                  # type: ignore[assignment]
     description: str | None = Field(default=None, max_length=2000)
     grace_period: Duration | None = None
-    warn_before: str | list[Duration] | None = None
+    warn_before: WarnBefore | WarnList | None = None
     auto_generate: bool = None                                                                 # type: ignore[assignment]
     secret_policy_id: str | None = Field(default=None, max_length=128)
     webhook_ids: list[str] | None = Field(default=None, max_length=20)

@@ -15,7 +15,7 @@ from pydantic.json_schema import models_json_schema
 
 from .. import __version__
 from ..errors import STATUS_BY_CODE
-from .params import _NO_NUL, PATH_SCHEMAS, QUERY_SCHEMAS, query_schema  # noqa: F401 (one declaration)
+from .params import _NO_NUL, PATH_SCHEMAS, QUERY_SCHEMAS, WEBHOOK_URL_RE, query_schema  # noqa: F401
 from .pipeline import endpoint
 
 bp = Blueprint("openapi", __name__)
@@ -65,6 +65,17 @@ JSON_VALUE = {"description": "any JSON value; no string or key may contain NUL",
                         {"type": "object", "propertyNames": {"pattern": _NO_NUL},
                          "additionalProperties": {"$ref": "#/components/schemas/JsonValue"}}]}
 _ANNOTATIONS = {"description", "title", "examples"}
+
+
+STRICT_WEBHOOK_URL_RE = r"^https://([a-z0-9-]+\.)+[a-z][a-z0-9-]*[a-z](:[1-9][0-9]{0,3})?(/[^\s]*)?$"
+
+
+def _replace_pattern(schema: Any, old: str, new: str) -> Any:
+    if isinstance(schema, list):
+        return [_replace_pattern(s, old, new) for s in schema]
+    if isinstance(schema, dict):
+        return {k: (new if k == "pattern" and v == old else _replace_pattern(v, old, new)) for k, v in schema.items()}
+    return schema
 
 
 def storable(schema: Any) -> Any:
@@ -203,7 +214,7 @@ def build_document(app: Flask) -> dict:
         path_params = [p for p in path_params if p["name"] not in (rule.defaults or {})]
         for method in sorted((rule.methods or set()) - _IGNORED_METHODS):
             operations.append((path, method.lower(), rule, view, path_params))
-            for attr in ("body_model", "response_model"):
+            for attr in ("body_model", "response_model", "body_doc"):
                 model = _view_attr(view, attr)
                 if model is not None:
                     models[model] = None
@@ -218,6 +229,11 @@ def build_document(app: Flask) -> dict:
         for name, schema in defs.get("$defs", {}).items():
             components[name] = storable_model(by_name[name], schema) if name in by_name else storable(schema)
     components["JsonValue"] = JSON_VALUE
+    settings = getattr(app.extensions.get("scaivault"), "settings", None)
+    if settings is not None and not settings.webhook_allow_http:
+        # this deployment takes https only, and refuses loopback, private and IP-literal-looking hosts: the
+        # document names a form the server accepts (a DNS name with a dot; its addresses are checked at delivery)
+        components = _replace_pattern(components, WEBHOOK_URL_RE, STRICT_WEBHOOK_URL_RE)
 
     paths: dict[str, dict] = {}
     seen_ids: set[str] = set()
@@ -225,7 +241,7 @@ def build_document(app: Flask) -> dict:
         authenticated = _view_attr(view, "authenticated", True)
         scope = _view_attr(view, "required_scope")
         category = _view_attr(view, "rate_category")
-        body = _view_attr(view, "body_model")
+        body = _view_attr(view, "body_model") or _view_attr(view, "body_doc")
         response = _view_attr(view, "response_model")
         status = str(_view_attr(view, "success_status", 200) or 200)
         op_id = rule.endpoint.replace(".", "_")
@@ -240,10 +256,14 @@ def build_document(app: Flask) -> dict:
         params = list(path_params)
         for name, description in (_view_attr(view, "query_params") or {}).items():
             params.append(query_parameter(name, description))
+        for name, text in (_view_attr(view, "request_headers") or {}).items():
+            params.append({"name": name, "in": "header", "required": True, "description": text,
+                           "schema": {"type": "string", "minLength": 1, "maxLength": 1024, "pattern": r"^[\x21-\x7e]+$"}})
         if params:
             op["parameters"] = params
         if body is not None:
-            op["requestBody"] = {"required": True, "content": {"application/json": {"schema": refs[body]}}}
+            op["requestBody"] = {"required": True, "content": {
+                media: {"schema": refs[body]} for media in _view_attr(view, "consumes", ("application/json",))}}
         success: dict[str, Any] = {"description": "success"}
         produces = _view_attr(view, "produces", ("application/json",))
         success["content"] = {}

@@ -20,6 +20,9 @@ _BOOL = {"type": "string", "enum": ["true", "false"]}
 # positive, at most 999999s/m, 99999h, 9999d, 999w: all within the 36500d ceiling of scaivault.config.parse_duration
 DURATION_RE = r"^([1-9][0-9]{0,5}[sm]|[1-9][0-9]{0,4}h|[1-9][0-9]{0,3}d|[1-9][0-9]{0,2}w)$"
 _DURATION = {"type": "string", "pattern": DURATION_RE}
+# 1s..366d: at most 9999999s, 9999m, 999h, 366d or 52w (lease and token lifetimes)
+YEAR_DURATION_RE = (r"^([1-9][0-9]{0,6}s|[1-9][0-9]{0,3}m|[1-9][0-9]{0,2}h|([1-9][0-9]?|[12][0-9]{2}|3[0-5][0-9]|36[0-6])d"
+                    r"|([1-9]|[1-4][0-9]|5[0-2])w)$")
 _CURSOR = {"type": "string", "pattern": r"^([A-Za-z0-9_-]+\.[A-Za-z0-9_-]{22})?$", "maxLength": 1024,
            "description": "opaque and signed: pass the previous page's `cursor` unchanged (else 400 invalid_cursor); "
                           "empty or absent: the first page"}

@@ -28,7 +28,9 @@ def endpoint(category: str | None, *, scope: str | None = None, authenticated: b
              response: type[BaseModel] | None = None, summary: str | None = None,
              query: dict[str, str] | None = None, status: int = 200,
              authorize: Authorization | None = None, produces: tuple[str, ...] = ("application/json",),
-             response_headers: dict[str, str] | None = None) -> Callable:
+             response_headers: dict[str, str] | None = None, body_doc: type[BaseModel] | None = None,
+             consumes: tuple[str, ...] = ("application/json",),
+             request_headers: dict[str, str] | None = None) -> Callable:
     """Wrap a view in the pipeline. `category=None` only for unmetered probes (health, metrics).
 
     `body`: a pydantic model; the JSON body is validated into `g.body` before the view runs
@@ -39,6 +41,8 @@ def endpoint(category: str | None, *, scope: str | None = None, authenticated: b
     permission("read"), admin(), role("super_admin"), reach("tenant_id")); required on every
     authenticated view (a test walks the URL map), checked after the scope and before the body.
     `produces`: the success content types (OpenAPI); `response_headers`: {name: description} of the success answer.
+    `body_doc`: the model of a body the view parses itself (documented, required), in the media types `consumes`;
+    `request_headers`: {name: description} of required request headers (documented).
     """
     if category is not None and category not in ratelimit.CATEGORIES:
         raise ValueError(f"unknown rate-limit category {category!r}")
@@ -82,6 +86,9 @@ def endpoint(category: str | None, *, scope: str | None = None, authenticated: b
         wrapper.success_status = status          # type: ignore[attr-defined]
         wrapper.produces = produces              # type: ignore[attr-defined]
         wrapper.response_headers = dict(response_headers or {})  # type: ignore[attr-defined]
+        wrapper.body_doc = body_doc                # type: ignore[attr-defined]
+        wrapper.consumes = consumes                # type: ignore[attr-defined]
+        wrapper.request_headers = dict(request_headers or {})  # type: ignore[attr-defined]
         wrapper.summary = summary or (view.__doc__ or "").strip().split("\n")[0]  # type: ignore[attr-defined]
         return wrapper
 
@@ -99,21 +106,45 @@ def parse_body(model: type[BaseModel]) -> BaseModel:
     try:
         return model.model_validate_json(json.dumps(raw), strict=True)
     except ValidationError as exc:
-        errors = exc.errors()
-        field_codes = getattr(model, "field_codes", {})     # e.g. {"rules": "invalid_policy"}: the documented code
-        for err in errors:
-            if err["loc"] and err["loc"][0] in field_codes and err["type"] not in ("missing", "extra_forbidden"):
-                field = ".".join(str(p) for p in err["loc"])
-                raise ScaiVaultError(field_codes[err["loc"][0]], f"{field}: {err['msg']}",
-                                     details={"field": field}) from None
-        for err in errors:      # a path or a duration keeps its documented code (invalid_path, invalid_duration)
-            pattern = (err.get("ctx") or {}).get("pattern")
-            if err["type"] == "string_pattern_mismatch" and pattern in PATTERN_CODES:
-                code, message = PATTERN_CODES[pattern]
-                field = ".".join(str(p) for p in err["loc"])
-                raise ScaiVaultError(code, f"{field} {message}", details={"field": field}) from None
-        fields = {".".join(str(p) for p in err["loc"]) or "body": err["msg"] for err in errors}
-        raise ValidationFailed(fields) from None
+        raise validation_failure(model, exc) from None
+
+
+def validation_failure(model: type[BaseModel], exc: ValidationError) -> ScaiVaultError:
+    """The error a failed body validation answers: a member's documented code (the model's `field_codes`, a
+    path's invalid_path, a duration's invalid_duration...) or 422 validation_error naming every field."""
+    errors = exc.errors()
+    for err in errors:      # a bad discriminator names its member: `destination.type`, `fields[0].generator`
+        if err["type"] in ("union_tag_invalid", "union_tag_not_found"):
+            err["loc"] = (*err["loc"], str((err.get("ctx") or {}).get("discriminator", "type")).strip("'"))
+    field_codes = getattr(model, "field_codes", {})     # e.g. {"rules": "invalid_policy"}: the documented code
+    for err in errors:
+        missing_top = err["type"] == "missing" and len(err["loc"]) == 1
+        if (err["loc"] and err["loc"][0] in field_codes and err["type"] != "extra_forbidden"
+                and (err["type"] != "missing" or (missing_top and getattr(model, "codes_for_missing", False)))):
+            field = _loc(err["loc"], getattr(model, "loc_tags", None))
+            return ScaiVaultError(field_codes[err["loc"][0]], f"{field}: {err['msg']}", details={"field": field})
+    for err in errors:      # a path or a duration keeps its documented code (invalid_path, invalid_duration)
+        pattern = (err.get("ctx") or {}).get("pattern")
+        if err["type"] == "string_pattern_mismatch" and pattern in PATTERN_CODES:
+            code, message = PATTERN_CODES[pattern]
+            field = _loc(err["loc"], getattr(model, "loc_tags", None))
+            return ScaiVaultError(code, f"{field} {message}", details={"field": field})
+    return ValidationFailed({_loc(err["loc"], getattr(model, "loc_tags", None)) or "body": err["msg"]
+                             for err in errors})
+
+
+def _loc(loc: tuple, tags: frozenset[str] | None) -> str:
+    """`a.b.c` (a dict key's `[key]` marker dropped); for a model with discriminated unions (`loc_tags`), without
+    the tag and with list indexes as `[i]`: `fields[0].config.length`, `destination.bucket`."""
+    out = ""
+    for i, part in enumerate(loc):
+        if part == "[key]" or (tags and i > 0 and isinstance(part, str) and part in tags):
+            continue
+        if tags and isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out
 
 
 @functools.lru_cache(maxsize=None)

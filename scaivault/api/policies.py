@@ -38,7 +38,9 @@ NAME_SCHEMA = {"minLength": 1, "maxLength": 128, "pattern": r"\S"}
 class RuleBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
     path_pattern: str = Field(description="glob: * one segment (or part of one), ** any depth, ? one character",
-                              json_schema_extra={"pattern": GLOB_PATTERN, "maxLength": 512})
+                              json_schema_extra={"pattern": GLOB_PATTERN, "maxLength": 512, "not": {"anyOf": [
+                                  {"pattern": r"(^|/)\*\*/\*\*(/|$)"},        # '**/**' is redundant
+                                  {"pattern": r"[^/]\*\*|\*\*[^/]"}]}})          # '**' is a whole segment
     permissions: list[str] = Field(description="read, write, delete, list, rotate, admin (admin = all)",
                                    json_schema_extra={"minItems": 1, "items": {"enum": list(PERMISSIONS)}})
     effect: str | None = Field(default=None, description="allow (default) or deny; a matching deny always wins",

@@ -58,7 +58,7 @@ class SecretWriteBody(BaseModel):
 class MetadataPatchBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
     metadata: dict[str, Any] = Field(default=None, description="JSON merge patch (null removes a key)")  # type: ignore[assignment]
-    max_versions: int | None = Field(default=None, ge=1, le=MAX_VERSIONS_LIMIT)
+    max_versions: int = Field(default=None, ge=1, le=MAX_VERSIONS_LIMIT)                   # type: ignore[assignment]
     rotation_policy_id: str | None = Field(default=None, max_length=128, pattern=r"^[A-Za-z0-9_.:-]+$")
     expires_in: Duration | None = None
 
