@@ -5,7 +5,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Annotated, Any, ClassVar, Literal
 
 from flask import Blueprint, Response, g, jsonify, request
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
 
 from .. import inputs, pagination
 from ..audit import exports, queries, record_now
@@ -189,7 +189,16 @@ class CloudDestination(BaseModel):
     credentials_path: SecretPath
 
 
-ExportDestination = Annotated[StorageDestination | CloudDestination, Field(discriminator="type")]
+def _destination_type(value: Any) -> str | None:
+    if isinstance(value, dict):
+        return value.get("type", "storage")       # `type` may be left out: the server's own storage
+    return getattr(value, "type", None)
+
+
+ExportDestination = Annotated[
+    Annotated[StorageDestination, Tag("storage")] | Annotated[CloudDestination, Tag("s3")]
+    | Annotated[CloudDestination, Tag("gcs")] | Annotated[CloudDestination, Tag("azure_blob")],
+    Discriminator(_destination_type)]
 
 
 class ExportBody(BaseModel):

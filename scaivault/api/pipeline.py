@@ -115,7 +115,8 @@ def validation_failure(model: type[BaseModel], exc: ValidationError) -> ScaiVaul
     errors = exc.errors()
     for err in errors:      # a bad discriminator names its member: `destination.type`, `fields[0].generator`
         if err["type"] in ("union_tag_invalid", "union_tag_not_found"):
-            err["loc"] = (*err["loc"], str((err.get("ctx") or {}).get("discriminator", "type")).strip("'"))
+            name = str((err.get("ctx") or {}).get("discriminator", "type")).strip("'")
+            err["loc"] = (*err["loc"], name if name.isidentifier() else "type")   # a callable one: `type`
     field_codes = getattr(model, "field_codes", {})     # e.g. {"rules": "invalid_policy"}: the documented code
     for err in errors:
         missing_top = err["type"] == "missing" and len(err["loc"]) == 1

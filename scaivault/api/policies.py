@@ -23,7 +23,7 @@ from ..policy.rules import RequestContext
 from ..services.policies import PolicyOwner, PolicyService
 from .auditing import entry_for_request, record_read
 from .http import bool_arg, runtime
-from .params import SECRET_PATH_RE
+from .params import SECRET_PATH_RE, Duration
 from .authorization import admin, identity_only
 from .pipeline import endpoint
 
@@ -35,6 +35,16 @@ SYS_POLICIES = "sys/policies"     # a policy granting read/write/delete here del
 # declared in the document (issue 16), enforced by the policy service with its own codes (invalid_policy, invalid_glob)
 GLOB_PATTERN = r"^(\*\*|[a-z0-9_?*-]+)(/(\*\*|[a-z0-9_?*-]+)){0,9}$"
 NAME_SCHEMA = {"minLength": 1, "maxLength": 128, "pattern": r"\S"}
+class RuleConditions(BaseModel):
+    """A rule's conditions (scaivault.policy.rules.Conditions decides the values: CIDRs, durations, windows)."""
+    model_config = ConfigDict(extra="forbid")
+    ip_ranges: list[Annotated[str, Field(min_length=1, max_length=64)]] = Field(default=None, min_length=1)  # type: ignore[assignment]
+    require_mfa: bool = None                                                                     # type: ignore[assignment]
+    mfa_max_age: Duration = None                                                                 # type: ignore[assignment]
+    time_window: dict[str, Any] | list[dict[str, Any]] = Field(
+        default=None, description="{days, start, end, timezone} or a list of them")              # type: ignore[assignment]
+
+
 class RuleBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
     path_pattern: str = Field(description="glob: * one segment (or part of one), ** any depth, ? one character",
@@ -45,7 +55,7 @@ class RuleBody(BaseModel):
                                    json_schema_extra={"minItems": 1, "items": {"enum": list(PERMISSIONS)}})
     effect: str | None = Field(default=None, description="allow (default) or deny; a matching deny always wins",
                                json_schema_extra={"enum": ["allow", "deny", None]})
-    conditions: dict[str, Any] | None = Field(
+    conditions: RuleConditions | None = Field(
         default=None, description="ip_ranges (CIDRs), require_mfa, mfa_max_age, time_window {days, start, end, timezone}")
     description: str | None = None
 

@@ -25,7 +25,7 @@ from ..services.secrets import MAX_VERSIONS_LIMIT, SecretOwner, WriteRequest
 from .auditing import entry_for_request, record_denial
 from .authorization import permission, require_permission
 from .http import bool_arg, runtime
-from .params import Duration, SecretPath, SecretType
+from .params import Duration, PatchBody, SecretPath, SecretType
 from .pipeline import endpoint
 
 bp = Blueprint("secrets", __name__)
@@ -55,8 +55,7 @@ class SecretWriteBody(BaseModel):
                                          description="link a value-generation recipe (sp_...)")
 
 
-class MetadataPatchBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class MetadataPatchBody(PatchBody):
     metadata: dict[str, Any] = Field(default=None, description="JSON merge patch (null removes a key)")  # type: ignore[assignment]
     max_versions: int = Field(default=None, ge=1, le=MAX_VERSIONS_LIMIT)                   # type: ignore[assignment]
     rotation_policy_id: str | None = Field(default=None, max_length=128, pattern=r"^[A-Za-z0-9_.:-]+$")

@@ -68,7 +68,8 @@ class TrustRuleBody(BaseModel):
     audience: str = Field(default=None, min_length=1, max_length=256,
                           description="the aud the foreign tokens must carry")                # type: ignore[assignment]
     conditions: dict[Claim, ClaimValue] = Field(default=None, min_length=1, max_length=MAX_CONDITIONS,
-                                                description="claim -> required value (glob allowed)")  # type: ignore[assignment]
+                                                description="claim -> required value (glob allowed)",
+                                                json_schema_extra={"propertyNames": {"pattern": CLAIM_RE.pattern}})  # type: ignore[assignment]
     identity: str = Field(default=None, pattern=IDENTITY_RE.pattern, description="sa:<name> in this tenant")  # type: ignore[assignment]
     max_scopes: list[RuleScope] = Field(default=None, min_length=1)                           # type: ignore[assignment]
     ttl: RuleTtl = Field(default=None, description="lifetime of the minted token (default 1h, at most 12h)")  # type: ignore[assignment]
@@ -78,7 +79,8 @@ class TrustRuleCreate(TrustRuleBody):
     name: RuleName
     issuer: IssuerUrl
     audience: str = Field(min_length=1, max_length=256)
-    conditions: dict[Claim, ClaimValue] = Field(min_length=1, max_length=MAX_CONDITIONS)
+    conditions: dict[Claim, ClaimValue] = Field(min_length=1, max_length=MAX_CONDITIONS,
+                                                json_schema_extra={"propertyNames": {"pattern": CLAIM_RE.pattern}})
     identity: str = Field(pattern=IDENTITY_RE.pattern)
     max_scopes: list[RuleScope] = Field(min_length=1)
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from flask import Blueprint, g, jsonify, request
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ..services.secret_policies import TenantScope
 from ..events.outbox import EVENT_TYPES
@@ -47,6 +47,14 @@ class WebhookBody(BaseModel):
 
 class WebhookPatch(PatchBody):
     """Omitted members stay as they are; none may be null (`filters: null` clears the filters)."""
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"minProperties": 1,
+                                                                 "dependentRequired": {"previous_secret_ttl": ["secret"]}})
+
+    @model_validator(mode="after")
+    def _ttl_with_secret(self) -> "WebhookPatch":
+        if "previous_secret_ttl" in self.model_fields_set and "secret" not in self.model_fields_set:
+            raise ValueError("previous_secret_ttl only with a new secret")
+        return self
     name: Name = None                                                                         # type: ignore[assignment]
     url: WebhookUrl = None                                                                           # type: ignore[assignment]
     secret: SigningSecret = Field(default=None, description="a new signing secret; the old one is kept as "
