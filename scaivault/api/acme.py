@@ -9,12 +9,12 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from flask import Blueprint, Response, g, jsonify, request
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from .. import pagination
 from ..errors import ScaiVaultError
 from ..policy.paths import validate_path
-from ..services.acme import CHALLENGES, ENVIRONMENTS, MAX_DOMAINS, ORDER_KEY_TYPES, PROVIDERS
+from ..services.acme import CHALLENGES, EAB_REQUIRED, ENVIRONMENTS, MAX_DOMAINS, ORDER_KEY_TYPES, PROVIDERS
 from ..services.dns_providers import MAX_ZONES
 from ..services.policies import page_limit
 from .auditing import entry_for_request
@@ -31,14 +31,31 @@ DomainName = Annotated[str, Field(min_length=1, max_length=253, pattern=r"\S")]
 
 
 class AccountBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # custom needs its directory_url; eab_kid and eab_hmac_key go together; zerossl and google require them
+    model_config = ConfigDict(extra="forbid", json_schema_extra={
+        "dependentRequired": {"eab_kid": ["eab_hmac_key"], "eab_hmac_key": ["eab_kid"]},
+        "allOf": [{"if": {"properties": {"provider": {"const": "custom"}}}, "then": {"required": ["directory_url"]}},
+                  {"if": {"properties": {"provider": {"enum": list(EAB_REQUIRED)}}},
+                   "then": {"required": ["eab_kid", "eab_hmac_key"]}}]})
     name: str = Field(min_length=1, max_length=64)
     provider: Literal[PROVIDERS]                                                                # type: ignore[valid-type]
     environment: Literal[ENVIRONMENTS] = "production"                                           # type: ignore[valid-type]
     email: str | None = Field(default=None, max_length=254, pattern="@")
-    directory_url: str | None = Field(default=None, max_length=2048)
-    eab_kid: str | None = Field(default=None, max_length=512)
-    eab_hmac_key: str | None = Field(default=None, max_length=512)
+    directory_url: str = Field(default=None, max_length=2048, pattern=r"^https?://\S+$",
+                               description="provider custom only: the RFC 8555 directory")       # type: ignore[assignment]
+    eab_kid: str = Field(default=None, min_length=1, max_length=512)                          # type: ignore[assignment]
+    eab_hmac_key: str = Field(default=None, min_length=1, max_length=512)                     # type: ignore[assignment]
+
+    @model_validator(mode="after")
+    def _together(self) -> "AccountBody":
+        given = self.model_fields_set
+        if ("eab_kid" in given) != ("eab_hmac_key" in given):
+            raise ValueError("eab_kid and eab_hmac_key go together")
+        if self.provider == "custom" and "directory_url" not in given:
+            raise ValueError("provider custom needs directory_url")
+        if self.provider in EAB_REQUIRED and "eab_kid" not in given:
+            raise ValueError(f"{self.provider} requires external account binding (eab_kid, eab_hmac_key)")
+        return self
 
 
 class OrderBody(BaseModel):

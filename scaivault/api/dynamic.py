@@ -31,6 +31,9 @@ Duration = Annotated[str, Field(pattern=YEAR_DURATION_RE)] | Annotated[StrictInt
 
 Statement = Annotated[str, Field(min_length=1, max_length=MAX_STATEMENT_CHARS, pattern=r"\S")]
 Statements = Annotated[list[Statement], Field(max_length=MAX_STATEMENTS)]
+# engine and role names as the service checks them (check_role_name, ENGINE_NAME_RE)
+DYNAMIC_PATH = {"name": {"type": "string", "pattern": ENGINE_NAME_RE.pattern},
+                "role": {"type": "string", "pattern": ROLE_NAME_RE.pattern}}
 _DYNAMIC_CODES = {"name": "invalid_config", "type": "invalid_config", "config": "invalid_config",
                   "default_ttl": "invalid_duration", "max_ttl": "invalid_duration"}
 _ROLE_CODES = {"name": "invalid_role", "creation_statements": "invalid_role", "revocation_statements": "invalid_role",
@@ -146,7 +149,7 @@ def _actor() -> str:
 
 # ------------------------------------------------------------------ engines
 @bp.post("/v1/dynamic/engines")
-@endpoint("dynamic:admin", scope="dynamic:manage", body=EngineCreate, status=201,
+@endpoint("dynamic:admin", path=DYNAMIC_PATH, scope="dynamic:manage", body=EngineCreate, status=201,
           summary="Create an engine: reads the root credentials secret (caller needs read) and tests the connection",
           authorize=permission("write", each=True))
 def create_engine():
@@ -161,7 +164,7 @@ def create_engine():
 
 
 @bp.get("/v1/dynamic/engines")
-@endpoint("dynamic:admin", scope="dynamic:read", summary="List the engines the caller may list", query={"limit": "page size, 1..1000 (default 100)", "cursor": "from the previous page"},
+@endpoint("dynamic:admin", path=DYNAMIC_PATH, scope="dynamic:read", summary="List the engines the caller may list", query={"limit": "page size, 1..1000 (default 100)", "cursor": "from the previous page"},
           authorize=permission("list", each=True))
 def list_engines():
     engines = runtime().dynamic.list_engines(g.tenant.tenant_id, lambda name: grants(f"dynamic/{name}", "list").allowed)
@@ -170,7 +173,7 @@ def list_engines():
 
 
 @bp.get("/v1/dynamic/engines/<name>")
-@endpoint("dynamic:admin", scope="dynamic:read", summary="Read an engine (never its root credentials)",
+@endpoint("dynamic:admin", path=DYNAMIC_PATH, scope="dynamic:read", summary="Read an engine (never its root credentials)",
           authorize=permission("read", each=True))
 def get_engine(name: str):
     require_grant(f"dynamic/{name}", "read")
@@ -178,7 +181,7 @@ def get_engine(name: str):
 
 
 @bp.patch("/v1/dynamic/engines/<name>")
-@endpoint("dynamic:admin", scope="dynamic:manage", body=EngineBody,
+@endpoint("dynamic:admin", path=DYNAMIC_PATH, scope="dynamic:manage", body=EngineBody,
           summary="Update an engine; a changed connection is tested again",
           authorize=permission("write", each=True))
 def update_engine(name: str):
@@ -188,7 +191,7 @@ def update_engine(name: str):
 
 
 @bp.delete("/v1/dynamic/engines/<name>")
-@endpoint("dynamic:admin", scope="dynamic:manage", query={"force": "true: revoke the live leases first"},
+@endpoint("dynamic:admin", path=DYNAMIC_PATH, scope="dynamic:manage", query={"force": "true: revoke the live leases first"},
           summary="Delete an engine (409 while leases are live unless ?force=true)",
           authorize=permission("delete", each=True))
 def delete_engine(name: str):
@@ -198,7 +201,7 @@ def delete_engine(name: str):
 
 
 @bp.get("/v1/dynamic/engines/<name>/health")
-@endpoint("dynamic:admin", scope="dynamic:read", summary="Test the engine's connection; lease counts and failed revocations",
+@endpoint("dynamic:admin", path=DYNAMIC_PATH, scope="dynamic:read", summary="Test the engine's connection; lease counts and failed revocations",
           authorize=permission("read", each=True))
 def engine_health(name: str):
     require_grant(f"dynamic/{name}", "read")
@@ -206,7 +209,7 @@ def engine_health(name: str):
 
 
 @bp.post("/v1/dynamic/engines/<name>/rotate-root")
-@endpoint("dynamic:admin", scope="dynamic:manage",
+@endpoint("dynamic:admin", path=DYNAMIC_PATH, scope="dynamic:manage",
           summary="Set a new root password in the database and store it as the next version of the root secret",
           authorize=permission("rotate", each=True))
 def rotate_root(name: str):
@@ -217,7 +220,7 @@ def rotate_root(name: str):
 
 # ------------------------------------------------------------------ roles
 @bp.get("/v1/dynamic/engines/<name>/roles")
-@endpoint("dynamic:admin", scope="dynamic:read", summary="List the roles of an engine the caller may list", query={"limit": "page size, 1..1000 (default 100)", "cursor": "from the previous page"},
+@endpoint("dynamic:admin", path=DYNAMIC_PATH, scope="dynamic:read", summary="List the roles of an engine the caller may list", query={"limit": "page size, 1..1000 (default 100)", "cursor": "from the previous page"},
           authorize=permission("list", each=True))
 def list_roles(name: str):
     roles = runtime().dynamic.list_roles(g.tenant.tenant_id, name,
@@ -227,7 +230,7 @@ def list_roles(name: str):
 
 
 @bp.post("/v1/dynamic/engines/<name>/roles")
-@endpoint("dynamic:admin", scope="dynamic:manage", body=RoleCreate, status=201, summary="Create or replace a role (name in the body)",
+@endpoint("dynamic:admin", path=DYNAMIC_PATH, scope="dynamic:manage", body=RoleCreate, status=201, summary="Create or replace a role (name in the body)",
           authorize=permission("write", each=True))
 def create_role(name: str):
     body = _body()
@@ -238,7 +241,7 @@ def create_role(name: str):
 
 
 @bp.put("/v1/dynamic/engines/<name>/roles/<role>")
-@endpoint("dynamic:admin", scope="dynamic:manage", body=RoleBody, status=201, summary="Create (201) or replace (200) a role",
+@endpoint("dynamic:admin", path=DYNAMIC_PATH, scope="dynamic:manage", body=RoleBody, status=201, summary="Create (201) or replace (200) a role",
           authorize=permission("write", each=True))
 def put_role(name: str, role: str):
     return _put_role(name, role, _body())
@@ -251,7 +254,7 @@ def _put_role(name: str, role: str, body: dict):
 
 
 @bp.get("/v1/dynamic/engines/<name>/roles/<role>")
-@endpoint("dynamic:admin", scope="dynamic:read", summary="Read a role",
+@endpoint("dynamic:admin", path=DYNAMIC_PATH, scope="dynamic:read", summary="Read a role",
           authorize=permission("read", each=True))
 def get_role(name: str, role: str):
     require_grant(f"dynamic/{name}/{role}", "read")
@@ -259,7 +262,7 @@ def get_role(name: str, role: str):
 
 
 @bp.delete("/v1/dynamic/engines/<name>/roles/<role>")
-@endpoint("dynamic:admin", scope="dynamic:manage", summary="Delete a role (409 while it has live leases)",
+@endpoint("dynamic:admin", path=DYNAMIC_PATH, scope="dynamic:manage", summary="Delete a role (409 while it has live leases)",
           authorize=permission("delete", each=True))
 def delete_role(name: str, role: str):
     require_grant(f"dynamic/{name}/{role}", "delete")
@@ -268,7 +271,7 @@ def delete_role(name: str, role: str):
 
 # ------------------------------------------------------------------ credentials
 @bp.post("/v1/dynamic/engines/<name>/creds/<role>")
-@endpoint("dynamic:generate", scope="dynamic:read", response=CredsView,
+@endpoint("dynamic:generate", path=DYNAMIC_PATH, scope="dynamic:read", response=CredsView,
           summary="Generate a credential: a new database user under a lease",
           authorize=permission("read", each=True))
 def generate_creds(name: str, role: str):

@@ -211,6 +211,9 @@ def build_document(app: Flask) -> dict:
             continue   # the API document: not the admin UI's pages
         view = app.view_functions[rule.endpoint]
         path, path_params = _openapi_path(rule.rule)
+        for param in path_params:
+            if param["name"] in (_view_attr(view, "path_schemas") or {}):
+                param["schema"] = dict(view.path_schemas[param["name"]])
         path_params = [p for p in path_params if p["name"] not in (rule.defaults or {})]
         for method in sorted((rule.methods or set()) - _IGNORED_METHODS):
             operations.append((path, method.lower(), rule, view, path_params))

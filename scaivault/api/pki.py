@@ -11,7 +11,7 @@ from __future__ import annotations
 from flask import Blueprint, Response, g, jsonify, request
 from typing import Annotated, ClassVar, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from .. import pagination
 from ..config import parse_duration
@@ -51,7 +51,13 @@ CaTtl = Annotated[str, Field(pattern=r"^(([4-9][0-9]{3}|3[6-9][0-9]{2}|[1-9][0-9
 
 
 class CaBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # rsa keys are 2048 or 4096 bits, ec keys 256 or 384 (key_bits is an alias of key_size)
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"allOf": [
+        {"if": {"properties": {"key_type": {"const": "ec"}}, "required": ["key_type"]},
+         "then": {"properties": {"key_size": {"enum": [256, 384, None]}, "key_bits": {"enum": [256, 384, None]}}},
+         "else": {"properties": {"key_size": {"enum": [2048, 4096, None]}, "key_bits": {"enum": [2048, 4096, None]}}}},
+        {"if": {"properties": {"ca_type": {"const": "root"}}, "required": ["ca_type"]},
+         "then": {"properties": {"parent_ca_id": {"type": "null"}}}}]})
     field_codes: ClassVar[dict[str, str]] = {"ttl": "invalid_duration"}
     name: CaName
     common_name: str = Field(min_length=1, max_length=64)
@@ -63,6 +69,16 @@ class CaBody(BaseModel):
     key_bits: KeySize | None = Field(default=None, description="alias of key_size")
     ttl: CaTtl | None = Field(default=None, description="lifetime, e.g. 87600h; else validity_days")
     validity_days: int | None = Field(default=None, ge=1, le=36500)
+
+    @model_validator(mode="after")
+    def _key_shape(self) -> "CaBody":
+        allowed = (256, 384) if self.key_type == "ec" else (2048, 4096)
+        for name in ("key_size", "key_bits"):
+            if getattr(self, name) is not None and getattr(self, name) not in allowed:
+                raise ValueError(f"{name}: {self.key_type} keys are {' or '.join(map(str, allowed))} bits")
+        if self.ca_type == "root" and self.parent_ca_id is not None:
+            raise ValueError("a root has no parent_ca_id")
+        return self
 
 
 class CaImportBody(BaseModel):
@@ -106,6 +122,7 @@ class RoleBody(BaseModel):
 
 class RoleCreate(RoleBody):
     name: str = Field(pattern=PKI_NAME_RE.pattern)
+    ca_id: str = Field(min_length=1, max_length=64, description="the CA that signs for this role")
 
 
 class IssueBody(BaseModel):
