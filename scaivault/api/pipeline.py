@@ -122,7 +122,7 @@ def validation_failure(model: type[BaseModel], exc: ValidationError) -> ScaiVaul
     field_codes = getattr(model, "field_codes", {})     # e.g. {"rules": "invalid_policy"}: the documented code
     for err in errors:
         missing_top = err["type"] == "missing" and len(err["loc"]) == 1
-        if (err["loc"] and err["loc"][0] in field_codes and err["type"] != "extra_forbidden"
+        if (err["loc"] and err["loc"][0] in field_codes   # also a member the model leaves out (a PATCH's `name`)
                 and (err["type"] != "missing" or (missing_top and getattr(model, "codes_for_missing", False)))):
             field = _loc(err["loc"], getattr(model, "loc_tags", None))
             return ScaiVaultError(field_codes[err["loc"][0]], f"{field}: {err['msg']}", details={"field": field})
