@@ -172,3 +172,9 @@ def test_strings_keys_and_free_form_values_are_declared_nul_free(doc):
     # a member that may be left out but not sent as null carries no `default: null`
     assert "default" not in schemas["WebhookPatch"]["properties"]["name"]
     assert schemas["WebhookPatch"]["minProperties"] == 1
+
+
+def test_plugin_names_are_the_installed_ones(doc):
+    schemas = doc["components"]["schemas"]
+    assert "rfc2136" in schemas["DnsProviderBody"]["properties"]["provider_type"]["enum"]
+    assert "postgresql" in schemas["EngineCreateConfig"]["properties"]["plugin"]["enum"]

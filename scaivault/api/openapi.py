@@ -70,6 +70,24 @@ _ANNOTATIONS = {"description", "title", "examples"}
 STRICT_WEBHOOK_URL_RE = r"^https://([a-z0-9-]+\.)+[a-z][a-z0-9-]*[a-z](:[1-9][0-9]{0,3})?(/[^\s]*)?$"
 
 
+def _installed(components: dict, rt: Any) -> dict:
+    from ..dynamic import installed_plugins
+    from ..plugins import registrations
+
+    try:
+        dns = sorted(registrations("scaivault_dns_providers", getattr(rt, "plugins", None)))
+        databases = installed_plugins(rt)
+    except Exception:          # a plugin that fails to load: the document keeps the open form
+        return components
+    for model, member, names in (("DnsProviderBody", "provider_type", dns), ("EngineCreateConfig", "plugin", databases),
+                                 ("EngineConfig", "plugin", databases)):
+        props = components.get(model, {}).get("properties", {})
+        if member in props and names:
+            props[member] = {**{k: v for k, v in props[member].items() if k in ("description", "title")},
+                             "type": "string", "enum": list(names)}
+    return components
+
+
 def _replace_pattern(schema: Any, old: str, new: str) -> Any:
     if isinstance(schema, list):
         return [_replace_pattern(s, old, new) for s in schema]
@@ -232,7 +250,10 @@ def build_document(app: Flask) -> dict:
         for name, schema in defs.get("$defs", {}).items():
             components[name] = storable_model(by_name[name], schema) if name in by_name else storable(schema)
     components["JsonValue"] = JSON_VALUE
-    settings = getattr(app.extensions.get("scaivault"), "settings", None)
+    rt = app.extensions.get("scaivault")
+    if rt is not None:      # names the deployment has plugins for (the services refuse others)
+        components = _installed(components, rt)
+    settings = getattr(rt, "settings", None)
     if settings is not None and not settings.webhook_allow_http:
         # this deployment takes https only, and refuses loopback, private and IP-literal-looking hosts: the
         # document names a form the server accepts (a DNS name with a dot; its addresses are checked at delivery)
