@@ -81,7 +81,7 @@ class DnsProviderBody(BaseModel):
 
 # ------------------------------------------------------------------ accounts
 @bp.post("/v1/pki/acme/accounts")
-@endpoint("pki:admin", scope="pki:admin", body=AccountBody, status=201,
+@endpoint("pki:admin", scope="pki:admin", body=AccountBody, status=201, errors=(502,),
           summary="Register an ACME account (the key is generated, sealed, never returned)",
           authorize=permission("write", each=True))
 def register_account():

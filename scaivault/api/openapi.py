@@ -235,7 +235,7 @@ def build_document(app: Flask) -> dict:
         path_params = [p for p in path_params if p["name"] not in (rule.defaults or {})]
         for method in sorted((rule.methods or set()) - _IGNORED_METHODS):
             operations.append((path, method.lower(), rule, view, path_params))
-            for attr in ("body_model", "response_model", "body_doc"):
+            for attr in ("body_model", "response_model", "body_doc", "form_doc"):
                 model = _view_attr(view, attr)
                 if model is not None:
                     models[model] = None
@@ -288,6 +288,8 @@ def build_document(app: Flask) -> dict:
         if body is not None:
             op["requestBody"] = {"required": True, "content": {
                 media: {"schema": refs[body]} for media in _view_attr(view, "consumes", ("application/json",))}}
+            if _view_attr(view, "form_doc") is not None:
+                op["requestBody"]["content"]["application/x-www-form-urlencoded"] = {"schema": refs[view.form_doc]}
         success: dict[str, Any] = {"description": "success"}
         produces = _view_attr(view, "produces", ("application/json",))
         success["content"] = {}
@@ -320,6 +322,7 @@ def build_document(app: Flask) -> dict:
             error_statuses += ["429"]
         if rule.endpoint.startswith("secrets.") and method == "get":
             error_statuses += ["410"]
+        error_statuses += [str(code) for code in _view_attr(view, "extra_errors", ())]
         for code in sorted(set(error_statuses)):
             op["responses"][code] = {"$ref": f"#/components/responses/E{code}"}
         if authenticated:

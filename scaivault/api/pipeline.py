@@ -30,7 +30,8 @@ def endpoint(category: str | None, *, scope: str | None = None, authenticated: b
              authorize: Authorization | None = None, produces: tuple[str, ...] = ("application/json",),
              response_headers: dict[str, str] | None = None, body_doc: type[BaseModel] | None = None,
              consumes: tuple[str, ...] = ("application/json",),
-             request_headers: dict[str, str] | None = None, path: dict[str, dict] | None = None) -> Callable:
+             request_headers: dict[str, str] | None = None, path: dict[str, dict] | None = None,
+             form_doc: type[BaseModel] | None = None, errors: tuple[int, ...] = ()) -> Callable:
     """Wrap a view in the pipeline. `category=None` only for unmetered probes (health, metrics).
 
     `body`: a pydantic model; the JSON body is validated into `g.body` before the view runs
@@ -43,7 +44,8 @@ def endpoint(category: str | None, *, scope: str | None = None, authenticated: b
     `produces`: the success content types (OpenAPI); `response_headers`: {name: description} of the success answer.
     `body_doc`: the model of a body the view parses itself (documented, required), in the media types `consumes`;
     `request_headers`: {name: description} of required request headers (documented);
-    `path`: {name: JSON schema} of this route's path parameters where the name alone does not tell (params.py).
+    `path`: {name: JSON schema} of this route's path parameters where the name alone does not tell (params.py);
+    `form_doc`: the model of the same body sent form-encoded (strings only); `errors`: statuses beyond the usual.
     """
     if category is not None and category not in ratelimit.CATEGORIES:
         raise ValueError(f"unknown rate-limit category {category!r}")
@@ -91,6 +93,8 @@ def endpoint(category: str | None, *, scope: str | None = None, authenticated: b
         wrapper.consumes = consumes                # type: ignore[attr-defined]
         wrapper.request_headers = dict(request_headers or {})  # type: ignore[attr-defined]
         wrapper.path_schemas = dict(path or {})    # type: ignore[attr-defined]
+        wrapper.form_doc = form_doc                # type: ignore[attr-defined]
+        wrapper.extra_errors = tuple(errors)       # type: ignore[attr-defined]
         wrapper.summary = summary or (view.__doc__ or "").strip().split("\n")[0]  # type: ignore[attr-defined]
         return wrapper
 

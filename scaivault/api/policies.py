@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 from typing import Annotated, Any, ClassVar, Literal
+from zoneinfo import available_timezones
 
 from flask import Blueprint, g, jsonify, request
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ..errors import ScaiVaultError
 from ..inputs import UtcTimestamp
@@ -24,6 +25,7 @@ from ..services.policies import PolicyOwner, PolicyService
 from .auditing import entry_for_request, record_read
 from .http import bool_arg, runtime
 from .params import SECRET_PATH_RE, Duration
+from ..policy.rules import DAYS
 from .authorization import admin, identity_only
 from .pipeline import endpoint
 
@@ -35,14 +37,38 @@ SYS_POLICIES = "sys/policies"     # a policy granting read/write/delete here del
 # declared in the document (issue 16), enforced by the policy service with its own codes (invalid_policy, invalid_glob)
 GLOB_PATTERN = r"^(\*\*|[a-z0-9_?*-]+)(/(\*\*|[a-z0-9_?*-]+)){0,9}$"
 NAME_SCHEMA = {"minLength": 1, "maxLength": 128, "pattern": r"\S"}
-class RuleConditions(BaseModel):
-    """A rule's conditions (scaivault.policy.rules.Conditions decides the values: CIDRs, durations, windows)."""
+_V4 = r"((25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])\.){3}(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])"
+_H = "[0-9a-fA-F]{1,4}"
+_V6 = (f"(({_H}:){{7}}{_H}|({_H}:){{1,7}}:|({_H}:){{1,6}}:{_H}|({_H}:){{1,5}}(:{_H}){{1,2}}|({_H}:){{1,4}}(:{_H}){{1,3}}"
+       f"|({_H}:){{1,3}}(:{_H}){{1,4}}|({_H}:){{1,2}}(:{_H}){{1,5}}|{_H}:(:{_H}){{1,6}}|:((:{_H}){{1,7}}|:))")
+CIDR_RE = rf"^({_V4}(/([0-9]|[12][0-9]|3[0-2]))?|{_V6}(/([0-9]|[1-9][0-9]|1[01][0-9]|12[0-8]))?)$"
+_TIME = r"([01][0-9]|2[0-3]):[0-5][0-9]"
+
+
+class TimeWindow(BaseModel):
+    """When a rule applies: these days, from `start` to `end` (HH:MM, end may be 24:00) in `timezone`."""
     model_config = ConfigDict(extra="forbid")
-    ip_ranges: list[Annotated[str, Field(min_length=1, max_length=64)]] = Field(default=None, min_length=1)  # type: ignore[assignment]
+    days: list[Literal[DAYS]] = Field(default=None, min_length=1)                              # type: ignore[valid-type,assignment]
+    start: str = Field(default=None, pattern=f"^{_TIME}$", description="default 00:00")        # type: ignore[assignment]
+    end: str = Field(default=None, pattern=f"^({_TIME}|24:00)$", description="default 24:00")  # type: ignore[assignment]
+    timezone: Literal[tuple(sorted(available_timezones()))] = Field(default=None, description="an IANA zone, default UTC")  # type: ignore[valid-type,assignment]
+
+    @model_validator(mode="after")
+    def _differ(self) -> "TimeWindow":
+        if (self.start or "00:00") == (self.end or "24:00").replace("24:00", "00:00"):
+            raise ValueError("start and end must differ")
+        return self
+
+
+class RuleConditions(BaseModel):
+    """A rule's conditions, as scaivault.policy.rules.Conditions decides them."""
+    model_config = ConfigDict(extra="forbid")
+    ip_ranges: list[Annotated[str, Field(pattern=CIDR_RE, description="IPv4 or IPv6 CIDR")]] = Field(
+        default=None, min_length=1)                                                              # type: ignore[assignment]
     require_mfa: bool = None                                                                     # type: ignore[assignment]
     mfa_max_age: Duration = None                                                                 # type: ignore[assignment]
-    time_window: dict[str, Any] | list[dict[str, Any]] = Field(
-        default=None, description="{days, start, end, timezone} or a list of them")              # type: ignore[assignment]
+    time_window: TimeWindow | list[TimeWindow] = Field(
+        default=None, description="{days, start, end, timezone} or a non-empty list of them")    # type: ignore[assignment]
 
 
 class RuleBody(BaseModel):

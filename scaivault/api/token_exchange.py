@@ -36,6 +36,17 @@ class ExchangeBody(BaseModel):
     tenant_id: str | None = Field(default=None, max_length=64, description="the rule's tenant (optional)")
 
 
+class ExchangeForm(BaseModel):
+    """The RFC 8693 form: the same members as strings (`scope` space-separated)."""
+    field_codes: ClassVar[dict[str, str]] = {"grant_type": "invalid_request", "subject_token_type": "invalid_request"}
+    grant_type: Literal["urn:ietf:params:oauth:grant-type:token-exchange"] = None             # type: ignore[assignment]
+    subject_token: str = Field(min_length=1, max_length=16384)
+    subject_token_type: Literal[SUBJECT_TOKEN_TYPES]                                            # type: ignore[valid-type]
+    scope: str = Field(default=None, max_length=4096)                                          # type: ignore[assignment]
+    rule: str = Field(default=None, max_length=64)                                             # type: ignore[assignment]
+    tenant_id: str = Field(default=None, max_length=64)                                        # type: ignore[assignment]
+
+
 class ExchangeResponse(BaseModel):
     access_token: str
     token_type: str
@@ -86,19 +97,20 @@ class TrustRuleCreate(TrustRuleBody):
 
 
 def _exchange_body() -> ExchangeBody:
-    if request.mimetype == "application/x-www-form-urlencoded":
-        raw: dict[str, Any] = request.form.to_dict()
-    else:
-        raw = json_body()
+    model: type[BaseModel] = ExchangeBody
     try:
-        return ExchangeBody.model_validate(raw)
+        if request.mimetype == "application/x-www-form-urlencoded":
+            model = ExchangeForm
+            form = ExchangeForm.model_validate(request.form.to_dict())
+            return ExchangeBody.model_validate(form.model_dump(exclude_unset=True))
+        return ExchangeBody.model_validate(json_body())
     except ValidationError as exc:
-        raise validation_failure(ExchangeBody, exc) from None
+        raise validation_failure(model, exc) from None
 
 
 @bp.post("/v1/auth/exchange")
 @endpoint("auth", authenticated=False, tenant=False, response=ExchangeResponse, body_doc=ExchangeBody,
-          consumes=("application/json", "application/x-www-form-urlencoded"),
+          form_doc=ExchangeForm,
           summary="Exchange a foreign workload JWT (GitHub Actions, Kubernetes) for a short-lived ScaiVault token")
 def exchange():
     body = _exchange_body()
