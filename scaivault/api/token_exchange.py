@@ -8,12 +8,12 @@ from __future__ import annotations
 from typing import Annotated, Any, ClassVar, Literal
 
 from flask import Blueprint, g, jsonify, request
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
 
 from .. import pagination
 from ..auth.exchange import SUBJECT_TOKEN_TYPES
 from ..auth.scopes import ALL_SCOPES
-from ..errors import ScaiVaultError, ValidationFailed
+from ..errors import ScaiVaultError
 from ..services.trust_rules import CLAIM_RE, FORBIDDEN_SCOPES, IDENTITY_RE, MAX_CONDITIONS, TTL_BOUNDS
 from ..services.trust_rules import NAME_RE as TRUST_NAME_RE
 from .auditing import entry_for_request
@@ -110,7 +110,7 @@ def _exchange_body() -> ExchangeBody:
 
 @bp.post("/v1/auth/exchange")
 @endpoint("auth", authenticated=False, tenant=False, response=ExchangeResponse, body_doc=ExchangeBody,
-          form_doc=ExchangeForm,
+          form_doc=ExchangeForm, errors=(401,),
           summary="Exchange a foreign workload JWT (GitHub Actions, Kubernetes) for a short-lived ScaiVault token")
 def exchange():
     body = _exchange_body()

@@ -4,7 +4,7 @@ Every endpoint needs the `admin` scope and an admin role over the tenant (`autho
 """
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from flask import Blueprint, g, jsonify, request
 from pydantic import BaseModel, ConfigDict, Field, model_validator
