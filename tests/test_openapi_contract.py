@@ -46,13 +46,16 @@ def served(base_env, databases, tmp_path_factory):
         yield instance
 
 
-def _run(served, token: str, label: str, tmp_path, examples: str, only: str | None) -> subprocess.CompletedProcess:
+def _run(served, token: str, label: str, tmp_path, examples: str, only: str | None,
+         phases: str | None) -> subprocess.CompletedProcess:
     cmd = _st() + ["--config-file", CONFIG, "run", f"{served.url}/v1/openapi.json", "--url", served.url,
                    "--checks", "all", "--seed", SEED, "--max-examples", MAX_EXAMPLES or examples, "--workers", "1",
                    "--header", f"Authorization: Bearer {token}", "--max-response-time", "10",
                    "--report-junit-path", str(tmp_path / f"{label}.xml")]
-    if only:   # a subset: the links it would follow lead out of it, so no stateful phase
-        cmd += ["--include-path-regex", only, "--phases", "examples,coverage,fuzzing"]
+    if only:
+        cmd += ["--include-path-regex", only]
+    if phases:
+        cmd += ["--phases", phases]
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = {**os.environ, "SCHEMATHESIS_HOOKS": "tests.schemathesis_hooks",
            "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
@@ -61,18 +64,22 @@ def _run(served, token: str, label: str, tmp_path, examples: str, only: str | No
 
 
 SECRET_ROUTES = r"^/v1/(partner/)?secrets"
-RUNS = [  # (who, max examples, only these paths)
-    pytest.param("admin", "2", None, id="admin"),
-    pytest.param("path_limited", "2", SECRET_ROUTES, id="path_limited-secrets"),
-    pytest.param("admin", "25", None, id="admin-long", marks=pytest.mark.drill_long),
-    pytest.param("path_limited", "25", None, id="path_limited-long", marks=pytest.mark.drill_long),
+RUNS = [  # (who, max examples, only these paths, phases)
+    # bounded: every operation fuzzed and chained by links; the coverage phase (boundary values of every
+    # parameter, the costly one) over the secret routes, where a path-limited token decides (no stateful
+    # phase there: the links lead out of the subset)
+    pytest.param("admin", "2", None, "examples,fuzzing,stateful", id="admin"),
+    pytest.param("path_limited", "2", SECRET_ROUTES, "examples,coverage,fuzzing", id="path_limited-secrets"),
+    # every phase over every operation, both tokens
+    pytest.param("admin", "25", None, None, id="admin-long", marks=pytest.mark.drill_long),
+    pytest.param("path_limited", "25", None, None, id="path_limited-long", marks=pytest.mark.drill_long),
 ]
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(1800)
-@pytest.mark.parametrize("who,examples,only", RUNS)
-def test_schemathesis_finds_nothing(served, scaikey, who, examples, only, tmp_path):
+@pytest.mark.parametrize("who,examples,only,phases", RUNS)
+def test_schemathesis_finds_nothing(served, scaikey, who, examples, only, phases, tmp_path):
     tenant = "tnt_st_" + who
     admin_token = scaikey.mint(sub="usr_st_admin", email="st-admin@example.com", tenant_id=tenant,
                                partner_id="ptn_st", scopes=FUZZ_SCOPES, role="tenant_admin")
@@ -88,6 +95,6 @@ def test_schemathesis_finds_nothing(served, scaikey, who, examples, only, tmp_pa
         assert bound.status_code == 201, bound.text
         token = scaikey.mint(sub="usr_st_app", email="st-app@example.com", tenant_id=tenant, partner_id="ptn_st",
                              scopes=FUZZ_SCOPES)
-    result = _run(served, token, who, tmp_path, examples, only)
+    result = _run(served, token, who, tmp_path, examples, only, phases)
     sys.stdout.write(result.stdout[-20000:])
     assert result.returncode == 0, result.stdout[-8000:] + result.stderr[-2000:]
