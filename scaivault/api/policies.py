@@ -24,7 +24,7 @@ from ..policy.rules import RequestContext
 from ..services.policies import PolicyOwner, PolicyService
 from .auditing import entry_for_request, record_read
 from .http import bool_arg, runtime
-from .params import SECRET_PATH_RE, Duration
+from .params import SECRET_PATH_RE, Duration, PatchBody
 from ..policy.rules import DAYS
 from .authorization import admin, identity_only
 from .pipeline import endpoint
@@ -97,8 +97,7 @@ class PolicyBody(BaseModel):
     is_active: bool = Field(default=None, description="default true; never null")   # type: ignore[assignment]
 
 
-class PolicyPatchBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class PolicyPatchBody(PatchBody):
     # omitted members stay as they are; none of these may be null (description: null clears it)
     field_codes: ClassVar[dict[str, str]] = PolicyBody.field_codes
     name: str = Field(default=None, min_length=1, max_length=128, pattern=r"\S")            # type: ignore[assignment]
