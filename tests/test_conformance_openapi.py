@@ -169,6 +169,10 @@ def test_strings_keys_and_free_form_values_are_declared_nul_free(doc):
     assert metadata["propertyNames"] == {"pattern": "^[^\\u0000]*$"}
     assert schemas["SecretWriteBody"]["properties"]["data"].get("propertyNames") is None    # sealed: NUL allowed
     assert "JsonValue" in schemas
+    patch = schemas["MetadataPatchBody"]["properties"]["metadata"]                           # dict[str, Any]
+    assert patch["additionalProperties"] == {"$ref": "#/components/schemas/JsonValue"}
+    account = schemas["AccountBody"]["properties"]["directory_url"]                           # anchored, but `\S`
+    assert {"pattern": "^[^\\u0000]*$"} in account["allOf"]
     # a member that may be left out but not sent as null carries no `default: null`
     assert "default" not in schemas["WebhookPatch"]["properties"]["name"]
     assert schemas["WebhookPatch"]["minProperties"] == 1

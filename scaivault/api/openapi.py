@@ -118,8 +118,12 @@ def storable(schema: Any) -> Any:
     kind = out.get("type")
     if kind == "string" and not ({"pattern", "enum", "const", "format"} & set(out)):
         out["pattern"] = _NO_NUL
-    elif kind == "string" and "pattern" in out and not (out["pattern"].startswith("^") and out["pattern"].endswith("$")):
-        out["allOf"] = [*out.get("allOf", []), {"pattern": _NO_NUL}]     # a partial pattern (`\S`) lets NUL by
+    elif kind == "string" and "pattern" in out and out["pattern"] != _NO_NUL:
+        out["allOf"] = [*out.get("allOf", []), {"pattern": _NO_NUL}]     # a pattern (`\S`, `.`) may let NUL by
+    if kind == "object" and out.get("additionalProperties") is True:
+        out["additionalProperties"] = {"$ref": "#/components/schemas/JsonValue"}   # `dict[str, Any]`
+    if kind == "array" and "items" not in out and "prefixItems" not in out:
+        out["items"] = {"$ref": "#/components/schemas/JsonValue"}
     if kind == "object" and "propertyNames" not in out and out.get("additionalProperties") is not False:
         out["propertyNames"] = {"pattern": _NO_NUL}
     if "default" in out and out["default"] is None and not _nullable(out):
