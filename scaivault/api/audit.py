@@ -223,8 +223,8 @@ class ExportBody(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
     loc_tags: ClassVar[frozenset[str]] = frozenset({"storage", "s3", "gcs", "azure_blob"})
 
-    from_: str | None = Field(default=None, alias="from")
-    to: str | None = None
+    from_: Timestamp | None = Field(default=None, alias="from")
+    to: Timestamp | None = None
     format: Literal["jsonl", "csv"] = "jsonl"
     filters: ExportFilters = Field(default_factory=lambda: ExportFilters())
     destination: ExportDestination = Field(default_factory=StorageDestination)
