@@ -21,7 +21,7 @@ from ..policy.engine import compile_policies
 from ..policy.paths import validate_path
 from ..policy.rules import MAX_RULES, PERMISSIONS
 from ..policy.rules import RequestContext
-from ..services.policies import PolicyOwner, PolicyService
+from ..services.policies import IDENTITY_PREFIXES, PolicyOwner, PolicyService
 from .auditing import entry_for_request, record_read
 from .http import bool_arg, runtime
 from .params import SECRET_PATH_RE, Duration, PatchBody
@@ -107,7 +107,11 @@ class PolicyPatchBody(PatchBody):
 
 
 class BindingBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # identity_id's prefix matches identity_type (the service refuses a mismatch with 400 invalid_policy)
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"allOf": [
+        {"if": {"properties": {"identity_type": {"const": kind}}, "required": ["identity_type"]},
+         "then": {"properties": {"identity_id": {"pattern": f"^{prefix}"}}}}
+        for kind, prefix in IDENTITY_PREFIXES.items()]})
     identity_type: str = Field(description="user, service_account, group or dynamic_engine",
                                json_schema_extra={"enum": ["user", "service_account", "group", "dynamic_engine"]})
     identity_id: str = Field(description="user:<email>, sa:<name>, group:<name> or dynamic:<engine> (matching identity_type)",
