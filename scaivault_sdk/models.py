@@ -410,6 +410,14 @@ class DataPage(Model):
     has_more: bool = False
 
 
+class SecretPolicyPage(Model):
+    """A page of `GET /v1/secret-policies` (`secret_policies`, `cursor`, `has_more`)."""
+
+    secret_policies: list[dict[str, Any]]
+    cursor: str | None = None
+    has_more: bool = False
+
+
 class Webhook(Model):
     id: str
     name: str

@@ -523,9 +523,9 @@ class PkiAPI(Namespace):
 class RotationAPI(Namespace):
     """client.rotation: secret policies (value recipes) and rotation policies (schedules), rotate now."""
 
-    @paginated("data")
+    @paginated("secret_policies")
     def secret_policies(self, *, page_size: int | None = None):
-        return lambda cursor: Call("GET", "/v1/secret-policies", parser(m.DataPage),
+        return lambda cursor: Call("GET", "/v1/secret-policies", parser(m.SecretPolicyPage),
                                    params={"limit": page_size, "cursor": cursor})
 
     @operation

@@ -105,9 +105,80 @@ def test_body_constraints_the_server_enforces_are_declared(doc):
     ("PUT", "/v1/secrets/app/db:metadata", {"GET", "HEAD", "OPTIONS", "PATCH"}),
     ("DELETE", "/v1/secrets/app/db:versions", {"GET", "HEAD", "OPTIONS"}),
     ("PUT", "/v1/partner/secrets/app/db:restore", {"POST", "OPTIONS"}),
+    ("PUT", "/v1/secrets/batch/metadata", {"POST", "OPTIONS"}),     # batch routes: reserved, not secret paths
+    ("GET", "/v1/secrets/batch", {"POST", "OPTIONS"}),
 ])
 def test_an_undeclared_method_on_a_colon_route_is_405_with_its_allow(app, scaikey, method, url, allowed):
     admin = Callers(scaikey, app.test_client()).admin(new_tenant())
     resp = admin.call(method, url, json={"data": {}})
     assert resp.status_code == 405 and resp.get_json()["error"]["code"] == "method_not_allowed"
     assert set(resp.headers["Allow"].replace(" ", "").split(",")) == allowed
+
+
+@pytest.fixture
+def admin(app, scaikey):
+    from tests.lifecycle_support import LIFECYCLE_SCOPES
+
+    tenant = new_tenant()
+    return Callers(scaikey, app.test_client()).user(f"ops@{tenant}.example", tenant, role="tenant_admin",
+                                                    scopes=(*LIFECYCLE_SCOPES, "identity:read"))
+
+
+@pytest.mark.parametrize("url, code", [
+    ("/v1/secrets?limit=&limit=5", "invalid_request"),            # given twice
+    ("/v1/secrets?limit=", "invalid_request"),                    # empty is not an integer
+    ("/v1/secrets?include_deleted=0", "invalid_request"),         # the document says true|false
+    ("/v1/partner/secrets?include_partner=AAA", "invalid_request"),
+    ("/v1/secrets?expires_within=99999d", "invalid_duration"),
+    ("/v1/rotation/due?policy_id=" + "x" * 129, "invalid_request"),
+    ("/v1/webhooks/wh_x/deliveries?status=done", "invalid_request"),
+    ("/v1/identity/tenants?page=0", "validation_error"),
+])
+def test_query_parameters_are_checked_against_their_declared_schema(admin, doc, url, code):
+    resp = admin.get(url)
+    assert resp.status_code in (400, 422) and resp.get_json()["error"]["code"] == code, resp.get_json()
+
+
+def test_what_the_document_allows_the_server_accepts(admin):
+    assert admin.get("/v1/secrets?cursor=").status_code == 200                         # empty: the first page
+    assert admin.put("/v1/secrets/fl/a", json={"data": {"k": 1.0}}).status_code == 201
+    # a JSON Schema integer may be written 2.0; secret data keeps what was sent
+    resp = admin.put("/v1/secrets/fl/a", json={"data": {"k": 1.0}, "options": {"max_versions": 5.0}})
+    assert resp.status_code == 200, resp.get_json()
+    assert admin.get("/v1/secrets/fl/a").get_json()["data"] == {"k": 1.0}
+    destroy = admin.post("/v1/secrets/fl/a:destroy", json={"versions": [1.0]})
+    assert destroy.status_code in (200, 204), destroy.get_json()
+
+
+@pytest.mark.parametrize("url, body", [
+    ("/v1/webhooks/wh_x", {"name": None}),
+    ("/v1/rotation/policies/rot_x", {"interval": None}),
+    ("/v1/secret-policies/sp_x", {"is_active": None}),
+    ("/v1/webhooks/wh_x", {}),
+])
+def test_a_patch_member_is_omitted_not_null_and_an_empty_patch_is_refused(admin, doc, url, body):
+    resp = admin.patch(url, json=body)
+    assert resp.status_code == 422 and resp.get_json()["error"]["code"] == "validation_error", resp.get_json()
+
+
+def test_strings_keys_and_free_form_values_are_declared_nul_free(doc):
+    schemas = doc["components"]["schemas"]
+    assert schemas["WebhookBody"]["properties"]["name"]["pattern"] == "\\S"
+    assert schemas["WebhookBody"]["properties"]["name"]["allOf"] == [{"pattern": "^[^\\u0000]*$"}]
+    metadata = next(a for a in schemas["SecretWriteBody"]["properties"]["metadata"]["anyOf"] if a.get("type") == "object")
+    assert metadata["propertyNames"] == {"pattern": "^[^\\u0000]*$"}
+    assert schemas["SecretWriteBody"]["properties"]["data"].get("propertyNames") is None    # sealed: NUL allowed
+    assert "JsonValue" in schemas
+    patch = schemas["MetadataPatchBody"]["properties"]["metadata"]                           # dict[str, Any]
+    assert patch["additionalProperties"] == {"$ref": "#/components/schemas/JsonValue"}
+    account = schemas["AccountBody"]["properties"]["directory_url"]                           # anchored, but `\S`
+    assert {"pattern": "^[^\\u0000]*$"} in account["allOf"]
+    # a member that may be left out but not sent as null carries no `default: null`
+    assert "default" not in schemas["WebhookPatch"]["properties"]["name"]
+    assert schemas["WebhookPatch"]["minProperties"] == 1
+
+
+def test_plugin_names_are_the_installed_ones(doc):
+    schemas = doc["components"]["schemas"]
+    assert "rfc2136" in schemas["DnsProviderBody"]["properties"]["provider_type"]["enum"]
+    assert "postgresql" in schemas["EngineCreateConfig"]["properties"]["plugin"]["enum"]

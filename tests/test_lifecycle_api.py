@@ -60,7 +60,7 @@ def test_secret_policy_crud_and_generate_preview_stores_nothing(admin, db, tenan
     sp = resp.get_json()
     assert sp["id"].startswith("sp_") and sp["is_active"] is True
     listing = admin.get("/v1/secret-policies").get_json()
-    assert [p["id"] for p in listing["data"]] == [sp["id"]] and listing["has_more"] is False
+    assert [p["id"] for p in listing["secret_policies"]] == [sp["id"]] and listing["has_more"] is False
     gen = admin.post(f"/v1/secret-policies/{sp['id']}/generate")
     assert gen.status_code == 200
     data = gen.get_json()["data"]
@@ -209,6 +209,32 @@ def test_auto_rotation_warns_per_threshold_rotates_once_per_cycle_and_follows_th
     assert gone.status_code == 410 and error_code(gone) == "version_destroyed"
     history = admin.get(f"/v1/rotation/policies/{p['id']}/history").get_json()
     assert [h["status"] for h in history["data"]] == ["success"] and history["data"][0]["new_version"] == 2
+
+
+def test_rotation_due_and_pending_page_on_the_shared_pagination(admin, rotation):
+    p = _policy(admin, grace_period="48h")
+    for i in range(5):
+        admin.put(f"/v1/secrets/due/s{i}", json={"data": {"k": "v"}, "options": {"rotation_policy_id": p["id"]}})
+        CLOCK.advance(60)                        # distinct due times: the order is (due_at, path)
+    CLOCK.advance(90 * 86400)
+    for url in ("/v1/rotation/due", "/v1/rotation/pending"):
+        seen, cursor = [], None
+        while True:
+            body = admin.get(url, query_string={"limit": 2, **({"cursor": cursor} if cursor else {})}).get_json()
+            assert len(body["data"]) <= 2
+            seen += [d["secret_path"] for d in body["data"]]
+            cursor = body["cursor"]
+            assert body["has_more"] is (cursor is not None)
+            if cursor is None:
+                break
+        assert seen == [f"due/s{i}" for i in range(5)], url
+    first = admin.get("/v1/rotation/due?limit=2").get_json()
+    other = admin.get(f"/v1/rotation/policies/{p['id']}/history?cursor={first['cursor']}")
+    assert other.status_code == 400 and error_code(other) == "invalid_cursor"
+    assert error_code(admin.get("/v1/rotation/due?limit=1001")) == "invalid_request"
+    assert error_code(admin.get(first["cursor"].join(["/v1/rotation/due?cursor=", "x"]))) == "invalid_cursor"
+    not_overdue = admin.get("/v1/rotation/due?include_overdue=false&within_hours=1").get_json()
+    assert not_overdue["data"] == [] and not_overdue["has_more"] is False
 
 
 def test_event_driven_rotation_due_then_client_write_then_overdue_next_cycle(admin, db, tenant, rotation):

@@ -6,59 +6,82 @@ the secret path the certificate lands in (reading an order: `read` on it).
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any, Literal
 
 from flask import Blueprint, Response, g, jsonify, request
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from .. import pagination
 from ..errors import ScaiVaultError
 from ..policy.paths import validate_path
+from ..services.acme import CHALLENGES, EAB_REQUIRED, ENVIRONMENTS, MAX_DOMAINS, ORDER_KEY_TYPES, PROVIDERS
+from ..services.dns_providers import MAX_ZONES
 from ..services.policies import page_limit
 from .auditing import entry_for_request
 from .http import runtime
 from .authorization import permission, require_grant
+from .params import SecretPath
 from .pipeline import endpoint
 from .pki_access import actor, audit_read, owner, require_any_scope, visible
 
 bp = Blueprint("acme", __name__)
 
 
+DomainName = Annotated[str, Field(min_length=1, max_length=253, pattern=r"\S")]
+
+
 class AccountBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    name: str = Field(max_length=64)
-    provider: str
-    environment: str = "production"
-    email: str | None = Field(default=None, max_length=254)
-    directory_url: str | None = Field(default=None, max_length=2048)
-    eab_kid: str | None = Field(default=None, max_length=512)
-    eab_hmac_key: str | None = Field(default=None, max_length=512)
+    # custom needs its directory_url; eab_kid and eab_hmac_key go together; zerossl and google require them
+    model_config = ConfigDict(extra="forbid", json_schema_extra={
+        "dependentRequired": {"eab_kid": ["eab_hmac_key"], "eab_hmac_key": ["eab_kid"]},
+        "allOf": [{"if": {"properties": {"provider": {"const": "custom"}}}, "then": {"required": ["directory_url"]}},
+                  {"if": {"properties": {"provider": {"enum": list(EAB_REQUIRED)}}},
+                   "then": {"required": ["eab_kid", "eab_hmac_key"]}}]})
+    name: str = Field(min_length=1, max_length=64)
+    provider: Literal[PROVIDERS]                                                                # type: ignore[valid-type]
+    environment: Literal[ENVIRONMENTS] = "production"                                           # type: ignore[valid-type]
+    email: str | None = Field(default=None, max_length=254, pattern="@")
+    directory_url: str = Field(default=None, max_length=2048, pattern=r"^https?://\S+$",
+                               description="provider custom only: the RFC 8555 directory")       # type: ignore[assignment]
+    eab_kid: str = Field(default=None, min_length=1, max_length=512)                          # type: ignore[assignment]
+    eab_hmac_key: str = Field(default=None, min_length=1, max_length=512)                     # type: ignore[assignment]
+
+    @model_validator(mode="after")
+    def _together(self) -> "AccountBody":
+        given = self.model_fields_set
+        if ("eab_kid" in given) != ("eab_hmac_key" in given):
+            raise ValueError("eab_kid and eab_hmac_key go together")
+        if self.provider == "custom" and "directory_url" not in given:
+            raise ValueError("provider custom needs directory_url")
+        if self.provider in EAB_REQUIRED and "eab_kid" not in given:
+            raise ValueError(f"{self.provider} requires external account binding (eab_kid, eab_hmac_key)")
+        return self
 
 
 class OrderBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
     account_id: str = Field(max_length=64)
-    domains: list[str] = Field(min_length=1, max_length=100)
-    challenge: str = "http-01"
+    domains: list[DomainName] = Field(min_length=1, max_length=MAX_DOMAINS)
+    challenge: Literal[CHALLENGES] = "http-01"                                                  # type: ignore[valid-type]
     dns_provider_id: str | None = Field(default=None, max_length=64)
-    secret_path: str = Field(max_length=512)
-    key_type: str = "ec256"
+    secret_path: SecretPath
+    key_type: Literal[tuple(ORDER_KEY_TYPES)] = "ec256"                                         # type: ignore[valid-type]
     auto_renew: bool = False
 
 
 class DnsProviderBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    name: str = Field(max_length=64)
-    provider_type: str = Field(max_length=64)
+    name: str = Field(min_length=1, max_length=64)
+    provider_type: str = Field(min_length=1, max_length=64, description="an installed DNS provider plugin")
     credentials: dict[str, Any] = Field(default_factory=dict, description="sealed; never returned")
     config: dict[str, Any] = Field(default_factory=dict, description="non-secret settings (server, port, ...)")
-    managed_zones: list[str] = Field(min_length=1, max_length=100)
+    managed_zones: list[DomainName] = Field(min_length=1, max_length=MAX_ZONES)
     verify: bool = True
 
 
 # ------------------------------------------------------------------ accounts
 @bp.post("/v1/pki/acme/accounts")
-@endpoint("pki:admin", scope="pki:admin", body=AccountBody, status=201,
+@endpoint("pki:admin", scope="pki:admin", body=AccountBody, status=201, errors=(502,),
           summary="Register an ACME account (the key is generated, sealed, never returned)",
           authorize=permission("write", each=True))
 def register_account():

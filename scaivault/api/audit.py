@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
-from typing import Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from flask import Blueprint, Response, g, jsonify, request
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
 
 from .. import inputs, pagination
 from ..audit import exports, queries, record_now
@@ -16,14 +16,13 @@ from ..policy.paths import validate_path
 from .auditing import entry_for_request
 from .authorization import admin, require_grant
 from .http import runtime
+from .params import SecretPath
 from .pipeline import endpoint
 
 bp = Blueprint("audit", __name__)
 SYS_AUDIT = "sys/audit"                   # policies granting read here delegate audit queries (a SIEM account)
 SYS_AUDIT_EXPORTS = "sys/audit/exports"   # read: poll/download exports; write: start one
 
-FILTER_KEYS = ("from", "to", "action", "identity_id", "identity_type", "path_prefix", "success", "source_ip",
-               "request_id", "actor")
 
 
 # ------------------------------------------------------------------ request parsing
@@ -168,23 +167,67 @@ def verify():
 
 # ------------------------------------------------------------------ exports
 
-class ExportDestination(BaseModel):
+class StorageDestination(BaseModel):
+    """The server's own export storage (the default)."""
     model_config = ConfigDict(extra="forbid")
 
-    type: Literal["storage", "s3", "gcs", "azure_blob"] = "storage"
+    type: Literal["storage"] = "storage"
     bucket: str | None = Field(default=None, max_length=255)
     prefix: str | None = Field(default=None, max_length=512)
-    credentials_path: str | None = Field(default=None, max_length=512)
+    credentials_path: SecretPath | None = None
+
+
+class CloudDestination(BaseModel):
+    """A bucket of the tenant's own: its credentials are read from a secret the caller may read."""
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["s3", "gcs", "azure_blob"]
+    bucket: str = Field(min_length=1, max_length=255)
+    prefix: str | None = Field(default=None, max_length=512)
+    credentials_path: SecretPath
+
+
+def _destination_type(value: Any) -> str | None:
+    if isinstance(value, dict):
+        return value.get("type", "storage")       # `type` may be left out: the server's own storage
+    return getattr(value, "type", None)
+
+
+ExportDestination = Annotated[
+    Annotated[StorageDestination, Tag("storage")] | Annotated[CloudDestination, Tag("s3")]
+    | Annotated[CloudDestination, Tag("gcs")] | Annotated[CloudDestination, Tag("azure_blob")],
+    Discriminator(_destination_type)]
+
+
+Timestamp = Annotated[str, Field(max_length=64, json_schema_extra={"format": "date-time"})]
+
+
+class ExportFilters(BaseModel):
+    """The filters of spec/30 7.4 (parse_filter decides the values: `from` not after `to`)."""
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    from_: Timestamp | None = Field(default=None, alias="from")
+    to: Timestamp | None = None
+    action: Annotated[str, Field(max_length=64 * 51)] | Annotated[
+        list[Annotated[str, Field(min_length=1, max_length=64)]], Field(max_length=50)] | None = None
+    identity_id: str | None = Field(default=None, max_length=320)
+    identity_type: Literal[tuple(sorted(IDENTITY_TYPES))] | None = None                      # type: ignore[valid-type]
+    path_prefix: str | None = Field(default=None, max_length=512)
+    success: bool | None = None
+    source_ip: str | None = Field(default=None, max_length=64)
+    request_id: str | None = Field(default=None, max_length=128)
+    actor: str | None = Field(default=None, max_length=400)
 
 
 class ExportBody(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    loc_tags: ClassVar[frozenset[str]] = frozenset({"storage", "s3", "gcs", "azure_blob"})
 
-    from_: str | None = Field(default=None, alias="from")
-    to: str | None = None
+    from_: Timestamp | None = Field(default=None, alias="from")
+    to: Timestamp | None = None
     format: Literal["jsonl", "csv"] = "jsonl"
-    filters: dict[str, Any] = Field(default_factory=dict)
-    destination: ExportDestination = Field(default_factory=ExportDestination)
+    filters: ExportFilters = Field(default_factory=lambda: ExportFilters())
+    destination: ExportDestination = Field(default_factory=StorageDestination)
 
 
 def _require_read_permission(path: str) -> None:
@@ -199,18 +242,10 @@ def _require_read_permission(path: str) -> None:
 def create_export():
     """Start an export job (202); poll /v1/audit/exports/{id} for its manifest."""
     body: ExportBody = g.body
-    unknown = sorted(set(body.filters) - set(FILTER_KEYS))
-    if unknown:
-        raise ValidationFailed({f"filters.{unknown[0]}": f"unknown filter; use {', '.join(FILTER_KEYS)}"})
     destination = body.destination
-    if destination.type != "storage":
-        missing = {f"destination.{name}": f"required for a {destination.type} destination"
-                   for name in ("bucket", "credentials_path") if not getattr(destination, name)}
-        if missing:
-            raise ValidationFailed(missing)
-        validate_path(destination.credentials_path)
+    if destination.type != "storage":    # bucket and credentials_path are required by CloudDestination
         _require_read_permission(destination.credentials_path)
-    source = dict(body.filters)
+    source = body.filters.model_dump(by_alias=True, exclude_none=True)
     if body.from_ is not None:
         source["from"] = body.from_
     if body.to is not None:

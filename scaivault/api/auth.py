@@ -4,7 +4,9 @@ from __future__ import annotations
 from datetime import datetime
 
 from flask import Blueprint, g, jsonify, request
-from pydantic import BaseModel, Field, field_validator
+from typing import Annotated
+
+from pydantic import BaseModel, Field, StrictInt, field_validator
 
 from .. import pagination
 from ..pagination import timestamp
@@ -30,28 +32,22 @@ class IntrospectBody(BaseModel):
     token: str = Field(min_length=1, max_length=16384)
 
 
+Scope = Annotated[str, Field(pattern=r"^[A-Za-z0-9:_.-]{1,64}$")]
+# seconds 60..31622400, or a duration within 1m..366d: 60s..9999999s, 1..9999m, 1..999h, 1..366d, 1..52w
+TokenLifetime = Annotated[StrictInt, Field(ge=60, le=personal_tokens.MAX_LIFETIME_SECONDS)] | Annotated[
+    str, Field(pattern=r"^(([6-9][0-9]|[1-9][0-9]{2,6})s|[1-9][0-9]{0,3}m|[1-9][0-9]{0,2}h"
+                       r"|([1-9][0-9]?|[12][0-9]{2}|3[0-5][0-9]|36[0-6])d|([1-9]|[1-4][0-9]|5[0-2])w)$")]
+
+
 class CreateTokenBody(BaseModel):
     name: str = Field(min_length=1, max_length=128)
-    scopes: list[str] = Field(min_length=1, max_length=64)
-    expires_in: int | str = Field(default="90d", validate_default=True)
-
-    @field_validator("scopes")
-    @classmethod
-    def _scope_strings(cls, value: list[str]) -> list[str]:
-        for scope in value:
-            if not scope or len(scope) > 64 or not all(c.isalnum() or c in ":_-." for c in scope):
-                raise ValueError(f"not a scope: {scope[:64]!r}")
-        return value
+    scopes: list[Scope] = Field(min_length=1, max_length=64)
+    expires_in: TokenLifetime = Field(default="90d", validate_default=True, description="seconds (60..31622400) or a duration (1m..366d)")
 
     @field_validator("expires_in")
     @classmethod
     def _duration(cls, value: int | str) -> int:
-        if isinstance(value, bool):
-            raise ValueError("must be seconds or a duration such as 90d")
-        seconds = value if isinstance(value, int) else parse_duration(value)
-        if not 60 <= seconds <= personal_tokens.MAX_LIFETIME_SECONDS:
-            raise ValueError("must be between 1m and 366d")
-        return seconds
+        return value if isinstance(value, int) else parse_duration(value)
 
 
 class WhoamiResponse(BaseModel):

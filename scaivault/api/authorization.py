@@ -155,8 +155,18 @@ def grants(path: str, permission_name: str, *, partner: bool = False):
                                    request_context(identity, current_request().remote_addr), partner_secret=partner)
 
 
+BATCH_ROUTES = ("batch", "batch/metadata")
+
+
 def _refuse_colon_method(path) -> None:
-    """`PUT {path}:metadata` is a method the custom-method route lacks (405 with its Allow), not a bad path."""
+    """`PUT {path}:metadata` is a method the custom-method route lacks (405 with its Allow), not a bad path.
+
+    Likewise the batch routes: `batch` and `batch/metadata` are reserved secret paths, so `PUT
+    /v1/secrets/batch/metadata` is a method the batch route lacks, not a secret write (issue 16).
+    """
+    if path in BATCH_ROUTES and request.path.endswith("/v1/secrets/" + path):
+        raise ScaiVaultError("method_not_allowed", f"{request.method} is not allowed on /v1/secrets/{path}",
+                             headers={"Allow": "OPTIONS, POST"}, details={"allowed": ["OPTIONS", "POST"]})
     if not isinstance(path, str) or ":" not in path:
         return
     verb = path.rsplit(":", 1)[1]

@@ -8,47 +8,86 @@ view declares `permission(..., each=True)` and checks its path with `require_gra
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any, ClassVar, Literal
 
 from flask import Blueprint, g, jsonify, request
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
+from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 from .. import pagination
+from ..dynamic.templates import MAX_STATEMENT_CHARS, MAX_STATEMENTS
 from ..errors import ScaiVaultError
+from ..services.dynamic import ENGINE_NAME_RE, ENGINE_TYPES, MAX_TTL_CEILING, ROLE_NAME_RE
 from .auditing import entry_for_request
 from .authorization import grants, permission, require_grant
 from .http import bool_arg, runtime
+from .params import YEAR_DURATION_RE, SecretPath
 from .pipeline import endpoint, parse_body
 
 bp = Blueprint("dynamic", __name__)
 
-Duration = StrictStr | StrictInt | None     # a bool is not a duration
+# a duration (1s..the ceiling) or seconds; a bool is not a duration
+Duration = Annotated[str, Field(pattern=YEAR_DURATION_RE)] | Annotated[StrictInt, Field(ge=1, le=MAX_TTL_CEILING)] | None
+
+
+Statement = Annotated[str, Field(min_length=1, max_length=MAX_STATEMENT_CHARS, pattern=r"\S")]
+Statements = Annotated[list[Statement], Field(max_length=MAX_STATEMENTS)]
+# engine and role names as the service checks them (check_role_name, ENGINE_NAME_RE)
+DYNAMIC_PATH = {"name": {"type": "string", "pattern": ENGINE_NAME_RE.pattern},
+                "role": {"type": "string", "pattern": ROLE_NAME_RE.pattern}}
+_DYNAMIC_CODES = {"name": "invalid_config", "type": "invalid_config", "config": "invalid_config",
+                  "default_ttl": "invalid_duration", "max_ttl": "invalid_duration"}
+_ROLE_CODES = {"name": "invalid_role", "creation_statements": "invalid_role", "revocation_statements": "invalid_role",
+               "renew_statements": "invalid_role", "default_ttl": "invalid_duration", "max_ttl": "invalid_duration"}
 
 
 class EngineConfig(BaseModel):
-    model_config = ConfigDict(extra="allow")
-    plugin: str | None = Field(default=None, description="postgresql | mysql | mariadb | a third-party plugin")
-    connection_url: str | None = Field(default=None, description="URL with {{username}} and {{password}} placeholders")
-    root_credentials_path: str | None = Field(default=None, description="secret holding {username, password}")
+    model_config = ConfigDict(extra="forbid")
+    plugin: str = Field(default=None, max_length=64,
+                        description="postgresql | mysql | mariadb | a third-party plugin")          # type: ignore[assignment]
+    connection_url: str = Field(default=None, max_length=2048, pattern=r"^[a-z][a-z0-9+.-]*://",
+                                description="URL with {{username}} and {{password}} placeholders")  # type: ignore[assignment]
+    root_credentials_path: SecretPath = Field(default=None, description="secret holding {username, password}")  # type: ignore[assignment]
+
+
+class EngineCreateConfig(EngineConfig):
+    plugin: str = Field(max_length=64, description="postgresql | mysql | mariadb | a third-party plugin")
+    connection_url: str = Field(max_length=2048, pattern=r"^[a-z][a-z0-9+.-]*://")
+    root_credentials_path: SecretPath
 
 
 class EngineBody(BaseModel):
+    """PATCH: any member (the name is immutable); none may be null."""
     model_config = ConfigDict(extra="forbid")
-    name: str | None = Field(default=None, description="engine name (a-z, 0-9, _ and -); immutable")
-    type: str | None = Field(default=None, description="database")
-    config: EngineConfig | None = None
+    field_codes: ClassVar[dict[str, str]] = _DYNAMIC_CODES
+    type: Literal[ENGINE_TYPES] = Field(default=None, description="database")                  # type: ignore[valid-type]
+    config: EngineConfig = None                                                                 # type: ignore[assignment]
     default_ttl: Duration = Field(default=None, description="lease TTL when none is asked for (default 1h)")
     max_ttl: Duration = Field(default=None, description="upper bound of any lease of this engine (default 24h)")
 
 
+class EngineCreate(EngineBody):
+    field_codes: ClassVar[dict[str, str]] = _DYNAMIC_CODES
+    codes_for_missing: ClassVar[bool] = True
+    name: str = Field(pattern=ENGINE_NAME_RE.pattern, description="engine name (a-z, 0-9, _ and -); immutable")
+    config: EngineCreateConfig
+
+
 class RoleBody(BaseModel):
+    """PUT .../roles/{role}: the role named by the path."""
     model_config = ConfigDict(extra="forbid")
-    name: str | None = Field(default=None, description="the role name (POST .../roles only)")
-    creation_statements: list[str] = Field(description="run in order to create the user; {{name}} {{password}} {{expiration}}")
-    revocation_statements: list[str] | None = Field(default=None, description="run on revoke and expiry (default: drop the user)")
-    renew_statements: list[str] | None = Field(default=None, description="run on renew ({{name}} {{expiration}})")
+    field_codes: ClassVar[dict[str, str]] = _ROLE_CODES
+    codes_for_missing: ClassVar[bool] = True
+    creation_statements: Annotated[Statements, Field(min_length=1)] = Field(
+        description="run in order to create the user; {{name}} {{password}} {{expiration}}")
+    revocation_statements: Statements | None = Field(default=None, description="run on revoke and expiry (default: drop the user)")
+    renew_statements: Statements | None = Field(default=None, description="run on renew ({{name}} {{expiration}})")
     default_ttl: Duration = None
     max_ttl: Duration = None
+
+
+class RoleCreate(RoleBody):
+    """POST .../roles: the role named in the body."""
+    name: str = Field(pattern=ROLE_NAME_RE.pattern, description="the role name")
 
 
 class CredsBody(BaseModel):
@@ -110,7 +149,7 @@ def _actor() -> str:
 
 # ------------------------------------------------------------------ engines
 @bp.post("/v1/dynamic/engines")
-@endpoint("dynamic:admin", scope="dynamic:manage", body=EngineBody, status=201,
+@endpoint("dynamic:admin", path=DYNAMIC_PATH, scope="dynamic:manage", body=EngineCreate, status=201,
           summary="Create an engine: reads the root credentials secret (caller needs read) and tests the connection",
           authorize=permission("write", each=True))
 def create_engine():
@@ -125,7 +164,7 @@ def create_engine():
 
 
 @bp.get("/v1/dynamic/engines")
-@endpoint("dynamic:admin", scope="dynamic:read", summary="List the engines the caller may list", query={"limit": "page size, 1..1000 (default 100)", "cursor": "from the previous page"},
+@endpoint("dynamic:admin", path=DYNAMIC_PATH, scope="dynamic:read", summary="List the engines the caller may list", query={"limit": "page size, 1..1000 (default 100)", "cursor": "from the previous page"},
           authorize=permission("list", each=True))
 def list_engines():
     engines = runtime().dynamic.list_engines(g.tenant.tenant_id, lambda name: grants(f"dynamic/{name}", "list").allowed)
@@ -134,7 +173,7 @@ def list_engines():
 
 
 @bp.get("/v1/dynamic/engines/<name>")
-@endpoint("dynamic:admin", scope="dynamic:read", summary="Read an engine (never its root credentials)",
+@endpoint("dynamic:admin", path=DYNAMIC_PATH, scope="dynamic:read", summary="Read an engine (never its root credentials)",
           authorize=permission("read", each=True))
 def get_engine(name: str):
     require_grant(f"dynamic/{name}", "read")
@@ -142,7 +181,7 @@ def get_engine(name: str):
 
 
 @bp.patch("/v1/dynamic/engines/<name>")
-@endpoint("dynamic:admin", scope="dynamic:manage", body=EngineBody,
+@endpoint("dynamic:admin", path=DYNAMIC_PATH, scope="dynamic:manage", body=EngineBody,
           summary="Update an engine; a changed connection is tested again",
           authorize=permission("write", each=True))
 def update_engine(name: str):
@@ -152,7 +191,7 @@ def update_engine(name: str):
 
 
 @bp.delete("/v1/dynamic/engines/<name>")
-@endpoint("dynamic:admin", scope="dynamic:manage", query={"force": "true: revoke the live leases first"},
+@endpoint("dynamic:admin", path=DYNAMIC_PATH, scope="dynamic:manage", query={"force": "true: revoke the live leases first"},
           summary="Delete an engine (409 while leases are live unless ?force=true)",
           authorize=permission("delete", each=True))
 def delete_engine(name: str):
@@ -162,7 +201,7 @@ def delete_engine(name: str):
 
 
 @bp.get("/v1/dynamic/engines/<name>/health")
-@endpoint("dynamic:admin", scope="dynamic:read", summary="Test the engine's connection; lease counts and failed revocations",
+@endpoint("dynamic:admin", path=DYNAMIC_PATH, scope="dynamic:read", summary="Test the engine's connection; lease counts and failed revocations",
           authorize=permission("read", each=True))
 def engine_health(name: str):
     require_grant(f"dynamic/{name}", "read")
@@ -170,7 +209,7 @@ def engine_health(name: str):
 
 
 @bp.post("/v1/dynamic/engines/<name>/rotate-root")
-@endpoint("dynamic:admin", scope="dynamic:manage",
+@endpoint("dynamic:admin", path=DYNAMIC_PATH, scope="dynamic:manage",
           summary="Set a new root password in the database and store it as the next version of the root secret",
           authorize=permission("rotate", each=True))
 def rotate_root(name: str):
@@ -181,7 +220,7 @@ def rotate_root(name: str):
 
 # ------------------------------------------------------------------ roles
 @bp.get("/v1/dynamic/engines/<name>/roles")
-@endpoint("dynamic:admin", scope="dynamic:read", summary="List the roles of an engine the caller may list", query={"limit": "page size, 1..1000 (default 100)", "cursor": "from the previous page"},
+@endpoint("dynamic:admin", path=DYNAMIC_PATH, scope="dynamic:read", summary="List the roles of an engine the caller may list", query={"limit": "page size, 1..1000 (default 100)", "cursor": "from the previous page"},
           authorize=permission("list", each=True))
 def list_roles(name: str):
     roles = runtime().dynamic.list_roles(g.tenant.tenant_id, name,
@@ -191,7 +230,7 @@ def list_roles(name: str):
 
 
 @bp.post("/v1/dynamic/engines/<name>/roles")
-@endpoint("dynamic:admin", scope="dynamic:manage", body=RoleBody, status=201, summary="Create or replace a role (name in the body)",
+@endpoint("dynamic:admin", path=DYNAMIC_PATH, scope="dynamic:manage", body=RoleCreate, status=201, summary="Create or replace a role (name in the body)",
           authorize=permission("write", each=True))
 def create_role(name: str):
     body = _body()
@@ -202,13 +241,10 @@ def create_role(name: str):
 
 
 @bp.put("/v1/dynamic/engines/<name>/roles/<role>")
-@endpoint("dynamic:admin", scope="dynamic:manage", body=RoleBody, status=201, summary="Create (201) or replace (200) a role",
+@endpoint("dynamic:admin", path=DYNAMIC_PATH, scope="dynamic:manage", body=RoleBody, status=201, summary="Create (201) or replace (200) a role",
           authorize=permission("write", each=True))
 def put_role(name: str, role: str):
-    body = _body()
-    if body.pop("name", role) != role:
-        raise ScaiVaultError("invalid_role", "the name in the body differs from the path")
-    return _put_role(name, role, body)
+    return _put_role(name, role, _body())
 
 
 def _put_role(name: str, role: str, body: dict):
@@ -218,7 +254,7 @@ def _put_role(name: str, role: str, body: dict):
 
 
 @bp.get("/v1/dynamic/engines/<name>/roles/<role>")
-@endpoint("dynamic:admin", scope="dynamic:read", summary="Read a role",
+@endpoint("dynamic:admin", path=DYNAMIC_PATH, scope="dynamic:read", summary="Read a role",
           authorize=permission("read", each=True))
 def get_role(name: str, role: str):
     require_grant(f"dynamic/{name}/{role}", "read")
@@ -226,7 +262,7 @@ def get_role(name: str, role: str):
 
 
 @bp.delete("/v1/dynamic/engines/<name>/roles/<role>")
-@endpoint("dynamic:admin", scope="dynamic:manage", summary="Delete a role (409 while it has live leases)",
+@endpoint("dynamic:admin", path=DYNAMIC_PATH, scope="dynamic:manage", summary="Delete a role (409 while it has live leases)",
           authorize=permission("delete", each=True))
 def delete_role(name: str, role: str):
     require_grant(f"dynamic/{name}/{role}", "delete")
@@ -235,7 +271,7 @@ def delete_role(name: str, role: str):
 
 # ------------------------------------------------------------------ credentials
 @bp.post("/v1/dynamic/engines/<name>/creds/<role>")
-@endpoint("dynamic:generate", scope="dynamic:read", response=CredsView,
+@endpoint("dynamic:generate", path=DYNAMIC_PATH, scope="dynamic:read", response=CredsView,
           summary="Generate a credential: a new database user under a lease",
           authorize=permission("read", each=True))
 def generate_creds(name: str, role: str):
@@ -249,7 +285,7 @@ def generate_creds(name: str, role: str):
 @bp.get("/v1/leases")
 @endpoint("leases", scope="dynamic:read", summary="List leases: the caller's own and those of roles it may list",
           query={"engine": "engine name", "role": "role name", "identity": "identity that generated it",
-                 "state": "active | revoke_failed | revoked | live", "limit": "1..1000 (default 100)",
+                 "state": ("active | revoke_failed | revoked | live", {"type": "string", "enum": ["active", "revoke_failed", "revoked", "live"]}), "limit": "1..1000 (default 100)",
                  "cursor": "from the previous page"},
           authorize=permission("list", each=True))
 def list_leases():

@@ -61,10 +61,12 @@ def json_body(*, required: bool = True, nul_allowed_under: frozenset[str] = froz
     return body
 
 
-def bool_arg(name: str) -> bool:
-    """A true/false query parameter (absent = false), or a precise `invalid_request` error."""
+def bool_arg(name: str, default: bool = False) -> bool:
+    """A true/false query parameter (absent = `default`), or a precise `invalid_request` error."""
     raw = (current_request().args.get(name) or "").lower()
-    if raw in ("", "false", "0", "no"):
+    if raw == "":
+        return default
+    if raw in ("false", "0", "no"):
         return False
     if raw in ("true", "1", "yes"):
         return True

@@ -6,19 +6,22 @@ tenant, or a policy granting the call on `sys/secret-policies` or `sys/rotation`
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any, ClassVar, Literal
 
 from flask import Blueprint, g, jsonify, request
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 from ..errors import ScaiVaultError
+from ..lifecycle import generators as gen
+from ..lifecycle.generators import POLICY_TYPES
 from ..policy.paths import validate_path
 from ..services.rotation import RotationService
 from ..services.secret_policies import SecretPolicyService, TenantScope
 from ..services.secrets import SecretOwner, WriteRequest
 from .auditing import entry_for_request
 from .authorization import admin, admin_allows, permission, require_grant
-from .http import runtime
+from .http import bool_arg, runtime
+from .params import DURATION_RE, Duration, Name, PatchBody, SecretPath
 from .pipeline import endpoint, parse_body
 from .secrets import write_version
 
@@ -26,22 +29,109 @@ bp = Blueprint("lifecycle", __name__)
 
 
 # ------------------------------------------------------------------ bodies
+_ONE = DURATION_RE[1:-1]
+WarnBefore = Annotated[str, Field(pattern=f"^( *{_ONE} *(, *{_ONE} *){{0,9}})?$",
+                                  description="up to 10 comma-separated durations")]
+WarnList = Annotated[list[Duration], Field(max_length=10)]
+
+
+# ------------------------------------------------------------------ recipe fields (spec/20 6.2), one model per generator
+FieldName = Annotated[str, Field(pattern=gen.FIELD_NAME.pattern)]
+OutputName = Annotated[str, Field(pattern=gen.FIELD_NAME.pattern, description="name of the second output field")]
+Length = Annotated[StrictInt, Field(ge=1, le=gen.MAX_LENGTH)]
+Charset = Literal[tuple(gen.CHARSETS)]                                                          # type: ignore[valid-type]
+_PLACEHOLDER = rf"\{{\{{(uuid|timestamp|(random|hex):[1-9][0-9]{{0,3}})\}}\}}"
+
+
+class _Config(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class RandomConfig(_Config):
+    length: Length = 32
+    charset: Charset = "alphanumeric"
+    require_upper: bool = False
+    require_lower: bool = False
+    require_digit: bool = False
+    require_symbol: bool = False
+
+
+class HexConfig(_Config):
+    length: Length = 32
+
+
+class UuidConfig(_Config):
+    version: Literal[4, 7] = 4
+
+
+class TemplateConfig(_Config):
+    template: str = Field(min_length=1, max_length=gen.MAX_LENGTH, pattern=rf"^([^{{}}]|{_PLACEHOLDER})+$",
+                          description="text with {{random:N}}, {{hex:N}}, {{uuid}}, {{timestamp}} (N 1..4096)")
+
+
+class RsaConfig(_Config):
+    bits: Literal[2048, 4096] = 2048
+    public_key_field: OutputName | None = None
+
+
+class EcConfig(_Config):
+    curve: Literal["P-256", "P-384"] = "P-256"
+    public_key_field: OutputName | None = None
+
+
+class SshConfig(_Config):
+    key_type: Literal["ed25519", "rsa"] = "ed25519"
+    comment: str = Field(default="", max_length=256, pattern=r"^[^\r\n]*$")
+    bits: Literal[2048, 3072, 4096] | None = Field(default=None, description="only for key_type rsa")
+    public_key_field: OutputName | None = None
+
+
+class BcryptConfig(_Config):
+    length: Annotated[StrictInt, Field(ge=1, le=72)] = 24
+    rounds: Annotated[StrictInt, Field(ge=4, le=16)] = 12
+    charset: Charset = "alphanumeric"
+    hash_field: OutputName | None = None
+
+
+class StaticConfig(_Config):
+    value: str = Field(max_length=gen.MAX_LENGTH)
+
+
+def _field(generator: str, config: type[BaseModel], required: bool = False) -> type[BaseModel]:
+    annotations = {"name": FieldName, "generator": Literal[generator], "config": config}
+    namespace: dict[str, Any] = {"__annotations__": annotations, "model_config": ConfigDict(extra="forbid")}
+    if not required:
+        namespace["config"] = Field(default_factory=config)
+    return type(f"{config.__name__[:-6]}Field", (BaseModel,), namespace)
+
+
+RecipeField = Annotated[
+    _field("random", RandomConfig) | _field("hex", HexConfig) | _field("uuid", UuidConfig)
+    | _field("template", TemplateConfig, True) | _field("rsa_keypair", RsaConfig) | _field("ec_keypair", EcConfig)
+    | _field("ssh_keypair", SshConfig) | _field("bcrypt_hash", BcryptConfig) | _field("static", StaticConfig, True),
+    Field(discriminator="generator")]
+RecipeFields = Annotated[list[RecipeField], Field(min_length=1, max_length=gen.MAX_FIELDS,
+                                                  description="one generator per output field (spec/20 6.2); "
+                                                              "output names are unique")]
+
+
 class SecretPolicyBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    name: str
-    description: str | None = None
-    policy_type: str | None = Field(default=None, description="password, api_key, oauth_client, ssh_key, custom (UI hint)")
-    fields: list[dict[str, Any]]
-    is_active: bool | None = None
+    loc_tags: ClassVar[frozenset[str]] = frozenset(gen.GENERATORS)
+    name: Name
+    description: str | None = Field(default=None, max_length=2000)
+    policy_type: Literal[POLICY_TYPES] | None = Field(default=None, description="UI hint (default custom)")  # type: ignore[valid-type]
+    fields: RecipeFields
+    is_active: bool = None                                                                     # type: ignore[assignment]
 
 
-class SecretPolicyPatch(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    name: str | None = None
-    description: str | None = None
-    policy_type: str | None = None
-    fields: list[dict[str, Any]] | None = None
-    is_active: bool | None = None
+class SecretPolicyPatch(PatchBody):
+    loc_tags: ClassVar[frozenset[str]] = frozenset(gen.GENERATORS)
+    name: Name = None                                                                          # type: ignore[assignment]
+    description: str | None = Field(default=None, max_length=2000)
+    policy_type: Literal[POLICY_TYPES] | None = None                                           # type: ignore[valid-type]
+    fields: RecipeFields = None                                                                # type: ignore[assignment]
+    is_active: bool = None                                                                     # type: ignore[assignment]
 
 
 class GenerateBody(BaseModel):
@@ -53,36 +143,35 @@ class GenerateBody(BaseModel):
 
 class RotationPolicyBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    name: str
-    interval: str = Field(description="duration: 24h, 7d, 90d")
-    description: str | None = None
-    grace_period: str | None = Field(default=None, description="default 48h")
-    warn_before: str | list[str] | None = Field(default=None, description='"7d,1d" or ["7d", "1d"]')
-    auto_generate: bool | None = None
-    secret_policy_id: str | None = None
-    webhook_ids: list[str] | None = None
+    name: Name
+    interval: Duration
+    description: str | None = Field(default=None, max_length=2000)
+    grace_period: Duration | None = Field(default=None, description="default 48h")
+    warn_before: WarnBefore | WarnList | None = Field(default=None, description='"7d,1d" or ["7d", "1d"]')
+    auto_generate: bool = None                                                                 # type: ignore[assignment]
+    secret_policy_id: str | None = Field(default=None, max_length=128)
+    webhook_ids: list[str] | None = Field(default=None, max_length=20)
 
 
-class RotationPolicyPatch(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    name: str | None = None
-    interval: str | None = None
-    description: str | None = None
-    grace_period: str | None = None
-    warn_before: str | list[str] | None = None
-    auto_generate: bool | None = None
-    secret_policy_id: str | None = None
-    webhook_ids: list[str] | None = None
+class RotationPolicyPatch(PatchBody):
+    name: Name = None                                                                          # type: ignore[assignment]
+    interval: Duration = None                                                                  # type: ignore[assignment]
+    description: str | None = Field(default=None, max_length=2000)
+    grace_period: Duration | None = None
+    warn_before: WarnBefore | WarnList | None = None
+    auto_generate: bool = None                                                                 # type: ignore[assignment]
+    secret_policy_id: str | None = Field(default=None, max_length=128)
+    webhook_ids: list[str] | None = Field(default=None, max_length=20)
 
 
 class AttachBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    secret_path: str
+    secret_path: SecretPath
 
 
 class RotateBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    secret_paths: list[str] | None = Field(default=None, max_length=1000)
+    secret_paths: list[SecretPath] | None = Field(default=None, max_length=1000)
 
 
 # ------------------------------------------------------------------ helpers
@@ -115,7 +204,7 @@ def _optional_body(model: type[BaseModel]) -> Any:
 
 
 def _force() -> bool:
-    return (request.args.get("force") or "").lower() in ("1", "true", "yes")
+    return bool_arg("force")
 
 
 # ------------------------------------------------------------------ secret policies
@@ -198,7 +287,7 @@ bp.add_url_rule("/v1/secrets/<path:path>:rotate", endpoint="rotate_secret", view
 @endpoint("policies", scope="admin", authorize=admin(sys="sys/rotation"), summary="List rotation policies",
           query={"active_only": "true: only active ones", "limit": "page size, 1..1000 (default 100)", "cursor": "from the previous page"})
 def list_rotation_policies():
-    active = (request.args.get("active_only") or "").lower() in ("1", "true", "yes")
+    active = bool_arg("active_only")
     return jsonify(_rotation().list_policies(_scope(), active, request.args.get("limit"), request.args.get("cursor")))
 
 
@@ -275,7 +364,7 @@ def rotate_policy(policy_id: str):
 
 @bp.get("/v1/rotation/policies/<policy_id>/history")
 @endpoint("audit:read", scope="audit:read", authorize=admin(sys="sys/rotation"), summary="Rotation history of a policy",
-          query={"status": "success, failed or pending", "limit": "page size, 1..1000 (default 100)", "cursor": "from the previous page"})
+          query={"status": ("success, failed or pending", {"type": "string", "enum": ["success", "failed", "pending"]}), "limit": "page size, 1..1000 (default 100)", "cursor": "from the previous page"})
 def rotation_history(policy_id: str):
     args = request.args
     return jsonify(_rotation().history(_scope(), policy_id, args.get("status"), args.get("limit"), args.get("cursor")))
@@ -287,21 +376,28 @@ def _due():
                              details={"required": ["secrets:rotate", "admin"]})
     args = request.args
     within = args.get("within_hours", "24")
-    if not within.isdigit() or int(within) > 24 * 3660:
-        raise ScaiVaultError("invalid_request", "within_hours must be a non-negative integer")
-    include_overdue = (args.get("include_overdue") or "true").lower() not in ("0", "false", "no")
-    return jsonify(_rotation().due(_scope(), int(within), include_overdue, args.get("policy_id")))
+    if not within.isdigit() or int(within) > DUE_MAX_HOURS:
+        raise ScaiVaultError("invalid_request", f"within_hours must be an integer from 0 to {DUE_MAX_HOURS}")
+    include_overdue = bool_arg("include_overdue", default=True)
+    return jsonify(_rotation().due(_scope(), int(within), include_overdue, args.get("policy_id"),
+                                   args.get("limit"), args.get("cursor")))
+
+
+DUE_MAX_HOURS = 24 * 3660
+DUE_QUERY = {"within_hours": "default 24", "include_overdue": "default true", "policy_id": "one policy only",
+             "limit": "page size (default 100, at most 1000)", "cursor": "the previous page's cursor"}
 
 
 @bp.get("/v1/rotation/due")
 @endpoint("policies", authorize=admin(sys="sys/rotation"), summary="Secrets due (and overdue) for rotation",
-          query={"within_hours": "default 24", "include_overdue": "default true", "policy_id": "one policy only"})
+          query=DUE_QUERY)
 def rotation_due():
     return _due()
 
 
 @bp.get("/v1/rotation/pending")
-@endpoint("policies", authorize=admin(sys="sys/rotation"), summary="Deprecated alias of /v1/rotation/due")
+@endpoint("policies", authorize=admin(sys="sys/rotation"), summary="Deprecated alias of /v1/rotation/due",
+          query=DUE_QUERY)
 def rotation_pending():
     response = _due()
     response.headers["Deprecation"] = "true"

@@ -15,6 +15,7 @@ from pydantic.json_schema import models_json_schema
 
 from .. import __version__
 from ..errors import STATUS_BY_CODE
+from .params import _NO_NUL, PATH_SCHEMAS, QUERY_SCHEMAS, WEBHOOK_URL_RE, query_schema  # noqa: F401
 from .pipeline import endpoint
 
 bp = Blueprint("openapi", __name__)
@@ -55,40 +56,100 @@ _ERRORS = {
 }
 
 
-_NO_NUL = r"^[^\u0000]*$"
-_SECRET_PATH = {"type": "string", "pattern": r"^[a-z0-9_-]+(/[a-z0-9_-]+){0,9}$", "maxLength": 512}
-_BOOL = {"type": "string", "enum": ["true", "false"]}
-_DURATION = {"type": "string", "pattern": r"^[1-9][0-9]{0,5}[smhdw]$"}
-# precise schemas of path and query parameters, by name (issue 16): what the server accepts, nothing more
-PATH_SCHEMAS: dict[str, dict] = {
-    "path": _SECRET_PATH,
-    "tenant_id": {"type": "string", "pattern": r"^[A-Za-z0-9_-]{1,64}$"},
-    "identity_type": {"type": "string", "enum": ["user", "group", "service_account"]},
-    "number": {"type": "integer", "minimum": 1, "maximum": 100000},
-}
-QUERY_SCHEMAS: dict[str, dict] = {
-    "limit": {"type": "integer", "minimum": 1, "maximum": 1000},
-    "page": {"type": "integer", "minimum": 1, "maximum": 1000000},
-    "page_size": {"type": "integer", "minimum": 1, "maximum": 500},
-    "version": {"type": "integer", "minimum": 1, "maximum": 2147483647},
-    "cursor": {"type": "string", "pattern": r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]{22}$", "maxLength": 1024,
-               "description": "opaque and signed: pass the previous page's `cursor` unchanged (else 400 invalid_cursor)"},
-    "partner_cursor": {"type": "string", "pattern": r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]{22}$", "maxLength": 1024},
-    "prefix": {"type": "string", "pattern": r"^([a-z0-9_-]+/){0,9}[a-z0-9_-]{0,64}$", "maxLength": 512},
-    "delimiter": {"type": "string", "enum": ["/"]},
-    "scope": {"type": "string", "enum": ["tenant", "partner"]},
-    "expires_within": _DURATION, "expiring_within": _DURATION,
-    "tag": {"type": "string", "maxLength": 256, "pattern": _NO_NUL},
-    "owner": {"type": "string", "maxLength": 256, "pattern": _NO_NUL},
-    "q": {"type": "string", "maxLength": 256, "pattern": _NO_NUL},
-    **{flag: _BOOL for flag in ("include_deleted", "include_inactive", "include_partner", "include_revoked",
-                                "force", "permanent")},
-}
+# The pipeline refuses NUL in every JSON key and string (scaivault.inputs.json_text_problem) except below a
+# model's `nul_allowed_under` members: the document says so for strings, keys and free-form values.
+JSON_VALUE = {"description": "any JSON value; no string or key may contain NUL",
+              "anyOf": [{"type": "null"}, {"type": "boolean"}, {"type": "number"},
+                        {"type": "string", "pattern": _NO_NUL},
+                        {"type": "array", "items": {"$ref": "#/components/schemas/JsonValue"}},
+                        {"type": "object", "propertyNames": {"pattern": _NO_NUL},
+                         "additionalProperties": {"$ref": "#/components/schemas/JsonValue"}}]}
+_ANNOTATIONS = {"description", "title", "examples"}
 
 
-def query_parameter(name: str, description: str) -> dict:
-    schema = dict(QUERY_SCHEMAS.get(name, {"type": "string", "maxLength": 256, "pattern": _NO_NUL}))
-    return {"name": name, "in": "query", "required": False, "description": description, "schema": schema}
+STRICT_WEBHOOK_URL_RE = r"^https://([a-z0-9-]+\.)+[a-z][a-z0-9-]*[a-z](:[1-9][0-9]{0,3})?(/[^\s]*)?$"
+
+
+def _installed(components: dict, rt: Any) -> dict:
+    from ..dynamic import installed_plugins
+    from ..plugins import registrations
+
+    try:
+        dns = sorted(registrations("scaivault_dns_providers", getattr(rt, "plugins", None)))
+        databases = installed_plugins(rt)
+    except Exception:          # a plugin that fails to load: the document keeps the open form
+        return components
+    for model, member, names in (("DnsProviderBody", "provider_type", dns), ("EngineCreateConfig", "plugin", databases),
+                                 ("EngineConfig", "plugin", databases)):
+        props = components.get(model, {}).get("properties", {})
+        if member in props and names:
+            props[member] = {**{k: v for k, v in props[member].items() if k in ("description", "title")},
+                             "type": "string", "enum": list(names)}
+    return components
+
+
+def _replace_pattern(schema: Any, old: str, new: str) -> Any:
+    if isinstance(schema, list):
+        return [_replace_pattern(s, old, new) for s in schema]
+    if isinstance(schema, dict):
+        return {k: (new if k == "pattern" and v == old else _replace_pattern(v, old, new)) for k, v in schema.items()}
+    return schema
+
+
+def storable(schema: Any) -> Any:
+    """`schema` declaring what the pipeline refuses: NUL in strings and keys; free-form values as JsonValue.
+
+    Also drops `default: null` from members that do not accept null (an omitted member, never a null one).
+    """
+    if isinstance(schema, list):
+        return [storable(s) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    if not (set(schema) - _ANNOTATIONS):           # `Any`: a free-form value
+        return {**schema, "$ref": "#/components/schemas/JsonValue"}
+    out = {}
+    for key, value in schema.items():
+        if key in ("properties", "$defs", "patternProperties"):
+            out[key] = {name: storable(sub) for name, sub in value.items()}
+        elif key in ("items", "additionalProperties", "anyOf", "oneOf", "allOf", "prefixItems", "not"):
+            out[key] = storable(value)
+        else:
+            out[key] = value
+    kind = out.get("type")
+    if kind == "string" and not ({"pattern", "enum", "const", "format"} & set(out)):
+        out["pattern"] = _NO_NUL
+    elif kind == "string" and "pattern" in out and out["pattern"] != _NO_NUL:
+        out["allOf"] = [*out.get("allOf", []), {"pattern": _NO_NUL}]     # a pattern (`\S`, `.`) may let NUL by
+    if kind == "object" and out.get("additionalProperties") is True:
+        out["additionalProperties"] = {"$ref": "#/components/schemas/JsonValue"}   # `dict[str, Any]`
+    if kind == "array" and "items" not in out and "prefixItems" not in out:
+        out["items"] = {"$ref": "#/components/schemas/JsonValue"}
+    if kind == "object" and "propertyNames" not in out and out.get("additionalProperties") is not False:
+        out["propertyNames"] = {"pattern": _NO_NUL}
+    if "default" in out and out["default"] is None and not _nullable(out):
+        del out["default"]
+    return out
+
+
+def _nullable(schema: dict) -> bool:
+    kind = schema.get("type")
+    return (kind == "null" or (isinstance(kind, list) and "null" in kind)
+            or any(_nullable(b) for b in [*schema.get("anyOf", ()), *schema.get("oneOf", ())] if isinstance(b, dict)))
+
+
+def storable_model(model: type[BaseModel], schema: dict) -> dict:
+    """`storable(schema)`, leaving the members of `model.nul_allowed_under` as declared (sealed secret data)."""
+    allowed = getattr(model, "nul_allowed_under", frozenset())
+    out = storable(schema)
+    for name in allowed:
+        if name in schema.get("properties", {}):
+            out["properties"][name] = schema["properties"][name]
+    return out
+
+
+def query_parameter(name: str, description: Any) -> dict:
+    text, schema = query_schema(name, description)
+    return {"name": name, "in": "query", "required": False, "description": text, "schema": dict(schema)}
 
 
 def error_responses() -> dict[str, dict]:
@@ -172,10 +233,13 @@ def build_document(app: Flask) -> dict:
             continue   # the API document: not the admin UI's pages
         view = app.view_functions[rule.endpoint]
         path, path_params = _openapi_path(rule.rule)
+        for param in path_params:
+            if param["name"] in (_view_attr(view, "path_schemas") or {}):
+                param["schema"] = dict(view.path_schemas[param["name"]])
         path_params = [p for p in path_params if p["name"] not in (rule.defaults or {})]
         for method in sorted((rule.methods or set()) - _IGNORED_METHODS):
             operations.append((path, method.lower(), rule, view, path_params))
-            for attr in ("body_model", "response_model"):
+            for attr in ("body_model", "response_model", "body_doc", "form_doc"):
                 model = _view_attr(view, attr)
                 if model is not None:
                     models[model] = None
@@ -185,8 +249,19 @@ def build_document(app: Flask) -> dict:
     if models:
         key_map, defs = models_json_schema([(m, "validation") for m in models],
                                            ref_template="#/components/schemas/{model}")
-        components.update(defs.get("$defs", {}))
         refs = {m: key_map[(m, "validation")] for m in models}
+        by_name = {ref["$ref"].rsplit("/", 1)[-1]: m for m, ref in refs.items()}
+        for name, schema in defs.get("$defs", {}).items():
+            components[name] = storable_model(by_name[name], schema) if name in by_name else storable(schema)
+    components["JsonValue"] = JSON_VALUE
+    rt = app.extensions.get("scaivault")
+    if rt is not None:      # names the deployment has plugins for (the services refuse others)
+        components = _installed(components, rt)
+    settings = getattr(rt, "settings", None)
+    if settings is not None and not settings.webhook_allow_http:
+        # this deployment takes https only, and refuses loopback, private and IP-literal-looking hosts: the
+        # document names a form the server accepts (a DNS name with a dot; its addresses are checked at delivery)
+        components = _replace_pattern(components, WEBHOOK_URL_RE, STRICT_WEBHOOK_URL_RE)
 
     paths: dict[str, dict] = {}
     seen_ids: set[str] = set()
@@ -194,7 +269,7 @@ def build_document(app: Flask) -> dict:
         authenticated = _view_attr(view, "authenticated", True)
         scope = _view_attr(view, "required_scope")
         category = _view_attr(view, "rate_category")
-        body = _view_attr(view, "body_model")
+        body = _view_attr(view, "body_model") or _view_attr(view, "body_doc")
         response = _view_attr(view, "response_model")
         status = str(_view_attr(view, "success_status", 200) or 200)
         op_id = rule.endpoint.replace(".", "_")
@@ -209,10 +284,16 @@ def build_document(app: Flask) -> dict:
         params = list(path_params)
         for name, description in (_view_attr(view, "query_params") or {}).items():
             params.append(query_parameter(name, description))
+        for name, text in (_view_attr(view, "request_headers") or {}).items():
+            params.append({"name": name, "in": "header", "required": True, "description": text,
+                           "schema": {"type": "string", "minLength": 1, "maxLength": 1024, "pattern": r"^[\x21-\x7e]+$"}})
         if params:
             op["parameters"] = params
         if body is not None:
-            op["requestBody"] = {"required": True, "content": {"application/json": {"schema": refs[body]}}}
+            op["requestBody"] = {"required": True, "content": {
+                media: {"schema": refs[body]} for media in _view_attr(view, "consumes", ("application/json",))}}
+            if _view_attr(view, "form_doc") is not None:
+                op["requestBody"]["content"]["application/x-www-form-urlencoded"] = {"schema": refs[view.form_doc]}
         success: dict[str, Any] = {"description": "success"}
         produces = _view_attr(view, "produces", ("application/json",))
         success["content"] = {}
@@ -233,8 +314,8 @@ def build_document(app: Flask) -> dict:
         error_statuses = ["500", "503"]
         if authenticated:
             error_statuses += ["401", "403"]
-        if body is not None or params:
-            error_statuses += ["400", "422"]
+        if body is not None or params or method in ("post", "put", "patch"):
+            error_statuses += ["400", "422"]   # a body the view reads itself can be malformed too
         if body is not None:
             error_statuses += ["413", "415"]
         if path_params or authenticated:
@@ -245,6 +326,7 @@ def build_document(app: Flask) -> dict:
             error_statuses += ["429"]
         if rule.endpoint.startswith("secrets.") and method == "get":
             error_statuses += ["410"]
+        error_statuses += [str(code) for code in _view_attr(view, "extra_errors", ())]
         for code in sorted(set(error_statuses)):
             op["responses"][code] = {"$ref": f"#/components/responses/E{code}"}
         if authenticated:

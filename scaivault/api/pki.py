@@ -9,12 +9,16 @@ CRL answer anonymously: relying parties fetch them without a token.
 from __future__ import annotations
 
 from flask import Blueprint, Response, g, jsonify, request
-from pydantic import BaseModel, ConfigDict, Field
+from typing import Annotated, ClassVar, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from .. import pagination
 from ..config import parse_duration
 from ..errors import ScaiVaultError, ValidationFailed
 from ..pki import x509 as px
+from ..services.pki import RESERVED_CA_NAMES
+from ..services.pki import _NAME_RE as PKI_NAME_RE
 from ..services.pki import (CaRequest, IssueRequest, ca_policy_path, certificate_policy_path,
                             role_policy_path)
 from .auditing import entry_for_request
@@ -29,24 +33,59 @@ PEM_MAX = 64 * 1024
 
 
 # ------------------------------------------------------------------ bodies
+def _not_reserved(name: str) -> str:
+    if name in RESERVED_CA_NAMES:
+        raise ValueError(f"{name!r} is reserved (it names a PKI path)")
+    return name
+
+
+CaName = Annotated[str, Field(pattern=PKI_NAME_RE.pattern, description="1-64 of a-z 0-9 _ - (starting with a letter "
+                                                                       "or digit); not a PKI path word",
+                              json_schema_extra={"not": {"enum": sorted(RESERVED_CA_NAMES)}}),
+                   AfterValidator(_not_reserved)]
+KeySize = Literal[256, 384, 2048, 4096]
+# a CA lives at least 1h: 3600..999999s, 60..99999m, 1..99999h, 1..36500d, 1..5214w
+CaTtl = Annotated[str, Field(pattern=r"^(([4-9][0-9]{3}|3[6-9][0-9]{2}|[1-9][0-9]{4,5})s|([6-9][0-9]|[1-9][0-9]{2,4})m"
+                                     r"|[1-9][0-9]{0,4}h|([1-9][0-9]{0,3}|[12][0-9]{4}|3[0-5][0-9]{3}|36[0-4][0-9]{2}|36500)d"
+                                     r"|([1-9][0-9]{0,2}|[1-4][0-9]{3}|5[01][0-9]{2}|520[0-9]|521[0-4])w)$")]
+
+
 class CaBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    name: str = Field(max_length=64)
+    # rsa keys are 2048 or 4096 bits, ec keys 256 or 384 (key_bits is an alias of key_size)
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"allOf": [
+        {"if": {"properties": {"key_type": {"const": "ec"}}, "required": ["key_type"]},
+         "then": {"properties": {"key_size": {"enum": [256, 384, None]}, "key_bits": {"enum": [256, 384, None]}}},
+         "else": {"properties": {"key_size": {"enum": [2048, 4096, None]}, "key_bits": {"enum": [2048, 4096, None]}}}},
+        {"if": {"properties": {"ca_type": {"const": "root"}}, "required": ["ca_type"]},
+         "then": {"properties": {"parent_ca_id": {"type": "null"}}}}]})
+    field_codes: ClassVar[dict[str, str]] = {"ttl": "invalid_duration"}
+    name: CaName
     common_name: str = Field(min_length=1, max_length=64)
-    ca_type: str = Field(description="root | intermediate (no parent_ca_id: a CSR for an outside root)")
+    ca_type: Literal["root", "intermediate"] = Field(description="root | intermediate (no parent_ca_id: a CSR for an "
+                                                                 "outside root)")
     parent_ca_id: str | None = Field(default=None, max_length=64)
-    key_type: str = "rsa"
-    key_size: int | None = Field(default=None, description="rsa 2048|4096, ec 256|384")
-    key_bits: int | None = Field(default=None, description="alias of key_size")
-    ttl: str | None = Field(default=None, description="lifetime, e.g. 87600h; else validity_days")
-    validity_days: int | None = None
-    key_storage: str = Field(default="sealed", description="sealed (by the key hierarchy) | hsm (generated inside "
-                             "the HSM, non-extractable; needs KMS_PROVIDER=pkcs11)")
+    key_type: Literal["rsa", "ec"] = "rsa"
+    key_size: KeySize | None = Field(default=None, description="rsa 2048|4096, ec 256|384")
+    key_bits: KeySize | None = Field(default=None, description="alias of key_size")
+    ttl: CaTtl | None = Field(default=None, description="lifetime, e.g. 87600h; else validity_days")
+    validity_days: int | None = Field(default=None, ge=1, le=36500)
+    key_storage: Literal["sealed", "hsm"] = Field(default="sealed", description="sealed (by the key hierarchy) | hsm "
+                                                  "(generated inside the HSM, non-extractable; needs KMS_PROVIDER=pkcs11)")
+
+    @model_validator(mode="after")
+    def _key_shape(self) -> "CaBody":
+        allowed = (256, 384) if self.key_type == "ec" else (2048, 4096)
+        for name in ("key_size", "key_bits"):
+            if getattr(self, name) is not None and getattr(self, name) not in allowed:
+                raise ValueError(f"{name}: {self.key_type} keys are {' or '.join(map(str, allowed))} bits")
+        if self.ca_type == "root" and self.parent_ca_id is not None:
+            raise ValueError("a root has no parent_ca_id")
+        return self
 
 
 class CaImportBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    name: str = Field(max_length=64)
+    name: CaName
     certificate: str = Field(max_length=PEM_MAX)
     private_key: str = Field(max_length=PEM_MAX)
     ca_chain: list[str] | None = Field(default=None, description="issuers above the CA, nearest first")
@@ -65,7 +104,7 @@ class RevokeBody(BaseModel):
 
 class RoleBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    name: str | None = Field(default=None, max_length=64)
+    name: str = Field(default=None, pattern=PKI_NAME_RE.pattern)                               # type: ignore[assignment]
     ca_id: str | None = Field(default=None, max_length=64)
     allowed_domains: list[str] | None = None
     allow_subdomains: bool | None = None
@@ -81,6 +120,11 @@ class RoleBody(BaseModel):
     client_flag: bool | None = None
     require_cn: bool | None = None
     store_private_keys: bool | None = None
+
+
+class RoleCreate(RoleBody):
+    name: str = Field(pattern=PKI_NAME_RE.pattern)
+    ca_id: str = Field(min_length=1, max_length=64, description="the CA that signs for this role")
 
 
 class IssueBody(BaseModel):
@@ -206,7 +250,7 @@ def ca_crl(ca_id: str):
 
 # ------------------------------------------------------------------ roles
 @bp.post("/v1/pki/roles")
-@endpoint("pki:admin", scope="pki:admin", body=RoleBody, summary="Create a PKI role", status=201,
+@endpoint("pki:admin", scope="pki:admin", body=RoleCreate, summary="Create a PKI role", status=201,
           authorize=permission("write", each=True))
 def create_role():
     body = g.body.model_dump(exclude_none=True)

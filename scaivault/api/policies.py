@@ -8,10 +8,11 @@ policies need partner_admin) or a policy granting the call on the system path `s
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
+from zoneinfo import available_timezones
 
 from flask import Blueprint, g, jsonify, request
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ..errors import ScaiVaultError
 from ..inputs import UtcTimestamp
@@ -20,9 +21,11 @@ from ..policy.engine import compile_policies
 from ..policy.paths import validate_path
 from ..policy.rules import MAX_RULES, PERMISSIONS
 from ..policy.rules import RequestContext
-from ..services.policies import PolicyOwner, PolicyService
+from ..services.policies import IDENTITY_PREFIXES, PolicyOwner, PolicyService
 from .auditing import entry_for_request, record_read
 from .http import bool_arg, runtime
+from .params import SECRET_PATH_RE, Duration, PatchBody
+from ..policy.rules import DAYS
 from .authorization import admin, identity_only
 from .pipeline import endpoint
 
@@ -34,38 +37,81 @@ SYS_POLICIES = "sys/policies"     # a policy granting read/write/delete here del
 # declared in the document (issue 16), enforced by the policy service with its own codes (invalid_policy, invalid_glob)
 GLOB_PATTERN = r"^(\*\*|[a-z0-9_?*-]+)(/(\*\*|[a-z0-9_?*-]+)){0,9}$"
 NAME_SCHEMA = {"minLength": 1, "maxLength": 128, "pattern": r"\S"}
+_V4 = r"((25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])\.){3}(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])"
+_H = "[0-9a-fA-F]{1,4}"
+_V6 = (f"(({_H}:){{7}}{_H}|({_H}:){{1,7}}:|({_H}:){{1,6}}:{_H}|({_H}:){{1,5}}(:{_H}){{1,2}}|({_H}:){{1,4}}(:{_H}){{1,3}}"
+       f"|({_H}:){{1,3}}(:{_H}){{1,4}}|({_H}:){{1,2}}(:{_H}){{1,5}}|{_H}:(:{_H}){{1,6}}|:((:{_H}){{1,7}}|:))")
+CIDR_RE = rf"^({_V4}(/([0-9]|[12][0-9]|3[0-2]))?|{_V6}(/([0-9]|[1-9][0-9]|1[01][0-9]|12[0-8]))?)$"
+_TIME = r"([01][0-9]|2[0-3]):[0-5][0-9]"
+
+
+class TimeWindow(BaseModel):
+    """When a rule applies: these days, from `start` to `end` (HH:MM, end may be 24:00) in `timezone`."""
+    model_config = ConfigDict(extra="forbid")
+    days: list[Literal[DAYS]] = Field(default=None, min_length=1)                              # type: ignore[valid-type,assignment]
+    start: str = Field(default=None, pattern=f"^{_TIME}$", description="default 00:00")        # type: ignore[assignment]
+    end: str = Field(default=None, pattern=f"^({_TIME}|24:00)$", description="default 24:00")  # type: ignore[assignment]
+    timezone: Literal[tuple(sorted(available_timezones()))] = Field(default=None, description="an IANA zone, default UTC")  # type: ignore[valid-type,assignment]
+
+    @model_validator(mode="after")
+    def _differ(self) -> "TimeWindow":
+        if (self.start or "00:00") == (self.end or "24:00").replace("24:00", "00:00"):
+            raise ValueError("start and end must differ")
+        return self
+
+
+class RuleConditions(BaseModel):
+    """A rule's conditions, as scaivault.policy.rules.Conditions decides them."""
+    model_config = ConfigDict(extra="forbid")
+    ip_ranges: list[Annotated[str, Field(pattern=CIDR_RE, description="IPv4 or IPv6 CIDR")]] = Field(
+        default=None, min_length=1)                                                              # type: ignore[assignment]
+    require_mfa: bool = None                                                                     # type: ignore[assignment]
+    mfa_max_age: Duration = None                                                                 # type: ignore[assignment]
+    time_window: TimeWindow | list[TimeWindow] = Field(
+        default=None, description="{days, start, end, timezone} or a non-empty list of them")    # type: ignore[assignment]
+
+
 class RuleBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
     path_pattern: str = Field(description="glob: * one segment (or part of one), ** any depth, ? one character",
-                              json_schema_extra={"pattern": GLOB_PATTERN, "maxLength": 512})
+                              json_schema_extra={"pattern": GLOB_PATTERN, "maxLength": 512, "not": {"anyOf": [
+                                  {"pattern": r"(^|/)\*\*/\*\*(/|$)"},        # '**/**' is redundant
+                                  {"pattern": r"[^/]\*\*|\*\*[^/]"}]}})          # '**' is a whole segment
     permissions: list[str] = Field(description="read, write, delete, list, rotate, admin (admin = all)",
                                    json_schema_extra={"minItems": 1, "items": {"enum": list(PERMISSIONS)}})
     effect: str | None = Field(default=None, description="allow (default) or deny; a matching deny always wins",
                                json_schema_extra={"enum": ["allow", "deny", None]})
-    conditions: dict[str, Any] | None = Field(
+    conditions: RuleConditions | None = Field(
         default=None, description="ip_ranges (CIDRs), require_mfa, mfa_max_age, time_window {days, start, end, timezone}")
     description: str | None = None
 
 
 class PolicyBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    name: str = Field(json_schema_extra=NAME_SCHEMA)
-    description: str | None = Field(default=None, json_schema_extra={"maxLength": 2000})
-    rules: list[RuleBody] = Field(json_schema_extra={"minItems": 1, "maxItems": MAX_RULES})
+    field_codes: ClassVar[dict[str, str]] = {"rules": "invalid_policy", "name": "invalid_policy",
+                                             "is_active": "invalid_policy"}
+    name: str = Field(min_length=1, max_length=128, pattern=r"\S")
+    description: str | None = Field(default=None, max_length=2000)
+    rules: list[RuleBody] = Field(min_length=1, max_length=MAX_RULES)
     scope: Literal["tenant", "partner"] | None = None
-    is_active: bool | None = None
+    is_active: bool = Field(default=None, description="default true; never null")   # type: ignore[assignment]
 
 
-class PolicyPatchBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    name: str | None = Field(default=None, json_schema_extra=NAME_SCHEMA)
-    description: str | None = Field(default=None, json_schema_extra={"maxLength": 2000})
-    rules: list[RuleBody] | None = Field(default=None, json_schema_extra={"minItems": 1, "maxItems": MAX_RULES})
-    is_active: bool | None = None
+class PolicyPatchBody(PatchBody):
+    # omitted members stay as they are; none of these may be null (description: null clears it)
+    field_codes: ClassVar[dict[str, str]] = PolicyBody.field_codes
+    name: str = Field(default=None, min_length=1, max_length=128, pattern=r"\S")            # type: ignore[assignment]
+    description: str | None = Field(default=None, max_length=2000)
+    rules: list[RuleBody] = Field(default=None, min_length=1, max_length=MAX_RULES)          # type: ignore[assignment]
+    is_active: bool = Field(default=None)                                                    # type: ignore[assignment]
 
 
 class BindingBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # identity_id's prefix matches identity_type (the service refuses a mismatch with 400 invalid_policy)
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"allOf": [
+        {"if": {"properties": {"identity_type": {"const": kind}}, "required": ["identity_type"]},
+         "then": {"properties": {"identity_id": {"pattern": f"^{prefix}"}}}}
+        for kind, prefix in IDENTITY_PREFIXES.items()]})
     identity_type: str = Field(description="user, service_account, group or dynamic_engine",
                                json_schema_extra={"enum": ["user", "service_account", "group", "dynamic_engine"]})
     identity_id: str = Field(description="user:<email>, sa:<name>, group:<name> or dynamic:<engine> (matching identity_type)",
@@ -86,7 +132,7 @@ class PolicyTestBody(BaseModel):
                                     description="defaults to the caller")
     groups: list[Annotated[str, Field(max_length=320, pattern=r"^group:[^\x00]+$")]] | None = Field(
         default=None, max_length=200, description="group:<name> ids to evaluate as a member of")
-    path: str
+    path: str = Field(pattern=SECRET_PATH_RE, max_length=512)
     permission: Literal["read", "write", "delete", "list", "rotate", "admin"]
     partner_secret: bool = False
     context: TestContext = TestContext()

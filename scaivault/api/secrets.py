@@ -25,6 +25,7 @@ from ..services.secrets import MAX_VERSIONS_LIMIT, SecretOwner, WriteRequest
 from .auditing import entry_for_request, record_denial
 from .authorization import permission, require_permission
 from .http import bool_arg, current_request, runtime
+from .params import Duration, PatchBody, SecretPath, SecretType
 from .pipeline import endpoint
 
 bp = Blueprint("secrets", __name__)
@@ -37,8 +38,8 @@ class WriteOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
     max_versions: int | None = Field(default=None, ge=1, le=MAX_VERSIONS_LIMIT,
                                      description="versions kept; older ones are pruned on write")
-    expires_in: str | None = Field(default=None, description="duration such as 24h or 90d; sets expires_at",
-                                   json_schema_extra={"pattern": r"^[1-9][0-9]{0,5}[smhdw]$"})
+    expires_in: Duration | None = Field(default=None, description="duration such as 24h or 90d; sets expires_at "
+                                                                  "(null clears it; left out: kept)")
     rotation_policy_id: str | None = Field(default=None, max_length=128, pattern=r"^[A-Za-z0-9_.:-]+$")
     cas: int | None = Field(default=None, ge=0, le=inputs.PG_INT_MAX, description="check-and-set: 0 = create only, N = only if current is N")
 
@@ -47,19 +48,18 @@ class SecretWriteBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
     nul_allowed_under: ClassVar[frozenset[str]] = frozenset({"data"})   # sealed as bytes, never stored as text
     data: dict[str, Any] = Field(description="the secret payload, a JSON object (at most MAX_SECRET_BYTES)")
-    secret_type: str | None = Field(default=None, description="kv | json | certificate | ssh_key | api_key")
+    secret_type: SecretType | None = Field(default=None, description="kv | json | certificate | ssh_key | api_key")
     metadata: dict[str, Any] | None = Field(default=None, description="description, tags, owner, custom keys")
     options: WriteOptions | None = None
     secret_policy_id: str | None = Field(default=None, max_length=128, pattern=r"^[A-Za-z0-9_.:-]+$",
                                          description="link a value-generation recipe (sp_...)")
 
 
-class MetadataPatchBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    metadata: dict[str, Any] | None = Field(default=None, description="JSON merge patch (null removes a key)")
-    max_versions: int | None = Field(default=None, ge=1, le=MAX_VERSIONS_LIMIT)
+class MetadataPatchBody(PatchBody):
+    metadata: dict[str, Any] = Field(default=None, description="JSON merge patch (null removes a key)")  # type: ignore[assignment]
+    max_versions: int = Field(default=None, ge=1, le=MAX_VERSIONS_LIMIT)                   # type: ignore[assignment]
     rotation_policy_id: str | None = Field(default=None, max_length=128, pattern=r"^[A-Za-z0-9_.:-]+$")
-    expires_in: str | None = None
+    expires_in: Duration | None = None
 
 
 class DestroyBody(BaseModel):
@@ -76,7 +76,7 @@ class BatchReadOptions(BaseModel):
 
 class BatchReadBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    paths: list[str] = Field(min_length=1, max_length=BATCH_MAX)
+    paths: list[SecretPath] = Field(min_length=1, max_length=BATCH_MAX)
     options: BatchReadOptions = BatchReadOptions()
 
 

@@ -137,8 +137,11 @@ class DnsProviderStore:
         except DnsProviderError as exc:
             raise ScaiVaultError("invalid_config", f"the DNS provider refused: {exc}",
                                  details={"provider_type": provider_type}) from None
-        except (KeyError, ValueError, TypeError) as exc:
-            raise ScaiVaultError("invalid_config", f"bad DNS provider settings: {type(exc).__name__} {exc}"[:300],
+        except KeyError as exc:
+            raise ScaiVaultError("invalid_config", f"the {provider_type} DNS provider needs the setting {exc.args[0]!s}"[:300],
+                                 details={"provider_type": provider_type, "missing": str(exc.args[0])[:64]}) from None
+        except (ValueError, TypeError) as exc:
+            raise ScaiVaultError("invalid_config", f"bad {provider_type} DNS provider settings: {exc}"[:300],
                                  details={"provider_type": provider_type}) from None
         with self.db.transaction() as s:
             created = s.one("""INSERT INTO dns_providers (id, partner_id, tenant_id, name, provider_type, managed_zones,

@@ -22,8 +22,9 @@ from ..errors import ScaiVaultError, ValidationFailed
 from ..events.outbox import SystemOrigin, emit
 from ..lifecycle.clock import CLOCK
 from ..lifecycle.generators import generate
-from .policies import decode_cursor, iso, page_limit
-from .secret_policies import TenantScope, keyset_page, new_id, unique_violation
+from .. import pagination
+from .policies import iso, page_limit
+from .secret_policies import TenantScope, keyset_page, new_id, string_cursor, unique_violation
 
 log = logging.getLogger("scaivault.rotation")
 
@@ -33,7 +34,6 @@ DEFAULT_GRACE = "48h"
 RETRY_BASE_SECONDS = 300              # a failed auto-rotation is retried after 5 min, 10, 20 ... up to 6 h
 RETRY_MAX_SECONDS = 6 * 3600
 SCAN_BATCH = 500
-DUE_LIMIT = 1000
 
 AuditFn = Callable[..., AuditEntry]
 
@@ -249,13 +249,13 @@ class RotationService:
 
     def list_policies(self, scope: TenantScope, active_only: bool, limit: Any, cursor: str | None) -> dict:
         size = page_limit(limit)
-        after = decode_cursor(cursor)
+        after = string_cursor(cursor, "rotation_policies")
         rows = self.db.query(
             """SELECT p.*, (SELECT count(*) FROM rotation_state st WHERE st.policy_id = p.id) AS secrets_count
                  FROM rotation_policies p WHERE p.tenant_id = :t AND (NOT :active OR p.is_active)
                   AND (CAST(:after AS text) IS NULL OR p.id > :after) ORDER BY p.id LIMIT :n""",
             t=scope.tenant_id, active=active_only, after=after, n=size + 1)
-        return keyset_page(rows, size, policy_view)
+        return keyset_page("data", rows, size, policy_view, kind="rotation_policies")   # spec/30 3.2: `data`
 
     def get(self, scope: TenantScope, policy_id: str) -> dict:
         with self.db.session() as s:
@@ -360,40 +360,47 @@ class RotationService:
         with self.db.session() as s:
             self._fetch(s, scope, policy_id)
         size = page_limit(limit)
-        after = decode_cursor(cursor)
+        after = string_cursor(cursor, "rotation_history")
         rows = self.db.query("""SELECT * FROM rotation_history WHERE policy_id = :p
                                    AND (CAST(:status AS text) IS NULL OR status = :status)
                                    AND (CAST(:after AS text) IS NULL OR id < :after)
                                  ORDER BY id DESC LIMIT :n""",
                              p=policy_id, status=status or None, after=after, n=size + 1)
-        return keyset_page(rows, size, history_view)
+        return keyset_page("data", rows, size, history_view, kind="rotation_history")
 
-    def due(self, scope: TenantScope, within_hours: int, include_overdue: bool, policy_id: str | None) -> dict:
+    def due(self, scope: TenantScope, within_hours: int, include_overdue: bool, policy_id: str | None,
+            limit: Any = None, cursor: str | None = None) -> dict:
+        """Secrets due within `within_hours` (and overdue ones unless excluded), soonest first, on the shared
+        pagination (scaivault.pagination: limit, signed cursor over (due_at, path), has_more)."""
         now = self.clock.now()
+        size = page_limit(limit)
+        after = pagination.decode_cursor(cursor, "rotation_due")
+        if after is not None and not (isinstance(after, list) and len(after) == 2
+                                      and all(isinstance(x, str) for x in after)):
+            raise ScaiVaultError("invalid_cursor", "the cursor belongs to another listing; start again without it")
+        after_due = datetime.fromisoformat(after[0].replace("Z", "+00:00")) if after else None
         rows = self.db.query(
-            """SELECT s.path, st.policy_id, p.name AS policy_name, p.auto_generate, st.last_rotated_at, st.cycle,
-                      st.last_rotated_at + make_interval(secs => p.interval_seconds) AS due_at,
-                      p.grace_seconds, st.overdue_notified_at
-                 FROM rotation_state st JOIN secrets s ON s.id = st.secret_id
-                 JOIN rotation_policies p ON p.id = st.policy_id
-                WHERE st.tenant_id = :t AND s.deleted_at IS NULL AND p.is_active
-                  AND (CAST(:policy AS text) IS NULL OR st.policy_id = :policy)
-                  AND st.last_rotated_at + make_interval(secs => p.interval_seconds) <= :horizon
-                ORDER BY due_at, s.path LIMIT :n""",
-            t=scope.tenant_id, policy=policy_id, horizon=now + timedelta(hours=within_hours), n=DUE_LIMIT + 1)
-        more = len(rows) > DUE_LIMIT
-        rows = rows[:DUE_LIMIT]
-        items = []
-        for r in rows:
-            overdue = r["due_at"] <= now
-            if overdue and not include_overdue:
-                continue
-            items.append({"secret_path": r["path"], "policy_id": r["policy_id"], "policy_name": r["policy_name"],
-                          "due_at": iso(r["due_at"]), "last_rotated_at": iso(r["last_rotated_at"]),
-                          "overdue": overdue, "auto_generate": r["auto_generate"],
-                          "grace_ends_at": iso(r["due_at"] + timedelta(seconds=r["grace_seconds"]))})
-        # the soonest DUE_LIMIT only (has_more says there are more; narrow with within_hours or policy_id)
-        return {"data": items, "cursor": None, "has_more": more}
+            """SELECT * FROM (
+                 SELECT s.path, st.policy_id, p.name AS policy_name, p.auto_generate, st.last_rotated_at, st.cycle,
+                        st.last_rotated_at + make_interval(secs => p.interval_seconds) AS due_at,
+                        p.grace_seconds, st.overdue_notified_at
+                   FROM rotation_state st JOIN secrets s ON s.id = st.secret_id
+                   JOIN rotation_policies p ON p.id = st.policy_id
+                  WHERE st.tenant_id = :t AND s.deleted_at IS NULL AND p.is_active
+                    AND (CAST(:policy AS text) IS NULL OR st.policy_id = :policy)) d
+                WHERE d.due_at <= :horizon AND (:overdue OR d.due_at > :now)
+                  AND (CAST(:after_due AS timestamptz) IS NULL OR (d.due_at, d.path) > (:after_due, :after_path))
+                ORDER BY d.due_at, d.path LIMIT :n""",
+            t=scope.tenant_id, policy=policy_id, horizon=now + timedelta(hours=within_hours), now=now,
+            overdue=include_overdue, after_due=after_due, after_path=after[1] if after else None, n=size + 1)
+        more = len(rows) > size
+        rows = rows[:size]
+        items = [{"secret_path": r["path"], "policy_id": r["policy_id"], "policy_name": r["policy_name"],
+                  "due_at": iso(r["due_at"]), "last_rotated_at": iso(r["last_rotated_at"]),
+                  "overdue": r["due_at"] <= now, "auto_generate": r["auto_generate"],
+                  "grace_ends_at": iso(r["due_at"] + timedelta(seconds=r["grace_seconds"]))} for r in rows]
+        last = [iso(rows[-1]["due_at"]), rows[-1]["path"]] if rows else None
+        return pagination.page("data", items, more, last, kind="rotation_due")
 
     # ---------------------------------------------------------------- rotating
     def rotate_now(self, scope: TenantScope, owner, policy_id: str, paths: list[str] | None, actor_audit: AuditFn) -> list[dict]:

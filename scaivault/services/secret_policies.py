@@ -15,8 +15,9 @@ from pg8000.exceptions import DatabaseError
 from ..audit import AuditEntry, record
 from ..db import Database, Session
 from ..errors import ScaiVaultError, ValidationFailed
+from .. import pagination
 from ..lifecycle.generators import POLICY_TYPES, generate, validate_fields
-from .policies import decode_cursor, encode_cursor, iso, page_limit
+from .policies import iso, page_limit
 
 AuditFn = Callable[..., AuditEntry]
 MAX_NAME = 128
@@ -39,12 +40,22 @@ def unique_violation(exc: Exception) -> bool:
     return bool(args) and isinstance(args[0], dict) and args[0].get("C") == "23505"
 
 
-def keyset_page(rows: list[dict], size: int, view: Callable[[dict], dict], key: str = "id") -> dict:
-    """`{"data", "cursor", "has_more"}` from rows fetched with LIMIT size + 1, ordered by `key`."""
+def string_cursor(cursor: str | None, kind: str) -> str | None:
+    """The string keyset position of a cursor signed for the listing `kind` (scaivault.pagination)."""
+    after = pagination.decode_cursor(cursor, kind)
+    if after is not None and (not isinstance(after, str) or len(after) > 1024):
+        raise ScaiVaultError("invalid_cursor", "the cursor belongs to another listing; start again without it")
+    return after
+
+
+def keyset_page(envelope: str, rows: list[dict], size: int, view: Callable[[dict], dict], kind: str,
+                key: str = "id") -> dict:
+    """The shared envelope `{envelope: [...], "cursor", "has_more"}` from rows fetched with LIMIT size + 1,
+    ordered by `key`; the cursor is signed for the listing `kind` (another listing's cursor is refused)."""
     has_more = len(rows) > size
     rows = rows[:size]
-    return {"data": [view(r) for r in rows], "cursor": encode_cursor(str(rows[-1][key])) if has_more else None,
-            "has_more": has_more}
+    return pagination.page(envelope, [view(r) for r in rows], has_more, str(rows[-1][key]) if rows else None,
+                           kind=kind)
 
 
 def policy_view(row: dict) -> dict:
@@ -106,11 +117,11 @@ class SecretPolicyService:
 
     def list(self, scope: TenantScope, limit: Any, cursor: str | None) -> dict:
         size = page_limit(limit)
-        after = decode_cursor(cursor)
+        after = string_cursor(cursor, "secret_policies")
         rows = self.db.query("""SELECT * FROM secret_policies WHERE tenant_id = :tenant
                                    AND (CAST(:after AS text) IS NULL OR id > :after) ORDER BY id LIMIT :n""",
                              tenant=scope.tenant_id, after=after, n=size + 1)
-        return keyset_page(rows, size, policy_view)
+        return keyset_page("secret_policies", rows, size, policy_view, kind="secret_policies")
 
     def create(self, scope: TenantScope, body: dict, actor: str, audit: AuditFn) -> dict:
         fields = _validate(body, partial=False)

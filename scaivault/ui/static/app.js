@@ -546,7 +546,7 @@ const RESOURCES = {
       ["Delete", "DELETE", (id) => `/rotation/policies/${enc1(id)}`, "danger"]],
   },
   "secret-policies": {
-    group: "Lifecycle", title: "Secret policies (generators)", list: "/secret-policies", key: "data",
+    group: "Lifecycle", title: "Secret policies (generators)", list: "/secret-policies", key: "secret_policies",
     columns: [["Name", (r) => r.name], ["Type", (r) => r.policy_type], ["Fields", (r) => (r.fields || []).map((f) => f.name).join(", ")]],
     detail: (id) => `/secret-policies/${enc1(id)}`,
     actions: [["Delete", "DELETE", (id) => `/secret-policies/${enc1(id)}`, "danger"]],
