@@ -164,8 +164,8 @@ def _refuse_colon_method(path) -> None:
     Likewise the batch routes: `batch` and `batch/metadata` are reserved secret paths, so `PUT
     /v1/secrets/batch/metadata` is a method the batch route lacks, not a secret write (issue 16).
     """
-    if path in BATCH_ROUTES and request.path.endswith("/v1/secrets/" + path):
-        raise ScaiVaultError("method_not_allowed", f"{request.method} is not allowed on /v1/secrets/{path}",
+    if path in BATCH_ROUTES and current_request().path.endswith("/v1/secrets/" + path):
+        raise ScaiVaultError("method_not_allowed", f"{current_request().method} is not allowed on /v1/secrets/{path}",
                              headers={"Allow": "OPTIONS, POST"}, details={"allowed": ["OPTIONS", "POST"]})
     if not isinstance(path, str) or ":" not in path:
         return
