@@ -34,6 +34,7 @@ sys.path.insert(0, str(ROOT))
 from scaivault.config import DatabaseURL  # noqa: E402
 from scaivault.migrate import MigrationRunner  # noqa: E402
 from scaivault.ratelimit import CATEGORIES  # noqa: E402
+from scaivault.policy.cache import CHECK_INTERVAL  # noqa: E402
 from tests.scaikey_standin import ScaiKeyStandin  # noqa: E402
 
 TENANT, LIST_TENANT, PARTNER = "tnt_bench", "tnt_bench_list", "ptn_bench"
@@ -201,6 +202,10 @@ def main() -> None:
             "name": "bench", "rules": [{"path_pattern": "bench/**", "permissions": ["read", "write", "list"]}]}).json()
         session.post(f"{base}/v1/policies/{policy['id']}/bindings", headers=ah,
                      json={"identity_type": "user", "identity_id": "user:bench@bench.example"}).raise_for_status()
+        # a policy change reaches the other workers within CHECK_INTERVAL (scaivault.policy.cache); a worker
+        # that compiled this identity's policies at warm-up (the Redis hint list of an earlier run) may answer
+        # 403 until then
+        time.sleep(2 * CHECK_INTERVAL)
         body = json.dumps({"data": VALUE, "secret_type": "json"})
         print(f"value size: {len(json.dumps(VALUE))} bytes", flush=True)
 
