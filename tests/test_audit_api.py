@@ -288,7 +288,8 @@ def test_an_export_runs_as_a_job_and_its_files_hold_the_matching_entries(client,
 
 def test_an_export_body_is_validated(client, admin_headers):
     for body, field in [({"format": "xml"}, "format"), ({"filters": {"colour": "red"}}, "filters.colour"),
-                        ({"from": "soon"}, "from"), ({"destination": {"type": "ftp"}}, "destination.type")]:
+                        ({"from": "soon"}, "from"), ({"destination": {"type": "ftp"}}, "destination.type"),
+                        ({"filters": {"to": ""}}, "filters.to"), ({"to": ""}, "to")]:
         response = client.post("/v1/audit/export", headers=admin_headers, json=body)
         assert response.status_code == 422, body
         assert field in response.get_json()["error"]["details"]["fields"]

@@ -199,7 +199,7 @@ ExportDestination = Annotated[
     Discriminator(_destination_type)]
 
 
-Timestamp = Annotated[str, Field(max_length=64, json_schema_extra={"format": "date-time"})]
+Timestamp = Annotated[str, Field(min_length=1, max_length=64, json_schema_extra={"format": "date-time"})]
 
 
 class ExportFilters(BaseModel):
