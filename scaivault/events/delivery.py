@@ -103,6 +103,10 @@ class DeliveryWorker:
                              WHERE q.status = 'pending' AND q.next_attempt_at <= now()
                                AND (q.locked_until IS NULL OR q.locked_until < now())) ranked
                          WHERE rank <= :per_tenant)
+                      -- re-checked on the locked row (a claim committed meanwhile makes it not due): the
+                      -- conditions above sit in subqueries, which PostgreSQL does not re-evaluate on a lock wait
+                      AND status = 'pending' AND next_attempt_at <= now()
+                      AND (locked_until IS NULL OR locked_until < now())
                      ORDER BY next_attempt_at LIMIT :n FOR UPDATE SKIP LOCKED)
             RETURNING d.*""", lease=self.policy.lease, n=limit or self.policy.batch,
             per_tenant=self.policy.tenant_inflight)
