@@ -57,12 +57,15 @@ def installed_version(distribution: str) -> str | None:
 
 def supported(patch: str) -> bool:
     """True when the installed library is a version `patch` was written and tested for."""
-    distribution, lowest, first_untested = TESTED[patch]
+    return installed_within(*TESTED[patch])
+
+
+def installed_within(distribution: str, lowest: str, first_untested: str) -> bool:
+    """Is `distribution` installed at a version in [lowest, first_untested)?"""
     version = installed_version(distribution)
     if version is None:
         return False
-    v = _version_tuple(version)
-    return _version_tuple(lowest) <= v < _version_tuple(first_untested)
+    return _version_tuple(lowest) <= _version_tuple(version) < _version_tuple(first_untested)
 
 
 def _skip(patch: str, why: str) -> bool:

@@ -41,10 +41,9 @@ def flask_is_tested() -> bool:
     """Is the installed Flask one whose dispatch sequence this module was checked against?"""
     from .. import patches
 
-    version = patches.installed_version("flask")
-    if version is not None and \
-            patches._version_tuple(FLASK_TESTED[0]) <= patches._version_tuple(version) < patches._version_tuple(FLASK_TESTED[1]):
+    if patches.installed_within("flask", *FLASK_TESTED):
         return True
+    version = patches.installed_version("flask")
     log.warning("hot routes off: this Flask was not checked against them; every request goes through Flask",
                 extra={"installed": version or "absent", "tested": f">={FLASK_TESTED[0]},<{FLASK_TESTED[1]}"})
     return False
