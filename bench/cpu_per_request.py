@@ -71,17 +71,40 @@ def wsgi_caller(app, method: str, url: str, headers: dict, body: bytes = b""):
     return call
 
 
-def interleaved(fns: dict, n: int, rounds: int = 10) -> dict:
-    """CPU us per call of each fn, measured in alternating blocks (drift on a shared machine cancels)."""
+def postgres_cpu(database: str) -> float:
+    """CPU seconds (user + system) used so far by the PostgreSQL backends connected to `database`."""
+    total, tick = 0.0, os.sysconf("SC_CLK_TCK")
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            if f" {database} ".encode() not in (proc / "cmdline").read_bytes().replace(b"\0", b" ") + b" ":
+                continue
+            fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick
+        except (OSError, IndexError, ValueError):
+            continue
+    return total
+
+
+def interleaved(fns: dict, n: int, rounds: int = 10, database: str | None = None) -> dict:
+    """CPU us per call of each fn, measured in alternating blocks (drift on a shared machine cancels);
+    with `database`, also `<name>_pg`: the CPU of that database's PostgreSQL backends per call."""
     spent = {name: 0.0 for name in fns}
+    pg = {name: 0.0 for name in fns}
     block = max(1, n // rounds)
     for r in range(rounds):
         for name, fn in fns.items():
+            pg_started = postgres_cpu(database) if database else 0.0
             started = time.process_time()
             for i in range(r * block, (r + 1) * block):
                 fn(i)
             spent[name] += time.process_time() - started
-    return {name: round(total / (block * rounds) * 1e6) for name, total in spent.items()}
+            pg[name] += (postgres_cpu(database) - pg_started) if database else 0.0
+    out = {name: round(total / (block * rounds) * 1e6) for name, total in spent.items()}
+    if database:
+        out.update({name + "_pg": round(total / (block * rounds) * 1e6) for name, total in pg.items()})
+    return out
 
 
 def profiled(fn, n: int, out: str) -> None:
@@ -145,7 +168,7 @@ def main() -> None:
             profiled(reads["read"], args.reads, args.profile + ".read")
             profiled(writes["write"], args.writes, args.profile + ".write")
         load = os.getloadavg()[0]
-        out = {**interleaved(reads, args.reads), **interleaved(writes, args.writes)}
+        out = {**interleaved(reads, args.reads, database=name), **interleaved(writes, args.writes, database=name)}
         out.update(read_to_ceiling=round(out["read"] / out["ceiling"], 2),
                    write_to_ceiling=round(out["write"] / out["ceiling"], 2), load=round(load, 1))
         print(json.dumps(out))

@@ -67,6 +67,8 @@ def _refuse_unstorable_url_text() -> None:
     problem = text_problem(request.path)
     if problem:
         raise ScaiVaultError("invalid_request", f"the URL path {problem}")
+    if not request.environ.get("QUERY_STRING"):
+        return      # nothing to parse (most requests): request.args would build an empty MultiDict
     for key, value in request.args.items(multi=True):
         if text_problem(key):
             raise ScaiVaultError("invalid_request", f"a query parameter name {text_problem(key)}")
@@ -124,7 +126,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> Flask:
         if length is not None and length > settings.max_request_bytes:
             raise ScaiVaultError("payload_too_large",
                                  f"request body exceeds the limit of {settings.max_request_bytes} bytes")
-        if length is None and "chunked" in request.headers.get("Transfer-Encoding", "").lower():
+        if length is None and "chunked" in request.environ.get("HTTP_TRANSFER_ENCODING", "").lower():
             # no Content-Length to check: read now (werkzeug stops at MAX_CONTENT_LENGTH), so
             # an endless body meets the limit here even on an endpoint that never reads it
             if len(request.get_data(cache=True)) >= settings.max_request_bytes:

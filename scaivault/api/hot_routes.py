@@ -24,7 +24,9 @@ import re
 from typing import Any, Callable, Iterable
 
 from flask import Flask
+from flask.json.provider import DefaultJSONProvider
 from werkzeug.exceptions import InternalServerError
+from werkzeug.http import HTTP_STATUS_CODES
 
 from .http import _hot_request
 
@@ -111,7 +113,7 @@ class HotRoutes:
                 log.exception("exception on a hot route", extra={"path_category": rule.endpoint})
                 response = self._finish(app, self._error_handler(InternalServerError(original_exception=exc)),
                                         blueprint, from_error_handler=True)
-            return response(environ, start_response)
+            return self._send(response, environ, start_response)
         finally:
             try:
                 for name in (blueprint, None):
@@ -137,9 +139,25 @@ class HotRoutes:
             rv = self._error_handler(exc)
         return self._finish(app, rv, blueprint)
 
+    def _send(self, response, environ: dict, start_response: Callable) -> Iterable[bytes]:
+        if type(response) is LeanResponse:
+            start_response(response.status, response.headers.to_wsgi_list())
+            return [response.body]
+        """Start `response`. A buffered JSON answer (every answer of these routes but an odd one) goes
+        out as it stands: werkzeug's `get_wsgi_headers` would copy its headers only to find nothing
+        to change (no Location, a Content-Length already set, a status with a body). These answers are
+        JSON documents with no close callbacks, so the body list is the whole application iterable."""
+        if (type(response) is self.app.response_class and response.is_sequence
+                and 200 <= response.status_code < 300 and response.status_code != 204):
+            headers = response.headers
+            if "Content-Length" in headers and "Location" not in headers and "Content-Location" not in headers:
+                start_response(response.status, headers.to_wsgi_list())
+                return response.response
+        return response(environ, start_response)
+
     @staticmethod
     def _finish(app: Flask, rv, blueprint: str | None, *, from_error_handler: bool = False):
-        response = app.make_response(rv)
+        response = LeanResponse.of(app, rv) or app.make_response(rv)
         try:
             for name in (blueprint, None):
                 for func in reversed(app.after_request_funcs.get(name, ())):
@@ -149,3 +167,90 @@ class HotRoutes:
                 raise
             log.exception("request finalizing failed with an error while handling an error")
         return response
+
+
+class LeanHeaders:
+    """What the after_request hooks do with a response's headers (set, setdefault, get, `in`), over a
+    plain list in sending order, with werkzeug's rules: names match case-insensitively, a set replaces
+    the first header of that name in place and drops the others, values are str without line breaks."""
+
+    __slots__ = ("_items",)
+
+    def __init__(self, items: list[tuple[str, str]]):
+        self._items = items
+
+    def _find(self, name: str) -> int:
+        low = name.lower()
+        for i, (key, _) in enumerate(self._items):
+            if key.lower() == low:
+                return i
+        return -1
+
+    def __setitem__(self, name: str, value: Any) -> None:
+        value = str(value)
+        if "\n" in value or "\r" in value:
+            raise ValueError("Header values must not contain newline characters.")
+        i = self._find(name)
+        if i < 0:
+            self._items.append((name, value))
+            return
+        low = name.lower()
+        self._items[i + 1:] = [kv for kv in self._items[i + 1:] if kv[0].lower() != low]
+        self._items[i] = (name, value)
+
+    def setdefault(self, name: str, default: Any) -> str:
+        i = self._find(name)
+        if i >= 0:
+            return self._items[i][1]
+        self[name] = default
+        return str(default)
+
+    def get(self, name: str, default: Any = None) -> Any:
+        i = self._find(name)
+        return self._items[i][1] if i >= 0 else default
+
+    def __getitem__(self, name: str) -> str:
+        i = self._find(name)
+        if i < 0:
+            raise KeyError(name)
+        return self._items[i][1]
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and self._find(name) >= 0
+
+    def items(self) -> list[tuple[str, str]]:
+        return list(self._items)
+
+    def to_wsgi_list(self) -> list[tuple[str, str]]:
+        return self._items
+
+
+class LeanResponse:
+    """A view's JSON answer (a dict, or a dict and a status) on a hot route, built as Flask's JSON
+    provider would build it (the same bytes, Content-Type and Content-Length) without werkzeug's
+    Response and Headers machinery; the after_request hooks see `status_code` and `headers`."""
+
+    __slots__ = ("status_code", "headers", "body")
+
+    def __init__(self, body: bytes, status_code: int, mimetype: str):
+        self.body = body
+        self.status_code = status_code
+        self.headers = LeanHeaders([("Content-Type", mimetype), ("Content-Length", str(len(body)))])
+
+    @property
+    def status(self) -> str:
+        return f"{self.status_code} {HTTP_STATUS_CODES.get(self.status_code, 'unknown').upper()}"
+
+    @classmethod
+    def of(cls, app: Flask, rv: Any) -> "LeanResponse | None":
+        """The lean answer for `rv`, or None where Flask's make_response must decide (anything but a
+        dict or a (dict, int) pair, or a JSON provider that is not compact: debug output is indented)."""
+        status = 200
+        if type(rv) is tuple and len(rv) == 2 and type(rv[1]) is int:
+            rv, status = rv
+        provider = app.json
+        if type(provider) is not DefaultJSONProvider or type(rv) is not dict or status not in HTTP_STATUS_CODES or provider.compact is False \
+                or (provider.compact is None and app.debug):
+            return None
+        body = (provider.dumps(rv, separators=(",", ":")) + "\n").encode()
+        return cls(body, status, provider.mimetype)

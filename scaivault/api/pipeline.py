@@ -68,7 +68,9 @@ def endpoint(category: str | None, *, scope: str | None = None, authenticated: b
                 if authorize is not None and authenticated:
                     authorize.check(kwargs)
                 if query:
-                    check_query(query, current_request().args)
+                    req = current_request()
+                    if req.environ.get("QUERY_STRING"):     # else nothing to check (no MultiDict built)
+                        check_query(query, req.args)
                 if body is not None:
                     g.body = parse_body(body)
                 return view(*args, **kwargs)

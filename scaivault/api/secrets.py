@@ -209,7 +209,10 @@ def _actor() -> str:
 
 
 def _int_arg(name: str) -> int | None:
-    raw = current_request().args.get(name)
+    req = current_request()
+    if not req.environ.get("QUERY_STRING"):
+        return None
+    raw = req.args.get(name)
     if raw is None or raw == "":
         return None
     return inputs.parse_int(raw, name, low=1, high=inputs.PG_INT_MAX)
@@ -241,10 +244,11 @@ def read_secret(path: str, partner: bool):
     version = _int_arg("version")
     rt, owner = runtime(), _owner(partner)
     route = None if partner else rt.federation.route(owner, path)
+    # a dict, not jsonify(): Flask answers it alike, and the hot route (api/hot_routes.py) leaner
     if route is not None and route.mode == "proxy":
-        return jsonify(rt.federation.proxy_read(owner, path, route, entry_for_request))
+        return rt.federation.proxy_read(owner, path, route, entry_for_request)
     try:
-        return jsonify(rt.secret_store.read(owner, path, version, entry_for_request))
+        return rt.secret_store.read(owner, path, version, entry_for_request)
     except ScaiVaultError as exc:
         raise _sub_resource_hint(exc, owner, path, partner) from None
 
@@ -282,7 +286,7 @@ def write_secret(path: str, partner: bool):
                        secret_policy_id=body.secret_policy_id,
                        keep_expiry="expires_in" not in options.model_fields_set)   # null clears, absent keeps
     view, created = write_version(_owner(partner), path, req, _actor(), may_lower_retention=_may_erase(path, partner))
-    return jsonify(view), (201 if created else 200)
+    return view, (201 if created else 200)
 
 
 @endpoint("secrets:delete", scope="secrets:delete", response=DeleteView,
