@@ -127,7 +127,12 @@ def timestamp(value: datetime | None) -> str | None:
         return None
     if value.tzinfo is None:
         value = value.replace(tzinfo=timezone.utc)
-    return value.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    elif value.utcoffset():
+        value = value.astimezone(timezone.utc)
+    if value.year < 1000:       # isoformat pads the year to four digits; strftime's %Y may not
+        return value.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    # what strftime("%Y-%m-%dT%H:%M:%S.%fZ") gives, at a third of its cost (a few per secret read)
+    return value.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 def paginate(key: str, items: list[dict], limit: Any, cursor: str | None,

@@ -22,7 +22,10 @@ import time
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+from flask import current_app, g
+
 from . import patches
+from .errors import ScaiVaultError
 
 log = logging.getLogger("scaivault.ratelimit")
 
@@ -372,8 +375,6 @@ def init_rate_limits(app, settings) -> RateLimits:
 
 def _request_key() -> str:
     """Who a bucket belongs to: the identity's sub and tenant, or the client IP before authentication."""
-    from flask import g
-
     from .api.http import current_request
 
     identity = g.get("identity")
@@ -384,10 +385,6 @@ def _request_key() -> str:
 
 def enforce(category: str, cost: int = 1) -> None:
     """Take `cost` units from the caller's bucket for `category`, or raise rate_limited."""
-    from flask import current_app, g
-
-    from .errors import ScaiVaultError
-
     limits: RateLimits | None = current_app.extensions.get("scaivault_rate_limits")
     if limits is None:
         return
@@ -407,8 +404,6 @@ def enforce(category: str, cost: int = 1) -> None:
 
 
 def _add_headers(response):
-    from flask import g
-
     decision: Decision | None = g.get("rate_limit")
     if decision is not None:
         response.headers["X-RateLimit-Limit"] = str(decision.limit)

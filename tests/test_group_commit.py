@@ -63,6 +63,41 @@ def test_concurrent_reads_share_a_statement_and_each_gets_its_own_row(app, scaik
     assert verify_chain(db, tenant).valid
 
 
+def test_one_batch_spanning_tenants_extends_each_tenant_chain_in_submission_order(app, scaikey):
+    """Migration 0160 chains a batch's entries per tenant in one pass: two tenants interleaved in one
+    statement, twice, leave both chains verifying, in the order the reads were submitted."""
+    from scaivault.audit.writer import read_batch_and_record
+    from scaivault.audit.entry import AuditEntry
+
+    tenants = [new_tenant(), new_tenant()]
+    for tenant in tenants:
+        admin = Callers(scaikey, app.test_client()).admin(tenant)
+        for i in range(3):
+            assert admin.put(f"/v1/secrets/span/s{i}", json={"data": {"n": i}}).status_code == 201
+    db = app.extensions["scaivault"].db
+    submitted = []
+    for round_ in range(2):
+        items = []
+        for i in range(3):
+            for tenant in tenants:
+                entry = AuditEntry(action="read", tenant_id=tenant, identity_type="user", identity_id="user:span",
+                                   secret_path=f"span/s{i}", request_id=f"req_span_{tenant}_{round_}_{i}")
+                items.append({"tenant": tenant, "partner": None, "path": f"span/s{i}", "version": None,
+                              "entry": entry})
+                submitted.append((tenant, entry.request_id))
+        items.append({"tenant": tenants[0], "partner": None, "path": "span/none", "version": None,
+                      "entry": AuditEntry(action="read", tenant_id=tenants[0], request_id="req_span_missing")})
+        with db.session() as s:
+            rows = read_batch_and_record(s, items)
+        assert [r["audited"] for r in rows[:-1]] == [True] * 6 and rows[-1] is None
+        assert [r["current_version"] for r in rows[:-1]] == [1] * 6
+    for tenant in tenants:
+        chain = db.query("SELECT request_id, chain_seq FROM audit_log WHERE tenant_id = :t AND action = 'read' "
+                         "ORDER BY chain_lane, chain_seq", t=tenant)
+        assert [r["request_id"] for r in chain] == [rid for t, rid in submitted if t == tenant]
+        assert verify_chain(db, tenant).valid
+
+
 def test_a_read_that_fails_in_a_batch_fails_alone_and_the_others_are_served(app, scaikey, monkeypatch):
     tenant = new_tenant()
     callers = [Callers(scaikey, app.test_client()).admin(tenant) for _ in range(12)]

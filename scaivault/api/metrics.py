@@ -83,8 +83,9 @@ def _over_loopback() -> bool:
 
 @bp.before_app_request
 def _metrics_listener_serves_metrics_only():
-    if current_request().endpoint in ("metrics.scrape", "health.liveness", "health.readiness") or \
-            not on_metrics_listener(runtime().settings.metrics_bind_address):
+    bind = runtime().settings.metrics_bind_address
+    if not bind or current_request().endpoint in ("metrics.scrape", "health.liveness", "health.readiness") or \
+            not on_metrics_listener(bind):
         return None
     raise ScaiVaultError("not_found", "this listener (METRICS_BIND_ADDRESS) serves /v1/metrics and health probes only")
 

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
+from ..pagination import timestamp
+
 ACTIONS: frozenset[str] = frozenset({
     "read", "write", "delete", "list", "rotate",
     "policy_create", "policy_update", "policy_delete", "policy_bind", "policy_unbind",
@@ -36,9 +38,7 @@ def new_entry_id() -> str:
 
 def format_timestamp(ts: datetime) -> str:
     """ISO 8601 with microseconds and `Z` (spec/30 section 7.1)."""
-    if ts.tzinfo is None:
-        ts = ts.replace(tzinfo=timezone.utc)
-    return ts.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return timestamp(ts)
 
 
 def _now() -> datetime:
