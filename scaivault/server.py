@@ -16,7 +16,7 @@ import sys
 from gunicorn.app.base import BaseApplication
 from gunicorn.glogging import Logger as GunicornLogger
 
-from . import patches
+from . import patches, version_hints
 from .config import Settings
 
 GRACEFUL_TIMEOUT_SECONDS = 30
@@ -146,4 +146,5 @@ def run_server(settings: Settings, **extra) -> None:
     log.info("starting", extra={"bind": f"{scheme}://{settings.bind_address}",
                                 "workers": extra.get("workers", settings.web_concurrency),
                                 "mtls": bool(settings.tls_client_ca_file)})
+    version_hints.share_between_workers()     # before the workers fork: one table for all of them
     ScaiVaultServer(settings, extra).run()

@@ -229,3 +229,60 @@ def test_a_failing_batch_is_rerun_item_by_item():
     for ticket, result, error in gc._execute(tickets):
         results[ticket.item] = (result, type(error).__name__ if error else None)
     assert results == {"a": ("A", None), "bad": (None, "ValueError"), "c": ("C", None)}
+
+
+def test_workers_of_one_server_share_version_hints_so_a_write_after_anothers_is_one_statement(
+        make_app, scaikey, monkeypatch):
+    """`scaivault serve` makes the hint table before forking (version_hints.share_between_workers): a
+    worker writing a path the other worker moved on seals for the right version at the first try."""
+    import pg8000.core
+
+    from scaivault import version_hints
+
+    monkeypatch.setattr(version_hints, "_shared", None)
+    version_hints.share_between_workers()
+    tenant = new_tenant()
+    first, second = (Callers(scaikey, make_app(RATE_LIMITS=HIGH_RATE_LIMITS).test_client()).admin(tenant)
+                     for _ in range(2))
+    assert first.put("/v1/secrets/wh/a", json={"data": {"n": 1}}).status_code == 201
+    assert second.put("/v1/secrets/wh/a", json={"data": {"n": 2}}).get_json()["version"] == 2
+    count = [0]
+    original = pg8000.core.CoreConnection.handle_messages
+
+    def counting(conn, *args, **kwargs):
+        count[0] += 1
+        return original(conn, *args, **kwargs)
+
+    with monkeypatch.context() as m:
+        m.setattr(pg8000.core.CoreConnection, "handle_messages", counting)
+        response = first.put("/v1/secrets/wh/a", json={"data": {"n": 3}})
+    assert response.status_code == 200 and response.get_json()["version"] == 3
+    assert count[0] == 1      # one statement: `first` knew of `second`'s version 2
+
+
+def test_version_hints_cross_fork_and_a_wrong_hint_only_costs_a_retry(make_app, scaikey, monkeypatch):
+    import os
+
+    from scaivault import version_hints
+
+    hints = version_hints.VersionHints()
+    key = ("ptn_x", "tnt_x", "a/b")
+    pid = os.fork()
+    if pid == 0:       # the child notes, the parent sees it (the mapping is shared, not copied)
+        hints.note(key, 41)
+        os._exit(0)
+    os.waitpid(pid, 0)
+    assert hints.get(key) == 41 and hints.get(("ptn_x", "tnt_x", "a/c")) == 0
+    # a wrong hint in either direction: the statement refuses it and the write lands at the true version
+    tenant = new_tenant()
+    admin = Callers(scaikey, make_app(RATE_LIMITS=HIGH_RATE_LIMITS).test_client()).admin(tenant)
+    assert admin.put("/v1/secrets/wrong/a", json={"data": {"n": 1}}).status_code == 201
+    store = admin.client.application.extensions["scaivault"].secret_store
+    partner = admin.client.application.extensions["scaivault"].db.scalar(
+        "SELECT partner_id FROM secrets WHERE tenant_id = :t AND path = 'wrong/a'", t=tenant)
+    for wrong, expected in ((9, 2), (0, 3)):
+        store._versions.note((partner, tenant, "wrong/a"), wrong)
+        response = admin.put("/v1/secrets/wrong/a", json={"data": {"n": expected}})
+        assert response.get_json()["version"] == expected
+        assert admin.get("/v1/secrets/wrong/a").get_json()["data"] == {"n": expected}
+    assert verify_chain(admin.client.application.extensions["scaivault"].db, tenant).valid

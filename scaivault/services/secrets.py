@@ -26,6 +26,7 @@ from ..config import Settings, parse_duration
 from ..crypto import SealContext, register_sealed_column
 from ..db import Database, Session
 from ..errors import ScaiVaultError, ValidationFailed
+from .. import version_hints
 from ..group_commit import GroupCommit
 from ..lifecycle.hooks import EVENT_CONSUMERS, plain_write_events, secret_changed, secret_read
 from ..policy.paths import validate_path
@@ -190,7 +191,7 @@ class SecretStore:
         self._touch_lock = threading.Lock()
         self._pending_touches: set[int] = set()
         self._last_flush = time.monotonic()
-        self._versions: dict[tuple[str, str | None, str], int] = {}
+        self._versions = version_hints.for_process()
         self._flusher: threading.Thread | None = None
 
     # ================================================================== reads
@@ -234,9 +235,7 @@ class SecretStore:
 
     def _note_version(self, owner: SecretOwner, path: str, version: int) -> None:
         """Remember a secret's current version: the next write seals for it without asking first."""
-        if len(self._versions) > 100_000:
-            self._versions.clear()
-        self._versions[(owner.partner_id, owner.tenant_id, path)] = version
+        self._versions.note((owner.partner_id, owner.tenant_id, path), version)
 
     def _open_row(self, owner: SecretOwner, path: str, version: int | None, row: dict | None) -> dict:
         if row is None or row["deleted_at"] is not None:
@@ -448,7 +447,7 @@ class SecretStore:
         a concurrent creator).
         """
         key = (owner.partner_id, owner.tenant_id, path)
-        expected = self._versions.get(key, 0)
+        expected = self._versions.get(key)
         for _ in range(WRITE_ATTEMPTS):
             version = expected + 1
             sealed = self.keyring.seal(owner.seal_context(path, version), plaintext)
@@ -485,10 +484,10 @@ class SecretStore:
                 raise
             if not rows or not rows[0]["written"]:      # moved on (or gone): nothing was written
                 expected = rows[0]["current_version"] if rows else 0
-                self._versions[key] = expected
+                self._versions.note(key, expected)
                 continue
             count_appended("write", True, time.perf_counter() - started)
-            self._versions[key] = version
+            self._versions.note(key, version)
             return secret_view(rows[0], path), expected == 0
         return None
 
@@ -550,7 +549,7 @@ class SecretStore:
                                  **({"cas": req.cas} if req.cas is not None else {})})
             record(s, entry)
             lifecycle = secret_changed(s, "write", owner, path, entry, before=row, after=updated, req=req)
-        self._versions[(owner.partner_id, owner.tenant_id, path)] = version
+        self._versions.note((owner.partner_id, owner.tenant_id, path), version)
         _count_write(owner)
         return {**secret_view(updated, path), **lifecycle}, created
 
