@@ -13,6 +13,8 @@ import time
 from datetime import datetime, timezone
 from typing import Any, Protocol
 
+from .. import pagination
+
 CHANNEL = "scaivault_events"
 
 EVENT_TYPES: tuple[str, ...] = (
@@ -27,6 +29,8 @@ EVENT_TYPES: tuple[str, ...] = (
 )
 
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+_CROCKFORD_PAIRS = [a + b for a in _CROCKFORD for b in _CROCKFORD]
+_PAIR_SHIFTS = range(120, -1, -10)
 
 _INSERT_SQL = """
 WITH ins AS (
@@ -50,16 +54,12 @@ class Origin(Protocol):
 def new_event_id() -> str:
     """`evt_` + a ULID (48-bit milliseconds + 80 random bits, Crockford base32): sortable by time."""
     value = (time.time_ns() // 1_000_000) << 80 | secrets.randbits(80)
-    chars = []
-    for _ in range(26):
-        chars.append(_CROCKFORD[value & 31])
-        value >>= 5
-    return "evt_" + "".join(reversed(chars))
+    # 26 characters of 5 bits = 13 pairs of 10 bits, most significant first
+    return "evt_" + "".join([_CROCKFORD_PAIRS[(value >> shift) & 1023] for shift in _PAIR_SHIFTS])
 
 
 def timestamp(ts: datetime | None = None) -> str:
-    ts = (ts or datetime.now(timezone.utc)).astimezone(timezone.utc)
-    return ts.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
+    return pagination.timestamp(ts or datetime.now(timezone.utc))
 
 
 def envelope(event_type: str, origin: Origin, data: dict, path: str | None, event_id: str | None = None) -> dict:
