@@ -8,15 +8,18 @@ in the background). Every step is best effort: a dependency that is down makes t
 and the requests that need it answer their usual 503.
 
 Per connection (every pooled connection, in parallel): the catalog caches, the hot statements
-prepared (HOT_STATEMENTS: the audited read batch, the audit append, the one-statement write, the
-event outbox insert), and the read path run once in a transaction that is always rolled back
-(PostgreSQL compiles a PL/pgSQL function and plans its statements per backend, on first call: that
+prepared (hot_statements(): the audited read batch, the audit append, the one-statement write, the
+event outbox insert, a token's identity rows, the policy loader), and the read path run once in a
+transaction that is always rolled back (PostgreSQL compiles a PL/pgSQL function and plans its statements per backend, on first call: that
 was most of a respawned worker's first read). Per process: the periodic snapshots the read path
-consults, and the compiled policies of recently active identities (a hint list other processes
-keep in Redis, see scaivault.policy.cache; the policies themselves come from the database).
-What cannot be warmed is per token: its signature check and identity rows happen on its first
-request to this process (sharing verified tokens through Redis would let whoever can write to
-Redis authenticate as anyone).
+consults, the compiled policies of recently active identities (a hint list other processes
+keep in Redis, see scaivault.policy.cache; the policies themselves come from the database), and
+the identity rows of recently active principals (tenant, user and groups or application, stored
+grants: another hint list, see scaivault.auth.authenticator; the rows come from the database and
+are dropped with the auth epoch like every derived identity).
+What cannot be warmed is per token: its signature check happens on its first request to this
+process (sharing verified tokens through Redis would let whoever can write to Redis authenticate
+as anyone).
 """
 from __future__ import annotations
 
@@ -34,16 +37,20 @@ MAX_PARTNER_KEYS = 1000
 MAX_TENANT_KEYS = 5000
 MAX_POLICY_SETS = 200          # recently active identities whose policies a new worker compiles (newest first)
 POLICY_STEP_SECONDS = 0.5      # at most this long on them: accepting sooner beats the last few loads
+MAX_PRINCIPALS = 1000          # recently active principals whose identity rows a new worker reads (newest first)
+IDENTITY_STEP_SECONDS = 0.5    # at most this long on them (100 principals per statement)
 WARMUP_KEY = "~worker-warmup"  # a tenant, partner and path no real one can be (like readiness's chain key)
 
 
 def hot_statements() -> tuple[str, ...]:
     """The statements every request of their kind runs prepared (Session.prepared), in text form."""
     from .audit.writer import _APPEND_SQL, _READ_BATCH_SQL
+    from .auth.authenticator import IDENTITY_ROWS_SQL
     from .events.outbox import _INSERT_SQL
+    from .services.policies import LOAD_BOUND_SQL
     from .services.secrets import _WRITE_SQL
 
-    return (_READ_BATCH_SQL, _APPEND_SQL, _WRITE_SQL, _INSERT_SQL)
+    return (_READ_BATCH_SQL, _APPEND_SQL, _WRITE_SQL, _INSERT_SQL, IDENTITY_ROWS_SQL, LOAD_BOUND_SQL[True])
 
 
 def warm_worker(runtime, timeout: float, rate_limits=None, app=None) -> dict[str, Any]:
@@ -74,7 +81,8 @@ def _public(report: dict) -> dict:
 def _warm(runtime, deadline: float, report: dict, rate_limits, app) -> None:
     errors: dict[str, str] = report.setdefault("errors", {})
     steps = [("database", _open_pool), ("jwks", _load_jwks), ("keys", _unwrap_keys), ("redis", _connect_redis),
-             ("snapshots", _load_snapshots), ("policies", _compile_recent_policies)]
+             ("snapshots", _load_snapshots), ("policies", _compile_recent_policies),
+             ("identities", _read_recent_identities)]
     if rate_limits is not None and rate_limits.storage_uri.startswith(("redis", "rediss", "unix")):
         # the limiter has its own Redis pool: connect it too (its first EVALSHA would pay for it)
         steps.append(("rate_limit_storage", lambda runtime, deadline: rate_limits.limiter.storage.get_connection().ping()))
@@ -133,6 +141,7 @@ def _warm_statements(conn, deadline: float) -> None:
     """Prepare the hot statements on `conn` and run the read path once, rolled back."""
     from .audit.entry import AuditEntry
     from .audit.writer import _READ_BATCH_SQL, entry_document
+    from .auth.authenticator import IDENTITY_ROWS_SQL
     from .db import Session
 
     if time.monotonic() >= deadline:
@@ -140,6 +149,7 @@ def _warm_statements(conn, deadline: float) -> None:
     session = Session(conn)
     for sql in hot_statements():
         session.prepared(sql)
+    session.prepared(IDENTITY_ROWS_SQL).run(items="[]")      # planned once per backend (reads nothing)
     # nothing of this commits: no secret has these names, and the audit append is rolled back
     probe = [{"tenant": WARMUP_KEY, "partner": WARMUP_KEY, "path": WARMUP_KEY},
              {"tenant": None, "partner": WARMUP_KEY, "path": WARMUP_KEY}]
@@ -183,6 +193,16 @@ def _compile_recent_policies(runtime, deadline: float) -> dict[str, int]:
         cache.get(tenant_id, partner_id, identity_ids, note=False)
         done["policy_sets"] += 1
     return done
+
+
+def _read_recent_identities(runtime, deadline: float) -> dict[str, int]:
+    """Read the identity rows of the principals other processes saw recently (bounded in number and
+    time): a known principal's new token then costs its signature check only. The hint list only
+    chooses which rows to read; they come from the database, keyed exactly as a token selects them."""
+    deadline = min(deadline, time.monotonic() + IDENTITY_STEP_SECONDS)
+    authenticator = runtime.authenticator
+    keys = authenticator.recent_principals(MAX_PRINCIPALS)
+    return {"hinted": len(keys), "principals": authenticator.warm_rows(keys, deadline)}
 
 
 def _match_every_route(app, deadline: float) -> int:
