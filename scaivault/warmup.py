@@ -27,6 +27,7 @@ import codecs
 import json
 import logging
 import re
+import secrets
 import threading
 import time
 from typing import Any
@@ -85,9 +86,10 @@ def _warm(runtime, deadline: float, report: dict, rate_limits, app) -> None:
              ("identities", _read_recent_identities)]
     if rate_limits is not None and rate_limits.storage_uri.startswith(("redis", "rediss", "unix")):
         # the limiter has its own Redis pool: connect it too (its first EVALSHA would pay for it)
-        steps.append(("rate_limit_storage", lambda runtime, deadline: rate_limits.limiter.storage.get_connection().ping()))
+        steps.append(("rate_limit_storage", lambda runtime, deadline: _connect_rate_limits(rate_limits)))
     if app is not None:
         steps.append(("routes", lambda runtime, deadline: _match_every_route(app, deadline)))
+        steps.append(("metrics", lambda runtime, deadline: _prime_read_metrics(app)))
     took: dict[str, int] = report.setdefault("step_ms", {})
     for name, step in steps:
         if time.monotonic() >= deadline:
@@ -159,9 +161,17 @@ def _warm_statements(conn, deadline: float) -> None:
         conn.run("SET LOCAL statement_timeout = 2000")
         conn.run("SET LOCAL lock_timeout = 1000")
         session.prepared(_READ_BATCH_SQL).run(items=json.dumps(probe))
-        conn.run("SELECT sv_audit_append(convert_to(:canon, 'UTF8'), CAST(:audit AS jsonb), CAST(:extra AS jsonb))",
-                 canon=doc["canon_head"] + "0" + doc["canon_tail"], audit=json.dumps(doc),
-                 extra=json.dumps(doc["extra_data"]))
+        # and a read that finds its secret (the branch a real read takes: the audit append inside the
+        # function, its result row), on a row inserted here (a path per connection: no lock between them)
+        path = f"{WARMUP_KEY}/{secrets.token_hex(8)}"
+        conn.run("""WITH s AS (INSERT INTO secrets (partner_id, tenant_id, path, secret_type, max_versions, current_version)
+                               VALUES (:k, :k, :path, 'kv', 1, 1) RETURNING id)
+                    INSERT INTO secret_versions (secret_id, version, partner_id, tenant_id, sealed_data, size_bytes)
+                    SELECT id, 1, :k, :k, '\\x00'::bytea, 1 FROM s""", k=WARMUP_KEY, path=path)
+        found = session.prepared(_READ_BATCH_SQL).run(items=json.dumps(
+            [{"tenant": WARMUP_KEY, "partner": WARMUP_KEY, "path": path, "version": None, "audit": doc}]))
+        if not found or not found[0][-1]:
+            raise RuntimeError("the warm-up read did not take the found branch")
     finally:
         conn.run("ROLLBACK")
 
@@ -229,9 +239,34 @@ def _match_every_route(app, deadline: float) -> int:
 _SAMPLE_SEGMENT = re.compile(r"<[^>]+>")
 
 
-def _load_jwks(runtime, deadline: float) -> bool:
-    runtime.authenticator.jwks.preload()
-    return True
+def _prime_read_metrics(app) -> int:
+    """Create the series a secret read updates (labelled children, zero until used): in multiprocess
+    mode a new series writes its keys into this process's files (a histogram one per bucket), which
+    the first read would pay for. Only series whose zero is true (counts, durations, requests in
+    progress); never a gauge whose zero means something (the rate-limit bucket fill)."""
+    from werkzeug.exceptions import HTTPException
+
+    from . import metrics
+
+    try:
+        endpoint, _ = app.url_map.bind("localhost").match("/v1/secrets/warm-up", method="GET")
+    except HTTPException:
+        return 0
+    category = getattr(app.view_functions.get(endpoint), "rate_category", None)
+    if not category:
+        return 0
+    metrics.REQUESTS.labels(method="GET", path_category=category, status="200")
+    metrics.REQUEST_DURATION.labels(method="GET", path_category=category)
+    metrics.ACTIVE_REQUESTS.labels(path_category=category)
+    metrics.labelled(metrics.GROUP_COMMIT_SIZE, "read")
+    return 4
+
+
+def _load_jwks(runtime, deadline: float) -> int:
+    """Fetch the signing keys and run each key's signature check once (on a made-up signature)."""
+    jwks = runtime.authenticator.jwks
+    jwks.preload()
+    return jwks.exercise()
 
 
 def _unwrap_keys(runtime, deadline: float) -> dict[str, int]:
@@ -254,6 +289,14 @@ def _unwrap_keys(runtime, deadline: float) -> dict[str, int]:
         keyring.active_tenant_key(row["partner_id"], row["tenant_id"])
         done["tenant_keys"] += 1
     return done
+
+
+def _connect_rate_limits(rate_limits) -> bool:
+    """The limiter's own Redis pool connected, its bucket script loaded, and the lease reconciler
+    started (a new thread's first start switches to every waiting greenlet: not on a request)."""
+    rate_limits.limiter.storage.get_connection().ping()
+    rate_limits.prepare()
+    return True
 
 
 def _connect_redis(runtime, deadline: float) -> bool:
