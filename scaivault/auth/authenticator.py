@@ -77,10 +77,6 @@ LEFT JOIN LATERAL (SELECT json_agg(json_build_array(ra.role, ra.partner_id, ra.t
                      AND (ra.expires_at IS NULL OR ra.expires_at > now())) r ON true
 LEFT JOIN identity_tenants t ON t.id = i.tenant""")
 
-# (kind 'user' | 'sa', sub, client id (service accounts) or None, the token's tenant claim or None)
-RowsKey = tuple[str, str, "str | None", "str | None"]
-
-
 @dataclass(frozen=True)
 class IdentityRows:
     """The cached rows one JWT identity is derived from (never the derivation itself)."""
@@ -117,7 +113,8 @@ def _rows_from(record: dict) -> IdentityRows:
 
 
 def read_identity_rows(s, keys: list) -> dict[tuple, IdentityRows]:
-    """The rows of each key, in one prepared statement (one round trip)."""
+    """The rows of each key (kind 'user' | 'sa', sub, client id or None, the token's tenant claim or
+    None), in one prepared statement (one round trip)."""
     items = json.dumps([{"kind": k, "sub": sub, "client": c, "tenant": t} for k, sub, c, t in keys])
     return {(r["sv_kind"], r["sv_sub"], r["sv_client"], r["sv_tenant"]): _rows_from(r)
             for r in s.run_prepared(IDENTITY_ROWS_SQL, items=items)}
