@@ -279,6 +279,14 @@ class RateLimits:
             self._lease_params[key] = (capacity, per_second)
         return bool(int(allowed)), float(tokens), float(now), float(taken)
 
+    def prepare(self) -> None:
+        """What the first leased request of a process would do before its own work (a warming
+        worker calls it): load the bucket script into Redis, start the lease reconciler."""
+        if self._shared:
+            script = self._bucket_script()
+            script.registered_client.script_load(script.script)
+            self._start_reconciler()
+
     def _bucket_script(self):
         if self._script is None:
             # flask-limiter's storage owns the Redis connection (URL, timeouts, pool)

@@ -8,15 +8,19 @@ in the background). Every step is best effort: a dependency that is down makes t
 and the requests that need it answer their usual 503.
 
 Per connection (every pooled connection, in parallel): the catalog caches, the hot statements
-prepared (HOT_STATEMENTS: the audited read batch, the audit append, the one-statement write, the
-event outbox insert), and the read path run once in a transaction that is always rolled back
-(PostgreSQL compiles a PL/pgSQL function and plans its statements per backend, on first call: that
-was most of a respawned worker's first read). Per process: the periodic snapshots the read path
-consults, and the compiled policies of recently active identities (a hint list other processes
-keep in Redis, see scaivault.policy.cache; the policies themselves come from the database).
-What cannot be warmed is per token: its signature check and identity rows happen on its first
-request to this process (sharing verified tokens through Redis would let whoever can write to
-Redis authenticate as anyone).
+prepared (hot_statements(): the audited read batch, the audit append, the one-statement write, the
+event outbox insert, a token's identity rows, the policy loader), and the read path run once in a
+transaction that is always rolled back, on a miss and on a secret row inserted there (PostgreSQL
+compiles a PL/pgSQL function and plans its statements per backend, on first call: that was most
+of a respawned worker's first read). Per process: the periodic snapshots the read path
+consults, the compiled policies of recently active identities (a hint list other processes
+keep in Redis, see scaivault.policy.cache; the policies themselves come from the database), and
+the identity rows of recently active principals (tenant, user and groups or application, stored
+grants: another hint list, see scaivault.auth.authenticator; the rows come from the database and
+are dropped with the auth epoch like every derived identity).
+What cannot be warmed is per token: its signature check happens on its first request to this
+process (sharing verified tokens through Redis would let whoever can write to Redis authenticate
+as anyone).
 """
 from __future__ import annotations
 
@@ -24,6 +28,7 @@ import codecs
 import json
 import logging
 import re
+import secrets
 import threading
 import time
 from typing import Any
@@ -34,16 +39,20 @@ MAX_PARTNER_KEYS = 1000
 MAX_TENANT_KEYS = 5000
 MAX_POLICY_SETS = 200          # recently active identities whose policies a new worker compiles (newest first)
 POLICY_STEP_SECONDS = 0.5      # at most this long on them: accepting sooner beats the last few loads
+MAX_PRINCIPALS = 1000          # recently active principals whose identity rows a new worker reads (newest first)
+IDENTITY_STEP_SECONDS = 0.5    # at most this long on them (100 principals per statement)
 WARMUP_KEY = "~worker-warmup"  # a tenant, partner and path no real one can be (like readiness's chain key)
 
 
 def hot_statements() -> tuple[str, ...]:
     """The statements every request of their kind runs prepared (Session.prepared), in text form."""
     from .audit.writer import _APPEND_SQL, _READ_BATCH_SQL
+    from .auth.authenticator import IDENTITY_ROWS_SQL
     from .events.outbox import _INSERT_SQL
+    from .services.policies import LOAD_BOUND_SQL
     from .services.secrets import _WRITE_SQL
 
-    return (_READ_BATCH_SQL, _APPEND_SQL, _WRITE_SQL, _INSERT_SQL)
+    return (_READ_BATCH_SQL, _APPEND_SQL, _WRITE_SQL, _INSERT_SQL, IDENTITY_ROWS_SQL, LOAD_BOUND_SQL[True])
 
 
 def warm_worker(runtime, timeout: float, rate_limits=None, app=None) -> dict[str, Any]:
@@ -74,12 +83,14 @@ def _public(report: dict) -> dict:
 def _warm(runtime, deadline: float, report: dict, rate_limits, app) -> None:
     errors: dict[str, str] = report.setdefault("errors", {})
     steps = [("database", _open_pool), ("jwks", _load_jwks), ("keys", _unwrap_keys), ("redis", _connect_redis),
-             ("snapshots", _load_snapshots), ("policies", _compile_recent_policies)]
+             ("snapshots", _load_snapshots), ("policies", _compile_recent_policies),
+             ("identities", _read_recent_identities)]
     if rate_limits is not None and rate_limits.storage_uri.startswith(("redis", "rediss", "unix")):
         # the limiter has its own Redis pool: connect it too (its first EVALSHA would pay for it)
-        steps.append(("rate_limit_storage", lambda runtime, deadline: rate_limits.limiter.storage.get_connection().ping()))
+        steps.append(("rate_limit_storage", lambda runtime, deadline: _connect_rate_limits(rate_limits)))
     if app is not None:
         steps.append(("routes", lambda runtime, deadline: _match_every_route(app, deadline)))
+        steps.append(("metrics", lambda runtime, deadline: _prime_read_metrics(app)))
     took: dict[str, int] = report.setdefault("step_ms", {})
     for name, step in steps:
         if time.monotonic() >= deadline:
@@ -133,6 +144,7 @@ def _warm_statements(conn, deadline: float) -> None:
     """Prepare the hot statements on `conn` and run the read path once, rolled back."""
     from .audit.entry import AuditEntry
     from .audit.writer import _READ_BATCH_SQL, entry_document
+    from .auth.authenticator import IDENTITY_ROWS_SQL
     from .db import Session
 
     if time.monotonic() >= deadline:
@@ -140,6 +152,7 @@ def _warm_statements(conn, deadline: float) -> None:
     session = Session(conn)
     for sql in hot_statements():
         session.prepared(sql)
+    session.prepared(IDENTITY_ROWS_SQL).run(items="[]")      # planned once per backend (reads nothing)
     # nothing of this commits: no secret has these names, and the audit append is rolled back
     probe = [{"tenant": WARMUP_KEY, "partner": WARMUP_KEY, "path": WARMUP_KEY},
              {"tenant": None, "partner": WARMUP_KEY, "path": WARMUP_KEY}]
@@ -149,9 +162,17 @@ def _warm_statements(conn, deadline: float) -> None:
         conn.run("SET LOCAL statement_timeout = 2000")
         conn.run("SET LOCAL lock_timeout = 1000")
         session.prepared(_READ_BATCH_SQL).run(items=json.dumps(probe))
-        conn.run("SELECT sv_audit_append(convert_to(:canon, 'UTF8'), CAST(:audit AS jsonb), CAST(:extra AS jsonb))",
-                 canon=doc["canon_head"] + "0" + doc["canon_tail"], audit=json.dumps(doc),
-                 extra=json.dumps(doc["extra_data"]))
+        # and a read that finds its secret (the branch a real read takes: the audit append inside the
+        # function, its result row), on a row inserted here (a path per connection: no lock between them)
+        path = f"{WARMUP_KEY}/{secrets.token_hex(8)}"
+        conn.run("""WITH s AS (INSERT INTO secrets (partner_id, tenant_id, path, secret_type, max_versions, current_version)
+                               VALUES (:k, :k, :path, 'kv', 1, 1) RETURNING id)
+                    INSERT INTO secret_versions (secret_id, version, partner_id, tenant_id, sealed_data, size_bytes)
+                    SELECT id, 1, :k, :k, '\\x00'::bytea, 1 FROM s""", k=WARMUP_KEY, path=path)
+        found = session.prepared(_READ_BATCH_SQL).run(items=json.dumps(
+            [{"tenant": WARMUP_KEY, "partner": WARMUP_KEY, "path": path, "version": None, "audit": doc}]))
+        if not found or not found[0][-1]:
+            raise RuntimeError("the warm-up read did not take the found branch")
     finally:
         conn.run("ROLLBACK")
 
@@ -185,6 +206,16 @@ def _compile_recent_policies(runtime, deadline: float) -> dict[str, int]:
     return done
 
 
+def _read_recent_identities(runtime, deadline: float) -> dict[str, int]:
+    """Read the identity rows of the principals other processes saw recently (bounded in number and
+    time): a known principal's new token then costs its signature check only. The hint list only
+    chooses which rows to read; they come from the database, keyed exactly as a token selects them."""
+    deadline = min(deadline, time.monotonic() + IDENTITY_STEP_SECONDS)
+    authenticator = runtime.authenticator
+    keys = authenticator.recent_principals(MAX_PRINCIPALS)
+    return {"hinted": len(keys), "principals": authenticator.warm_rows(keys, deadline)}
+
+
 def _match_every_route(app, deadline: float) -> int:
     """Match one URL of every route once: werkzeug's matcher compiles each converter's regular
     expression on first use (re's per-process cache), which a first request would pay for."""
@@ -209,9 +240,34 @@ def _match_every_route(app, deadline: float) -> int:
 _SAMPLE_SEGMENT = re.compile(r"<[^>]+>")
 
 
-def _load_jwks(runtime, deadline: float) -> bool:
-    runtime.authenticator.jwks.preload()
-    return True
+def _prime_read_metrics(app) -> int:
+    """Create the series a secret read updates (labelled children, zero until used): in multiprocess
+    mode a new series writes its keys into this process's files (a histogram one per bucket), which
+    the first read would pay for. Only series whose zero is true (counts, durations, requests in
+    progress); never a gauge whose zero means something (the rate-limit bucket fill)."""
+    from werkzeug.exceptions import HTTPException
+
+    from . import metrics
+
+    try:
+        endpoint, _ = app.url_map.bind("localhost").match("/v1/secrets/warm-up", method="GET")
+    except HTTPException:
+        return 0
+    category = getattr(app.view_functions.get(endpoint), "rate_category", None)
+    if not category:
+        return 0
+    metrics.REQUESTS.labels(method="GET", path_category=category, status="200")
+    metrics.REQUEST_DURATION.labels(method="GET", path_category=category)
+    metrics.ACTIVE_REQUESTS.labels(path_category=category)
+    metrics.labelled(metrics.GROUP_COMMIT_SIZE, "read")
+    return 4
+
+
+def _load_jwks(runtime, deadline: float) -> int:
+    """Fetch the signing keys and run each key's signature check once (on a made-up signature)."""
+    jwks = runtime.authenticator.jwks
+    jwks.preload()
+    return jwks.exercise()
 
 
 def _unwrap_keys(runtime, deadline: float) -> dict[str, int]:
@@ -234,6 +290,14 @@ def _unwrap_keys(runtime, deadline: float) -> dict[str, int]:
         keyring.active_tenant_key(row["partner_id"], row["tenant_id"])
         done["tenant_keys"] += 1
     return done
+
+
+def _connect_rate_limits(rate_limits) -> bool:
+    """The limiter's own Redis pool connected, its bucket script loaded, and the lease reconciler
+    started (a new thread's first start switches to every waiting greenlet: not on a request)."""
+    rate_limits.limiter.storage.get_connection().ping()
+    rate_limits.prepare()
+    return True
 
 
 def _connect_redis(runtime, deadline: float) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import glob
 import os
+import re
 import signal
 import tempfile
 import time
@@ -83,5 +84,8 @@ def test_a_respawned_worker_warms_every_step_before_it_serves_its_first_read(bas
     assert len(warmed) >= 2, log[-2000:]           # the first worker and its replacement
     replacement = warmed[-1]
     assert "failed_steps=[]" in replacement, replacement
-    for step in ("database", "jwks", "keys", "snapshots", "policies", "routes"):
+    for step in ("database", "jwks", "keys", "snapshots", "policies", "identities", "routes", "metrics"):
         assert f"'{step}'" in replacement or f"{step}=" in replacement, (step, replacement)
+    # the reader the killed worker served is among the principals whose identity rows it read
+    warmed_principals = re.search(r"identities=\{'hinted': (\d+), 'principals': (\d+)\}", replacement)
+    assert warmed_principals and int(warmed_principals.group(2)) >= 1, replacement

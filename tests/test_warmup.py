@@ -87,3 +87,158 @@ def test_malformed_hints_are_skipped(make_app):
         assert not any(t == "t" for t, _, _ in scopes)
     finally:
         redis.zrem(RECENT_KEY, *bad)
+
+
+# ----------------------------------------------------------------------------- identity rows (issue 18)
+IDENTITY_TABLES = ("identity_users", "identity_tenants", "identity_role_assignments", "identity_group_members",
+                   "identity_applications")
+
+
+class Statements:
+    """Every statement this process sends to PostgreSQL while active (pg8000's three ways to send one)."""
+
+    def __init__(self, monkeypatch):
+        import pg8000.core as core
+
+        self.seen: list[str] = []
+        unnamed, named, simple = (core.CoreConnection.execute_unnamed, core.CoreConnection.execute_named,
+                                  core.CoreConnection.execute_simple)
+        monkeypatch.setattr(core.CoreConnection, "execute_unnamed",
+                            lambda conn, sql, *a, **k: (self.seen.append(sql), unnamed(conn, sql, *a, **k))[1])
+        monkeypatch.setattr(core.CoreConnection, "execute_named",
+                            lambda conn, name, params, columns, funcs, sql: (self.seen.append(sql),
+                                                                             named(conn, name, params, columns, funcs, sql))[1])
+        monkeypatch.setattr(core.CoreConnection, "execute_simple",
+                            lambda conn, sql: (self.seen.append(sql), simple(conn, sql))[1])
+
+    def touching_identities(self) -> list[str]:
+        return [sql for sql in self.seen if any(table in sql for table in IDENTITY_TABLES)]
+
+
+def _hinted_user(make_app, scaikey):
+    """A user with a policy, seen by a first process (which notes its identity rows and policies)."""
+    first = make_app(RATE_LIMITS=HIGH_RATE_LIMITS)
+    tenant = new_tenant()
+    admin = Callers(scaikey, first.test_client()).admin(tenant)
+    assert admin.put("/v1/secrets/warm/a", json={"data": {"v": 1}}).status_code == 201
+    user = Callers(scaikey, first.test_client()).user(f"rows-{tenant}@warm.example", tenant)
+    grant(admin, user.identity_id, [{"path_pattern": "warm/*", "permissions": ["read"]}])
+    assert user.get("/v1/secrets/warm/a").status_code == 200
+    return first, tenant, user
+
+
+def test_a_new_worker_reads_the_identity_rows_of_recently_active_principals(make_app, scaikey, monkeypatch):
+    _first, tenant, user = _hinted_user(make_app, scaikey)
+    second = make_app(RATE_LIMITS=HIGH_RATE_LIMITS)
+    runtime = second.extensions["scaivault"]
+    report = warm_worker(runtime, 15)
+    assert report["identities"]["principals"] >= 1 and report["identities"]["hinted"] >= 1, report
+    # a NEW token of the warmed principal (never seen by this process): its signature is checked, but
+    # not one statement reads an identity table, and the policies are not loaded again
+    user.token = scaikey.mint(sub=user_sub(user), email=user.identity_id[5:], tenant_id=tenant, partner_id="ptn_test",
+                              scopes=("secrets:read",))
+    user.client = second.test_client()
+    loads = runtime.policy_cache.loads
+    statements = Statements(monkeypatch)
+    assert user.get("/v1/secrets/warm/a").status_code == 200
+    assert statements.seen, "the read itself must reach the database"
+    assert statements.touching_identities() == [], statements.touching_identities()
+    assert runtime.policy_cache.loads == loads
+
+
+def test_a_principal_not_warmed_is_read_in_one_statement(make_app, scaikey, monkeypatch):
+    """A brand-new identity: its tenant, user, groups and grants in one statement, not four or five."""
+    app = make_app(RATE_LIMITS=HIGH_RATE_LIMITS)
+    tenant = new_tenant()
+    admin = Callers(scaikey, app.test_client()).admin(tenant)
+    assert admin.get("/v1/auth/whoami").status_code == 200          # the tenant exists (just in time) from here on
+    user = Callers(scaikey, app.test_client()).user(f"new-{tenant}@warm.example", tenant)
+    statements = Statements(monkeypatch)
+    assert user.get("/v1/auth/whoami").status_code == 200
+    touching = statements.touching_identities()
+    assert len(touching) == 1 and "jsonb_to_recordset" in touching[0], touching     # the identity rows statement
+
+
+def test_a_user_suspended_after_the_warm_up_is_refused(make_app, scaikey):
+    """Warmed rows are dropped with the auth epoch like every derived identity: a suspension applied
+    by another process is honoured within the same bound as before (one epoch check, 0.5 s)."""
+    import time
+
+    from scaivault.auth.epoch import EPOCH_CHECK_SECONDS
+    from tests.test_identity_webhooks import _deliver
+
+    first, tenant, user = _hinted_user(make_app, scaikey)
+    sub = user_sub(user)
+    receiver = first.test_client()
+    created = _deliver(receiver, scaikey, "user.created", {"id": sub, "email": user.identity_id[5:], "status": "ACTIVE"},
+                       tenant_id=tenant)
+    assert created.status_code == 200, created.get_json()
+    assert user.get("/v1/secrets/warm/a").status_code == 200          # noted with its (now cached) user row
+
+    second = make_app(RATE_LIMITS=HIGH_RATE_LIMITS)
+    runtime = second.extensions["scaivault"]
+    assert warm_worker(runtime, 15)["identities"]["principals"] >= 1
+    key = ("user", sub, None, tenant)
+    assert key in runtime.authenticator._rows and runtime.authenticator._rows[key][0].user["status"] == "ACTIVE"
+
+    assert _deliver(receiver, scaikey, "user.suspended", {"id": sub}).status_code == 200
+    time.sleep(EPOCH_CHECK_SECONDS + 0.1)
+    user.client = second.test_client()
+    resp = user.get("/v1/secrets/warm/a")
+    assert resp.status_code == 401 and resp.get_json()["error"]["code"] == "token_revoked", resp.get_json()
+
+
+def test_a_user_suspended_before_the_warm_up_is_refused(make_app, scaikey):
+    from tests.test_identity_webhooks import _deliver
+
+    first, tenant, user = _hinted_user(make_app, scaikey)
+    sub = user_sub(user)
+    receiver = first.test_client()
+    assert _deliver(receiver, scaikey, "user.created", {"id": sub, "email": user.identity_id[5:], "status": "SUSPENDED"},
+                    tenant_id=tenant).status_code == 200
+    second = make_app(RATE_LIMITS=HIGH_RATE_LIMITS)
+    assert warm_worker(second.extensions["scaivault"], 15)["identities"]["principals"] >= 1
+    user.client = second.test_client()
+    resp = user.get("/v1/secrets/warm/a")
+    assert resp.status_code == 401 and resp.get_json()["error"]["code"] == "token_revoked"
+
+
+def test_warmed_rows_are_keyed_by_tenant_and_a_forged_hint_reads_only_database_rows(make_app, scaikey):
+    """A hint names a key; what is cached under it is what the database holds for exactly that key."""
+    from scaivault.auth.authenticator import RECENT_PRINCIPALS_KEY
+
+    _first, tenant, user = _hinted_user(make_app, scaikey)
+    sub = user_sub(user)
+    app = make_app(RATE_LIMITS=HIGH_RATE_LIMITS)
+    runtime = app.extensions["scaivault"]
+    other_tenant = new_tenant()
+    forged = [json.dumps(["user", sub, None, other_tenant]), json.dumps(["admin", sub, None, tenant]),
+              json.dumps(["user", sub, None, "bad tenant!"]), "not json"]
+    runtime.redis.zadd(RECENT_PRINCIPALS_KEY, {member: 9e12 for member in forged})
+    try:
+        warm_worker(runtime, 15)
+        rows = runtime.authenticator._rows
+        assert ("user", sub, None, tenant) in rows
+        assert rows[("user", sub, None, tenant)][0].tenant["id"] == tenant
+        crossed = rows[("user", sub, None, other_tenant)][0]        # the other tenant's view: no row, no grant
+        assert crossed.tenant is None and crossed.stored == ()
+        assert not any(k[0] not in ("user", "sa") or k[3] == "bad tenant!" for k in rows)
+    finally:
+        runtime.redis.zrem(RECENT_PRINCIPALS_KEY, *forged)
+
+
+def test_the_identity_statement_returns_the_tenant_row_as_select_star_does(make_app, scaikey):
+    from scaivault.auth.authenticator import read_identity_rows
+    from scaivault.identity import store
+
+    _first, tenant, user = _hinted_user(make_app, scaikey)
+    runtime = make_app(RATE_LIMITS=HIGH_RATE_LIMITS).extensions["scaivault"]
+    with runtime.db.session() as s:
+        key = ("user", user_sub(user), None, tenant)
+        assert read_identity_rows(s, [key])[key].tenant == store.tenant(s, tenant)
+
+
+def user_sub(caller) -> str:
+    import jwt
+
+    return jwt.decode(caller.token, options={"verify_signature": False})["sub"]

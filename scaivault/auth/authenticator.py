@@ -1,17 +1,24 @@
 """Bearer token -> Identity, with the per-process caches that keep the hot path cheap.
 
-Two caches, both keyed by SHA-256 of the token: verified JWT claims (valid until `exp`,
-never re-verified) and derived identities (dropped whenever the cluster-wide auth epoch
-moves: PAT revocation, role change, identity-cache change).
+Two caches keyed by SHA-256 of the token: verified JWT claims (valid until `exp`, never
+re-verified) and derived identities (dropped whenever the cluster-wide auth epoch moves: PAT
+revocation, role change, identity-cache change). Under them, the identity rows a JWT's identity is
+derived from (tenant row, user row and groups or application, stored role grants), keyed by what
+selects them (kind, sub, client id, the token's tenant claim), read in ONE statement and dropped
+with the epoch like the identities: a new token of a known principal costs its signature check
+only, and a new worker loads the rows of recently active principals before it accepts
+(scaivault.warmup; Redis only says which rows to read, the rows come from the database).
 """
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import threading
 import time
+from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Iterable
 
 from ..errors import ScaiVaultError
 from ..identity import store
@@ -29,6 +36,88 @@ log = logging.getLogger("scaivault.auth")
 MAX_CACHED_TOKENS = 50_000
 MAX_IDENTITY_AGE_SECONDS = 60.0   # safety net should an epoch bump ever be lost
 INACTIVE_STATUSES = ("SUSPENDED", "DISABLED", "DELETED", "INACTIVE", "LOCKED", "DEACTIVATED")
+RECENT_PRINCIPALS_KEY = "scaivault:auth:recent_principals"   # warm-up hints: which rows to read, never a decision
+MAX_RECENT_PRINCIPALS = 1000
+RECENT_PRINCIPALS_TTL_SECONDS = 86400
+ROWS_BATCH = 100                   # principals per identity-rows statement (a warm-up reads them in batches)
+
+# the tenant row's columns, as `SELECT * FROM identity_tenants` returns them (tests compare the two);
+# listed, not `t.*`: a prepared statement whose result type changes with a migration would fail
+TENANT_COLUMNS = ("id", "partner_id", "name", "slug", "status", "attributes", "synced", "deleted_at",
+                  "last_synced_at", "created_at")
+_USER_COLUMNS = ("id", "tenant_id", "email", "display_name", "status", "mfa_enabled", "deleted_at")
+_APP_COLUMNS = ("id", "tenant_id", "partner_id", "slug", "name")
+
+# Everything a JWT identity is derived from, for a batch of principals, in one statement (one
+# snapshot): the same rows as store.tenant, store.user, store.groups_of_user,
+# store.application_by_client_id and roles.stored_grants, plus when the first stored grant lapses.
+IDENTITY_ROWS_SQL = (
+    "SELECT i.kind AS sv_kind, i.sub AS sv_sub, i.client AS sv_client, i.tenant AS sv_tenant, "
+    + ", ".join(f"u.{c} AS sv_user_{c}" for c in _USER_COLUMNS) + """,
+       CASE WHEN u.id IS NULL THEN ARRAY[]::text[] ELSE ARRAY(
+           WITH RECURSIVE memberships(group_id) AS (
+               SELECT gm.group_id FROM identity_group_members gm WHERE gm.member_type = 'user' AND gm.member_id = i.sub
+               UNION
+               SELECT m.group_id FROM identity_group_members m JOIN memberships ms
+                   ON m.member_type = 'group' AND m.member_id = ms.group_id)
+           SELECT g.name FROM identity_groups g JOIN memberships ms ON g.id = ms.group_id
+           WHERE g.deleted_at IS NULL ORDER BY g.name) END AS sv_groups, """
+    + ", ".join(f"a.{c} AS sv_app_{c}" for c in _APP_COLUMNS) + """,
+       r.roles AS sv_grants, r.lapse AS sv_grants_lapse, """
+    + ", ".join(f"t.{c}" for c in TENANT_COLUMNS) + """
+FROM jsonb_to_recordset(CAST(:items AS jsonb)) AS i(kind text, sub text, client text, tenant text)
+LEFT JOIN identity_users u ON i.kind = 'user' AND u.id = i.sub
+LEFT JOIN LATERAL (SELECT x.id, x.tenant_id, x.partner_id, x.slug, x.name FROM identity_applications x
+                   WHERE i.kind = 'sa' AND x.client_id = i.client AND x.deleted_at IS NULL
+                   ORDER BY x.last_synced_at DESC NULLS LAST LIMIT 1) a ON true
+LEFT JOIN LATERAL (SELECT json_agg(json_build_array(ra.role, ra.partner_id, ra.tenant_id) ORDER BY ra.role) AS roles,
+                          min(ra.expires_at) AS lapse
+                   FROM identity_role_assignments ra
+                   WHERE ra.principal = COALESCE(NULLIF(i.tenant, ''), NULLIF(u.tenant_id, ''), '-') || '/' || i.sub
+                     AND (ra.expires_at IS NULL OR ra.expires_at > now())) r ON true
+LEFT JOIN identity_tenants t ON t.id = i.tenant""")
+
+@dataclass(frozen=True)
+class IdentityRows:
+    """The cached rows one JWT identity is derived from (never the derivation itself)."""
+
+    tenant: dict | None                 # the token's tenant, when it names one
+    user: dict | None                   # users: the identity-cache row (the columns _from_claims reads)
+    groups: tuple[str, ...]             # users with a row: their groups' names (nested memberships resolved)
+    app: dict | None                    # service accounts: the application of the client id
+    stored: tuple[RoleGrant, ...]       # unexpired stored role grants of the principal
+    lapse: float | None                 # when the first of them expires (epoch seconds)
+
+
+def valid_rows_key(key) -> bool:
+    """A key _from_claims could produce (hints read from Redis are checked against this)."""
+    if not (isinstance(key, (list, tuple)) and len(key) == 4):
+        return False
+    kind, sub, client, tenant = key
+    return (kind in ("user", "sa") and isinstance(sub, str) and _printable(sub, 256)
+            and (client is None if kind == "user" else isinstance(client, str) and 0 < len(client) <= 256)
+            and (tenant is None or (isinstance(tenant, str) and TENANT_ID_RE.match(tenant) is not None)))
+
+
+def _rows_from(record: dict) -> IdentityRows:
+    user = {c: record[f"sv_user_{c}"] for c in _USER_COLUMNS} if record["sv_user_id"] is not None else None
+    app = {c: record[f"sv_app_{c}"] for c in _APP_COLUMNS} if record["sv_app_id"] is not None else None
+    tenant = {c: record[c] for c in TENANT_COLUMNS} if record["id"] is not None else None
+    grants = record["sv_grants"]
+    if isinstance(grants, str):
+        grants = json.loads(grants)
+    lapse = record["sv_grants_lapse"]
+    return IdentityRows(tenant=tenant, user=user, groups=tuple(record["sv_groups"] or ()), app=app,
+                        stored=tuple(RoleGrant(r, p, t) for r, p, t in grants or ()),
+                        lapse=lapse.timestamp() if lapse is not None else None)
+
+
+def read_identity_rows(s, keys: list) -> dict[tuple, IdentityRows]:
+    """The rows of each key (kind 'user' | 'sa', sub, client id or None, the token's tenant claim or
+    None), in one prepared statement (one round trip)."""
+    items = json.dumps([{"kind": k, "sub": sub, "client": c, "tenant": t} for k, sub, c, t in keys])
+    return {(r["sv_kind"], r["sv_sub"], r["sv_client"], r["sv_tenant"]): _rows_from(r)
+            for r in s.run_prepared(IDENTITY_ROWS_SQL, items=items)}
 
 
 def _utc(ts: float | int | None) -> datetime | None:
@@ -68,6 +157,8 @@ class Authenticator:
         # identity, valid_until, cached_at, the epoch it was derived under
         self._identities: dict[bytes, tuple[Identity, float, float, object]] = {}
         self._tenants: dict[str, tuple[dict | None, float]] = {}
+        # identity rows, the time they were read, the epoch they were read under
+        self._rows: dict[tuple, tuple[IdentityRows, float, object]] = {}
         self._seen_epoch: object = None
         self._bootstrapped: set[str] = set()
         self._lock = threading.Lock()
@@ -79,6 +170,7 @@ class Authenticator:
             with self._lock:
                 self._identities.clear()
                 self._tenants.clear()
+                self._rows.clear()
                 self._seen_epoch = current
 
     def invalidate(self) -> None:
@@ -87,6 +179,7 @@ class Authenticator:
         with self._lock:
             self._identities.clear()
             self._tenants.clear()
+            self._rows.clear()
 
     @staticmethod
     def _bounded_put(cache: dict, key, value) -> None:
@@ -172,42 +265,54 @@ class Authenticator:
         amr = claims.get("amr")
         if isinstance(amr, list) and {"mfa", "otp", "hwk", "totp", "webauthn"} & set(amr):
             mfa_at = _utc(claims.get("auth_time") or claims.get("iat"))
-        tenant_row = None
-        with self.runtime.db.transaction() as s:
-            if tenant_id:
-                tenant_row = store.tenant(s, tenant_id)
-                if tenant_row is None or (tenant_row["partner_id"] is None and partner_id):
-                    # a partner claim fills in a partner the cache does not know; it never replaces one
-                    tenant_row = store.ensure_tenant_just_in_time(s, tenant_id, partner_id)
-                partner_id = partner_id or tenant_row["partner_id"]
-            if is_service:
-                client_id = claims.get("client_id") if isinstance(claims.get("client_id"), str) else sub
-                app = store.application_by_client_id(s, client_id)
-                if app is not None and not _application_within(app, tenant_id, partner_id):
-                    app = None   # a name is resolved within the caller's tenant (or partner) only
-                name = (app and (app["slug"] or app["name"])) or client_id
-                identity_id, identity_type, display = "sa:" + name, "service_account", name
-            else:
-                user = store.user(s, sub)
-                if user_is_inactive(user):
-                    raise ScaiVaultError("token_revoked", "the user behind this token is suspended or removed")
-                claimed = claims.get("email") if isinstance(claims.get("email"), str) and claims.get("email") else None
-                if claimed is not None and not _printable(claimed, 320):
-                    raise ScaiVaultError("token_invalid", "the token's email claim is malformed")
-                # spec/15 2.4: the cached user row wins; the claim only names a user the cache has not seen
-                email = (user and user["email"]) or claimed
-                identity_id = user_identity_id(email) if email else "user:" + sub
-                identity_type = "user"
-                display = claims.get("name") if isinstance(claims.get("name"), str) and _printable(claims["name"], 256) else None
-                display = display or (user and user["display_name"]) or email or sub
-                if user:
-                    tenant_id = tenant_id or user["tenant_id"]
-                    groups += ["group:" + g["name"] for g in store.groups_of_user(s, sub)]
-                    if mfa_at is None and user["mfa_enabled"] and isinstance(amr, list) and "mfa" in amr:
-                        mfa_at = _utc(claims.get("iat"))
-            principal = principal_key(sub, tenant_id)
-            promoted = bootstrap and self._maybe_bootstrap(s, identity_type, identity_id, sub, principal)
-            grants = roles.grants_from_claims(claims, tenant_id, partner_id) + roles.stored_grants(s, principal)
+        if is_service:
+            client_id = claims.get("client_id") if isinstance(claims.get("client_id"), str) else sub
+            key: tuple = ("sa", sub, client_id, tenant_id)
+        else:
+            key = ("user", sub, None, tenant_id)
+        rows = self._identity_rows(key, note=bootstrap)
+        user = rows.user
+        if not is_service:
+            # refused before anything is written (the just-in-time tenant below)
+            if user_is_inactive(user):
+                raise ScaiVaultError("token_revoked", "the user behind this token is suspended or removed")
+            claimed = claims.get("email") if isinstance(claims.get("email"), str) and claims.get("email") else None
+            if claimed is not None and not _printable(claimed, 320):
+                raise ScaiVaultError("token_invalid", "the token's email claim is malformed")
+        tenant_row = rows.tenant
+        if tenant_id and (tenant_row is None or (tenant_row["partner_id"] is None and partner_id)):
+            # a partner claim fills in a partner the cache does not know; it never replaces one
+            with self.runtime.db.transaction() as s:
+                tenant_row = store.ensure_tenant_just_in_time(s, tenant_id, partner_id)
+            self._rows.pop(key, None)
+        if tenant_id:
+            partner_id = partner_id or tenant_row["partner_id"]
+        if is_service:
+            app = rows.app
+            if app is not None and not _application_within(app, tenant_id, partner_id):
+                app = None   # a name is resolved within the caller's tenant (or partner) only
+            name = (app and (app["slug"] or app["name"])) or client_id
+            identity_id, identity_type, display = "sa:" + name, "service_account", name
+        else:
+            # spec/15 2.4: the cached user row wins; the claim only names a user the cache has not seen
+            email = (user and user["email"]) or claimed
+            identity_id = user_identity_id(email) if email else "user:" + sub
+            identity_type = "user"
+            display = claims.get("name") if isinstance(claims.get("name"), str) and _printable(claims["name"], 256) else None
+            display = display or (user and user["display_name"]) or email or sub
+            if user:
+                tenant_id = tenant_id or user["tenant_id"]
+                groups += ["group:" + g for g in rows.groups]
+                if mfa_at is None and user["mfa_enabled"] and isinstance(amr, list) and "mfa" in amr:
+                    mfa_at = _utc(claims.get("iat"))
+        principal = principal_key(sub, tenant_id)
+        stored = list(rows.stored)
+        promoted = False
+        if bootstrap and self._bootstrap_due(identity_type, identity_id, sub, principal):
+            with self.runtime.db.transaction() as s:
+                promoted = self._maybe_bootstrap(s, identity_type, identity_id, sub, principal)
+                stored = roles.stored_grants(s, principal)
+        grants = roles.grants_from_claims(claims, tenant_id, partner_id) + stored
         if tenant_row is not None:
             self._tenants[tenant_row["id"]] = (tenant_row, time.time())
         if promoted:
@@ -224,13 +329,18 @@ class Authenticator:
             acting_for=act.get("sub") if isinstance(act, dict) and isinstance(act.get("sub"), str) else None,
         )
 
-    def _maybe_bootstrap(self, s, identity_type: str, identity_id: str, subject: str, principal: str) -> bool:
-        """Bind BOOTSTRAP_SUPER_ADMIN to the first matching sign-in (its sub and tenant), once ever."""
+    def _bootstrap_due(self, identity_type: str, identity_id: str, subject: str, principal: str) -> bool:
+        """Whether this sign-in is BOOTSTRAP_SUPER_ADMIN's and this process has not bound it yet."""
         target = self.runtime.settings.bootstrap_super_admin
         if not target or principal in self._bootstrapped:
             return False
-        if identity_type != "user" or (identity_id != target.lower() if target.startswith("user:") else subject != target):
+        return identity_type == "user" and (identity_id == target.lower() if target.startswith("user:") else subject == target)
+
+    def _maybe_bootstrap(self, s, identity_type: str, identity_id: str, subject: str, principal: str) -> bool:
+        """Bind BOOTSTRAP_SUPER_ADMIN to the first matching sign-in (its sub and tenant), once ever."""
+        if not self._bootstrap_due(identity_type, identity_id, subject, principal):
             return False
+        target = self.runtime.settings.bootstrap_super_admin
         promoted = roles.promote_bootstrap_admin(s, target, principal, identity_id)
         self._bootstrapped.add(principal)
         if promoted:
@@ -244,6 +354,71 @@ class Authenticator:
                                             identity_id="system:bootstrap",
                                             extra_data={"promoted": identity_id, "principal": principal, "role": "super_admin",
                                                         "source": "BOOTSTRAP_SUPER_ADMIN"}))
+
+    # ------------------------------------------------------------------ identity rows
+    def _identity_rows(self, key: tuple, *, note: bool) -> IdentityRows:
+        """The rows of `key`: from this process's cache while the epoch has not moved (and for at
+        most MAX_IDENTITY_AGE_SECONDS, never past a stored grant's expiry), else one statement."""
+        self._sync_epoch()
+        epoch = self._seen_epoch
+        hit = self._rows.get(key)
+        if hit is not None:
+            rows, read_at, read_under = hit
+            now = time.time()
+            if read_under == epoch and now - read_at < MAX_IDENTITY_AGE_SECONDS and (rows.lapse is None or now < rows.lapse):
+                return rows
+            self._rows.pop(key, None)
+        read_at = time.time()
+        with self.runtime.db.session() as s:
+            rows = read_identity_rows(s, [key])[key]
+        # tagged with the epoch seen before the read: a change committed meanwhile makes it a miss
+        self._bounded_put(self._rows, key, (rows, read_at, epoch))
+        if note:
+            self._note_recent(key)
+        return rows
+
+    def _note_recent(self, key: tuple) -> None:
+        """Note the principal in the warm-up hint list (its key only: which rows a new worker reads)."""
+        try:
+            pipe = self.runtime.redis.pipeline(transaction=False)      # one key: one slot in a cluster
+            pipe.zadd(RECENT_PRINCIPALS_KEY, {json.dumps(list(key), separators=(",", ":")): time.time()})
+            pipe.zremrangebyrank(RECENT_PRINCIPALS_KEY, 0, -MAX_RECENT_PRINCIPALS - 1)
+            pipe.expire(RECENT_PRINCIPALS_KEY, RECENT_PRINCIPALS_TTL_SECONDS)
+            pipe.execute()
+        except Exception as exc:   # only a warm-up hint
+            log.debug("recent principal not noted", extra={"error": type(exc).__name__})
+
+    def recent_principals(self, limit: int) -> list[tuple]:
+        """The newest `limit` principals any process read rows for; malformed members are skipped."""
+        try:
+            members = self.runtime.redis.zrevrange(RECENT_PRINCIPALS_KEY, 0, max(0, limit - 1))
+        except Exception:
+            return []
+        keys = []
+        for raw in members:
+            try:
+                key = json.loads(raw)
+            except (ValueError, TypeError):
+                continue
+            if valid_rows_key(key):
+                keys.append(tuple(key))
+        return keys
+
+    def warm_rows(self, keys: Iterable[tuple], deadline: float) -> int:
+        """Read the rows of `keys` (in batches, until `deadline`) into the cache; returns how many."""
+        self._sync_epoch()
+        keys = list(dict.fromkeys(keys))
+        done = 0
+        for start in range(0, len(keys), ROWS_BATCH):
+            if time.monotonic() >= deadline:
+                break
+            epoch, read_at = self._seen_epoch, time.time()
+            with self.runtime.db.session() as s:
+                batch = read_identity_rows(s, keys[start:start + ROWS_BATCH])
+            for key, rows in batch.items():
+                self._bounded_put(self._rows, key, (rows, read_at, epoch))
+            done += len(batch)
+        return done
 
     # ------------------------------------------------------------------ PAT
     def _from_personal_token(self, token: str) -> tuple[Identity, float]:

@@ -170,6 +170,22 @@ class JwksCache:
         if self.configured and (not self._keys or time.monotonic() - self._fetched_at > JWKS_MAX_AGE_SECONDS):
             self._refresh(wait=True)             # single-flight with any request fetching meanwhile
 
+    def exercise(self) -> int:
+        """Check a made-up signature (it fails) against every loaded key, through the algorithm objects
+        jwt.decode uses: a process's first check with a key pays for OpenSSL's per-key and per-algorithm
+        setup, which a warming worker takes off its first request. Returns the number of keys."""
+        done = 0
+        for key in list(self._keys.values()):
+            public = key.key
+            size = getattr(public, "key_size", 256)
+            length = (size + 7) // 8 if key._jwk_data.get("kty") == "RSA" else 2 * ((size + 7) // 8)
+            try:
+                key.Algorithm.verify(b"scaivault worker warm-up", public, b"\0" * (length - 1) + b"\1")
+            except Exception:   # a key PyJWT cannot use with its algorithm: key_for refuses it anyway
+                pass
+            done += 1
+        return done
+
     def key_for(self, kid: str | None, alg: str) -> jwt.PyJWK:
         """The public key for `kid` usable with `alg`, or token_invalid (503 when no key was ever fetched)."""
         if not isinstance(kid, str) or not kid:

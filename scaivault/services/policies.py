@@ -71,6 +71,22 @@ def _parse_time(value: Any, field: str) -> datetime | None:
         raise ScaiVaultError("invalid_policy", f"{field} must be an ISO-8601 timestamp") from None
 
 
+def _load_bound_sql(owner_sql: str) -> str:
+    return f"""SELECT p.id, p.name, p.rules,
+                      CASE WHEN bool_or(b.expires_at IS NULL) THEN NULL ELSE max(b.expires_at) END AS lapse
+                 FROM policy_bindings b JOIN policies p ON p.id = b.policy_id
+                WHERE b.identity_id = ANY(CAST(:ids AS text[])) AND p.is_active
+                  AND (b.expires_at IS NULL OR b.expires_at > now()) AND {owner_sql}
+                GROUP BY p.id ORDER BY p.id"""
+
+
+# the policy cache's loader, by whether a tenant is given (False: the partner's own policies only)
+LOAD_BOUND_SQL = {
+    False: _load_bound_sql("p.tenant_id IS NULL AND p.partner_id = :partner"),
+    True: _load_bound_sql("(p.tenant_id = :tenant OR (p.tenant_id IS NULL AND p.partner_id = :partner))"),
+}
+
+
 class PolicyService:
     """CRUD for policies and bindings within one owner's reach; no Flask here."""
 
@@ -81,18 +97,11 @@ class PolicyService:
     # ------------------------------------------------------------------ loader for the cache
     def load_bound(self, tenant_id: str | None, partner_id: str | None, identity_ids: tuple[str, ...]) -> Iterable[tuple]:
         """Active policies bound (unexpired) to any of identity_ids, visible in tenant_id (None: partner only)."""
-        if tenant_id is None:
-            owner_sql = "p.tenant_id IS NULL AND p.partner_id = :partner"
-        else:
-            owner_sql = "(p.tenant_id = :tenant OR (p.tenant_id IS NULL AND p.partner_id = :partner))"
-        rows = self.db.query(
-            f"""SELECT p.id, p.name, p.rules,
-                       CASE WHEN bool_or(b.expires_at IS NULL) THEN NULL ELSE max(b.expires_at) END AS lapse
-                  FROM policy_bindings b JOIN policies p ON p.id = b.policy_id
-                 WHERE b.identity_id = ANY(:ids) AND p.is_active
-                   AND (b.expires_at IS NULL OR b.expires_at > now()) AND {owner_sql}
-                 GROUP BY p.id ORDER BY p.id""",
-            ids=list(identity_ids), tenant=tenant_id, partner=partner_id or "")
+        with self.db.session() as s:     # prepared: one round trip for a policy-cache miss (a new identity)
+            params = {"ids": list(identity_ids), "partner": partner_id or ""}
+            if tenant_id is not None:
+                params["tenant"] = tenant_id
+            rows = s.run_prepared(LOAD_BOUND_SQL[tenant_id is not None], **params)
         return [(r["id"], r["name"], r["rules"], r["lapse"]) for r in rows]
 
     def _changed(self, row: dict) -> None:
