@@ -3,7 +3,8 @@
 `scaivault serve` with one worker on the local PostgreSQL and Redis (a database it creates and
 drops), the ScaiKey stand-in from tests/. A user bound to a policy (so its reads evaluate
 compiled policies) writes one secret; then, ROUNDS times: warm reads (new TCP connection each,
-median), kill -9 of the worker, wait until the replacement logged "worker warmed up", then its
+median), one read of the same identity after 1.5 s idle (its rate-limit lease lapsed, as the
+respawned worker's first read below also finds it), kill -9 of the worker, wait until the replacement logged "worker warmed up", then its
 first, second and third read. Also: the first read of a brand-new identity on a warm worker (the
 per-identity part that no warm-up can remove: its token's signature, its identity rows).
 
@@ -92,12 +93,18 @@ def main() -> None:
             assert bound.status_code == 201, bound.text
         reader = user_token(0)
         secret = f"{base}/v1/secrets/bench/one"
-        warm, new_identity, firsts, seconds_, thirds, warmups = [], [], [], [], [], []
+        warm, idle, new_identity, firsts, seconds_, thirds, warmups = [], [], [], [], [], [], []
         for r in range(args.rounds):
             for _ in range(15):
                 ms, status = timed("GET", secret, reader)
                 assert status == 200, status
                 warm.append(ms)
+            # the same identity after a pause longer than a rate-limit lease (LEASE_SECONDS): what the
+            # respawned worker's first read below is also, the identity idle for over a second
+            time.sleep(1.5)
+            ms, status = timed("GET", secret, reader)
+            assert status == 200, status
+            idle.append(ms)
             # a new identity on a warm worker: its own token verification, identity rows, policies
             ms, status = timed("GET", secret, user_token(2 + r))
             assert status == 200, status
@@ -120,12 +127,14 @@ def main() -> None:
         print(f"first_read_respawn: {args.rounds} respawns, WORKER_WARMUP_TIMEOUT={args.warmup}, "
               f"load average {load[0]:.1f} {load[1]:.1f} {load[2]:.1f}")
         print(f"  warm worker, known identity      {fmt(warm)}")
+        print(f"  warm worker, identity idle 1.5 s {fmt(idle)}")
         print(f"  warm worker, new identity        {fmt(new_identity)}")
         print(f"  respawned worker, first read     {fmt(firsts)}")
         print(f"  respawned worker, second read    {fmt(seconds_)}")
         print(f"  respawned worker, third read     {fmt(thirds)}")
         print(f"  warm-up duration                 {fmt(warmups)}")
         print(f"  first read / warm median         {statistics.median(firsts) / statistics.median(warm):.2f}x")
+        print(f"  first read / idle-identity read  {statistics.median(firsts) / statistics.median(idle):.2f}x")
     finally:
         if instance is not None:
             instance.cleanup()
