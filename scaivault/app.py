@@ -10,7 +10,7 @@ from flask import Flask, Response, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from . import __version__, pagination
-from .api.http import current_request
+from .api.http import current_request, query_args
 from .config import Settings
 from .errors import STATUS_BY_CODE, ScaiVaultError
 from .inputs import text_problem
@@ -67,9 +67,7 @@ def _refuse_unstorable_url_text() -> None:
     problem = text_problem(request.path)
     if problem:
         raise ScaiVaultError("invalid_request", f"the URL path {problem}")
-    if not request.environ.get("QUERY_STRING"):
-        return      # nothing to parse (most requests): request.args would build an empty MultiDict
-    for key, value in request.args.items(multi=True):
+    for key, value in query_args(request).items(multi=True):
         if text_problem(key):
             raise ScaiVaultError("invalid_request", f"a query parameter name {text_problem(key)}")
         if text_problem(value):

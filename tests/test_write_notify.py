@@ -1,5 +1,5 @@
 """A write NOTIFYs the event dispatchers only when its tenant has a consumer; its events are in the
-outbox either way and are fanned out by the dispatchers' sweep (migration 0071)."""
+outbox either way, already dispatched where nobody listens (migrations 0071, 0161)."""
 from __future__ import annotations
 
 import pg8000.native

@@ -139,20 +139,13 @@ class HotRoutes:
             rv = self._error_handler(exc)
         return self._finish(app, rv, blueprint)
 
-    def _send(self, response, environ: dict, start_response: Callable) -> Iterable[bytes]:
+    @staticmethod
+    def _send(response, environ: dict, start_response: Callable) -> Iterable[bytes]:
+        """Start `response`: a view's JSON answer as it stands (its headers are final, its body one
+        piece), anything else (errors, Flask's make_response) through werkzeug."""
         if type(response) is LeanResponse:
             start_response(response.status, response.headers.to_wsgi_list())
             return [response.body]
-        """Start `response`. A buffered JSON answer (every answer of these routes but an odd one) goes
-        out as it stands: werkzeug's `get_wsgi_headers` would copy its headers only to find nothing
-        to change (no Location, a Content-Length already set, a status with a body). These answers are
-        JSON documents with no close callbacks, so the body list is the whole application iterable."""
-        if (type(response) is self.app.response_class and response.is_sequence
-                and 200 <= response.status_code < 300 and response.status_code != 204):
-            headers = response.headers
-            if "Content-Length" in headers and "Location" not in headers and "Content-Location" not in headers:
-                start_response(response.status, headers.to_wsgi_list())
-                return response.response
         return response(environ, start_response)
 
     @staticmethod
@@ -170,9 +163,9 @@ class HotRoutes:
 
 
 class LeanHeaders:
-    """What the after_request hooks do with a response's headers (set, setdefault, get, `in`), over a
-    plain list in sending order, with werkzeug's rules: names match case-insensitively, a set replaces
-    the first header of that name in place and drops the others, values are str without line breaks."""
+    """What the after_request hooks do with a response's headers (set, setdefault) over a plain list in
+    sending order, with werkzeug's rules: names match case-insensitively, a set replaces the first
+    header of that name in place and drops the others, values are str without line breaks."""
 
     __slots__ = ("_items",)
 
@@ -204,22 +197,6 @@ class LeanHeaders:
             return self._items[i][1]
         self[name] = default
         return str(default)
-
-    def get(self, name: str, default: Any = None) -> Any:
-        i = self._find(name)
-        return self._items[i][1] if i >= 0 else default
-
-    def __getitem__(self, name: str) -> str:
-        i = self._find(name)
-        if i < 0:
-            raise KeyError(name)
-        return self._items[i][1]
-
-    def __contains__(self, name: object) -> bool:
-        return isinstance(name, str) and self._find(name) >= 0
-
-    def items(self) -> list[tuple[str, str]]:
-        return list(self._items)
 
     def to_wsgi_list(self) -> list[tuple[str, str]]:
         return self._items

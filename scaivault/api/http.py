@@ -6,6 +6,7 @@ from contextvars import ContextVar
 from typing import Any
 
 from flask import Request, current_app, request
+from werkzeug.datastructures import ImmutableMultiDict
 
 from ..errors import ScaiVaultError
 from ..inputs import json_text_problem
@@ -26,6 +27,16 @@ def current_request() -> Request:
     ask this instead of flask.request, so that both dispatchers run the same code."""
     hot = _hot_request.get()
     return hot if hot is not None else request._get_current_object()   # type: ignore[attr-defined]
+
+
+_NO_ARGS: ImmutableMultiDict = ImmutableMultiDict()
+
+
+def query_args(req: Request | None = None) -> ImmutableMultiDict:
+    """The request's query parameters. Without a query string (most requests, every hot read) an
+    empty one: werkzeug parses nothing and builds no MultiDict."""
+    req = req if req is not None else current_request()
+    return req.args if req.environ.get("QUERY_STRING") else _NO_ARGS
 
 
 def _not_json(constant: str) -> None:
@@ -63,7 +74,7 @@ def json_body(*, required: bool = True, nul_allowed_under: frozenset[str] = froz
 
 def bool_arg(name: str, default: bool = False) -> bool:
     """A true/false query parameter (absent = `default`), or a precise `invalid_request` error."""
-    raw = (current_request().args.get(name) or "").lower()
+    raw = (query_args().get(name) or "").lower()
     if raw == "":
         return default
     if raw in ("false", "0", "no"):

@@ -19,7 +19,7 @@ from ..errors import ScaiVaultError, ValidationFailed
 from ..auth import authenticate_request, require_scope, resolve_tenant
 from .auditing import record_failure
 from .authorization import Authorization
-from .http import current_request, json_body, runtime
+from .http import current_request, json_body, query_args, runtime
 from .params import PATTERN_CODES, check_query
 
 
@@ -68,9 +68,7 @@ def endpoint(category: str | None, *, scope: str | None = None, authenticated: b
                 if authorize is not None and authenticated:
                     authorize.check(kwargs)
                 if query:
-                    req = current_request()
-                    if req.environ.get("QUERY_STRING"):     # else nothing to check (no MultiDict built)
-                        check_query(query, req.args)
+                    check_query(query, query_args())
                 if body is not None:
                     g.body = parse_body(body)
                 return view(*args, **kwargs)

@@ -24,7 +24,7 @@ from ..policy.paths import validate_path
 from ..services.secrets import MAX_VERSIONS_LIMIT, SecretOwner, WriteRequest
 from .auditing import entry_for_request, record_denial
 from .authorization import permission, require_permission
-from .http import bool_arg, current_request, runtime
+from .http import bool_arg, current_request, query_args, runtime
 from .params import Duration, PatchBody, SecretPath, SecretType
 from .pipeline import endpoint
 
@@ -209,10 +209,7 @@ def _actor() -> str:
 
 
 def _int_arg(name: str) -> int | None:
-    req = current_request()
-    if not req.environ.get("QUERY_STRING"):
-        return None
-    raw = req.args.get(name)
+    raw = query_args().get(name)
     if raw is None or raw == "":
         return None
     return inputs.parse_int(raw, name, low=1, high=inputs.PG_INT_MAX)

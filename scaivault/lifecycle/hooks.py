@@ -127,42 +127,32 @@ def _iso(ts) -> str | None:
     return iso(ts)
 
 
-# ------------------------------------------------------------------ who listens: secret.accessed, any event
-def _listener_tenants(db) -> tuple[frozenset[str], frozenset[str]]:
-    """(tenants listening for secret.accessed, tenants with any consumer): one query for both."""
-    rows = db.query("""SELECT tenant_id,
-                              bool_or(events ? 'secret.accessed' OR events ? 'secret.*' OR events ? '*') AS accessed
-                         FROM (SELECT tenant_id, events FROM webhooks WHERE enabled
-                               UNION ALL
-                               SELECT tenant_id, events FROM subscriptions WHERE status = 'active') AS consumers
-                        GROUP BY tenant_id""")
-    return (frozenset(r["tenant_id"] for r in rows if r["accessed"]),
-            frozenset(r["tenant_id"] for r in rows))
+# ------------------------------------------------------------------ secret.accessed, off unless wanted
+def _access_listener_tenants(db) -> frozenset[str]:
+    rows = db.query("""SELECT DISTINCT tenant_id FROM webhooks
+                        WHERE enabled AND (events ? 'secret.accessed' OR events ? 'secret.*' OR events ? '*')
+                       UNION SELECT DISTINCT tenant_id FROM subscriptions
+                        WHERE status = 'active'
+                          AND (events ? 'secret.accessed' OR events ? 'secret.*' OR events ? '*')""")
+    return frozenset(r["tenant_id"] for r in rows)
 
 
 class AccessListeners:
-    """Which tenants have a webhook or subscription for `secret.accessed`, and which have any consumer
-    of events at all: a read of a tenant nobody listens to costs one set lookup, and a write of such
-    a tenant NOTIFYs no dispatcher (refreshed every 5 s, scaivault.snapshot; the dispatchers' sweep
-    still fans out within a second whatever a stale snapshot said)."""
+    """Which tenants have a webhook or subscription for `secret.accessed`: a read of a tenant
+    nobody listens to costs one set lookup (refreshed every 5 s, scaivault.snapshot). Whether a
+    write's events have any consumer is decided in its own statement (migration 0161)."""
 
     def __init__(self) -> None:
-        self._tenants = PeriodicSnapshot("event listeners", _listener_tenants, (frozenset(), frozenset()))
+        self._tenants = PeriodicSnapshot("access listeners", _access_listener_tenants, frozenset())
 
     def wanted(self, db, tenant_id: str | None) -> bool:
-        """Does anyone in the tenant listen for secret.accessed?"""
-        return tenant_id in self._tenants.get(db)[0]
-
-    def any_consumer(self, db, tenant_id: str | None) -> bool:
-        """Does the tenant have an enabled webhook or an active subscription (for any event)?"""
-        return tenant_id in self._tenants.get(db)[1]
+        return tenant_id in self._tenants.get(db)
 
     def invalidate(self) -> None:
         self._tenants.expire()
 
 
 ACCESS_LISTENERS = AccessListeners()
-EVENT_CONSUMERS = ACCESS_LISTENERS
 
 
 def secret_read(db, owner, path: str, version: int, audit) -> None:

@@ -28,7 +28,7 @@ from ..db import Database, Session
 from ..errors import ScaiVaultError, ValidationFailed
 from .. import version_hints
 from ..group_commit import GroupCommit
-from ..lifecycle.hooks import EVENT_CONSUMERS, plain_write_events, secret_changed, secret_read
+from ..lifecycle.hooks import plain_write_events, secret_changed, secret_read
 from ..policy.paths import validate_path
 from .policies import decode_cursor, encode_cursor, iso, page_limit
 
@@ -469,9 +469,7 @@ class SecretStore:
             doc["events"] = plain_write_events(
                 path, expected, version, entry, secret_type=req.secret_type or DEFAULT_SECRET_TYPE,
                 tags=(req.metadata or {}).get("tags"), expires_at=expires_at)
-            # nobody to deliver to: no NOTIFY (it serialises commits and wakes every dispatcher);
-            # the dispatchers' sweep marks the rows within a second (migration 0071)
-            doc["notify"] = EVENT_CONSUMERS.any_consumer(self.db, owner.tenant_id)
+            # stored undispatched with a NOTIFY only where the tenant has a consumer (migration 0161)
             started = time.perf_counter()
             try:
                 with self.db.session() as s:
