@@ -5,6 +5,7 @@ developer machine needs nothing installed; production always names a real Redis.
 """
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -110,6 +111,39 @@ class LazyRedisCluster:
 
     def __getattr__(self, name: str):
         return getattr(self.client(), name)
+
+
+class HintList:
+    """A bounded list of recent JSON members in one Redis sorted set (newest first, a day without use
+    drops it): what a warming worker should load, never a decision (the loads come from the database).
+    One key per operation, so one slot in a Redis Cluster; failures only lose a hint."""
+
+    def __init__(self, key: str, size: int, ttl_seconds: int = 86400):
+        self.key, self.size, self.ttl = key, size, ttl_seconds
+
+    def note(self, client, member) -> None:
+        try:
+            pipe = client.pipeline(transaction=False)
+            pipe.zadd(self.key, {json.dumps(member, separators=(",", ":")): time.time()})
+            pipe.zremrangebyrank(self.key, 0, -self.size - 1)
+            pipe.expire(self.key, self.ttl)
+            pipe.execute()
+        except Exception as exc:
+            log.debug("warm-up hint not noted", extra={"key": self.key, "error": type(exc).__name__})
+
+    def newest(self, client, limit: int) -> list:
+        """The newest `limit` members, decoded; members that are not JSON are skipped (check the rest)."""
+        try:
+            members = client.zrevrange(self.key, 0, max(0, limit - 1))
+        except Exception:
+            return []
+        out = []
+        for raw in members:
+            try:
+                out.append(json.loads(raw))
+            except (ValueError, TypeError):
+                continue
+        return out
 
 
 def is_cluster(client) -> bool:

@@ -22,6 +22,7 @@ from typing import Any, Iterable
 
 from ..errors import ScaiVaultError
 from ..identity import store
+from ..redis_store import HintList
 from . import personal_tokens, roles
 from .epoch import AuthEpoch
 from .exchange import PREFIX as EXCHANGED_TOKEN_PREFIX
@@ -37,8 +38,7 @@ MAX_CACHED_TOKENS = 50_000
 MAX_IDENTITY_AGE_SECONDS = 60.0   # safety net should an epoch bump ever be lost
 INACTIVE_STATUSES = ("SUSPENDED", "DISABLED", "DELETED", "INACTIVE", "LOCKED", "DEACTIVATED")
 RECENT_PRINCIPALS_KEY = "scaivault:auth:recent_principals"   # warm-up hints: which rows to read, never a decision
-MAX_RECENT_PRINCIPALS = 1000
-RECENT_PRINCIPALS_TTL_SECONDS = 86400
+RECENT_PRINCIPALS = HintList(RECENT_PRINCIPALS_KEY, 1000)
 ROWS_BATCH = 100                   # principals per identity-rows statement (a warm-up reads them in batches)
 
 # the tenant row's columns, as `SELECT * FROM identity_tenants` returns them (tests compare the two);
@@ -374,35 +374,12 @@ class Authenticator:
         # tagged with the epoch seen before the read: a change committed meanwhile makes it a miss
         self._bounded_put(self._rows, key, (rows, read_at, epoch))
         if note:
-            self._note_recent(key)
+            RECENT_PRINCIPALS.note(self.runtime.redis, list(key))   # its key only: which rows a new worker reads
         return rows
-
-    def _note_recent(self, key: tuple) -> None:
-        """Note the principal in the warm-up hint list (its key only: which rows a new worker reads)."""
-        try:
-            pipe = self.runtime.redis.pipeline(transaction=False)      # one key: one slot in a cluster
-            pipe.zadd(RECENT_PRINCIPALS_KEY, {json.dumps(list(key), separators=(",", ":")): time.time()})
-            pipe.zremrangebyrank(RECENT_PRINCIPALS_KEY, 0, -MAX_RECENT_PRINCIPALS - 1)
-            pipe.expire(RECENT_PRINCIPALS_KEY, RECENT_PRINCIPALS_TTL_SECONDS)
-            pipe.execute()
-        except Exception as exc:   # only a warm-up hint
-            log.debug("recent principal not noted", extra={"error": type(exc).__name__})
 
     def recent_principals(self, limit: int) -> list[tuple]:
         """The newest `limit` principals any process read rows for; malformed members are skipped."""
-        try:
-            members = self.runtime.redis.zrevrange(RECENT_PRINCIPALS_KEY, 0, max(0, limit - 1))
-        except Exception:
-            return []
-        keys = []
-        for raw in members:
-            try:
-                key = json.loads(raw)
-            except (ValueError, TypeError):
-                continue
-            if valid_rows_key(key):
-                keys.append(tuple(key))
-        return keys
+        return [tuple(key) for key in RECENT_PRINCIPALS.newest(self.runtime.redis, limit) if valid_rows_key(key)]
 
     def warm_rows(self, keys: Iterable[tuple], deadline: float) -> int:
         """Read the rows of `keys` (in batches, until `deadline`) into the cache; returns how many."""

@@ -14,13 +14,13 @@ slot of a Redis Cluster; a tenant belongs to one partner.
 """
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
 from datetime import datetime, timezone
 from typing import Callable, Iterable
 
+from ..redis_store import HintList
 from .engine import PolicySet, compile_policies
 
 log = logging.getLogger("scaivault.policy")
@@ -30,8 +30,7 @@ ENTRY_TTL = 300.0
 MAX_ENTRIES = 20000
 EPOCH_KEY = "scaivault:policy_epoch:"
 RECENT_KEY = "scaivault:policy_recent"
-MAX_RECENT = 1000                 # scopes kept in RECENT_KEY (newest first); a day without use drops it
-RECENT_TTL_SECONDS = 86400
+RECENT = HintList(RECENT_KEY, 1000)   # scopes noted for warm-ups (newest first); a day without use drops it
 
 # loader(tenant_id | None, partner_id, identity_ids) -> rows (policy_id, name, rules, binding_expires_at)
 Loader = Callable[[str | None, str | None, tuple[str, ...]], Iterable[tuple]]
@@ -100,33 +99,17 @@ class PolicyCache:
                     self._entries.clear()
                 self._entries[key] = (policy_set, epochs, time.monotonic(), min(lapses) if lapses else None)
             if note:        # Redis answered the epoch read just now; a load is rare (one per identity per TTL)
-                self._note_recent(tenant_id, partner_id, identity_ids)
+                RECENT.note(self.redis, [tenant_id, partner_id, list(identity_ids)])
         return policy_set
-
-    def _note_recent(self, tenant_id: str | None, partner_id: str | None, identity_ids: tuple[str, ...]) -> None:
-        member = json.dumps([tenant_id, partner_id, list(identity_ids)], separators=(",", ":"))
-        try:
-            pipe = self.redis.pipeline(transaction=False)        # one key: one slot in a cluster
-            pipe.zadd(RECENT_KEY, {member: time.time()})
-            pipe.zremrangebyrank(RECENT_KEY, 0, -MAX_RECENT - 1)
-            pipe.expire(RECENT_KEY, RECENT_TTL_SECONDS)
-            pipe.execute()
-        except Exception as exc:   # only a warm-up hint
-            log.debug("recent policy scope not noted", extra={"error": type(exc).__name__})
 
     def recent_scopes(self, limit: int) -> list[tuple[str | None, str | None, tuple[str, ...]]]:
         """The newest `limit` scopes any process loaded: (tenant, partner, identity ids); malformed
         members are skipped (Redis content only chooses which database loads a warm-up makes)."""
-        try:
-            members = self.redis.zrevrange(RECENT_KEY, 0, max(0, limit - 1))
-        except Exception:
-            return []
         scopes = []
-        for raw in members:
-            try:
-                tenant_id, partner_id, ids = json.loads(raw)
-            except (ValueError, TypeError):
+        for member in RECENT.newest(self.redis, limit):
+            if not (isinstance(member, list) and len(member) == 3):
                 continue
+            tenant_id, partner_id, ids = member
             if (all(v is None or (isinstance(v, str) and len(v) <= 256) for v in (tenant_id, partner_id))
                     and isinstance(ids, list) and 0 < len(ids) <= 256
                     and all(isinstance(i, str) and len(i) <= 512 for i in ids)):
