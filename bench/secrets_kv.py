@@ -3,10 +3,12 @@
 Workloads (wrk -t2 -c32, the settings of ../shared/bench/openbao_kv.sh): read, write and 90/10
 mix over 1,000 secrets of about 200 bytes, as a policy-scoped user (not an admin: a long-lived
 JWT from the ScaiKey stand-in, bound to a `bench/**` policy), audit on, rate limits raised;
-batch reads of 100 paths; listing with 100,000 secrets in one tenant; and the ceiling, a bare
-Flask route doing one pooled query on the same stack. Creates and drops its own database.
+batch reads of 100 paths; listing with 100,000 secrets in one tenant; the ceiling, a bare
+Flask route doing one pooled query on the same stack; and the floor of the HTTP stack, a constant
+WSGI answer on ScaiVault's worker class (bench/bare_wsgi.py). Each wrk run also reports CPU per
+request: the server's, PostgreSQL's and the whole machine's. Creates and drops its own database.
 
-Usage: python bench/secrets_kv.py [--duration 15] [--only read,write,mix,batch,list,ceiling]
+Usage: python bench/secrets_kv.py [--duration 15] [--only read,write,mix,batch,list,ceiling,bare]
 """
 from __future__ import annotations
 
@@ -109,19 +111,47 @@ def tree_cpu(pid: int) -> float:
     return total
 
 
+def postgres_cpu() -> dict[int, float]:
+    """CPU seconds used so far by each living PostgreSQL process (postmaster, backends, walwriter...)."""
+    out, tick = {}, os.sysconf("SC_CLK_TCK")
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            head, _, rest = (entry / "stat").read_text().rpartition(")")
+            if head.rsplit("(", 1)[1].startswith("postgres"):
+                fields = rest.split()
+                out[int(entry.name)] = (int(fields[11]) + int(fields[12])) / tick
+        except (OSError, IndexError, ValueError):
+            continue
+    return out
+
+
+def machine_cpu() -> float:
+    """CPU seconds the whole machine has been busy (all cores, /proc/stat: everything but idle and iowait)."""
+    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return (sum(values[:8]) - values[3] - values[4]) / os.sysconf("SC_CLK_TCK")
+
+
 def wrk_with_cpu(pid: int, *args, **kwargs) -> dict:
-    """wrk, plus the server's CPU time per request (steadier than req/s on a shared machine)."""
-    before = tree_cpu(pid)
+    """wrk, plus CPU time per request (steadier than req/s on a shared machine): the server's
+    (`pid` and its workers), PostgreSQL's and the whole machine's (wrk and the kernel included)."""
+    server, pg, machine = tree_cpu(pid), postgres_cpu(), machine_cpu()
     result = wrk(*args, **kwargs)
-    used = tree_cpu(pid) - before
-    result["server_cpu_us"] = used / max(1, result["requests"]) * 1e6
+    # a PostgreSQL process that exited meanwhile took its CPU along: count those alive at the end
+    pg_used = sum(used - pg.get(p, 0.0) for p, used in postgres_cpu().items())
+    count = max(1, result["requests"])
+    for key, used in (("server_cpu_us", tree_cpu(pid) - server), ("pg_cpu_us", pg_used),
+                      ("machine_cpu_us", machine_cpu() - machine)):
+        result[key] = used / count * 1e6
     return result
 
 
 def row(name: str, r: dict, ceiling: float | None) -> str:
     ratio = f"{r['rps'] / ceiling:.2f}" if ceiling else "-"
     return (f"| {name} | {r['rps']:.0f} | {r['p50']:.1f} | {r['p99']:.1f} | {ratio} | {r['non2xx']} "
-            f"| {r['socket_errors'] or 0} | {r.get('server_cpu_us', 0):.0f} |")
+            f"| {r['socket_errors'] or 0} | {r.get('server_cpu_us', 0):.0f} | {r.get('pg_cpu_us', 0):.0f} "
+            f"| {r.get('machine_cpu_us', 0):.0f} |")
 
 
 def timed(fn, n: int = 15) -> float:
@@ -161,7 +191,7 @@ def main() -> None:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     ap = argparse.ArgumentParser()
     ap.add_argument("--duration", type=int, default=int(os.environ.get("BENCH_DURATION", "15")))
-    ap.add_argument("--only", default="ceiling,read,write,mix,batch,list")
+    ap.add_argument("--only", default="bare,ceiling,read,write,mix,batch,list")
     ap.add_argument("--list-secrets", type=int, default=100_000)
     ap.add_argument("--keep", action="store_true", help="seed, then keep serving for manual probing")
     ap.add_argument("--json-out", help="also write the wrk figures as JSON here (bench/pair.py reads them)")
@@ -262,19 +292,30 @@ end""")
 
         ceiling = None
         results: dict[str, dict] = {}
+        def side_server(label: str, worker: str, target: str, probe: str, script: str | None) -> dict:
+            """wrk against another gunicorn app on the same machine (2 workers), stopped afterwards."""
+            sport = free_port()
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "gunicorn", "-k", worker, "-w", "2", "--worker-connections", "1000",
+                 "-b", f"127.0.0.1:{sport}", "--log-level", "error", target],
+                env={**env, "BENCH_TENANT": TENANT}, cwd=ROOT)
+            procs.append(proc)
+            try:
+                wait_http(f"http://127.0.0.1:{sport}{probe}")
+                results[label] = wrk_with_cpu(proc.pid, f"http://127.0.0.1:{sport}{probe}", seconds, None, script)
+                return results[label]
+            finally:
+                proc.terminate()
+                proc.wait(10)
+                procs.remove(proc)
+
         if "ceiling" in only:
-            cport = free_port()
-            procs.append(subprocess.Popen(
-                [sys.executable, "-m", "gunicorn", "-k", "gevent", "-w", "2", "--worker-connections", "1000",
-                 "-b", f"127.0.0.1:{cport}", "--log-level", "error", "bench.ceiling:app"],
-                env={**env, "BENCH_TENANT": TENANT}, cwd=ROOT))
-            wait_http(f"http://127.0.0.1:{cport}/q?p=bench/app-001/db")
-            results["ceiling: one-query Flask route"] = wrk_with_cpu(procs[-1].pid, f"http://127.0.0.1:{cport}/q", seconds,
-                                                                     None, ceiling_lua)
-            ceiling = results["ceiling: one-query Flask route"]["rps"]
-            procs[-1].terminate()
-            procs[-1].wait(10)
-            procs.pop()
+            ceiling = side_server("ceiling: one-query Flask route", "gevent", "bench.ceiling:app", "/q?p=bench/app-001/db",
+                                  ceiling_lua)["rps"]
+        if "bare" in only:
+            # the floor of the HTTP stack: ScaiVault's gunicorn worker class serving a constant answer
+            side_server("bare: constant WSGI answer", "scaivault.patches.ScaiVaultPyWSGIWorker", "bench.bare_wsgi:app",
+                        "/", None)
         for key, script in (("read", read_lua), ("write", write_lua), ("mix", mix_lua)):
             if key in only:
                 results[f"{key} (policy-scoped JWT, audit on)"] = wrk_with_cpu(procs[0].pid, base + "/", seconds, user, script)
@@ -286,8 +327,8 @@ end""")
                      f"WEB_CONCURRENCY=2; {os.cpu_count()} CPUs; load average before: {os.getloadavg()[0]:.2f}")
         lines.append("")
         lines.append("| workload | req/s | p50 ms | p99 ms | ratio to ceiling | non-2xx | socket errors "
-                     "| server CPU us/request |")
-        lines.append("|---|---|---|---|---|---|---|---|")
+                     "| server CPU us/request | PostgreSQL CPU us/request | machine CPU us/request |")
+        lines.append("|---|---|---|---|---|---|---|---|---|---|")
         for key, r in results.items():
             lines.append(row(key, r, ceiling))
         if "batch" in only:

@@ -134,3 +134,25 @@ def test_an_untested_gevent_serves_with_gunicorns_gevent_worker(monkeypatch):
     monkeypatch.setattr(patches, "installed_version", real)
     if patches.supported("gevent.pywsgi_json_errors"):
         assert patches.server_worker_class() == "scaivault.patches.ScaiVaultPyWSGIWorker"
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_the_pywsgi_handler_builds_gunicorns_access_record_only_when_that_log_is_on(enabled):
+    from gunicorn.workers.ggevent import PyWSGIHandler
+
+    calls = []
+
+    class Log:
+        access_log_enabled = enabled
+
+        def access(self, resp, req, environ, request_time):
+            calls.append((resp.status, environ["PATH_INFO"]))
+
+    handler = patches.ScaiVaultPyWSGIWorker.wsgi_handler.__new__(patches.ScaiVaultPyWSGIWorker.wsgi_handler)
+    assert isinstance(handler, PyWSGIHandler)
+    handler.server = type("Server", (), {"log": Log()})()
+    handler.time_start, handler.time_finish = 1.0, 1.5
+    handler.status, handler.response_headers, handler.response_length = b"200 OK", [], 2
+    handler.environ = {"PATH_INFO": "/v1/health"}
+    handler.log_request()
+    assert calls == ([("200 OK", "/v1/health")] if enabled else [])
