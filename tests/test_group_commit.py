@@ -4,6 +4,7 @@ audit entry durable before the value leaves, and the hash chain intact."""
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 
@@ -286,3 +287,43 @@ def test_version_hints_cross_fork_and_a_wrong_hint_only_costs_a_retry(make_app, 
         assert response.get_json()["version"] == expected
         assert admin.get("/v1/secrets/wrong/a").get_json()["data"] == {"n": expected}
     assert verify_chain(admin.client.application.extensions["scaivault"].db, tenant).valid
+
+
+def test_one_batch_runs_at_a_time_until_it_stalls_then_an_arrival_starts_another():
+    release = threading.Event()
+    calls: list[list[int]] = []
+
+    def run(items):
+        calls.append(list(items))
+        if len(calls) == 1:
+            release.wait(5)
+        return [i * 10 for i in items]
+
+    gc = GroupCommit(run, max_inflight=4, stall=0.3)
+    out: dict[int, int] = {}
+
+    def submit(i: int) -> threading.Thread:
+        thread = threading.Thread(target=lambda: out.__setitem__(i, gc.submit(i)))
+        thread.start()
+        return thread
+
+    threads = [submit(0)]
+    while not calls:
+        time.sleep(0.001)
+    threads += [submit(1), submit(2)]
+    while len(gc._pending) < 2:
+        time.sleep(0.001)
+    time.sleep(0.05)
+    assert len(calls) == 1          # the running batch is young: the arrivals wait for it
+    time.sleep(0.3)
+    threads.append(submit(3))       # the running batch has stalled: this arrival starts the next one
+    deadline = time.monotonic() + 5
+    while len(calls) < 2 and time.monotonic() < deadline:
+        time.sleep(0.001)
+    assert calls[1] == [1, 2, 3] and 0 not in out   # served while the first batch still hangs
+    for i in (1, 2, 3):
+        threads[i].join(5)
+    assert out == {1: 10, 2: 20, 3: 30}
+    release.set()
+    threads[0].join(5)
+    assert out[0] == 0 and gc._leaders == 0
