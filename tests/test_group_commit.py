@@ -327,3 +327,43 @@ def test_one_batch_runs_at_a_time_until_it_stalls_then_an_arrival_starts_another
     release.set()
     threads[0].join(5)
     assert out[0] == 0 and gc._leaders == 0
+
+
+def test_concurrent_writes_share_a_statement_and_an_item_needing_the_general_path_takes_it_alone(
+        app, scaikey, monkeypatch):
+    tenant = new_tenant()
+    callers = [Callers(scaikey, app.test_client()).admin(tenant) for _ in range(12)]
+    for i in range(12):
+        assert callers[0].put(f"/v1/secrets/wb/s{i}", json={"data": {"n": i}}).status_code == 201
+    store = app.extensions["scaivault"].secret_store
+    batch = store.write_batch
+    sizes: list[int] = []
+    monkeypatch.setattr(batch, "on_batch", sizes.append)
+    monkeypatch.setattr(batch, "stall", 60.0)       # one batch at a time, however long the first is held
+    run, held = batch.run_batch, threading.Event()
+
+    def hold_first(items):
+        if not held.is_set():
+            held.set()
+            deadline = time.monotonic() + 10
+            while len(batch._pending) < 11 and time.monotonic() < deadline:
+                time.sleep(0.005)
+        return run(items)
+
+    monkeypatch.setattr(batch, "run_batch", hold_first)
+    # request 5 states a stale version (cas 0): its item needs the general path, which answers 409
+    answers = concurrently(12, lambda i: callers[i].put(
+        f"/v1/secrets/wb/s{i}", json={"data": {"n": i * 10}, **({"options": {"cas": 0}} if i == 5 else {})}))
+    assert [a.status_code for a in answers] == [409 if i == 5 else 200 for i in range(12)]
+    assert all(a.get_json()["version"] == 2 for i, a in enumerate(answers) if i != 5)
+    assert answers[5].get_json()["error"]["code"] == "version_conflict"
+    assert sorted(sizes) == [1, 11], sizes           # the held one, then all the others in one statement
+    for i in range(12):
+        assert callers[0].get(f"/v1/secrets/wb/s{i}").get_json()["data"] == {"n": i if i == 5 else i * 10}
+    db = app.extensions["scaivault"].db
+    rows = db.query("SELECT request_id, secret_path, extra_data FROM audit_log WHERE tenant_id = :t "
+                    "AND action = 'write' AND success AND request_id = ANY(:ids)", t=tenant,
+                    ids=[a.headers["X-Request-ID"] for a in answers])
+    assert sorted((r["secret_path"], r["extra_data"]["version"]) for r in rows) == sorted(
+        (f"wb/s{i}", 2) for i in range(12) if i != 5)
+    assert verify_chain(db, tenant).valid

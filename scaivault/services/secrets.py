@@ -51,13 +51,9 @@ BATCH_EXPANSION_CAP = 1000
 AuditFn = Callable[..., AuditEntry]
 
 WRITE_ATTEMPTS = 3              # reseal-and-retry rounds of a one-statement write before the general path
-_WRITE_SQL = "SELECT * FROM sv_write_version(CAST(:doc AS jsonb), :sealed)"
-
-
-def _general_path_needed(exc: DatabaseError) -> bool:
-    """sv_write_version's SQLSTATE SVW01: a case for the general, locked write."""
-    info = exc.args[0] if exc.args and isinstance(exc.args[0], dict) else {}
-    return info.get("C") == "SVW01"
+WRITE_MAX_BATCH = 32            # a batch item is a subtransaction: stay well under PostgreSQL's 64 cached per transaction
+_WRITE_SQL = "SELECT * FROM sv_write_batch(CAST(:items AS jsonb), CAST(:sealed AS bytea[]))"
+_GENERAL = object()             # a write batch's answer for an item that needs the general path
 
 
 def _check_lowering(may_lower_retention: Callable[[], None] | None) -> None:
@@ -472,22 +468,42 @@ class SecretStore:
             # stored undispatched with a NOTIFY only where the tenant has a consumer (migration 0161)
             started = time.perf_counter()
             try:
-                with self.db.session() as s:
-                    rows = s.run_prepared(_WRITE_SQL, doc=json.dumps(doc, separators=(",", ":")), sealed=sealed)
+                row = self.write_batch.submit((json.dumps(doc, separators=(",", ":")), sealed))
             except DatabaseError as exc:
-                if _general_path_needed(exc):
-                    return None
                 if is_audit_failure(exc):
                     raise audit_unavailable(entry.stored_values(), exc) from None
                 raise
-            if not rows or not rows[0]["written"]:      # moved on (or gone): nothing was written
-                expected = rows[0]["current_version"] if rows else 0
+            if row is _GENERAL:
+                return None
+            if row is None or not row["written"]:      # moved on (or gone): nothing was written
+                expected = row["current_version"] if row else 0
                 self._versions.note(key, expected)
                 continue
             count_appended("write", True, time.perf_counter() - started)
             self._versions.note(key, version)
-            return secret_view(rows[0], path), expected == 0
+            return secret_view(row, path), expected == 0
         return None
+
+    @cached_property
+    def write_batch(self) -> GroupCommit:
+        """This process's group commit of one-statement writes (one per process: created after fork).
+
+        Concurrent writes share one sv_write_batch statement and its commit; each request is
+        answered only once that commit is durable. An item's result: its row, None (no row: the
+        path is free again), or _GENERAL (take the general, locked write).
+        """
+        return GroupCommit(self._run_write_batch, max_batch=WRITE_MAX_BATCH,
+                           on_batch=lambda size: _observe_batch(size, "write"))
+
+    def _run_write_batch(self, items: list[tuple[str, bytes]]) -> list[dict | object | None]:
+        with self.db.session() as s:
+            rows = s.run_prepared(_WRITE_SQL, items="[" + ",".join(doc for doc, _ in items) + "]",
+                                  sealed=[sealed for _, sealed in items])
+        out: list[dict | object | None] = [None] * len(items)
+        for row in rows:
+            n = row.pop("item") - 1
+            out[n] = _GENERAL if row.pop("general") else row
+        return out
 
     def exists(self, owner: SecretOwner, path: str) -> bool:
         """Is there a live (not deleted) secret at `path`? For hints only; never audited as a read."""
@@ -978,10 +994,10 @@ def _count_read(owner: SecretOwner, secret_type: str) -> None:
         pass
 
 
-def _observe_batch(size: int) -> None:
+def _observe_batch(size: int, kind: str = "read") -> None:
     try:
         from .. import metrics
-        metrics.labelled(metrics.GROUP_COMMIT_SIZE, "read").observe(size)
+        metrics.labelled(metrics.GROUP_COMMIT_SIZE, kind).observe(size)
     except Exception:
         pass
 
