@@ -50,9 +50,10 @@ def hot_statements() -> tuple[str, ...]:
     from .auth.authenticator import IDENTITY_ROWS_SQL
     from .events.outbox import _INSERT_SQL
     from .services.policies import LOAD_BOUND_SQL
-    from .services.secrets import _WRITE_SQL
+    from .services.secrets import _WRITE_BATCH_SQL, _WRITE_SQL
 
-    return (_READ_BATCH_SQL, _APPEND_SQL, _WRITE_SQL, _INSERT_SQL, IDENTITY_ROWS_SQL, LOAD_BOUND_SQL[True])
+    return (_READ_BATCH_SQL, _APPEND_SQL, _WRITE_SQL, _WRITE_BATCH_SQL, _INSERT_SQL, IDENTITY_ROWS_SQL,
+            LOAD_BOUND_SQL[True])
 
 
 def warm_worker(runtime, timeout: float, rate_limits=None, app=None) -> dict[str, Any]:
