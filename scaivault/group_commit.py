@@ -6,8 +6,9 @@ the next leader takes every queued item (up to `max_batch`) as one batch. At low
 single item and costs no added latency; under load batches grow by themselves. One batch runs at a
 time, unless the newest running batch has taken longer than `stall` (a commit waiting on a slow
 disk, a lock): then an arrival starts another, up to `max_inflight` at once, so a stalled statement
-holds back one batch, not the process. The first arrival leads; after its batch, leadership passes to the oldest waiting
-request, so a request is never kept serving others after its own answer is ready.
+holds back one batch, not the process. The first arrival leads; after its batch, leadership passes
+to the oldest waiting request, so a request is never kept serving others after its own answer is
+ready.
 
 Works with threads and with gevent's patched threading alike (the lock is never held across I/O).
 A failing batch of several items is re-run one item at a time, so that each request gets the

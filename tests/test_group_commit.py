@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
+from typing import Callable
 
 import pytest
 
@@ -187,7 +188,8 @@ def test_a_writer_that_saw_an_old_version_reseals_for_the_current_one(make_app, 
     assert verify_chain(db, tenant).valid
 
 
-def test_leadership_passes_on_so_no_request_waits_for_others_after_its_own_batch():
+def first_batch_held() -> tuple[Callable, threading.Event, list[list[int]]]:
+    """A run_batch that records its batches and holds the first until released; answers 10 x item."""
     release = threading.Event()
     calls: list[list[int]] = []
 
@@ -197,6 +199,11 @@ def test_leadership_passes_on_so_no_request_waits_for_others_after_its_own_batch
             release.wait(5)
         return [i * 10 for i in items]
 
+    return run, release, calls
+
+
+def test_leadership_passes_on_so_no_request_waits_for_others_after_its_own_batch():
+    run, release, calls = first_batch_held()
     gc = GroupCommit(run, max_inflight=1)
     out = {}
     first = threading.Thread(target=lambda: out.__setitem__(0, gc.submit(0)))
@@ -290,15 +297,7 @@ def test_version_hints_cross_fork_and_a_wrong_hint_only_costs_a_retry(make_app, 
 
 
 def test_one_batch_runs_at_a_time_until_it_stalls_then_an_arrival_starts_another():
-    release = threading.Event()
-    calls: list[list[int]] = []
-
-    def run(items):
-        calls.append(list(items))
-        if len(calls) == 1:
-            release.wait(5)
-        return [i * 10 for i in items]
-
+    run, release, calls = first_batch_held()
     gc = GroupCommit(run, max_inflight=4, stall=0.3)
     out: dict[int, int] = {}
 
