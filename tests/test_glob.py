@@ -6,6 +6,7 @@ from hypothesis import given, settings, strategies as st
 
 from scaivault.errors import ScaiVaultError
 from scaivault.policy import PathPattern, path_problem, validate_path
+from scaivault.policy.glob import MAX_WILDCARDS
 
 DOCUMENTED_VECTORS = [
     ("app/db", ["app/db"], ["app/db/password"]),
@@ -111,7 +112,9 @@ pattern_segment = st.sampled_from(LITERALS + ["*", "**", "?", "a*", "*b", "a?", 
 
 
 def _valid_pattern(segments: list[str]) -> bool:
-    return not any(a == b == "**" for a, b in zip(segments, segments[1:]))
+    """No `**/**`, and within the wildcard limit (six segments of up to three could exceed it)."""
+    wildcards = sum(1 if seg == "**" else seg.count("*") + seg.count("?") for seg in segments)
+    return not any(a == b == "**" for a, b in zip(segments, segments[1:])) and wildcards <= MAX_WILDCARDS
 
 
 pattern_strategy = st.lists(pattern_segment, min_size=1, max_size=6).filter(_valid_pattern).map("/".join)

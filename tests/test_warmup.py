@@ -8,7 +8,7 @@ import json
 
 import pg8000.native
 
-from scaivault.policy.cache import RECENT_KEY
+from scaivault.policy.cache import RECENT_KEY, epoch_keys
 from scaivault.warmup import WARMUP_KEY, hot_statements, warm_worker
 from tests.secrets_support import HIGH_RATE_LIMITS, Callers, grant, new_tenant
 
@@ -131,6 +131,8 @@ def test_a_new_worker_reads_the_identity_rows_of_recently_active_principals(make
     _first, tenant, user = _hinted_user(make_app, scaikey)
     second = make_app(RATE_LIMITS=HIGH_RATE_LIMITS)
     runtime = second.extensions["scaivault"]
+    cache = runtime.policy_cache
+    epochs = cache.redis.mget(epoch_keys(tenant, "ptn_test"))
     report = warm_worker(runtime, 15)
     assert report["identities"]["principals"] >= 1 and report["identities"]["hinted"] >= 1, report
     # a NEW token of the warmed principal (never seen by this process): its signature is checked, but
@@ -143,7 +145,10 @@ def test_a_new_worker_reads_the_identity_rows_of_recently_active_principals(make
     assert user.get("/v1/secrets/warm/a").status_code == 200
     assert statements.seen, "the read itself must reach the database"
     assert statements.touching_identities() == [], statements.touching_identities()
-    assert runtime.policy_cache.loads == loads
+    # a reload is right only when the policies changed since the warm-up: the partner's counter is
+    # shared by every test tenant, and an earlier test's background job may bump it meanwhile
+    if cache.redis.mget(epoch_keys(tenant, "ptn_test")) == epochs:
+        assert cache.loads == loads
 
 
 def test_a_principal_not_warmed_is_read_in_one_statement(make_app, scaikey, monkeypatch):
