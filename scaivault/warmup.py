@@ -8,9 +8,9 @@ in the background). Every step is best effort: a dependency that is down makes t
 and the requests that need it answer their usual 503.
 
 Per connection (every pooled connection, in parallel): the catalog caches, the hot statements
-prepared (hot_statements(): the audited read batch, the audit append, the one-statement write, the
-event outbox insert, a token's identity rows, the policy loader), and the read path run once in a
-transaction that is always rolled back, on a miss and on a secret row inserted there (PostgreSQL
+prepared (hot_statements(): the audited read batch, the audit append, the one-statement write and
+the write batch, the event outbox insert, a token's identity rows, the policy loader), and the read
+path run once in a transaction that is always rolled back, on a miss and on a secret row inserted there (PostgreSQL
 compiles a PL/pgSQL function and plans its statements per backend, on first call: that was most
 of a respawned worker's first read). Per process: the periodic snapshots the read path
 consults, the compiled policies of recently active identities (a hint list other processes

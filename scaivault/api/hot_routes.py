@@ -226,8 +226,9 @@ class LeanResponse:
         if type(rv) is tuple and len(rv) == 2 and type(rv[1]) is int:
             rv, status = rv
         provider = app.json
-        if type(provider) is not DefaultJSONProvider or type(rv) is not dict or status not in HTTP_STATUS_CODES or provider.compact is False \
-                or (provider.compact is None and app.debug):
+        if type(provider) is not DefaultJSONProvider or type(rv) is not dict or status not in HTTP_STATUS_CODES:
+            return None
+        if not (provider.compact if provider.compact is not None else not app.debug):
             return None
         body = (provider.dumps(rv, separators=(",", ":")) + "\n").encode()
         return cls(body, status, provider.mimetype)

@@ -57,6 +57,12 @@ _WRITE_BATCH_SQL = "SELECT * FROM sv_write_batch(CAST(:items AS jsonb), CAST(:se
 _GENERAL = object()             # a write batch's answer for an item that needs the general path
 
 
+def _general_path_needed(exc: DatabaseError) -> bool:
+    """sv_write_version's SQLSTATE SVW01: a case for the general, locked write."""
+    info = exc.args[0] if exc.args and isinstance(exc.args[0], dict) else {}
+    return info.get("C") == "SVW01"
+
+
 def _check_lowering(may_lower_retention: Callable[[], None] | None) -> None:
     """Lowering retention erases versions, like :destroy: refuse unless the caller's check passes (F11)."""
     if may_lower_retention is None:
@@ -503,8 +509,7 @@ class SecretStore:
                 with self.db.session() as s:
                     rows = s.run_prepared(_WRITE_SQL, doc=items[0][0], sealed=items[0][1])
             except DatabaseError as exc:
-                info = exc.args[0] if exc.args and isinstance(exc.args[0], dict) else {}
-                if info.get("C") == "SVW01":
+                if _general_path_needed(exc):
                     return [_GENERAL]
                 raise
             return [rows[0] if rows else None]
